@@ -1,0 +1,1 @@
+//! The simulated cluster (issue 3).
