@@ -1,1 +1,15 @@
-//! tidemark
+//! tidemark: a GitOps pull agent that upgrades the Kubernetes cluster it runs in.
+//!
+//! ```text
+//! source (git: list refs, fetch if moved) -> select (manifest by selector, wave tag)
+//!   -> desired state (schema::resolve)  -> [observe -> plan -> converge -> status: later]
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod desired;
+pub mod select;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,66 @@
+//! Turns command-line arguments into validated configuration values.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::cli::GitArgs;
+use crate::source::{Auth, SourceConfig, auth_from_file};
+
+/// The git source described by `url`, `branch` and the git flags.
+pub fn source_config(
+    url: &str,
+    branch: Option<String>,
+    git: &GitArgs,
+) -> anyhow::Result<SourceConfig> {
+    let GitArgs {
+        cache_dir,
+        git_username,
+        git_password_file,
+        git_password_env,
+        git_ssh_key,
+        git_known_hosts,
+    } = git;
+    let password = match (git_password_file, git_password_env) {
+        (Some(file), _) => Some(auth_from_file(file).context("--git-password-file")?),
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => None,
+    };
+    let auth = match (password, git_ssh_key) {
+        (Some(_), Some(_)) => bail!("give either a git password/token or an SSH key, not both"),
+        (Some(password), None) => Auth::Basic {
+            username: git_username
+                .clone()
+                .unwrap_or_else(|| "x-access-token".into()),
+            password,
+        },
+        (None, Some(key)) => {
+            if !key.is_file() {
+                bail!("--git-ssh-key {}: no such file", key.display());
+            }
+            Auth::SshKey {
+                username: git_username.clone().unwrap_or_else(|| "git".into()),
+                key: key.clone(),
+                known_hosts: git_known_hosts.clone(),
+            }
+        }
+        (None, None) => Auth::None,
+    };
+    Ok(SourceConfig {
+        url: url.to_string(),
+        branch,
+        cache_dir: cache_dir.clone().unwrap_or_else(default_cache_dir),
+        auth,
+    })
+}
+
+/// `$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`, or a directory under the temp dir.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("tidemark");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache").join("tidemark");
+    }
+    std::env::temp_dir().join("tidemark-cache")
+}

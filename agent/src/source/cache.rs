@@ -1,0 +1,444 @@
+//! The bare cache of one remote: list refs, fetch only what moved, prune deleted tags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use backon::{BlockingRetryable, ExponentialBuilder};
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions,
+    RemoteCallbacks, Repository,
+};
+use sha2::{Digest, Sha256};
+
+use super::auth::{Auth, host_key_known, redact_url, scrub};
+use super::{Error, RemoteRefs, Result, SourceConfig, SyncReport};
+use crate::source::GitTree;
+
+/// What one fetch transferred.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Objects received from the remote.
+    pub received_objects: usize,
+    /// Bytes received from the remote.
+    pub received_bytes: usize,
+}
+
+/// A bare repository caching one remote.
+pub struct GitCache {
+    repo: Repository,
+    url: String,
+    auth: Auth,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for GitCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitCache")
+            .field("url", &redact_url(&self.url))
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+const RETRIES: usize = 3;
+
+impl GitCache {
+    /// Opens (or creates) the cache of `config.url` under `config.cache_dir`. A cache that
+    /// cannot be opened (corrupt, half-written) is deleted and created anew: it holds only
+    /// what can be fetched again.
+    pub fn open(config: &SourceConfig) -> Result<Self> {
+        let url = normalize_local(&config.url);
+        let key = hex(&Sha256::digest(redact_url(&url).as_bytes())[..12]);
+        let path = config.cache_dir.join(format!("{key}.git"));
+        let cache_err = |e: &dyn std::fmt::Display| Error::Cache {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(&config.cache_dir).map_err(|e| cache_err(&e))?;
+        let repo = match Repository::open_bare(&path) {
+            Ok(repo) => repo,
+            Err(_) => {
+                if path.exists() {
+                    tracing::warn!(path = %path.display(), "git cache unreadable, recreating it");
+                    std::fs::remove_dir_all(&path).map_err(|e| cache_err(&e))?;
+                }
+                Repository::init_bare(&path).map_err(|e| cache_err(&e))?
+            }
+        };
+        Ok(Self {
+            repo,
+            url,
+            auth: config.auth.clone(),
+            path,
+        })
+    }
+
+    /// The remote URL with credentials removed.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Path of the bare cache.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lists the remote's refs (one round trip, no objects), retrying transient failures.
+    pub fn list_remote(&self) -> Result<RemoteRefs> {
+        (|| self.list_once())
+            .retry(backoff())
+            .when(Error::is_transient)
+            .call()
+    }
+
+    fn list_once(&self) -> Result<RemoteRefs> {
+        let fail = |e: git2::Error| Error::List {
+            url: self.display_url(),
+            message: scrub(e.message(), &self.url, &self.auth),
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
+        let conn = remote
+            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .map_err(fail)?;
+        let mut out = RemoteRefs::default();
+        for head in conn.list().map_err(fail)? {
+            let name = head.name();
+            if name.ends_with("^{}") {
+                continue;
+            }
+            out.refs.insert(name.to_string(), head.oid().to_string());
+        }
+        out.head_branch = conn.default_branch().ok().and_then(|b| {
+            b.as_str()
+                .ok()
+                .and_then(|s| s.strip_prefix("refs/heads/"))
+                .map(str::to_string)
+        });
+        Ok(out)
+    }
+
+    /// Brings the cache up to date for `branch` (default: the remote's HEAD) and the tags
+    /// matching `tag_globs` (e.g. `wave/*`). Lists the remote first and fetches only if a
+    /// wanted ref moved or appeared; tags deleted on the remote are deleted locally.
+    pub fn sync(&self, branch: Option<&str>, tag_globs: &[String]) -> Result<SyncReport> {
+        let remote = self.list_remote()?;
+        let branch = match branch {
+            Some(b) => b.to_string(),
+            None => remote.head_branch.clone().ok_or_else(|| Error::NoHead {
+                url: self.display_url(),
+            })?,
+        };
+        let branch_ref = format!("refs/heads/{branch}");
+        let Some(remote_branch) = remote.refs.get(&branch_ref) else {
+            return Err(Error::NoBranch {
+                branch,
+                url: self.display_url(),
+            });
+        };
+
+        let wanted_tag = |name: &str| {
+            name.strip_prefix("refs/tags/")
+                .is_some_and(|t| tag_globs.iter().any(|g| glob_match(g, t)))
+        };
+        let mut refspecs = Vec::new();
+        if self.local_ref(&branch_ref).as_deref() != Some(remote_branch.as_str()) {
+            refspecs.push(format!("+{branch_ref}:{branch_ref}"));
+        }
+        for (name, oid) in remote.refs.iter().filter(|(n, _)| wanted_tag(n)) {
+            if self.local_ref(name).as_deref() != Some(oid.as_str()) {
+                refspecs.push(format!("+{name}:{name}"));
+            }
+        }
+
+        // Tags gone from the remote: "nothing to do yet" for their wave, so drop them.
+        let mut pruned = Vec::new();
+        let local_tags = self
+            .repo
+            .references_glob("refs/tags/*")
+            .map_err(|e| self.read_err("tags", e))?;
+        for r in local_tags.flatten() {
+            if let Ok(name) = r.name()
+                && wanted_tag(name)
+                && !remote.refs.contains_key(name)
+            {
+                pruned.push(name.to_string());
+            }
+        }
+        for name in &pruned {
+            if let Ok(mut r) = self.repo.find_reference(name) {
+                r.delete().map_err(|e| self.read_err(name, e))?;
+            }
+            tracing::info!(tag = %name, "tag deleted on the remote, pruned from the cache");
+        }
+
+        let mut stats = FetchStats::default();
+        let fetched = !refspecs.is_empty();
+        if fetched {
+            stats = (|| self.fetch_once(&refspecs))
+                .retry(backoff())
+                .when(Error::is_transient)
+                .call()?;
+            tracing::info!(
+                refs = refspecs.len(),
+                objects = stats.received_objects,
+                bytes = stats.received_bytes,
+                "fetched fleet repo"
+            );
+        } else {
+            tracing::debug!("no wanted ref moved, fetch skipped");
+        }
+        // Remember the branch followed, so the next sync can use this commit's fleet.yaml
+        // before it knows what the remote's HEAD is.
+        if self
+            .repo
+            .head()
+            .ok()
+            .and_then(|h| h.name().ok().map(str::to_string))
+            .as_deref()
+            != Some(branch_ref.as_str())
+        {
+            self.repo
+                .set_head(&branch_ref)
+                .map_err(|e| self.read_err("HEAD", e))?;
+        }
+        let branch_commit = self
+            .commit_of(&branch_ref)?
+            .ok_or_else(|| Error::NoBranch {
+                branch: branch.clone(),
+                url: self.display_url(),
+            })?;
+        Ok(SyncReport {
+            branch,
+            branch_commit,
+            fetched,
+            stats,
+            pruned,
+        })
+    }
+
+    fn fetch_once(&self, refspecs: &[String]) -> Result<FetchStats> {
+        let fail = |e: git2::Error| Error::Fetch {
+            url: self.display_url(),
+            message: scrub(e.message(), &self.url, &self.auth),
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        opts.download_tags(AutotagOption::None);
+        remote
+            .fetch(refspecs, Some(&mut opts), Some("tidemark sync"))
+            .map_err(fail)?;
+        let s = remote.stats();
+        Ok(FetchStats {
+            received_objects: s.received_objects(),
+            received_bytes: s.received_bytes(),
+        })
+    }
+
+    /// The branch the last sync followed, if any.
+    pub fn last_branch(&self) -> Option<String> {
+        let head = self.repo.find_reference("HEAD").ok()?;
+        head.symbolic_target()
+            .ok()??
+            .strip_prefix("refs/heads/")
+            .map(str::to_string)
+    }
+
+    fn local_ref(&self, name: &str) -> Option<String> {
+        self.repo.refname_to_id(name).ok().map(|o| o.to_string())
+    }
+
+    /// The commit a ref points at (tags peeled), if the ref exists locally.
+    pub fn commit_of(&self, refname: &str) -> Result<Option<String>> {
+        let Ok(r) = self.repo.find_reference(refname) else {
+            return Ok(None);
+        };
+        let commit = r.peel_to_commit().map_err(|e| self.read_err(refname, e))?;
+        Ok(Some(commit.id().to_string()))
+    }
+
+    /// The commit of tag `tag` (`wave/canary`), if the cache has the tag.
+    pub fn tag_commit(&self, tag: &str) -> Result<Option<String>> {
+        self.commit_of(&format!("refs/tags/{tag}"))
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn descends_from(&self, descendant: &str, ancestor: &str) -> Result<bool> {
+        let (Ok(d), Ok(a)) = (
+            git2::Oid::from_str(descendant),
+            git2::Oid::from_str(ancestor),
+        ) else {
+            return Ok(false);
+        };
+        if d == a {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(d, a)
+            .map_err(|e| self.read_err("commit graph", e))
+    }
+
+    /// A read-only view of the tree of `commit`.
+    pub fn tree_at(&self, commit: &str) -> Result<GitTree<'_>> {
+        let oid = git2::Oid::from_str(commit).map_err(|e| self.read_err(commit, e))?;
+        let tree = self
+            .repo
+            .find_commit(oid)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.read_err(commit, e))?;
+        Ok(GitTree::new(&self.repo, tree))
+    }
+
+    fn read_err(&self, what: &str, e: git2::Error) -> Error {
+        Error::Read {
+            what: what.to_string(),
+            message: e.message().to_string(),
+        }
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'static> {
+        let mut cb = RemoteCallbacks::new();
+        let auth = self.auth.clone();
+        let url = self.url.clone();
+        let mut attempts = 0u32;
+        cb.credentials(move |_, username_from_url, allowed| {
+            attempts += 1;
+            // libgit2 asks again after a rejected credential; give up instead of looping.
+            if attempts > 2 {
+                return Err(git2::Error::from_str(
+                    "authentication failed (credentials rejected)",
+                ));
+            }
+            match &auth {
+                Auth::Basic { username, password }
+                    if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+                {
+                    Cred::userpass_plaintext(username, password)
+                }
+                Auth::SshKey { username, key, .. } if allowed.contains(CredentialType::SSH_KEY) => {
+                    Cred::ssh_key(username_from_url.unwrap_or(username), None, key, None)
+                }
+                _ if allowed.contains(CredentialType::USERNAME) => {
+                    Cred::username(username_from_url.unwrap_or("git"))
+                }
+                _ => match url_userinfo(&url) {
+                    Some((u, p)) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                        Cred::userpass_plaintext(&u, &p)
+                    }
+                    _ => Err(git2::Error::from_str(
+                        "the remote asks for credentials and none are configured",
+                    )),
+                },
+            }
+        });
+        let auth = self.auth.clone();
+        let url = self.url.clone();
+        cb.certificate_check(move |cert, host| {
+            let Auth::SshKey {
+                known_hosts: Some(known_hosts),
+                ..
+            } = &auth
+            else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            match host_key_known(known_hosts, host, ssh_port(&url), hostkey) {
+                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
+                Ok(false) => Err(git2::Error::from_str(&format!(
+                    "host key of {host} is not in {}",
+                    known_hosts.display()
+                ))),
+                Err(e) => Err(git2::Error::from_str(&e)),
+            }
+        });
+        cb
+    }
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(RETRIES - 1)
+        .with_jitter()
+}
+
+/// A local path is given to libgit2 as an absolute path so the cache key does not depend
+/// on the working directory.
+fn normalize_local(url: &str) -> String {
+    if url.contains("://") || is_scp_like(url) {
+        return url.to_string();
+    }
+    std::fs::canonicalize(url)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+/// `user@host:path`, git's scp-like ssh syntax.
+fn is_scp_like(url: &str) -> bool {
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), Some(slash)) => colon < slash && url[..colon].contains('@'),
+        (Some(colon), None) => url[..colon].contains('@'),
+        _ => false,
+    }
+}
+
+fn ssh_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("ssh://")?;
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit('@').next()?;
+    host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+fn url_userinfo(url: &str) -> Option<(String, String)> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (u, p) = userinfo.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Matches a git-refspec-like glob with at most one `*` (which may span `/`).
+pub(crate) fn glob_match(glob: &str, name: &str) -> bool {
+    match glob.split_once('*') {
+        None => glob == name,
+        Some((prefix, suffix)) => {
+            name.len() >= prefix.len() + suffix.len()
+                && name.starts_with(prefix)
+                && name.ends_with(suffix)
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("wave/*", "wave/canary"));
+        assert!(!glob_match("wave/*", "release/canary"));
+        assert!(glob_match("release-*-x", "release-main-x"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn url_shapes() {
+        assert!(is_scp_like("git@github.com:org/fleet.git"));
+        assert!(!is_scp_like("/srv/git/fleet"));
+        assert!(!is_scp_like("https://host/x"));
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/srv/fleet"), Some(2222));
+        assert_eq!(ssh_port("ssh://git@host/srv/fleet"), None);
+        assert_eq!(
+            url_userinfo("https://u:p@h/x"),
+            Some(("u".into(), "p".into()))
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The git side: the fleet repo is read from git objects in a bare cache, never from a
+//! work tree. This module is the only one that names `git2` types.
+//!
+//! A sync lists the remote's refs first and fetches only when a wanted ref (the default
+//! branch, the wave tags) moved; deleted tags are pruned locally without a fetch.
+
+mod auth;
+mod cache;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use auth::{Auth, read_secret_file as auth_from_file, redact_url};
+pub use cache::{FetchStats, GitCache};
+pub use tree::GitTree;
+
+/// Where the fleet repo is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Remote URL or local path. May carry credentials; they are never logged.
+    pub url: String,
+    /// Branch to follow; default the remote's HEAD.
+    pub branch: Option<String>,
+    /// Directory holding bare caches of remotes.
+    pub cache_dir: PathBuf,
+    /// Credentials.
+    pub auth: Auth,
+}
+
+/// The refs of one remote, as listed before any fetch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteRefs {
+    /// The branch HEAD points at, when the remote says.
+    pub head_branch: Option<String>,
+    /// Every ref name and the object it points at (tag objects, not peeled).
+    pub refs: BTreeMap<String, String>,
+}
+
+/// The outcome of one sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The branch followed.
+    pub branch: String,
+    /// Its commit after the sync.
+    pub branch_commit: String,
+    /// Whether a fetch ran (false when nothing wanted had moved).
+    pub fetched: bool,
+    /// What the fetch transferred.
+    pub stats: FetchStats,
+    /// Local tags that were deleted because the remote no longer has them.
+    pub pruned: Vec<String>,
+}
+
+/// Errors of the git side. Messages never contain credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cache directory could not be created or opened.
+    #[error("failed to open the git cache at {path}: {message}")]
+    Cache {
+        /// The cache path.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// Listing the remote's refs failed (unreachable, auth, protocol).
+    #[error("failed to list refs of {url}: {message}")]
+    List {
+        /// The remote, credentials removed.
+        url: String,
+        /// What failed, credentials removed.
+        message: String,
+    },
+    /// Fetching failed.
+    #[error("failed to fetch {url}: {message}")]
+    Fetch {
+        /// The remote, credentials removed.
+        url: String,
+        /// What failed, credentials removed.
+        message: String,
+    },
+    /// The wanted branch does not exist on the remote.
+    #[error("branch `{branch}` not found on {url}")]
+    NoBranch {
+        /// The branch.
+        branch: String,
+        /// The remote, credentials removed.
+        url: String,
+    },
+    /// The remote did not say which branch HEAD is and none was given.
+    #[error("{url} does not advertise a default branch (HEAD); pass --branch")]
+    NoHead {
+        /// The remote, credentials removed.
+        url: String,
+    },
+    /// A local object could not be read.
+    #[error("failed to read {what} from the git cache: {message}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// What failed.
+        message: String,
+    },
+    /// Credentials could not be loaded.
+    #[error("failed to load git credentials: {0}")]
+    Credentials(String),
+}
+
+impl Error {
+    /// Whether retrying later may help (network and remote failures).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::List { .. } | Error::Fetch { .. })
+    }
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
