@@ -1,1 +1,327 @@
-//! e2e harness
+//! Harness of the end-to-end tests: real git repositories made with the `git` CLI, served
+//! by `git daemon` on 127.0.0.1, and the real `tidemark` binary run as a process.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Path of the `tidemark` binary: `TIDEMARK_BIN`, else `target/<profile>/tidemark` next to
+/// this test executable (`target/<profile>/deps/e2e-...`).
+pub fn tidemark_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no parent")?;
+    let bin = profile_dir.join("tidemark");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build --bin tidemark`) or set TIDEMARK_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Root of the workspace (for `fleet-repo-example/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The result of running the binary.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `tidemark ARGS` with a timeout of 60 s.
+pub fn tidemark(args: &[&str]) -> Result<Run> {
+    tidemark_in(args, None, &[])
+}
+
+/// Runs `tidemark ARGS` in `dir` with extra environment.
+pub fn tidemark_in(args: &[&str], dir: Option<&Path>, env: &[(&str, &str)]) -> Result<Run> {
+    let mut cmd = Command::new(tidemark_bin()?);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("TIDEMARK_LOG").env("NO_COLOR", "1");
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = wait_with_timeout(cmd.spawn()?, Duration::from_secs(60))?;
+    Ok(Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Result<Output> {
+    let start = Instant::now();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    // Drain pipes on threads so a chatty child cannot block on a full pipe.
+    let out_t = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let stdout = out_t.join().unwrap_or_default();
+            let stderr = err_t.join().unwrap_or_default();
+            return Ok(Output {
+                status,
+                stdout,
+                stderr,
+            });
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            bail!("process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A git work repository in a temp dir, changed with the real `git` CLI.
+pub struct WorkRepo {
+    dir: tempfile::TempDir,
+}
+
+impl WorkRepo {
+    /// An empty repository on branch `main`.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("fleet-").tempdir()?;
+        let repo = Self { dir };
+        repo.git(&["init", "-q", "-b", "main"])?;
+        repo.git(&["config", "user.email", "ci@tidemark.test"])?;
+        repo.git(&["config", "user.name", "tidemark ci"])?;
+        repo.git(&["config", "tag.gpgSign", "false"])?;
+        repo.git(&["config", "commit.gpgSign", "false"])?;
+        Ok(repo)
+    }
+
+    /// A repository holding a copy of `src` (a directory) in its first commit.
+    pub fn from_dir(src: &Path) -> Result<Self> {
+        let repo = Self::new()?;
+        copy_dir(src, repo.path())?;
+        repo.commit("initial fleet")?;
+        Ok(repo)
+    }
+
+    /// The work tree.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `git ARGS` in the repository; returns trimmed stdout.
+    pub fn git(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Writes a file (creating directories).
+    pub fn write(&self, path: &str, content: &str) -> Result<()> {
+        let p = self.path().join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(p, content)?;
+        Ok(())
+    }
+
+    /// Reads a file of the work tree.
+    pub fn read(&self, path: &str) -> Result<String> {
+        Ok(std::fs::read_to_string(self.path().join(path))?)
+    }
+
+    /// Deletes a file.
+    pub fn remove(&self, path: &str) -> Result<()> {
+        std::fs::remove_file(self.path().join(path))?;
+        Ok(())
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, message: &str) -> Result<String> {
+        self.git(&["add", "-A"])?;
+        self.git(&["commit", "-q", "--allow-empty", "-m", message])?;
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Creates or force-moves an annotated tag to `rev`.
+    pub fn tag_annotated(&self, tag: &str, rev: &str) -> Result<()> {
+        self.git(&["tag", "-f", "-a", tag, "-m", tag, rev])
+            .map(drop)
+    }
+
+    /// Creates or force-moves a lightweight tag to `rev`.
+    pub fn tag_light(&self, tag: &str, rev: &str) -> Result<()> {
+        self.git(&["tag", "-f", tag, rev]).map(drop)
+    }
+
+    /// Deletes a tag.
+    pub fn delete_tag(&self, tag: &str) -> Result<()> {
+        self.git(&["tag", "-d", tag]).map(drop)
+    }
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// `git daemon` serving a directory of repositories on 127.0.0.1, logging every request.
+pub struct GitDaemon {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl GitDaemon {
+    /// Serves the repositories under `base` (`git://127.0.0.1:PORT/<dir name>`).
+    pub fn start(base: &Path) -> Result<Self> {
+        let log_dir = tempfile::tempdir()?;
+        let log = log_dir.path().join("daemon.log");
+        for _ in 0..5 {
+            let port = free_port()?;
+            let child = Command::new("git")
+                .args([
+                    "daemon",
+                    "--reuseaddr",
+                    "--export-all",
+                    "--verbose",
+                    "--informative-errors",
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                    &format!("--base-path={}", base.display()),
+                    &base.display().to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()?;
+            let mut daemon = Self {
+                child,
+                port,
+                log: log.clone(),
+                _log_dir: tempfile::tempdir()?,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    // Keep the log dir alive for the daemon's lifetime.
+                    daemon._log_dir = log_dir;
+                    return Ok(daemon);
+                }
+                if daemon.child.try_wait()?.is_some() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = daemon.child.kill();
+        }
+        bail!("git daemon did not start")
+    }
+
+    /// `git://127.0.0.1:PORT/NAME`
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// How many upload-pack requests (ref listings and fetches) the daemon has served.
+    pub fn upload_pack_requests(&self) -> Result<usize> {
+        Ok(std::fs::read_to_string(&self.log)?
+            .matches("Request upload-pack")
+            .count())
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// A minimal `fleet.yaml` with the given waves.
+pub fn fleet_yaml(waves: &[&str]) -> String {
+    let waves: Vec<String> = waves.iter().map(|w| format!("{{name: {w}}}")).collect();
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1\nkind: Fleet\nmetadata: {{name: test}}\nspec:\n  waves: [{}]\n",
+        waves.join(", ")
+    )
+}
+
+/// A `Cluster` manifest with one node group at the control plane's version.
+pub fn cluster_yaml(name: &str, wave: Option<&str>, version: &str) -> String {
+    let wave = wave
+        .map(|w| format!(", tidemark.dev/wave: {w}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {name}
+  labels: {{cluster: {name}{wave}}}
+spec:
+  provider: {{kind: clusterapi, namespace: capi-system}}
+  controlPlane: {{version: \"{version}\"}}
+  nodeGroups:
+    - {{name: general, version: \"{version}\"}}
+"
+    )
+}
