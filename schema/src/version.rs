@@ -199,7 +199,7 @@ impl<'de> Deserialize<'de> for StringOrNumber {
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Err(E::custom(format!(
-                    "version {v} must be quoted (YAML reads 1.30 as the number 1.3): write \"{v}\""
+                    "version must be quoted: YAML reads it as the number {v} (an unquoted 1.30 becomes 1.3); write a string, e.g. \"1.30\""
                 )))
             }
         }
