@@ -1,1 +1,347 @@
-//! The simulated cluster (issue 3).
+//! `tidemark-sim`: a simulated Kubernetes cluster that serves the real Kubernetes HTTP API over
+//! HTTPS on 127.0.0.1, so that unmodified clients (`kube`, `kubectl`) can be tested against it.
+//!
+//! - `api`: HTTP routing of the Kubernetes API (discovery, CRUD, watch, patch, apply, eviction).
+//! - `store`, `registry`, `selector`, `patch`, `apply`, `watch`: the generic API machinery.
+//! - `controllers`: simulated cluster behaviour (nodes, workloads, Cluster API, eviction/PDB).
+//! - `faults`: injected latency, errors, conflicts, dropped watches, outages.
+//! - `ctl`: the `/sim/v1` control interface (the simulated "cloud") and its CLI client.
+//! - `tls`, `kubeconfig`, `server`: serving and connecting.
+//!
+//! It depends on nothing in the agent; the agent wires `tidemark sim` and `tidemark demo` to
+//! [`Sim`] and [`run_until_signal`], and `tidemark sim ctl` to [`ctl`].
+
+mod api;
+mod apply;
+mod controllers;
+mod ctl;
+mod faults;
+mod kubeconfig;
+mod patch;
+mod registry;
+mod rng;
+mod selector;
+mod server;
+mod store;
+mod tls;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+
+pub use ctl::ctl;
+pub use faults::{FaultSpec, FaultSpecError};
+pub use kubeconfig::CONTEXT;
+
+/// Labels the sim puts on nodes (and that the agent matches node groups by).
+pub mod labels {
+    /// Cluster API's label naming the MachineDeployment (= node group) of a node.
+    pub const DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
+    /// tidemark's own node-group label.
+    pub const NODE_GROUP: &str = "tidemark.dev/node-group";
+    /// Cluster API's cluster-name label (on nodes and CAPI objects).
+    pub const CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
+}
+
+/// Errors of the sim library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to set up TLS")]
+    Tls(#[from] openssl::error::ErrorStack),
+    #[error("failed to bind 127.0.0.1:{port}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to access {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid node groups {spec:?}: {reason}")]
+    NodeGroups { spec: String, reason: String },
+    #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
+    Version(String),
+    #[error("invalid kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("failed to build a kube client")]
+    Client(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("sim ctl: {0}")]
+    Ctl(String),
+    #[error("failed to wait for a signal")]
+    Signal(#[source] std::io::Error),
+}
+
+/// How to start a sim.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Initial control-plane (and kubelet) version, `MAJOR.MINOR.PATCH` (`1.28.9`).
+    pub version: String,
+    /// Node groups and their node counts, e.g. `[("general", 3), ("gpu", 2)]`.
+    pub node_groups: Vec<(String, u32)>,
+    /// Time factor: 1.0 is realistic-ish seconds, 20.0 makes everything 20 times faster.
+    pub speed: f64,
+    /// Faults in force from the start.
+    pub faults: FaultSpec,
+    /// Seed of names, UIDs and fault decisions.
+    pub seed: u64,
+    /// Cluster name: the KubeadmControlPlane is `<cluster>-control-plane`, nodes `<cluster>-<group>-xxxxx`.
+    pub cluster_name: String,
+    /// Namespace of the Cluster API objects.
+    pub capi_namespace: String,
+    /// Port to bind on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// How many events watches can resume from (older resourceVersions get 410 Gone).
+    pub watch_window: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            version: "1.28.9".into(),
+            node_groups: vec![("general".into(), 3)],
+            speed: 1.0,
+            faults: FaultSpec::default(),
+            seed: 1,
+            cluster_name: "sim".into(),
+            capi_namespace: "capi-system".into(),
+            port: 0,
+            watch_window: 10_000,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses `general=3,gpu=2`.
+    pub fn parse_node_groups(s: &str) -> Result<Vec<(String, u32)>, Error> {
+        let err = |reason: &str| Error::NodeGroups {
+            spec: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, n) = term
+                .split_once('=')
+                .ok_or_else(|| err("expected NAME=COUNT"))?;
+            let name = name.trim();
+            let valid = !name.is_empty()
+                && name.len() <= 40
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !valid {
+                return Err(err(
+                    "a node group name is lower-case letters, digits and '-'",
+                ));
+            }
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| err("COUNT is a non-negative integer"))?;
+            if out.iter().any(|(g, _)| g == name) {
+                return Err(err("duplicate node group"));
+            }
+            out.push((name.to_string(), n));
+        }
+        Ok(out)
+    }
+}
+
+/// A `MAJOR.MINOR.PATCH` Kubernetes version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let s = s.trim().trim_start_matches('v');
+        let mut it = s.split('.');
+        let v = Version {
+            major: it.next()?.parse().ok()?,
+            minor: it.next()?.parse().ok()?,
+            patch: it.next()?.split(['-', '+']).next()?.parse().ok()?,
+        };
+        if it.next().is_some() { None } else { Some(v) }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// State shared by the server, the watches and the controllers.
+pub(crate) struct Shared {
+    pub store: Mutex<store::Store>,
+    pub faults: Mutex<faults::Faults>,
+    pub config: SimConfig,
+    /// The control plane's current version (what `/version` reports).
+    pub control_plane: Mutex<Version>,
+    pub shutdown: signal::Receiver<bool>,
+}
+
+impl Shared {
+    /// Scales a realistic duration by the speed factor.
+    pub fn scaled(&self, realistic: Duration) -> Duration {
+        let speed = if self.config.speed > 0.0 {
+            self.config.speed
+        } else {
+            1.0
+        };
+        realistic.div_f64(speed)
+    }
+
+    pub fn lock_store(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        // A panic while holding the lock would be a sim bug; keep serving what is there.
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn cp_version(&self) -> Version {
+        *self
+            .control_plane
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running simulated cluster. Dropping it without [`Sim::shutdown`] leaves its tasks running
+/// until the runtime ends.
+pub struct Sim {
+    shared: Arc<Shared>,
+    url: String,
+    kubeconfig: String,
+    stop: signal::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Starts a sim on 127.0.0.1 (port from the config, 0 = any free port).
+    pub async fn start(config: SimConfig) -> Result<Sim, Error> {
+        let version = Version::parse(&config.version)
+            .ok_or_else(|| Error::Version(config.version.clone()))?;
+        let tls = tls::generate()?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .map_err(|source| Error::Bind {
+                port: config.port,
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| Error::Bind {
+                port: config.port,
+                source,
+            })?
+            .port();
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = kubeconfig::render(&url, &tls.ca_pem);
+        let (stop, shutdown) = signal::channel(false);
+        let mut store = store::Store::new(config.seed, config.watch_window);
+        controllers::bootstrap(&mut store, &config, version);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
+            config,
+            control_plane: Mutex::new(version),
+            shutdown,
+        });
+        let tasks = vec![
+            tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),
+            tokio::spawn(controllers::run(shared.clone())),
+        ];
+        tracing::info!(%url, "sim started");
+        Ok(Sim {
+            shared,
+            url,
+            kubeconfig,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The API server URL, `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A complete kubeconfig (cluster, user, context `sim`, current-context).
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig.clone()
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
+        std::fs::write(path, &self.kubeconfig).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// A `kube::Client` for this sim.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig)
+            .map_err(|e| Error::Client(Box::new(e)))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Client(Box::new(e)))?;
+        kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
+    }
+
+    /// Replaces the faults in force (the outage window starts counting now).
+    pub fn set_faults(&self, faults: FaultSpec) {
+        let mut f = self
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *f = faults::Faults::new(faults, self.shared.config.seed);
+    }
+
+    /// The current control-plane version, `MAJOR.MINOR.PATCH`.
+    pub fn control_plane_version(&self) -> String {
+        self.shared.cp_version().to_string()
+    }
+
+    /// Stops serving: closes the listener, open connections and watches, and the controllers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Starts a sim, writes its kubeconfig to `kubeconfig_path`, prints one line
+/// `sim ready: URL kubeconfig=PATH` on stdout, and serves until SIGINT or SIGTERM.
+pub async fn run_until_signal(config: SimConfig, kubeconfig_path: PathBuf) -> Result<(), Error> {
+    let sim = Sim::start(config).await?;
+    sim.write_kubeconfig(&kubeconfig_path)?;
+    println!(
+        "sim ready: {} kubeconfig={}",
+        sim.url(),
+        kubeconfig_path.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::Signal)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(Error::Signal)?,
+        _ = term.recv() => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! Resource endpoints: get, list (label/field selectors, `limit`/`continue`), watch, create,
+//! update, patch (merge, JSON, strategic, apply), delete, deletecollection, the `status`
+//! subresource and `pods/eviction`.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::Method;
+use serde_json::{Value, json};
+
+use super::status::ApiError;
+use super::{Body, Req, Target, json_response};
+use crate::Shared;
+use crate::apply::{self, ApplyRequest, Scope};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{Writer, check_kind, now};
+
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: Target,
+) -> Result<http::Response<Body>, ApiError> {
+    if req.q("dryRun").is_some() {
+        return Err(ApiError::bad_request("dryRun is not supported by the sim"));
+    }
+    let sub = t.sub.as_deref();
+    match (&req.method, t.name.as_deref(), sub) {
+        (&Method::GET, None, None) if req.flag("watch") => crate::watch::serve(shared, req, &t),
+        (&Method::GET, None, None) => list(shared, req, &t),
+        (&Method::GET, Some(name), None | Some("status")) => get(shared, &t, name),
+        (&Method::POST, None, None) => create(shared, req, &t),
+        (&Method::POST, Some(name), Some("eviction"))
+            if t.def.group.is_empty() && t.def.plural == "pods" =>
+        {
+            let body = req.body_value()?;
+            let mut store = shared.lock_store();
+            let ns = t.ns.as_deref().unwrap_or("default");
+            let result = crate::controllers::eviction::evict(&mut store, ns, name, &body)?;
+            Ok(json_response(201, &result))
+        }
+        (&Method::PUT, Some(name), None | Some("status")) => update(shared, req, &t, name),
+        (&Method::PATCH, Some(name), None | Some("status")) => patch(shared, req, &t, name),
+        (&Method::DELETE, Some(name), None) => {
+            let mut store = shared.lock_store();
+            let obj = store.delete(&t.def, t.ns.as_deref().unwrap_or_default(), name)?;
+            Ok(json_response(200, &with_version(obj, &t)))
+        }
+        (&Method::DELETE, None, None) => delete_collection(shared, req, &t),
+        (_, _, Some(s)) if !matches!(s, "status" | "eviction") => Err(ApiError::not_found_path()),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            req.method, req.path
+        ))),
+    }
+}
+
+/// Sets `apiVersion` to the version the request addressed.
+fn with_version(mut obj: Value, t: &Target) -> Value {
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(t.def.api_version()));
+        m.insert("kind".into(), json!(t.def.kind));
+    }
+    obj
+}
+
+fn scope(t: &Target) -> Scope {
+    if t.sub.as_deref() == Some("status") {
+        Scope::Status
+    } else {
+        Scope::Main {
+            has_status: t.def.has_status,
+        }
+    }
+}
+
+fn writer<'a>(manager: &'a str) -> Writer<'a> {
+    Writer {
+        manager,
+        external: true,
+        track: true,
+    }
+}
+
+fn get(shared: &Arc<Shared>, t: &Target, name: &str) -> Result<http::Response<Body>, ApiError> {
+    let store = shared.lock_store();
+    let obj = store
+        .get(&t.def.gr(), t.ns.as_deref().unwrap_or_default(), name)
+        .cloned();
+    let obj = obj.ok_or_else(|| ApiError::not_found(&t.def, name))?;
+    Ok(json_response(200, &with_version(obj, t)))
+}
+
+pub(crate) fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let label = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let field = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e))?;
+    Ok((label, field))
+}
+
+fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Body>, ApiError> {
+    let (label, field) = selectors(req)?;
+    let limit: usize = match req.q("limit") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        None => 0,
+    };
+    let after: Option<(String, String)> = match req.q("continue") {
+        Some(c) => {
+            let raw = URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            let key = raw
+                .as_deref()
+                .and_then(|r| r.split_once('\u{0}'))
+                .map(|(a, b)| (a.to_string(), b.to_string()));
+            Some(key.ok_or_else(|| ApiError::bad_request("invalid continue token"))?)
+        }
+        None => None,
+    };
+    let store = shared.lock_store();
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut last = None;
+    for o in store.list(&t.def.gr(), t.ns.as_deref()) {
+        let key = (
+            o.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if after.as_ref().is_some_and(|a| key <= *a) {
+            continue;
+        }
+        if !label.matches(o) || !field.matches(o) {
+            continue;
+        }
+        if limit > 0 && items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(with_version(o.clone(), t));
+        last = Some(key);
+    }
+    let mut meta = json!({"resourceVersion": store.resource_version().to_string()});
+    if more {
+        if let Some((ns, name)) = last {
+            meta["continue"] = json!(URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}")));
+        }
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+            "metadata": meta, "items": items,
+        }),
+    ))
+}
+
+/// Puts the namespace of the path into the body (400 when they disagree).
+fn place(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(ns) = &t.ns else { return Ok(()) };
+    let Some(m) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let meta = m.entry("metadata").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    };
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(b) if !b.is_empty() && b != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            meta.insert("namespace".into(), json!(ns));
+            Ok(())
+        }
+    }
+}
+
+fn check_name(obj: &Value, name: &str) -> Result<(), ApiError> {
+    match obj.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn create(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Body>, ApiError> {
+    let mut obj = req.body_value()?;
+    check_kind(&t.def, &mut obj)?;
+    place(t, &mut obj)?;
+    let manager = req.manager();
+    let created = shared.lock_store().create(&t.def, obj, writer(&manager))?;
+    Ok(json_response(201, &with_version(created, t)))
+}
+
+fn update(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<http::Response<Body>, ApiError> {
+    let mut obj = req.body_value()?;
+    check_kind(&t.def, &mut obj)?;
+    place(t, &mut obj)?;
+    check_name(&obj, name)?;
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("name".into(), json!(name));
+    }
+    let manager = req.manager();
+    let updated = shared
+        .lock_store()
+        .update(&t.def, obj, scope(t), writer(&manager))?;
+    Ok(json_response(200, &with_version(updated, t)))
+}
+
+fn patch(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<http::Response<Body>, ApiError> {
+    let ct = req
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let ns = t.ns.clone().unwrap_or_default();
+    if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+json" {
+        return server_side_apply(shared, req, t, name);
+    }
+    let body = req.body_value()?;
+    let manager = req.manager();
+    let mut store = shared.lock_store();
+    let live = store
+        .get(&t.def.gr(), &ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.def, name))?;
+    let mut new = live.clone();
+    let result = match ct.as_str() {
+        "application/merge-patch+json" => {
+            crate::patch::merge(&mut new, &body);
+            Ok(())
+        }
+        "application/strategic-merge-patch+json" => {
+            crate::patch::strategic(&mut new, &body);
+            Ok(())
+        }
+        "application/json-patch+json" => crate::patch::json_patch(&mut new, &body),
+        other => return Err(ApiError::unsupported_media(other)),
+    };
+    result.map_err(|e| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
+    })?;
+    if !new.is_object() {
+        return Err(ApiError::bad_request("the patch must leave an object"));
+    }
+    // The patched object keeps its identity whatever the patch said.
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("name".into(), json!(name));
+        if t.def.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        }
+    }
+    let updated = store.update(&t.def, new, scope(t), writer(&manager))?;
+    Ok(json_response(200, &with_version(updated, t)))
+}
+
+fn server_side_apply(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<http::Response<Body>, ApiError> {
+    let Some(manager) = req.q("fieldManager") else {
+        return Err(ApiError::invalid(
+            &t.def,
+            name,
+            "fieldManager",
+            "Required value: is required for apply patch",
+        ));
+    };
+    let mut applied = req.body_value()?;
+    check_kind(&t.def, &mut applied)?;
+    place(t, &mut applied)?;
+    check_name(&applied, name)?;
+    if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("name".into(), json!(name));
+    }
+    let ns = t.ns.clone().unwrap_or_default();
+    let scope = scope(t);
+    let api_version = t.def.api_version();
+    let time = now();
+    let areq = ApplyRequest {
+        manager,
+        force: req.flag("force"),
+        api_version: &api_version,
+        scope,
+        now: &time,
+    };
+    let mut store = shared.lock_store();
+    let live = store.get(&t.def.gr(), &ns, name).cloned();
+    if let (Some(live), Some(rv)) = (
+        &live,
+        applied
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str),
+    ) {
+        if live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            != Some(rv)
+        {
+            return Err(ApiError::conflict(&t.def, name));
+        }
+    }
+    if live.is_none() && scope == Scope::Status {
+        return Err(ApiError::not_found(&t.def, name));
+    }
+    let merged = apply::apply(live.as_ref(), &applied, &areq).map_err(|conflicts| {
+        let n = conflicts.len();
+        let mut message = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+            .collect();
+        message.push_str(&conflicts.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.field)).collect::<Vec<_>>().join("\n"));
+        ApiError::new(409, "Conflict", message).with_details(json!({"name": name, "group": t.def.group, "kind": t.def.plural, "causes": causes}))
+    })?;
+    let w = Writer {
+        manager,
+        external: true,
+        track: false,
+    };
+    let (code, obj) = match live {
+        None => (201, store.create(&t.def, merged, w)?),
+        Some(_) => (200, store.update(&t.def, merged, scope, w)?),
+    };
+    Ok(json_response(code, &with_version(obj, t)))
+}
+
+fn delete_collection(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+) -> Result<http::Response<Body>, ApiError> {
+    let (label, field) = selectors(req)?;
+    let mut store = shared.lock_store();
+    let names: Vec<(String, String)> = store
+        .list(&t.def.gr(), t.ns.as_deref())
+        .filter(|o| label.matches(o) && field.matches(o))
+        .map(|o| {
+            let s = |p: &str| {
+                o.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (s("/metadata/namespace"), s("/metadata/name"))
+        })
+        .collect();
+    let mut items = Vec::new();
+    for (ns, name) in names {
+        if let Ok(o) = store.delete(&t.def, &ns, &name) {
+            items.push(with_version(o, t));
+        }
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+            "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items,
+        }),
+    ))
+}

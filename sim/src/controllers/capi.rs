@@ -1,0 +1,483 @@
+//! Cluster API: the `KubeadmControlPlane` and `MachineDeployment` CRDs and one object of each
+//! per cluster / node group (namespace `SimConfig::capi_namespace`), and their simulated
+//! controllers. A changed `KubeadmControlPlane.spec.version` upgrades the control plane (one
+//! minor at a time; skips and downgrades are refused in the status); a changed
+//! `MachineDeployment.spec.template.spec.version` replaces the group's nodes one by one (surge
+//! one new node, cordon and drain an old one through the eviction rules, delete it). A kubelet
+//! never gets newer than the control plane.
+
+use serde_json::{Value, json};
+
+use super::eviction;
+use super::nodes;
+use super::{Ctx, condition, def, durations, i, keep_transitions, s, set_status, write};
+use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME};
+use crate::store::{Store, Writer};
+use crate::{SimConfig, Version};
+
+pub(crate) const KCP_GROUP: &str = "controlplane.cluster.x-k8s.io";
+pub(crate) const MD_GROUP: &str = "cluster.x-k8s.io";
+pub(crate) const VERSION: &str = "v1beta1";
+const DRAINING: &str = "sim.tidemark.dev/draining";
+
+fn crd(group: &str, kind: &str, plural: &str, short: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": kind.to_lowercase(), "shortNames": [short], "categories": ["cluster-api"]},
+            "versions": [{
+                "name": VERSION, "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            }],
+        },
+    })
+}
+
+/// The name of the KubeadmControlPlane of a cluster.
+pub(crate) fn kcp_name(cluster: &str) -> String {
+    format!("{cluster}-control-plane")
+}
+
+/// Installs the CRDs and creates the KubeadmControlPlane and one MachineDeployment per group.
+pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version) {
+    let Some(crd_def) = def(
+        store,
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+    ) else {
+        return;
+    };
+    for c in [
+        crd(
+            KCP_GROUP,
+            "KubeadmControlPlane",
+            "kubeadmcontrolplanes",
+            "kcp",
+        ),
+        crd(MD_GROUP, "MachineDeployment", "machinedeployments", "md"),
+    ] {
+        let _ = store.create(&crd_def, c, Writer::CONTROLLER);
+    }
+    let ns = &config.capi_namespace;
+    let cluster = &config.cluster_name;
+    if let Some(d) = def(store, KCP_GROUP, VERSION, "kubeadmcontrolplanes") {
+        let kcp = json!({
+            "apiVersion": format!("{KCP_GROUP}/{VERSION}"), "kind": "KubeadmControlPlane",
+            "metadata": {"name": kcp_name(cluster), "namespace": ns, "labels": {CLUSTER_NAME: cluster}},
+            "spec": {"replicas": 3, "version": format!("v{version}"),
+                "machineTemplate": {"infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "SimMachineTemplate", "name": format!("{cluster}-control-plane")}},
+                "kubeadmConfigSpec": {}},
+            "status": {"version": format!("v{version}"), "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "unavailableReplicas": 0, "ready": true, "initialized": true},
+        });
+        let _ = store.create(&d, kcp, Writer::CONTROLLER);
+    }
+    if let Some(d) = def(store, MD_GROUP, VERSION, "machinedeployments") {
+        for (group, count) in &config.node_groups {
+            let md = json!({
+                "apiVersion": format!("{MD_GROUP}/{VERSION}"), "kind": "MachineDeployment",
+                "metadata": {"name": group, "namespace": ns, "labels": {CLUSTER_NAME: cluster}},
+                "spec": {
+                    "clusterName": cluster, "replicas": count,
+                    "selector": {"matchLabels": {DEPLOYMENT_NAME: group}},
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                    "template": {
+                        "metadata": {"labels": {DEPLOYMENT_NAME: group, CLUSTER_NAME: cluster}},
+                        "spec": {"clusterName": cluster, "version": format!("v{version}"),
+                            "bootstrap": {"configRef": {"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "KubeadmConfigTemplate", "name": group}},
+                            "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "SimMachineTemplate", "name": group}},
+                    },
+                },
+                "status": {"replicas": count, "updatedReplicas": count, "readyReplicas": count, "availableReplicas": count, "unavailableReplicas": 0, "phase": "Running"},
+            });
+            let _ = store.create(&d, md, Writer::CONTROLLER);
+        }
+    }
+}
+
+/// Why a control-plane target version is refused, if it is.
+pub(crate) fn control_plane_refusal(current: Version, target: Version) -> Option<String> {
+    if target < current {
+        Some(format!(
+            "cannot downgrade the control plane from v{current} to v{target}"
+        ))
+    } else if target.major != current.major || target.minor > current.minor + 1 {
+        Some(format!(
+            "cannot upgrade the control plane from v{current} to v{target}: it moves one minor version at a time"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why a node-group target version is refused, if it is.
+pub(crate) fn node_group_refusal(
+    control_plane: Version,
+    lowest: Option<Version>,
+    target: Version,
+) -> Option<String> {
+    if target > control_plane {
+        Some(format!(
+            "kubelet version v{target} would be newer than the control plane v{control_plane}"
+        ))
+    } else if lowest.is_some_and(|l| target < l) {
+        Some(format!("cannot downgrade nodes to v{target}"))
+    } else {
+        None
+    }
+}
+
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
+    control_plane(store, ctx);
+    machine_deployments(store, ctx);
+}
+
+fn control_plane(store: &mut Store, ctx: &mut Ctx) {
+    let Some(d) = def(store, KCP_GROUP, VERSION, "kubeadmcontrolplanes") else {
+        return;
+    };
+    let list: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
+    for kcp in list {
+        let cp = ctx.shared.cp_version();
+        let replicas = kcp
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(3);
+        let spec_version = s(&kcp, "/spec/version").to_string();
+        let uid = s(&kcp, "/metadata/uid").to_string();
+        let mut updated = replicas;
+        let mut conds;
+        match Version::parse(&spec_version) {
+            None => {
+                conds = vec![
+                    condition("Ready", true, "", ""),
+                    condition(
+                        "MachinesSpecUpToDate",
+                        false,
+                        "InvalidVersion",
+                        &format!("spec.version {spec_version:?} is not a version"),
+                    ),
+                ];
+            }
+            Some(target) if target == cp => {
+                conds = vec![
+                    condition("Ready", true, "", ""),
+                    condition("MachinesSpecUpToDate", true, "", ""),
+                ];
+            }
+            Some(target) => match control_plane_refusal(cp, target) {
+                Some(msg) => {
+                    ctx.report(
+                        store,
+                        &format!("kcp/{uid}"),
+                        &kcp,
+                        "Warning",
+                        "UpgradeRejected",
+                        &msg,
+                    );
+                    conds = vec![
+                        condition("Ready", true, "", ""),
+                        condition("MachinesSpecUpToDate", false, "UpgradeRejected", &msg),
+                    ];
+                }
+                None => {
+                    let key = format!("kcp-upgrade/{uid}/{target}");
+                    let msg = format!("upgrading the control plane from v{cp} to v{target}");
+                    ctx.report(
+                        store,
+                        &format!("kcp/{uid}"),
+                        &kcp,
+                        "Normal",
+                        "UpgradeStarted",
+                        &msg,
+                    );
+                    let total = ctx.shared.scaled(durations::CONTROL_PLANE_UPGRADE);
+                    let frac = ctx.since(&key).as_secs_f64() / total.as_secs_f64().max(1e-6);
+                    if frac >= 1.0 {
+                        *ctx.shared
+                            .control_plane
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+                        ctx.forget(&key);
+                        ctx.report(
+                            store,
+                            &format!("kcp/{uid}"),
+                            &kcp,
+                            "Normal",
+                            "UpgradeCompleted",
+                            &format!("the control plane is at v{target}"),
+                        );
+                        conds = vec![
+                            condition("Ready", true, "", ""),
+                            condition("MachinesSpecUpToDate", true, "", ""),
+                        ];
+                    } else {
+                        updated = ((frac * replicas as f64) as i64).min(replicas - 1);
+                        conds = vec![
+                            condition("Ready", true, "", ""),
+                            condition(
+                                "MachinesSpecUpToDate",
+                                false,
+                                "RollingUpdateInProgress",
+                                &format!(
+                                    "Rolling {replicas} replicas with outdated spec ({} replicas up to date)",
+                                    updated
+                                ),
+                            ),
+                        ];
+                    }
+                }
+            },
+        }
+        keep_transitions(kcp.pointer("/status/conditions"), &mut conds);
+        let now_cp = ctx.shared.cp_version();
+        let status = json!({
+            "version": format!("v{now_cp}"), "replicas": replicas, "updatedReplicas": updated,
+            "readyReplicas": replicas, "unavailableReplicas": 0, "ready": true, "initialized": true,
+            "observedGeneration": i(&kcp, "/metadata/generation"), "conditions": conds,
+            "selector": format!("{CLUSTER_NAME}={},cluster.x-k8s.io/control-plane", s(&kcp, "/metadata/labels/cluster.x-k8s.io~1cluster-name")),
+        });
+        set_status(store, &d, &kcp, status);
+    }
+}
+
+/// The group a MachineDeployment rolls: its selector's deployment-name label, else its name.
+pub(crate) fn group_of(md: &Value) -> String {
+    md.pointer("/spec/selector/matchLabels")
+        .and_then(|l| l.get(DEPLOYMENT_NAME))
+        .and_then(Value::as_str)
+        .unwrap_or(s(md, "/metadata/name"))
+        .to_string()
+}
+
+fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
+    let Some(d) = def(store, MD_GROUP, VERSION, "machinedeployments") else {
+        return;
+    };
+    let list: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
+    for md in list {
+        let group = group_of(&md);
+        let uid = s(&md, "/metadata/uid").to_string();
+        let replicas = md
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(0) as usize;
+        let spec_version = s(&md, "/spec/template/spec/version").to_string();
+        let cp = ctx.shared.cp_version();
+        let group_nodes: Vec<Value> = nodes::all(store)
+            .into_iter()
+            .filter(|n| {
+                nodes::group_of(n) == group && n.pointer("/metadata/deletionTimestamp").is_none()
+            })
+            .collect();
+        let lowest = group_nodes.iter().filter_map(nodes::kubelet_version).min();
+        let mut problem: Option<(String, String)> = None;
+        let mut rolling = false;
+        match Version::parse(&spec_version) {
+            None => {
+                problem = Some((
+                    "InvalidVersion".into(),
+                    format!("spec.template.spec.version {spec_version:?} is not a version"),
+                ))
+            }
+            Some(target) => {
+                let highest_ok = group_nodes
+                    .iter()
+                    .filter_map(nodes::kubelet_version)
+                    .all(|v| v <= target);
+                match node_group_refusal(cp, if highest_ok { None } else { lowest }, target) {
+                    Some(msg) => problem = Some(("UpgradeRejected".into(), msg)),
+                    None => {
+                        let (outcome, is_rolling) =
+                            step(store, ctx, &md, &group, &group_nodes, target, replicas);
+                        rolling = is_rolling;
+                        if let Some(msg) = outcome {
+                            problem = Some(("DrainingFailed".into(), msg));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((reason, msg)) = &problem {
+            ctx.report(store, &format!("md/{uid}"), &md, "Warning", reason, msg);
+        } else {
+            ctx.report(
+                store,
+                &format!("md/{uid}"),
+                &md,
+                "Normal",
+                "Progressing",
+                if rolling { "rolling out" } else { "up to date" },
+            );
+        }
+        let group_nodes: Vec<Value> = nodes::all(store)
+            .into_iter()
+            .filter(|n| nodes::group_of(n) == group)
+            .collect();
+        let target = Version::parse(&spec_version);
+        let updated = group_nodes
+            .iter()
+            .filter(|n| target.is_some() && nodes::kubelet_version(n) == target)
+            .count();
+        let ready = group_nodes.iter().filter(|n| nodes::is_ready(n)).count();
+        let phase = if rolling || group_nodes.len() < replicas {
+            "ScalingUp"
+        } else if group_nodes.len() > replicas {
+            "ScalingDown"
+        } else {
+            "Running"
+        };
+        let mut conds = match &problem {
+            Some((reason, msg)) => vec![
+                condition("Ready", false, reason, msg),
+                condition("Available", ready >= replicas, "", ""),
+            ],
+            None => vec![
+                condition(
+                    "Ready",
+                    !rolling,
+                    if rolling {
+                        "RollingUpdateInProgress"
+                    } else {
+                        ""
+                    },
+                    "",
+                ),
+                condition("Available", ready >= replicas, "", ""),
+            ],
+        };
+        keep_transitions(md.pointer("/status/conditions"), &mut conds);
+        let status = json!({
+            "observedGeneration": i(&md, "/metadata/generation"),
+            "selector": format!("{DEPLOYMENT_NAME}={group}"),
+            "replicas": group_nodes.len(), "updatedReplicas": updated, "readyReplicas": ready,
+            "availableReplicas": ready, "unavailableReplicas": replicas.saturating_sub(ready),
+            "phase": phase, "conditions": conds,
+        });
+        set_status(store, &d, &md, status);
+    }
+}
+
+/// One step of a node group's rollout or scaling. Returns (blocking message, still rolling).
+fn step(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    md: &Value,
+    group: &str,
+    group_nodes: &[Value],
+    target: Version,
+    replicas: usize,
+) -> (Option<String>, bool) {
+    let config = &ctx.shared.config;
+    let old: Vec<&Value> = group_nodes
+        .iter()
+        .filter(|n| nodes::kubelet_version(n) != Some(target))
+        .collect();
+    let draining = group_nodes.iter().find(|n| {
+        n.pointer("/metadata/annotations")
+            .and_then(|a| a.get(DRAINING))
+            .is_some()
+    });
+    if let Some(node) = draining {
+        return (drain(store, ctx, md, node), true);
+    }
+    let not_ready_new = group_nodes.iter().any(|n| !nodes::is_ready(n));
+    if !old.is_empty() {
+        if group_nodes.len() < replicas + 1 {
+            nodes::create(store, config, group, target, false);
+        } else if !not_ready_new {
+            if let Some(victim) = old.iter().min_by_key(|n| s(n, "/metadata/name")) {
+                mark_draining(store, victim);
+            }
+        }
+        return (None, true);
+    }
+    if group_nodes.len() < replicas {
+        nodes::create(store, config, group, target, false);
+        return (None, true);
+    }
+    if group_nodes.len() > replicas {
+        if let Some(victim) = group_nodes
+            .iter()
+            .min_by_key(|n| (nodes::is_ready(n), s(n, "/metadata/name").to_string()))
+        {
+            mark_draining(store, victim);
+        }
+        return (None, true);
+    }
+    (None, not_ready_new)
+}
+
+fn mark_draining(store: &mut Store, node: &Value) {
+    let Some(d) = def(store, "", "v1", "nodes") else {
+        return;
+    };
+    let mut n = node.clone();
+    n["metadata"]["annotations"][DRAINING] = json!("true");
+    n["spec"]["unschedulable"] = json!(true);
+    n["spec"]["taints"] =
+        json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]);
+    write(store, &d, n);
+}
+
+/// Evicts what can be evicted from a cordoned node; deletes the node once empty.
+fn drain(store: &mut Store, ctx: &mut Ctx, md: &Value, node: &Value) -> Option<String> {
+    let (Some(pd), Some(nd)) = (def(store, "", "v1", "pods"), def(store, "", "v1", "nodes")) else {
+        return None;
+    };
+    nodes::cordon(store, node);
+    let name = s(node, "/metadata/name").to_string();
+    let pods: Vec<Value> = store
+        .list(&pd.gr(), None)
+        .filter(|p| {
+            s(p, "/spec/nodeName") == name && p.pointer("/metadata/deletionTimestamp").is_none()
+        })
+        .filter(|p| {
+            p.pointer("/metadata/ownerReferences/0/kind")
+                .and_then(Value::as_str)
+                != Some("DaemonSet")
+        })
+        .filter(|p| !matches!(s(p, "/status/phase"), "Succeeded" | "Failed"))
+        .cloned()
+        .collect();
+    let mut blocked = None;
+    for p in pods {
+        match eviction::check(store, &p) {
+            Ok(()) => {
+                let _ = store.delete(&pd, s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
+            }
+            Err(e) => {
+                let cause = e
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.pointer("/causes/0/message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                blocked = Some(format!(
+                    "drain of node {name} blocked: cannot evict pod {}/{}: {} {cause}",
+                    s(&p, "/metadata/namespace"),
+                    s(&p, "/metadata/name"),
+                    e.message
+                ));
+            }
+        }
+    }
+    if blocked.is_some() {
+        return blocked;
+    }
+    let _ = store.delete(&nd, "", &name);
+    ctx.report(
+        store,
+        &format!("md-node/{}", s(md, "/metadata/uid")),
+        md,
+        "Normal",
+        "NodeReplaced",
+        &format!("drained and deleted node {name}"),
+    );
+    None
+}

@@ -1,0 +1,655 @@
+//! Workloads: Deployments (through ReplicaSets), ReplicaSets, StatefulSets, DaemonSets and Jobs
+//! get pods; pods are scheduled on schedulable Ready nodes, start after a while and become
+//! Ready — unless an image name contains `fail`, in which case they crash-loop (or, for Jobs,
+//! fail) — and pods on vanished nodes are removed. Workload status follows the pods.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::eviction::pod_ready;
+use super::nodes;
+use super::{
+    Ctx, condition, def, durations, i, keep_transitions, owned_by, owner_ref, s, set_status, write,
+};
+use crate::registry::ResourceDef;
+use crate::store::{Store, Writer, now};
+
+/// A stable short hash of a pod template (like `pod-template-hash`).
+fn template_hash(template: &Value) -> String {
+    let text = serde_json::to_string(template).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+fn active(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && !matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
+}
+
+fn failing(pod: &Value) -> bool {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| s(c, "/image").contains("fail")))
+}
+
+/// Pods indexed by their controller's uid.
+fn pods_by_owner(store: &Store, pd: &ResourceDef) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for p in store.list(&pd.gr(), None) {
+        for r in p
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if r.get("controller").and_then(Value::as_bool) == Some(true) {
+                out.entry(s(r, "/uid").to_string())
+                    .or_default()
+                    .push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+fn new_pod(
+    owner: &Value,
+    template: &Value,
+    name: Option<String>,
+    extra: &[(&str, String)],
+    node: Option<&str>,
+) -> Value {
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    for (k, v) in extra {
+        labels[*k] = json!(v);
+    }
+    let mut meta = json!({
+        "namespace": owner.pointer("/metadata/namespace"),
+        "labels": labels,
+        "ownerReferences": owner_ref(owner),
+    });
+    match name {
+        Some(n) => meta["name"] = json!(n),
+        None => meta["generateName"] = json!(format!("{}-", s(owner, "/metadata/name"))),
+    }
+    if let Some(a) = template.pointer("/metadata/annotations") {
+        meta["annotations"] = a.clone();
+    }
+    let mut spec = template
+        .get("spec")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({"containers": []}));
+    if let Some(n) = node {
+        spec["nodeName"] = json!(n);
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+}
+
+fn create_pod(store: &mut Store, pd: &ResourceDef, pod: Value) {
+    if let Err(e) = store.create(pd, pod, Writer::CONTROLLER) {
+        tracing::debug!(error = %e.message, "pod create failed");
+    }
+}
+
+fn delete(store: &mut Store, d: &ResourceDef, obj: &Value) {
+    let _ = store.delete(d, s(obj, "/metadata/namespace"), s(obj, "/metadata/name"));
+}
+
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
+    let Some(pd) = def(store, "", "v1", "pods") else {
+        return;
+    };
+    deployments(store);
+    replicasets(store, &pd);
+    statefulsets(store, &pd);
+    daemonsets(store, &pd);
+    jobs(store, &pd);
+    pods(store, ctx, &pd);
+}
+
+fn deployments(store: &mut Store) {
+    let (Some(dd), Some(rsd)) = (
+        def(store, "apps", "v1", "deployments"),
+        def(store, "apps", "v1", "replicasets"),
+    ) else {
+        return;
+    };
+    let deploys: Vec<Value> = store.list(&dd.gr(), None).cloned().collect();
+    for d in deploys {
+        let uid = s(&d, "/metadata/uid").to_string();
+        let ns = s(&d, "/metadata/namespace").to_string();
+        let name = s(&d, "/metadata/name").to_string();
+        let replicas = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let template = d
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let hash = template_hash(&template);
+        let rs_name = format!("{name}-{hash}");
+        let owned: Vec<Value> = store
+            .list(&rsd.gr(), Some(&ns))
+            .filter(|r| owned_by(r, &uid))
+            .cloned()
+            .collect();
+        let new_rs = owned
+            .iter()
+            .find(|r| s(r, "/metadata/name") == rs_name)
+            .cloned();
+        match &new_rs {
+            None => {
+                let mut t = template.clone();
+                t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+                let mut sel = d
+                    .pointer("/spec/selector")
+                    .cloned()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                sel["matchLabels"]["pod-template-hash"] = json!(hash);
+                let rs = json!({
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "metadata": {"name": rs_name, "namespace": ns, "labels": t["metadata"]["labels"].clone(), "ownerReferences": owner_ref(&d),
+                        "annotations": {"deployment.kubernetes.io/revision": (owned.len() + 1).to_string()}},
+                    "spec": {"replicas": replicas, "selector": sel, "template": t},
+                });
+                let _ = store.create(&rsd, rs, Writer::CONTROLLER);
+            }
+            Some(rs) if i(rs, "/spec/replicas") != replicas => {
+                let mut r = rs.clone();
+                r["spec"]["replicas"] = json!(replicas);
+                write(store, &rsd, r);
+            }
+            Some(_) => {}
+        }
+        let new_available = new_rs
+            .as_ref()
+            .map_or(0, |r| i(r, "/status/availableReplicas"));
+        if new_available >= replicas {
+            for old in owned
+                .iter()
+                .filter(|r| s(r, "/metadata/name") != rs_name && i(r, "/spec/replicas") != 0)
+            {
+                let mut r = old.clone();
+                r["spec"]["replicas"] = json!(0);
+                write(store, &rsd, r);
+            }
+        }
+        let sum = |ptr: &str| owned.iter().map(|r| i(r, ptr)).sum::<i64>();
+        let updated = new_rs.as_ref().map_or(0, |r| i(r, "/status/replicas"));
+        let available = sum("/status/availableReplicas");
+        let complete =
+            updated == replicas && sum("/status/replicas") == replicas && new_available == replicas;
+        let mut conds = vec![
+            condition(
+                "Available",
+                available >= replicas,
+                if available >= replicas {
+                    "MinimumReplicasAvailable"
+                } else {
+                    "MinimumReplicasUnavailable"
+                },
+                if available >= replicas {
+                    "Deployment has minimum availability."
+                } else {
+                    "Deployment does not have minimum availability."
+                },
+            ),
+            condition(
+                "Progressing",
+                true,
+                if complete {
+                    "NewReplicaSetAvailable"
+                } else {
+                    "ReplicaSetUpdated"
+                },
+                &format!(
+                    "ReplicaSet \"{rs_name}\" {}",
+                    if complete {
+                        "has successfully progressed."
+                    } else {
+                        "is progressing."
+                    }
+                ),
+            ),
+        ];
+        keep_transitions(d.pointer("/status/conditions"), &mut conds);
+        let status = json!({
+            "observedGeneration": i(&d, "/metadata/generation"),
+            "replicas": sum("/status/replicas"), "updatedReplicas": updated,
+            "readyReplicas": sum("/status/readyReplicas"), "availableReplicas": available,
+            "unavailableReplicas": (replicas - available).max(0),
+            "conditions": conds,
+        });
+        set_status(store, &dd, &d, status);
+    }
+}
+
+fn replicasets(store: &mut Store, pd: &ResourceDef) {
+    let Some(rsd) = def(store, "apps", "v1", "replicasets") else {
+        return;
+    };
+    let index = pods_by_owner(store, pd);
+    let sets: Vec<Value> = store.list(&rsd.gr(), None).cloned().collect();
+    for rs in sets {
+        let replicas = rs
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(0) as usize;
+        let mut pods: Vec<Value> = index
+            .get(s(&rs, "/metadata/uid"))
+            .into_iter()
+            .flatten()
+            .filter(|p| active(p))
+            .cloned()
+            .collect();
+        if pods.len() < replicas {
+            let template = rs
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            for _ in pods.len()..replicas {
+                create_pod(store, pd, new_pod(&rs, &template, None, &[], None));
+            }
+        } else if pods.len() > replicas {
+            pods.sort_by_key(|p| pod_ready(p));
+            for p in pods.drain(..pods.len() - replicas) {
+                delete(store, pd, &p);
+            }
+        }
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        let status = json!({
+            "replicas": pods.len().max(replicas.min(pods.len())), "fullyLabeledReplicas": pods.len(),
+            "readyReplicas": ready, "availableReplicas": ready,
+            "observedGeneration": i(&rs, "/metadata/generation"),
+        });
+        set_status(store, &rsd, &rs, status);
+    }
+}
+
+fn ordinal(pod: &Value, set: &str) -> Option<usize> {
+    s(pod, "/metadata/name")
+        .strip_prefix(set)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+fn statefulsets(store: &mut Store, pd: &ResourceDef) {
+    let Some(sd) = def(store, "apps", "v1", "statefulsets") else {
+        return;
+    };
+    let index = pods_by_owner(store, pd);
+    let sets: Vec<Value> = store.list(&sd.gr(), None).cloned().collect();
+    for st in sets {
+        let name = s(&st, "/metadata/name").to_string();
+        let replicas = st
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(0) as usize;
+        let template = st
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let hash = template_hash(&template);
+        let revision = format!("{name}-{hash}");
+        let pods: Vec<Value> = index
+            .get(s(&st, "/metadata/uid"))
+            .into_iter()
+            .flatten()
+            .filter(|p| active(p))
+            .cloned()
+            .collect();
+        for n in 0..replicas {
+            if !pods.iter().any(|p| ordinal(p, &name) == Some(n)) {
+                let pname = format!("{name}-{n}");
+                let extra = [
+                    ("controller-revision-hash", revision.clone()),
+                    ("statefulset.kubernetes.io/pod-name", pname.clone()),
+                ];
+                create_pod(
+                    store,
+                    pd,
+                    new_pod(&st, &template, Some(pname), &extra, None),
+                );
+            }
+        }
+        for p in pods
+            .iter()
+            .filter(|p| ordinal(p, &name).is_none_or(|o| o >= replicas))
+        {
+            delete(store, pd, p);
+        }
+        let is_current = |p: &Value| {
+            p.pointer("/metadata/labels/controller-revision-hash")
+                .and_then(Value::as_str)
+                == Some(revision.as_str())
+        };
+        let all_ready = pods.len() == replicas && pods.iter().all(pod_ready);
+        if all_ready {
+            if let Some(old) = pods
+                .iter()
+                .filter(|p| !is_current(p))
+                .max_by_key(|p| ordinal(p, &name))
+            {
+                delete(store, pd, old);
+            }
+        }
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        let updated = pods.iter().filter(|p| is_current(p)).count();
+        let current_rev = if updated == replicas {
+            revision.clone()
+        } else {
+            st.pointer("/status/currentRevision")
+                .and_then(Value::as_str)
+                .unwrap_or(&revision)
+                .to_string()
+        };
+        let status = json!({
+            "observedGeneration": i(&st, "/metadata/generation"), "replicas": pods.len(),
+            "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": if updated == replicas { updated } else { pods.len() - updated },
+            "updatedReplicas": updated, "currentRevision": current_rev, "updateRevision": revision,
+            "collisionCount": 0,
+        });
+        set_status(store, &sd, &st, status);
+    }
+}
+
+fn node_selected(node: &Value, template: &Value) -> bool {
+    let Some(sel) = template
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+    else {
+        return true;
+    };
+    let labels = node.pointer("/metadata/labels");
+    sel.iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn daemonsets(store: &mut Store, pd: &ResourceDef) {
+    let Some(dsd) = def(store, "apps", "v1", "daemonsets") else {
+        return;
+    };
+    let index = pods_by_owner(store, pd);
+    let all_nodes = nodes::all(store);
+    let sets: Vec<Value> = store.list(&dsd.gr(), None).cloned().collect();
+    for ds in sets {
+        let template = ds
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let hash = template_hash(&template);
+        let eligible: Vec<&Value> = all_nodes
+            .iter()
+            .filter(|n| {
+                nodes::is_ready(n)
+                    && n.pointer("/metadata/deletionTimestamp").is_none()
+                    && node_selected(n, &template)
+            })
+            .collect();
+        let pods: Vec<Value> = index
+            .get(s(&ds, "/metadata/uid"))
+            .into_iter()
+            .flatten()
+            .filter(|p| active(p))
+            .cloned()
+            .collect();
+        for n in &eligible {
+            let node = s(n, "/metadata/name");
+            if !pods.iter().any(|p| s(p, "/spec/nodeName") == node) {
+                create_pod(
+                    store,
+                    pd,
+                    new_pod(
+                        &ds,
+                        &template,
+                        None,
+                        &[("controller-revision-hash", hash.clone())],
+                        Some(node),
+                    ),
+                );
+            }
+        }
+        for p in &pods {
+            if !eligible
+                .iter()
+                .any(|n| s(n, "/metadata/name") == s(p, "/spec/nodeName"))
+            {
+                delete(store, pd, p);
+            }
+        }
+        let is_current = |p: &Value| {
+            p.pointer("/metadata/labels/controller-revision-hash")
+                .and_then(Value::as_str)
+                == Some(hash.as_str())
+        };
+        if pods.iter().all(pod_ready) {
+            if let Some(old) = pods.iter().find(|p| !is_current(p)) {
+                delete(store, pd, old);
+            }
+        }
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        let status = json!({
+            "observedGeneration": i(&ds, "/metadata/generation"),
+            "desiredNumberScheduled": eligible.len(), "currentNumberScheduled": pods.len(),
+            "numberReady": ready, "numberAvailable": ready, "numberUnavailable": eligible.len().saturating_sub(ready),
+            "updatedNumberScheduled": pods.iter().filter(|p| is_current(p)).count(), "numberMisscheduled": 0,
+        });
+        set_status(store, &dsd, &ds, status);
+    }
+}
+
+fn jobs(store: &mut Store, pd: &ResourceDef) {
+    let Some(jd) = def(store, "batch", "v1", "jobs") else {
+        return;
+    };
+    let index = pods_by_owner(store, pd);
+    let list: Vec<Value> = store.list(&jd.gr(), None).cloned().collect();
+    for job in list {
+        let finished = job
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    matches!(s(c, "/type"), "Complete" | "Failed") && s(c, "/status") == "True"
+                })
+            });
+        if finished {
+            continue;
+        }
+        let completions = job
+            .pointer("/spec/completions")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let parallelism = job
+            .pointer("/spec/parallelism")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let backoff = job
+            .pointer("/spec/backoffLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(6);
+        let pods: Vec<Value> = index
+            .get(s(&job, "/metadata/uid"))
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let count = |phase: &str| {
+            pods.iter()
+                .filter(|p| s(p, "/status/phase") == phase)
+                .count() as i64
+        };
+        let (succeeded, failed) = (count("Succeeded"), count("Failed"));
+        let running = pods.iter().filter(|p| active(p)).count() as i64;
+        let start = job
+            .pointer("/status/startTime")
+            .cloned()
+            .unwrap_or_else(|| json!(now()));
+        let mut status = json!({"startTime": start, "active": running, "succeeded": succeeded, "failed": failed,
+            "ready": pods.iter().filter(|p| pod_ready(p)).count()});
+        if succeeded >= completions {
+            status["active"] = json!(0);
+            status["completionTime"] = json!(now());
+            status["conditions"] =
+                json!([condition("Complete", true, "Completed", "Job completed")]);
+        } else if failed > backoff {
+            status["active"] = json!(0);
+            status["conditions"] = json!([condition(
+                "Failed",
+                true,
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit"
+            )]);
+        } else {
+            let want = parallelism.min(completions - succeeded) - running;
+            let template = job
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let name = s(&job, "/metadata/name").to_string();
+            for _ in 0..want.max(0) {
+                let extra = [
+                    ("job-name", name.clone()),
+                    ("batch.kubernetes.io/job-name", name.clone()),
+                ];
+                create_pod(store, pd, new_pod(&job, &template, None, &extra, None));
+            }
+        }
+        set_status(store, &jd, &job, status);
+    }
+}
+
+fn pod_status(pod: &Value, node: &Value, ready: bool, phase: &str, crash: bool) -> Value {
+    let t = now();
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let state = if crash {
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}})
+            } else if phase == "Succeeded" || phase == "Failed" {
+                json!({"terminated": {"exitCode": if phase == "Failed" { 1 } else { 0 }, "reason": if phase == "Failed" { "Error" } else { "Completed" }, "finishedAt": t}})
+            } else {
+                json!({"running": {"startedAt": t}})
+            };
+            json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": ready, "started": !crash,
+                "restartCount": if crash { 3 } else { 0 }, "state": state,
+                "containerID": format!("containerd://{}", s(pod, "/metadata/uid").replace('-', ""))})
+        })
+        .collect();
+    let cond = |k: &str, ok: bool| json!({"type": k, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t});
+    json!({
+        "phase": phase,
+        "conditions": [cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
+        "hostIP": node.pointer("/status/addresses/0/address"),
+        "podIP": format!("10.244.{}.{}", pod.pointer("/metadata/uid").and_then(Value::as_str).map_or(0, |u| u.len() % 200), 1 + s(pod, "/metadata/name").len() % 250),
+        "startTime": pod.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(t)),
+        "containerStatuses": containers, "qosClass": "BestEffort",
+    })
+}
+
+fn pods(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef) {
+    let node_list = nodes::all(store);
+    let nodes: HashMap<&str, &Value> = node_list
+        .iter()
+        .map(|n| (s(n, "/metadata/name"), n))
+        .collect();
+    let all: Vec<Value> = store
+        .list(&pd.gr(), None)
+        .filter(|p| active(p))
+        .cloned()
+        .collect();
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for p in &all {
+        *load.entry(s(p, "/spec/nodeName").to_string()).or_default() += 1;
+    }
+    for pod in all {
+        let uid = s(&pod, "/metadata/uid").to_string();
+        let node_name = s(&pod, "/spec/nodeName").to_string();
+        if node_name.is_empty() {
+            let candidate = node_list
+                .iter()
+                .filter(|n| nodes::is_schedulable(n))
+                .min_by_key(|n| load.get(s(n, "/metadata/name")).copied().unwrap_or(0));
+            match candidate {
+                Some(n) => {
+                    let name = s(n, "/metadata/name").to_string();
+                    *load.entry(name.clone()).or_default() += 1;
+                    let mut p = pod.clone();
+                    p["spec"]["nodeName"] = json!(name);
+                    if let Some(p) = write(store, pd, p) {
+                        let mut st = p
+                            .get("status")
+                            .cloned()
+                            .filter(Value::is_object)
+                            .unwrap_or_else(|| json!({}));
+                        st["phase"] = json!("Pending");
+                        st["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]);
+                        set_status(store, pd, &p, st);
+                    }
+                }
+                None => {
+                    let msg = format!(
+                        "0/{} nodes are available: no schedulable Ready node.",
+                        node_list.len()
+                    );
+                    let st = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]});
+                    if pod
+                        .pointer("/status/conditions/0/reason")
+                        .and_then(Value::as_str)
+                        != Some("Unschedulable")
+                    {
+                        set_status(store, pd, &pod, st);
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(node) = nodes.get(node_name.as_str()) else {
+            delete(store, pd, &pod);
+            ctx.forget(&format!("pod-start/{uid}"));
+            continue;
+        };
+        let phase = s(&pod, "/status/phase").to_string();
+        let is_job = pod
+            .pointer("/metadata/ownerReferences/0/kind")
+            .and_then(Value::as_str)
+            == Some("Job");
+        let key = format!("pod-start/{uid}");
+        if phase == "Pending" || phase.is_empty() {
+            if ctx.elapsed(&key, durations::POD_START) {
+                let crash = failing(&pod) && !is_job;
+                set_status(
+                    store,
+                    pd,
+                    &pod,
+                    pod_status(&pod, node, !crash, "Running", crash),
+                );
+            }
+        } else if phase == "Running"
+            && is_job
+            && ctx.elapsed(&key, durations::POD_START + durations::JOB_RUN)
+        {
+            let end = if failing(&pod) { "Failed" } else { "Succeeded" };
+            set_status(store, pd, &pod, pod_status(&pod, node, false, end, false));
+            ctx.forget(&key);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Fault injection: latency, error responses per verb, write conflicts, dropped watches and an
+//! API-server outage window, decided by a seedable RNG so that a run can be replayed. Faults
+//! apply to Kubernetes API requests only, never to `/sim/v1/*` or health endpoints.
+//!
+//! # Syntax
+//!
+//! A comma-separated list of `key=value` terms (all optional, any order):
+//!
+//! | term | meaning |
+//! |---|---|
+//! | `latency=20ms` | delay every API request by this long (`ms`, `s`, `m`) |
+//! | `error-rate=0.05` | probability of answering a request with an error instead |
+//! | `error-codes=500\|503\|429` | the error codes to pick from (default `500\|503\|429`) |
+//! | `error-verbs=get\|list` | verbs the errors apply to (default: all; verbs are `get list watch create update patch delete deletecollection`) |
+//! | `conflict-rate=0.1` | probability of a 409 Conflict on a write (`create update patch delete`) |
+//! | `drop-watch=30s` | close every watch connection after this long |
+//! | `outage=10s+30s` | starting 10 s after the faults are set, answer every API request with 503 for 30 s |
+//! | `seed=7` | seed of the fault RNG (default: the sim's seed) |
+//!
+//! The empty string (or `none`) means no faults.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::api::status::ApiError;
+use crate::rng::Rng;
+
+/// Which faults to inject; see the module docs for the string syntax.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultSpec {
+    /// Delay added to every API request.
+    pub latency: Duration,
+    /// Probability of an error response (codes from `error_codes`).
+    pub error_rate: f64,
+    /// Error codes to pick from; empty means 500, 503 and 429.
+    pub error_codes: Vec<u16>,
+    /// Verbs errors apply to; empty means all verbs.
+    pub error_verbs: Vec<String>,
+    /// Probability of a 409 Conflict on writes.
+    pub conflict_rate: f64,
+    /// Close watches after this long.
+    pub drop_watch: Option<Duration>,
+    /// Outage window: (start after the faults are set, duration).
+    pub outage: Option<(Duration, Duration)>,
+    /// RNG seed for fault decisions.
+    pub seed: Option<u64>,
+}
+
+/// A fault spec that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid fault spec term {term:?}: {reason}")]
+pub struct FaultSpecError {
+    term: String,
+    reason: String,
+}
+
+/// Parses `20ms`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        return Err(format!("duration {s:?} needs a unit (ms, s, m)"));
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+fn fmt_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+const VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+impl FromStr for FaultSpec {
+    type Err = FaultSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut spec = FaultSpec::default();
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(spec);
+        }
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let err = |reason: String| FaultSpecError {
+                term: term.to_string(),
+                reason,
+            };
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| err("expected key=value".into()))?;
+            let rate = |v: &str| -> Result<f64, FaultSpecError> {
+                let r: f64 = v
+                    .parse()
+                    .map_err(|_| err(format!("{v:?} is not a number")))?;
+                if (0.0..=1.0).contains(&r) {
+                    Ok(r)
+                } else {
+                    Err(err("a rate is between 0 and 1".into()))
+                }
+            };
+            match k.trim() {
+                "latency" => spec.latency = parse_duration(v).map_err(err)?,
+                "error-rate" => spec.error_rate = rate(v)?,
+                "conflict-rate" => spec.conflict_rate = rate(v)?,
+                "error-codes" => {
+                    spec.error_codes = v
+                        .split('|')
+                        .map(|c| {
+                            c.trim()
+                                .parse::<u16>()
+                                .ok()
+                                .filter(|c| (400..600).contains(c))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| {
+                            err("codes are HTTP error statuses such as 500|503|429".into())
+                        })?;
+                }
+                "error-verbs" => {
+                    let verbs: Vec<String> =
+                        v.split('|').map(|x| x.trim().to_lowercase()).collect();
+                    if let Some(bad) = verbs.iter().find(|x| !VERBS.contains(&x.as_str())) {
+                        return Err(err(format!("unknown verb {bad:?}")));
+                    }
+                    spec.error_verbs = verbs;
+                }
+                "drop-watch" => spec.drop_watch = Some(parse_duration(v).map_err(err)?),
+                "outage" => {
+                    let (a, b) = v
+                        .split_once('+')
+                        .ok_or_else(|| err("expected START+DURATION, e.g. 10s+30s".into()))?;
+                    spec.outage = Some((
+                        parse_duration(a).map_err(err)?,
+                        parse_duration(b).map_err(err)?,
+                    ));
+                }
+                "seed" => {
+                    spec.seed = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| err("seed is an integer".into()))?,
+                    )
+                }
+                other => return Err(err(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut terms = Vec::new();
+        if !self.latency.is_zero() {
+            terms.push(format!("latency={}", fmt_duration(self.latency)));
+        }
+        if self.error_rate > 0.0 {
+            terms.push(format!("error-rate={}", self.error_rate));
+        }
+        if !self.error_codes.is_empty() {
+            terms.push(format!(
+                "error-codes={}",
+                self.error_codes
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ));
+        }
+        if !self.error_verbs.is_empty() {
+            terms.push(format!("error-verbs={}", self.error_verbs.join("|")));
+        }
+        if self.conflict_rate > 0.0 {
+            terms.push(format!("conflict-rate={}", self.conflict_rate));
+        }
+        if let Some(d) = self.drop_watch {
+            terms.push(format!("drop-watch={}", fmt_duration(d)));
+        }
+        if let Some((a, b)) = self.outage {
+            terms.push(format!("outage={}+{}", fmt_duration(a), fmt_duration(b)));
+        }
+        if let Some(s) = self.seed {
+            terms.push(format!("seed={s}"));
+        }
+        if terms.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&terms.join(","))
+        }
+    }
+}
+
+/// The faults in force and the RNG that decides them.
+pub(crate) struct Faults {
+    pub spec: FaultSpec,
+    rng: Rng,
+    set_at: Instant,
+}
+
+/// What to do to one request.
+pub(crate) struct Decision {
+    pub latency: Duration,
+    pub error: Option<ApiError>,
+}
+
+impl Faults {
+    pub fn new(spec: FaultSpec, default_seed: u64) -> Self {
+        let rng = Rng::new(spec.seed.unwrap_or(default_seed));
+        Faults {
+            spec,
+            rng,
+            set_at: Instant::now(),
+        }
+    }
+
+    /// Whether the API server is in its outage window.
+    pub fn in_outage(&self) -> bool {
+        self.spec.outage.is_some_and(|(start, len)| {
+            let e = self.set_at.elapsed();
+            e >= start && e < start + len
+        })
+    }
+
+    /// Decides the fate of one request with `verb`.
+    pub fn decide(&mut self, verb: &str) -> Decision {
+        let latency = self.spec.latency;
+        if self.in_outage() {
+            return Decision {
+                latency,
+                error: Some(ApiError::unavailable(
+                    "the API server is unavailable (simulated outage)",
+                )),
+            };
+        }
+        let verb_hit =
+            self.spec.error_verbs.is_empty() || self.spec.error_verbs.iter().any(|v| v == verb);
+        if self.spec.error_rate > 0.0 && verb_hit && self.rng.unit() < self.spec.error_rate {
+            let codes: &[u16] = if self.spec.error_codes.is_empty() {
+                &[500, 503, 429]
+            } else {
+                &self.spec.error_codes
+            };
+            let code = codes[(self.rng.next_u64() % codes.len() as u64) as usize];
+            let error = match code {
+                429 => ApiError::too_many_requests("too many requests (simulated)"),
+                503 => ApiError::unavailable("service unavailable (simulated)"),
+                500 => ApiError::internal("internal error (simulated)"),
+                c => ApiError::new(c, "InternalError", "error (simulated)"),
+            };
+            return Decision {
+                latency,
+                error: Some(error),
+            };
+        }
+        let is_write = matches!(verb, "create" | "update" | "patch" | "delete");
+        if is_write && self.spec.conflict_rate > 0.0 && self.rng.unit() < self.spec.conflict_rate {
+            let error = ApiError::new(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (simulated)",
+            );
+            return Decision {
+                latency,
+                error: Some(error),
+            };
+        }
+        Decision {
+            latency,
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let s: Result<FaultSpec, _> = "latency=20ms,error-rate=0.05,error-verbs=get|list,conflict-rate=0.1,drop-watch=30s,outage=10s+30s,seed=7".parse();
+        let s = s.unwrap_or_default();
+        assert_eq!(s.latency, Duration::from_millis(20));
+        assert_eq!(s.error_verbs, vec!["get", "list"]);
+        assert_eq!(
+            s.outage,
+            Some((Duration::from_secs(10), Duration::from_secs(30)))
+        );
+        assert_eq!(s.seed, Some(7));
+        assert_eq!(s.to_string().parse::<FaultSpec>().ok(), Some(s));
+        assert!("latency=5".parse::<FaultSpec>().is_err());
+        assert!("error-rate=2".parse::<FaultSpec>().is_err());
+        assert!("bogus=1".parse::<FaultSpec>().is_err());
+        assert_eq!("".parse::<FaultSpec>().ok(), Some(FaultSpec::default()));
+    }
+}

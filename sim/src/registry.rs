@@ -1,0 +1,303 @@
+//! The resource registry: which resources the API server serves (built-in types and the ones
+//! CustomResourceDefinitions add), with the facts discovery needs (kind, scope, short names,
+//! subresources, categories). It owns no objects; `store` does.
+
+use serde_json::{Value, json};
+
+/// The verbs of an ordinary stored resource.
+pub(crate) const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One served resource at one group/version.
+#[derive(Clone, Debug)]
+pub(crate) struct ResourceDef {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// Has a `status` subresource: the main endpoint ignores `status`, `/status` only changes it.
+    pub has_status: bool,
+    /// Has a `scale` subresource (listed in discovery).
+    pub has_scale: bool,
+    /// The CRD that added this resource, if any.
+    pub crd: Option<String>,
+}
+
+impl ResourceDef {
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage key: objects are shared by every version of a group/resource.
+    pub fn gr(&self) -> GroupResource {
+        GroupResource {
+            group: self.group.clone(),
+            plural: self.plural.clone(),
+        }
+    }
+
+    /// `plural` or `plural.group`, as Kubernetes names resources in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// A group and a resource (plural): the key under which objects are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct GroupResource {
+    pub group: String,
+    pub plural: String,
+}
+
+/// All served resources, in registration order (which is discovery order).
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    defs: Vec<ResourceDef>,
+}
+
+struct B(
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+    bool,
+);
+
+const ALL: &[&str] = &["all"];
+
+#[rustfmt::skip]
+const BUILTIN: &[(&str, &str, &[B])] = &[
+    ("", "v1", &[
+        B("namespaces", "Namespace", "", false, &["ns"], true, false),
+        B("nodes", "Node", "", false, &["no"], true, false),
+        B("pods", "Pod", "all", true, &["po"], true, false),
+        B("services", "Service", "all", true, &["svc"], true, false),
+        B("configmaps", "ConfigMap", "", true, &["cm"], false, false),
+        B("secrets", "Secret", "", true, &[], false, false),
+        B("serviceaccounts", "ServiceAccount", "", true, &["sa"], false, false),
+        B("events", "Event", "", true, &["ev"], false, false),
+        B("endpoints", "Endpoints", "", true, &["ep"], false, false),
+        B("persistentvolumeclaims", "PersistentVolumeClaim", "", true, &["pvc"], true, false),
+        B("persistentvolumes", "PersistentVolume", "", false, &["pv"], true, false),
+        B("limitranges", "LimitRange", "", true, &["limits"], false, false),
+        B("resourcequotas", "ResourceQuota", "", true, &["quota"], true, false),
+    ]),
+    ("apps", "v1", &[
+        B("deployments", "Deployment", "all", true, &["deploy"], true, true),
+        B("statefulsets", "StatefulSet", "all", true, &["sts"], true, true),
+        B("daemonsets", "DaemonSet", "all", true, &["ds"], true, false),
+        B("replicasets", "ReplicaSet", "all", true, &["rs"], true, true),
+        B("controllerrevisions", "ControllerRevision", "", true, &[], false, false),
+    ]),
+    ("batch", "v1", &[
+        B("jobs", "Job", "all", true, &[], true, false),
+        B("cronjobs", "CronJob", "all", true, &["cj"], true, false),
+    ]),
+    ("autoscaling", "v2", &[
+        B("horizontalpodautoscalers", "HorizontalPodAutoscaler", "all", true, &["hpa"], true, false),
+    ]),
+    ("policy", "v1", &[
+        B("poddisruptionbudgets", "PodDisruptionBudget", "", true, &["pdb"], true, false),
+    ]),
+    ("coordination.k8s.io", "v1", &[
+        B("leases", "Lease", "", true, &[], false, false),
+    ]),
+    ("apiextensions.k8s.io", "v1", &[
+        B("customresourcedefinitions", "CustomResourceDefinition", "", false, &["crd", "crds"], true, false),
+    ]),
+    ("events.k8s.io", "v1", &[
+        B("events", "Event", "", true, &["ev"], false, false),
+    ]),
+    ("rbac.authorization.k8s.io", "v1", &[
+        B("roles", "Role", "", true, &[], false, false),
+        B("rolebindings", "RoleBinding", "", true, &[], false, false),
+        B("clusterroles", "ClusterRole", "", false, &[], false, false),
+        B("clusterrolebindings", "ClusterRoleBinding", "", false, &[], false, false),
+    ]),
+    ("networking.k8s.io", "v1", &[
+        B("ingresses", "Ingress", "", true, &["ing"], true, false),
+        B("ingressclasses", "IngressClass", "", false, &[], false, false),
+        B("networkpolicies", "NetworkPolicy", "", true, &["netpol"], false, false),
+    ]),
+    ("discovery.k8s.io", "v1", &[
+        B("endpointslices", "EndpointSlice", "", true, &[], false, false),
+    ]),
+    ("storage.k8s.io", "v1", &[
+        B("storageclasses", "StorageClass", "", false, &["sc"], false, false),
+    ]),
+    ("scheduling.k8s.io", "v1", &[
+        B("priorityclasses", "PriorityClass", "", false, &["pc"], false, false),
+    ]),
+    ("admissionregistration.k8s.io", "v1", &[
+        B("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", "", false, &[], false, false),
+        B("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", "", false, &[], false, false),
+    ]),
+];
+
+impl Registry {
+    /// The built-in resources of a v1.28-ish API server.
+    pub fn builtin() -> Self {
+        let mut defs = Vec::new();
+        for (group, version, rs) in BUILTIN {
+            for B(plural, kind, cat, namespaced, short, status, scale) in *rs {
+                defs.push(ResourceDef {
+                    group: (*group).into(),
+                    version: (*version).into(),
+                    plural: (*plural).into(),
+                    singular: kind.to_lowercase(),
+                    kind: (*kind).into(),
+                    namespaced: *namespaced,
+                    short_names: short.iter().map(|s| (*s).to_string()).collect(),
+                    categories: if cat.is_empty() {
+                        vec![]
+                    } else {
+                        ALL.iter().map(|s| (*s).to_string()).collect()
+                    },
+                    has_status: *status,
+                    has_scale: *scale,
+                    crd: None,
+                });
+            }
+        }
+        Registry { defs }
+    }
+
+    pub fn all(&self) -> &[ResourceDef] {
+        &self.defs
+    }
+
+    /// The resource `plural` at `group/version`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
+        self.defs
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
+    }
+
+    /// The resource of a group/resource at any version (the first registered one).
+    pub fn any_version(&self, gr: &GroupResource) -> Option<&ResourceDef> {
+        self.defs
+            .iter()
+            .find(|d| d.group == gr.group && d.plural == gr.plural)
+    }
+
+    /// Served groups with their versions, in order; the first version is the preferred one.
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for d in &self.defs {
+            match out.iter_mut().find(|(g, _)| *g == d.group) {
+                Some((_, vs)) => {
+                    if !vs.contains(&d.version) {
+                        vs.push(d.version.clone());
+                    }
+                }
+                None => out.push((d.group.clone(), vec![d.version.clone()])),
+            }
+        }
+        out
+    }
+
+    /// Replaces the resources served for CRD `crd_name` by those its spec declares.
+    /// Returns the accepted names (for the CRD status), or an error message.
+    pub fn set_crd(&mut self, crd_name: &str, crd: &Value) -> Result<Value, String> {
+        let spec = crd.get("spec").ok_or("spec: Required value")?;
+        let group = spec
+            .get("group")
+            .and_then(Value::as_str)
+            .ok_or("spec.group: Required value")?;
+        let names = spec.get("names").ok_or("spec.names: Required value")?;
+        let plural = names
+            .get("plural")
+            .and_then(Value::as_str)
+            .ok_or("spec.names.plural: Required value")?;
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or("spec.names.kind: Required value")?;
+        if crd_name != format!("{plural}.{group}") {
+            return Err(format!(
+                "metadata.name: Invalid value: \"{crd_name}\": must be spec.names.plural+\".\"+spec.group"
+            ));
+        }
+        let singular = names
+            .get("singular")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase());
+        let strs = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
+        let versions = spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .filter(|v| !v.is_empty())
+            .ok_or("spec.versions: Required value")?;
+        let mut new = Vec::new();
+        // The storage version first, so it is the preferred one in discovery.
+        let mut ordered: Vec<&Value> = versions.iter().collect();
+        ordered.sort_by_key(|v| v.get("storage").and_then(Value::as_bool) != Some(true));
+        for v in ordered {
+            if v.get("served").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let Some(version) = v.get("name").and_then(Value::as_str) else {
+                return Err("spec.versions[].name: Required value".into());
+            };
+            new.push(ResourceDef {
+                group: group.into(),
+                version: version.into(),
+                plural: plural.into(),
+                singular: singular.clone(),
+                kind: kind.into(),
+                namespaced,
+                short_names: strs(names.get("shortNames")),
+                categories: strs(names.get("categories")),
+                has_status: v.pointer("/subresources/status").is_some(),
+                has_scale: v.pointer("/subresources/scale").is_some(),
+                crd: Some(crd_name.into()),
+            });
+        }
+        self.remove_crd(crd_name);
+        self.defs.extend(new);
+        Ok(json!({
+            "plural": plural, "singular": singular, "kind": kind,
+            "listKind": names.get("listKind").cloned().unwrap_or_else(|| json!(format!("{kind}List"))),
+            "shortNames": strs(names.get("shortNames")),
+            "categories": strs(names.get("categories")),
+        }))
+    }
+
+    /// Stops serving the resources of CRD `crd_name`.
+    pub fn remove_crd(&mut self, crd_name: &str) {
+        self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));
+    }
+}

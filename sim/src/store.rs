@@ -1,0 +1,709 @@
+//! Object storage: every resource as JSON, keyed by group/resource and namespace/name, with
+//! one global `resourceVersion` counter, `uid`, `generation`, `creationTimestamp`, finalizers
+//! and `deletionTimestamp`, namespace and CRD cascades, and the bounded event log that watches
+//! replay from. All methods run under the one store lock; nothing here is async.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use crate::api::status::ApiError;
+use crate::apply::{self, Scope};
+use crate::registry::{GroupResource, Registry, ResourceDef};
+use crate::rng::Rng;
+
+/// The kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to one object, as kept in the event log and sent to watches.
+#[derive(Debug)]
+pub(crate) struct WatchEvent {
+    pub rv: u64,
+    pub gr: GroupResource,
+    pub kind: EventType,
+    pub object: Value,
+}
+
+/// Who writes, and whether the write is tracked in `managedFields`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writer<'a> {
+    pub manager: &'a str,
+    /// A client request (status is dropped on create for resources with a status subresource).
+    pub external: bool,
+    /// Record the write as an `Update` of `manager`; false when `apply` already did.
+    pub track: bool,
+}
+
+impl Writer<'static> {
+    /// The simulated controllers.
+    pub const CONTROLLER: Writer<'static> = Writer {
+        manager: "sim-controller-manager",
+        external: false,
+        track: true,
+    };
+}
+
+/// The current time as Kubernetes writes it (`2024-01-02T03:04:05Z`).
+pub(crate) fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+type Objects = BTreeMap<(String, String), Value>;
+
+/// All objects and the event log.
+pub(crate) struct Store {
+    pub registry: Registry,
+    objects: HashMap<GroupResource, Objects>,
+    rv: u64,
+    log: VecDeque<Arc<WatchEvent>>,
+    log_cap: usize,
+    /// Watches starting at a resourceVersion below this get 410 Gone.
+    evicted_up_to: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+    pub rng: Rng,
+}
+
+fn meta(obj: &Value, key: &str) -> String {
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    match obj.get_mut("metadata") {
+        Some(Value::Object(m)) => m,
+        // Unreachable: metadata was made an object just above.
+        _ => unreachable!("metadata is an object"),
+    }
+}
+
+/// The parts of an object that make up its "spec" for `generation`: all but metadata/status.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Checks (and fills in) `apiVersion`/`kind` of a request body against the resource.
+pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(m) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let av = def.api_version();
+    match m.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            m.insert("apiVersion".into(), json!(av));
+        }
+        Some(got) if got != av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({got}) does not match the expected API version ({av})"
+            )));
+        }
+        Some(_) => {}
+    }
+    match m.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            m.insert("kind".into(), json!(def.kind));
+        }
+        Some(got) if got != def.kind => {
+            return Err(ApiError::bad_request(format!(
+                "{got} in version \"{}\" cannot be handled as a {}: the kind in the data does not match the resource",
+                def.version, def.kind
+            )));
+        }
+        Some(_) => {}
+    }
+    if !m.get("metadata").is_none_or(Value::is_object) {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
+    Ok(())
+}
+
+/// Defaults the real API server sets on write.
+fn default_fields(def: &ResourceDef, obj: &mut Value, rng: &mut Rng) {
+    let set_if_missing = |obj: &mut Value, ptr: &str, key: &str, v: Value| {
+        if let Some(Value::Object(m)) = obj.pointer_mut(ptr) {
+            m.entry(key.to_string()).or_insert(v);
+        }
+    };
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("", "Namespace") => {
+            let name = meta(obj, "name");
+            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            if obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
+                obj["status"] = json!({"phase": "Active"});
+            }
+        }
+        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController") => {
+            if obj.get("spec").is_some_and(Value::is_object) {
+                set_if_missing(obj, "/spec", "replicas", json!(1));
+            }
+        }
+        ("batch", "Job") => {
+            if obj.get("spec").is_some_and(Value::is_object) {
+                set_if_missing(obj, "/spec", "completions", json!(1));
+                set_if_missing(obj, "/spec", "parallelism", json!(1));
+                set_if_missing(obj, "/spec", "backoffLimit", json!(6));
+            }
+        }
+        ("", "Service") => {
+            if obj.get("spec").is_some_and(Value::is_object) {
+                set_if_missing(obj, "/spec", "type", json!("ClusterIP"));
+                let ip = format!(
+                    "10.96.{}.{}",
+                    rng.next_u64() % 250,
+                    1 + rng.next_u64() % 250
+                );
+                set_if_missing(obj, "/spec", "clusterIP", json!(ip));
+            }
+        }
+        ("", "Pod") => {
+            if obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
+                let status = obj
+                    .get("status")
+                    .cloned()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                obj["status"] = status;
+                set_if_missing(obj, "/status", "phase", json!("Pending"));
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Store {
+    pub fn new(seed: u64, log_cap: usize) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Store {
+            registry: Registry::builtin(),
+            objects: HashMap::new(),
+            rv: 1,
+            log: VecDeque::new(),
+            log_cap: log_cap.max(16),
+            evicted_up_to: 0,
+            tx,
+            rng: Rng::new(seed),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Events after `rv`, or `None` when some of them are no longer kept (410 Gone).
+    pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<WatchEvent>>> {
+        if rv < self.evicted_up_to {
+            return None;
+        }
+        let start = self.log.partition_point(|e| e.rv <= rv);
+        Some(self.log.iter().skip(start).cloned().collect())
+    }
+
+    pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(gr)?
+            .get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Objects of a resource, in one namespace or all (sorted by namespace and name).
+    pub fn list<'a, 'b>(
+        &'a self,
+        gr: &GroupResource,
+        ns: Option<&'b str>,
+    ) -> Box<dyn Iterator<Item = &'a Value> + 'b>
+    where
+        'a: 'b,
+    {
+        let Some(objs) = self.objects.get(gr) else {
+            return Box::new(std::iter::empty());
+        };
+        match ns {
+            Some(ns) => Box::new(
+                objs.range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns)
+                    .map(|(_, v)| v),
+            ),
+            None => Box::new(objs.values()),
+        }
+    }
+
+    /// Number of objects of all resources.
+    pub fn object_count(&self) -> usize {
+        self.objects.values().map(BTreeMap::len).sum()
+    }
+
+    fn emit(&mut self, gr: &GroupResource, kind: EventType, object: Value) {
+        let ev = Arc::new(WatchEvent {
+            rv: self.rv,
+            gr: gr.clone(),
+            kind,
+            object,
+        });
+        self.log.push_back(ev.clone());
+        while self.log.len() > self.log_cap {
+            if let Some(old) = self.log.pop_front() {
+                self.evicted_up_to = old.rv;
+            }
+        }
+        // No receivers is fine: nobody watches.
+        let _ = self.tx.send(ev);
+    }
+
+    fn store(&mut self, def: &ResourceDef, mut obj: Value, kind: EventType) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let key = (meta(&obj, "namespace"), meta(&obj, "name"));
+        let gr = def.gr();
+        self.objects
+            .entry(gr.clone())
+            .or_default()
+            .insert(key, obj.clone());
+        self.emit(&gr, kind, obj.clone());
+        obj
+    }
+
+    fn remove(&mut self, def: &ResourceDef, ns: &str, name: &str) -> Option<Value> {
+        let gr = def.gr();
+        let mut obj = self
+            .objects
+            .get_mut(&gr)?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        self.emit(&gr, EventType::Deleted, obj.clone());
+        self.after_delete(def, &obj);
+        Some(obj)
+    }
+
+    fn resolve_ns(
+        &self,
+        def: &ResourceDef,
+        obj: &mut Value,
+        creating: bool,
+    ) -> Result<String, ApiError> {
+        if !def.namespaced {
+            meta_mut(obj).remove("namespace");
+            return Ok(String::new());
+        }
+        let ns = meta(obj, "namespace");
+        let ns = if ns.is_empty() {
+            "default".to_string()
+        } else {
+            ns
+        };
+        meta_mut(obj).insert("namespace".into(), json!(ns));
+        if creating {
+            let nsgr = GroupResource {
+                group: String::new(),
+                plural: "namespaces".into(),
+            };
+            match self.get(&nsgr, "", &ns) {
+                None => {
+                    return Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!("namespaces \"{ns}\" not found"),
+                    )
+                    .with_details(json!({"name": ns, "kind": "namespaces"})));
+                }
+                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                    return Err(ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(ns)
+    }
+
+    /// Creates an object. `obj` has been checked with `check_kind`.
+    pub fn create(
+        &mut self,
+        def: &ResourceDef,
+        mut obj: Value,
+        w: Writer,
+    ) -> Result<Value, ApiError> {
+        check_kind(def, &mut obj)?;
+        let mut name = meta(&obj, "name");
+        if name.is_empty() {
+            let generate = meta(&obj, "generateName");
+            if generate.is_empty() {
+                return Err(ApiError::invalid(
+                    def,
+                    "",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                ));
+            }
+            name = format!("{generate}{}", self.rng.suffix(5));
+            meta_mut(&mut obj).insert("name".into(), json!(name));
+        }
+        if !valid_name(&name) {
+            return Err(ApiError::invalid(
+                def,
+                &name,
+                "metadata.name",
+                "Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+            ));
+        }
+        let ns = self.resolve_ns(def, &mut obj, true)?;
+        if self.get(&def.gr(), &ns, &name).is_some() {
+            return Err(ApiError::already_exists(def, &name));
+        }
+        let uid = self.rng.uuid();
+        let m = meta_mut(&mut obj);
+        m.insert("uid".into(), json!(uid));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.insert("generation".into(), json!(1));
+        m.remove("deletionTimestamp");
+        m.remove("resourceVersion");
+        if w.external && def.has_status {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        default_fields(def, &mut obj, &mut self.rng);
+        if w.track {
+            apply::track_update(
+                None,
+                &mut obj,
+                w.manager,
+                &def.api_version(),
+                Scope::Main {
+                    has_status: def.has_status,
+                },
+                &now(),
+            );
+        }
+        self.before_write(def, &mut obj)?;
+        Ok(self.store(def, obj, EventType::Added))
+    }
+
+    /// Replaces an object (PUT, and the result of PATCH/apply). With `Scope::Status` only the
+    /// status changes; with `Scope::Main` the status is kept if the resource has a status
+    /// subresource. A `metadata.resourceVersion` in `obj` must match (409 otherwise).
+    pub fn update(
+        &mut self,
+        def: &ResourceDef,
+        mut obj: Value,
+        scope: Scope,
+        w: Writer,
+    ) -> Result<Value, ApiError> {
+        check_kind(def, &mut obj)?;
+        let name = meta(&obj, "name");
+        let ns = self.resolve_ns(def, &mut obj, false)?;
+        let Some(old) = self.get(&def.gr(), &ns, &name).cloned() else {
+            return Err(ApiError::not_found(def, &name));
+        };
+        let rv = meta(&obj, "resourceVersion");
+        if !rv.is_empty() && rv != meta(&old, "resourceVersion") {
+            return Err(ApiError::conflict(def, &name));
+        }
+        let uid = meta(&obj, "uid");
+        if !uid.is_empty() && uid != meta(&old, "uid") {
+            return Err(ApiError::conflict(def, &name));
+        }
+        let mut new = match scope {
+            Scope::Status => {
+                let mut n = old.clone();
+                n["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+                if n["status"].is_null() {
+                    if let Some(o) = n.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+                if let Some(mf) = obj.pointer("/metadata/managedFields") {
+                    meta_mut(&mut n).insert("managedFields".into(), mf.clone());
+                }
+                n
+            }
+            Scope::Main { has_status } => {
+                if has_status {
+                    match old.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            if let Some(o) = obj.as_object_mut() {
+                                o.remove("status");
+                            }
+                        }
+                    }
+                }
+                obj
+            }
+        };
+        {
+            let om = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let m = meta_mut(&mut new);
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "generation",
+                "namespace",
+                "name",
+                "resourceVersion",
+            ] {
+                match om.get(k) {
+                    Some(v) => m.insert(k.into(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+        }
+        default_fields(def, &mut new, &mut self.rng);
+        if w.track {
+            apply::track_update(
+                Some(&old),
+                &mut new,
+                w.manager,
+                &def.api_version(),
+                scope,
+                &now(),
+            );
+        }
+        if spec_part(&new) != spec_part(&old) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        self.before_write(def, &mut new)?;
+        if new == old {
+            return Ok(old);
+        }
+        let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+            && new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        let stored = self.store(def, new, EventType::Modified);
+        if finalized {
+            return Ok(self.remove(def, &ns, &name).unwrap_or(stored));
+        }
+        Ok(stored)
+    }
+
+    /// Deletes an object: with finalizers it only gets a `deletionTimestamp`.
+    pub fn delete(&mut self, def: &ResourceDef, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let Some(old) = self.get(&def.gr(), ns, name).cloned() else {
+            return Err(ApiError::not_found(def, name));
+        };
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let is_ns = def.group.is_empty() && def.plural == "namespaces";
+        if has_finalizers || is_ns {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                if is_ns {
+                    self.finish_namespace(name);
+                }
+                return Ok(self.get(&def.gr(), ns, name).cloned().unwrap_or(old));
+            }
+            let mut new = old.clone();
+            let m = meta_mut(&mut new);
+            m.insert("deletionTimestamp".into(), json!(now()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if is_ns {
+                new["status"] = json!({"phase": "Terminating"});
+            }
+            let stored = self.store(def, new, EventType::Modified);
+            if is_ns {
+                self.finish_namespace(name);
+                return Ok(self.get(&def.gr(), ns, name).cloned().unwrap_or(stored));
+            }
+            return Ok(stored);
+        }
+        self.remove(def, ns, name)
+            .ok_or_else(|| ApiError::not_found(def, name))
+    }
+
+    /// Deletes the contents of a terminating namespace, and the namespace once it is empty.
+    pub fn finish_namespace(&mut self, ns: &str) {
+        let defs: Vec<ResourceDef> = self
+            .registry
+            .all()
+            .iter()
+            .filter(|d| d.namespaced)
+            .cloned()
+            .collect();
+        let mut remaining = 0;
+        let mut seen = std::collections::HashSet::new();
+        for def in defs {
+            if !seen.insert(def.gr()) {
+                continue;
+            }
+            let names: Vec<String> = self
+                .list(&def.gr(), Some(ns))
+                .map(|o| meta(o, "name"))
+                .collect();
+            for name in names {
+                let _ = self.delete(&def, ns, &name);
+                if self.get(&def.gr(), ns, &name).is_some() {
+                    remaining += 1;
+                }
+            }
+        }
+        if remaining == 0 {
+            let nsdef = self.registry.find("", "v1", "namespaces").cloned();
+            if let Some(nsdef) = nsdef {
+                self.remove(&nsdef, "", ns);
+            }
+        }
+    }
+
+    /// Names of namespaces being deleted.
+    pub fn terminating_namespaces(&self) -> Vec<String> {
+        let gr = GroupResource {
+            group: String::new(),
+            plural: "namespaces".into(),
+        };
+        self.list(&gr, None)
+            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+            .map(|n| meta(n, "name"))
+            .collect()
+    }
+
+    fn before_write(&mut self, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+        if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
+            let name = meta(obj, "name");
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(());
+            }
+            let accepted = self.registry.set_crd(&name, obj).map_err(|msg| {
+                let (field, m) = msg.split_once(": ").unwrap_or(("spec", msg.as_str()));
+                ApiError::invalid(def, &name, field, m)
+            })?;
+            let t = now();
+            let versions: Vec<Value> = obj
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                        .filter_map(|v| v.get("name").cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            obj["status"] = json!({
+                "acceptedNames": accepted,
+                "storedVersions": versions,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
+                ],
+            });
+        }
+        Ok(())
+    }
+
+    fn after_delete(&mut self, def: &ResourceDef, obj: &Value) {
+        if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
+            let name = meta(obj, "name");
+            let gone: Vec<ResourceDef> = self
+                .registry
+                .all()
+                .iter()
+                .filter(|d| d.crd.as_deref() == Some(name.as_str()))
+                .cloned()
+                .collect();
+            if let Some(d) = gone.first() {
+                let keys: Vec<(String, String)> = self
+                    .objects
+                    .get(&d.gr())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                for (ns, n) in keys {
+                    self.remove(d, &ns, &n);
+                }
+            }
+            self.registry.remove_crd(&name);
+        }
+    }
+
+    /// Deletes objects whose every owner (by uid) is gone: background cascading deletion.
+    pub fn collect_garbage(&mut self) {
+        let mut uids = std::collections::HashSet::new();
+        let mut owned = Vec::new();
+        for (gr, objs) in &self.objects {
+            for ((ns, name), o) in objs {
+                uids.insert(meta(o, "uid"));
+                if let Some(refs) = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                {
+                    let owners: Vec<String> = refs
+                        .iter()
+                        .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
+                        .collect();
+                    if !owners.is_empty() {
+                        owned.push((gr.clone(), ns.clone(), name.clone(), owners));
+                    }
+                }
+            }
+        }
+        for (gr, ns, name, owners) in owned {
+            if owners.iter().any(|u| uids.contains(u)) {
+                continue;
+            }
+            if let Some(def) = self.registry.any_version(&gr).cloned() {
+                let _ = self.delete(&def, &ns, &name);
+            }
+        }
+    }
+}
