@@ -97,12 +97,7 @@ pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
-    let mut r = json_response(e.code, &e.to_json());
-    if e.code == 429 || e.code == 503 {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    r
+    json_response(e.code, &e.to_json())
 }
 
 fn verb_of(method: &Method, path: &str, query: &HashMap<String, String>) -> &'static str {
@@ -184,7 +179,13 @@ pub(crate) async fn handle(
     if let Some(e) = decision.error {
         // Health checks only see outages, not random errors.
         if !is_health || e.code == 503 && shared.faults.lock().is_ok_and(|f| f.in_outage()) {
-            return error_response(&e);
+            // Like API priority and fairness, throttling answers say when to come back.
+            let mut r = error_response(&e);
+            if e.code == 429 || e.code == 503 {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            return r;
         }
     }
     match route(&shared, &req) {

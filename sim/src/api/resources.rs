@@ -242,6 +242,14 @@ fn patch(
     if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+json" {
         return server_side_apply(shared, req, t, name);
     }
+    if !matches!(
+        ct.as_str(),
+        "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json"
+    ) {
+        return Err(ApiError::unsupported_media(&ct));
+    }
     let body = req.body_value()?;
     let manager = req.manager();
     let mut store = shared.lock_store();
