@@ -317,6 +317,11 @@ impl Sim {
         self.shared.cp_version().to_string()
     }
 
+    /// How many objects the sim stores (all resources).
+    pub fn object_count(&self) -> usize {
+        self.shared.lock_store().object_count()
+    }
+
     /// Stops serving: closes the listener, open connections and watches, and the controllers.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -178,39 +178,53 @@ fn default_fields(def: &ResourceDef, obj: &mut Value, rng: &mut Rng) {
                 obj["status"] = json!({"phase": "Active"});
             }
         }
-        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController") => {
-            if obj.get("spec").is_some_and(Value::is_object) {
-                set_if_missing(obj, "/spec", "replicas", json!(1));
+        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController")
+            if obj.get("spec").is_some_and(Value::is_object) =>
+        {
+            set_if_missing(obj, "/spec", "replicas", json!(1));
+            match def.kind.as_str() {
+                "Deployment" => {
+                    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+                    set_if_missing(obj, "/spec", "strategy", rolling);
+                    set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
+                    set_if_missing(obj, "/spec", "progressDeadlineSeconds", json!(600));
+                }
+                "StatefulSet" => {
+                    let rolling =
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+                    set_if_missing(obj, "/spec", "updateStrategy", rolling);
+                    set_if_missing(obj, "/spec", "podManagementPolicy", json!("OrderedReady"));
+                }
+                _ => {}
             }
         }
-        ("batch", "Job") => {
-            if obj.get("spec").is_some_and(Value::is_object) {
-                set_if_missing(obj, "/spec", "completions", json!(1));
-                set_if_missing(obj, "/spec", "parallelism", json!(1));
-                set_if_missing(obj, "/spec", "backoffLimit", json!(6));
-            }
+        ("apps", "DaemonSet") if obj.get("spec").is_some_and(Value::is_object) => {
+            let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}});
+            set_if_missing(obj, "/spec", "updateStrategy", rolling);
+            set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
         }
-        ("", "Service") => {
-            if obj.get("spec").is_some_and(Value::is_object) {
-                set_if_missing(obj, "/spec", "type", json!("ClusterIP"));
-                let ip = format!(
-                    "10.96.{}.{}",
-                    rng.next_u64() % 250,
-                    1 + rng.next_u64() % 250
-                );
-                set_if_missing(obj, "/spec", "clusterIP", json!(ip));
-            }
+        ("batch", "Job") if obj.get("spec").is_some_and(Value::is_object) => {
+            set_if_missing(obj, "/spec", "completions", json!(1));
+            set_if_missing(obj, "/spec", "parallelism", json!(1));
+            set_if_missing(obj, "/spec", "backoffLimit", json!(6));
         }
-        ("", "Pod") => {
-            if obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
-                let status = obj
-                    .get("status")
-                    .cloned()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                obj["status"] = status;
-                set_if_missing(obj, "/status", "phase", json!("Pending"));
-            }
+        ("", "Service") if obj.get("spec").is_some_and(Value::is_object) => {
+            set_if_missing(obj, "/spec", "type", json!("ClusterIP"));
+            let ip = format!(
+                "10.96.{}.{}",
+                rng.next_u64() % 250,
+                1 + rng.next_u64() % 250
+            );
+            set_if_missing(obj, "/spec", "clusterIP", json!(ip));
+        }
+        ("", "Pod") if obj.get("status").is_none_or(|s| s.get("phase").is_none()) => {
+            let status = obj
+                .get("status")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            obj["status"] = status;
+            set_if_missing(obj, "/status", "phase", json!("Pending"));
         }
         _ => {}
     }
@@ -412,10 +426,11 @@ impl Store {
         m.insert("generation".into(), json!(1));
         m.remove("deletionTimestamp");
         m.remove("resourceVersion");
-        if w.external && def.has_status {
-            if let Some(o) = obj.as_object_mut() {
-                o.remove("status");
-            }
+        if w.external
+            && def.has_status
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
         }
         default_fields(def, &mut obj, &mut self.rng);
         if w.track {
@@ -462,10 +477,10 @@ impl Store {
             Scope::Status => {
                 let mut n = old.clone();
                 n["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
-                if n["status"].is_null() {
-                    if let Some(o) = n.as_object_mut() {
-                        o.remove("status");
-                    }
+                if n["status"].is_null()
+                    && let Some(o) = n.as_object_mut()
+                {
+                    o.remove("status");
                 }
                 if let Some(mf) = obj.pointer("/metadata/managedFields") {
                     meta_mut(&mut n).insert("managedFields".into(), mf.clone());

@@ -210,13 +210,14 @@ async fn pump(
             }
             ev = events.recv() => match ev {
                 Ok(ev) => vec![ev],
-                Err(broadcast::error::RecvError::Lagged(_)) => match { let missed = shared.lock_store().events_since(last_rv); missed } {
-                    Some(evs) => evs,
-                    None => {
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let missed = shared.lock_store().events_since(last_rv);
+                    let Some(evs) = missed else {
                         let _ = tx.send(gone_line(last_rv)).await;
                         return;
-                    }
-                },
+                    };
+                    evs
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };

@@ -10,4 +10,5 @@ mod sim {
     pub mod faults;
     pub mod kubectl;
     pub mod support;
+    pub mod workloads;
 }

@@ -95,7 +95,7 @@ pub(crate) fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), Api
     let label = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let field = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e))?;
+        .map_err(ApiError::bad_request)?;
     Ok((label, field))
 }
 
@@ -150,10 +150,8 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
         last = Some(key);
     }
     let mut meta = json!({"resourceVersion": store.resource_version().to_string()});
-    if more {
-        if let Some((ns, name)) = last {
-            meta["continue"] = json!(URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}")));
-        }
+    if more && let Some((ns, name)) = last {
+        meta["continue"] = json!(URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}")));
     }
     Ok(json_response(
         200,
@@ -330,14 +328,12 @@ fn server_side_apply(
         applied
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str),
-    ) {
-        if live
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            != Some(rv)
-        {
-            return Err(ApiError::conflict(&t.def, name));
-        }
+    ) && live
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        != Some(rv)
+    {
+        return Err(ApiError::conflict(&t.def, name));
     }
     if live.is_none() && scope == Scope::Status {
         return Err(ApiError::not_found(&t.def, name));

@@ -389,10 +389,10 @@ fn step(
     if !old.is_empty() {
         if group_nodes.len() < replicas + 1 {
             nodes::create(store, config, group, target, false);
-        } else if !not_ready_new {
-            if let Some(victim) = old.iter().min_by_key(|n| s(n, "/metadata/name")) {
-                mark_draining(store, victim);
-            }
+        } else if !not_ready_new
+            && let Some(victim) = old.iter().min_by_key(|n| s(n, "/metadata/name"))
+        {
+            mark_draining(store, victim);
         }
         return (None, true);
     }

@@ -187,12 +187,12 @@ pub(crate) fn evict(
             "expected an Eviction, got {kind}"
         )));
     }
-    if let Some(n) = body.pointer("/metadata/name").and_then(Value::as_str) {
-        if n != name {
-            return Err(ApiError::bad_request(format!(
-                "name in URL does not match name in Eviction object ({n} != {name})"
-            )));
-        }
+    if let Some(n) = body.pointer("/metadata/name").and_then(Value::as_str)
+        && n != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object ({n} != {name})"
+        )));
     }
     let pd = def(store, "", "v1", "pods").ok_or_else(ApiError::not_found_path)?;
     let pod = store

@@ -255,7 +255,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         capi::reconcile(&mut store, &mut ctx);
         workloads::reconcile(&mut store, &mut ctx);
         eviction::reconcile(&mut store);
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             for ns in store.terminating_namespaces() {
                 store.finish_namespace(&ns);
             }

@@ -264,7 +264,7 @@ fn replicasets(store: &mut Store, pd: &ResourceDef) {
                 create_pod(store, pd, new_pod(&rs, &template, None, &[], None));
             }
         } else if pods.len() > replicas {
-            pods.sort_by_key(|p| pod_ready(p));
+            pods.sort_by_key(pod_ready);
             for p in pods.drain(..pods.len() - replicas) {
                 delete(store, pd, &p);
             }
@@ -339,14 +339,13 @@ fn statefulsets(store: &mut Store, pd: &ResourceDef) {
                 == Some(revision.as_str())
         };
         let all_ready = pods.len() == replicas && pods.iter().all(pod_ready);
-        if all_ready {
-            if let Some(old) = pods
+        if all_ready
+            && let Some(old) = pods
                 .iter()
                 .filter(|p| !is_current(p))
                 .max_by_key(|p| ordinal(p, &name))
-            {
-                delete(store, pd, old);
-            }
+        {
+            delete(store, pd, old);
         }
         let ready = pods.iter().filter(|p| pod_ready(p)).count();
         let updated = pods.iter().filter(|p| is_current(p)).count();
@@ -437,10 +436,10 @@ fn daemonsets(store: &mut Store, pd: &ResourceDef) {
                 .and_then(Value::as_str)
                 == Some(hash.as_str())
         };
-        if pods.iter().all(pod_ready) {
-            if let Some(old) = pods.iter().find(|p| !is_current(p)) {
-                delete(store, pd, old);
-            }
+        if pods.iter().all(pod_ready)
+            && let Some(old) = pods.iter().find(|p| !is_current(p))
+        {
+            delete(store, pd, old);
         }
         let ready = pods.iter().filter(|p| pod_ready(p)).count();
         let status = json!({
