@@ -28,6 +28,8 @@ struct Filter {
     label: LabelSelector,
     field: FieldSelector,
     api_version: String,
+    /// Send each object as a one-row Table (`includeObject` value), as `kubectl get -w` asks.
+    table: Option<(crate::registry::ResourceDef, String)>,
 }
 
 impl Filter {
@@ -47,6 +49,10 @@ impl Filter {
         let mut obj = obj.clone();
         if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(self.api_version));
+        }
+        if let Some((def, include)) = &self.table {
+            let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});
+            obj = crate::api::table::render(def, &[obj], meta, include);
         }
         let mut line =
             serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
@@ -80,12 +86,19 @@ pub(crate) fn serve(
     t: &Target,
 ) -> Result<http::Response<Body>, ApiError> {
     let (label, field) = selectors(req)?;
+    let table = crate::api::table::wanted(&req.accept).then(|| {
+        (
+            t.def.clone(),
+            req.q("includeObject").unwrap_or("Metadata").to_string(),
+        )
+    });
     let filter = Filter {
         t_gr: t.def.gr(),
         ns: t.ns.clone(),
         label,
         field,
         api_version: t.def.api_version(),
+        table,
     };
     let rv_param = req.q("resourceVersion").unwrap_or("0");
     let start_rv: Option<u64> = match rv_param {

@@ -6,6 +6,7 @@ pub(crate) mod discovery;
 mod openapi;
 pub(crate) mod resources;
 pub(crate) mod status;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -28,7 +28,7 @@ pub(crate) fn handle(
     match (&req.method, t.name.as_deref(), sub) {
         (&Method::GET, None, None) if req.flag("watch") => crate::watch::serve(shared, req, &t),
         (&Method::GET, None, None) => list(shared, req, &t),
-        (&Method::GET, Some(name), None | Some("status")) => get(shared, &t, name),
+        (&Method::GET, Some(name), None | Some("status")) => get(shared, req, &t, name),
         (&Method::POST, None, None) => create(shared, req, &t),
         (&Method::POST, Some(name), Some("eviction"))
             if t.def.group.is_empty() && t.def.plural == "pods" =>
@@ -82,12 +82,25 @@ fn writer<'a>(manager: &'a str) -> Writer<'a> {
     }
 }
 
-fn get(shared: &Arc<Shared>, t: &Target, name: &str) -> Result<http::Response<Body>, ApiError> {
+fn get(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<http::Response<Body>, ApiError> {
     let store = shared.lock_store();
     let obj = store
         .get(&t.def.gr(), t.ns.as_deref().unwrap_or_default(), name)
         .cloned();
     let obj = obj.ok_or_else(|| ApiError::not_found(&t.def, name))?;
+    if super::table::wanted(&req.accept) {
+        let meta = json!({"resourceVersion": store.resource_version().to_string()});
+        let include = req.q("includeObject").unwrap_or("Metadata");
+        return Ok(json_response(
+            200,
+            &super::table::render(&t.def, &[with_version(obj, t)], meta, include),
+        ));
+    }
     Ok(json_response(200, &with_version(obj, t)))
 }
 
@@ -152,6 +165,13 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
     let mut meta = json!({"resourceVersion": store.resource_version().to_string()});
     if more && let Some((ns, name)) = last {
         meta["continue"] = json!(URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}")));
+    }
+    if super::table::wanted(&req.accept) {
+        let include = req.q("includeObject").unwrap_or("Metadata");
+        return Ok(json_response(
+            200,
+            &super::table::render(&t.def, &items, meta, include),
+        ));
     }
     Ok(json_response(
         200,

@@ -554,11 +554,13 @@ fn pod_status(pod: &Value, node: &Value, ready: bool, phase: &str, crash: bool) 
         })
         .collect();
     let cond = |k: &str, ok: bool| json!({"type": k, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t});
+    let h = u64::from_str_radix(&template_hash(&json!(s(pod, "/metadata/uid"))), 16).unwrap_or(0);
+    let pod_ip = format!("10.244.{}.{}", h % 250, 1 + (h >> 8) % 250);
     json!({
         "phase": phase,
         "conditions": [cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
         "hostIP": node.pointer("/status/addresses/0/address"),
-        "podIP": format!("10.244.{}.{}", pod.pointer("/metadata/uid").and_then(Value::as_str).map_or(0, |u| u.len() % 200), 1 + s(pod, "/metadata/name").len() % 250),
+        "podIP": pod_ip,
         "startTime": pod.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(t)),
         "containerStatuses": containers, "qosClass": "BestEffort",
     })
