@@ -29,6 +29,11 @@ pub(crate) fn handle(
         (&Method::GET, None, None) if req.flag("watch") => crate::watch::serve(shared, req, &t),
         (&Method::GET, None, None) => list(shared, req, &t),
         (&Method::GET, Some(name), None | Some("status")) => get(shared, req, &t, name),
+        (&Method::GET | &Method::PUT | &Method::PATCH, Some(name), Some("scale"))
+            if t.def.has_scale =>
+        {
+            scale(shared, req, &t, name)
+        }
         (&Method::POST, None, None) => create(shared, req, &t),
         (&Method::POST, Some(name), Some("eviction"))
             if t.def.group.is_empty() && t.def.plural == "pods" =>
@@ -413,4 +418,95 @@ fn delete_collection(
             "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": items,
         }),
     ))
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp")},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+/// The `scale` subresource (autoscaling/v1 Scale) of resources that have one.
+fn scale(
+    shared: &Arc<Shared>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<http::Response<Body>, ApiError> {
+    let ns = t.ns.clone().unwrap_or_default();
+    let mut store = shared.lock_store();
+    let live = store
+        .get(&t.def.gr(), &ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.def, name))?;
+    let current = scale_of(&live);
+    let wanted = match req.method {
+        Method::GET => return Ok(json_response(200, &current)),
+        Method::PUT => req.body_value()?,
+        _ => {
+            let body = req.body_value()?;
+            let mut patched = current.clone();
+            let ct = req
+                .content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            match ct {
+                "application/json-patch+json" => crate::patch::json_patch(&mut patched, &body)
+                    .map_err(|e| ApiError::new(422, "Invalid", e))?,
+                "application/merge-patch+json" => crate::patch::merge(&mut patched, &body),
+                "application/strategic-merge-patch+json" => {
+                    crate::patch::strategic(&mut patched, &body)
+                }
+                other => return Err(ApiError::unsupported_media(other)),
+            }
+            patched
+        }
+    };
+    let Some(replicas) = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+    else {
+        return Err(ApiError::invalid(
+            &t.def,
+            name,
+            "spec.replicas",
+            "Invalid value: must be a non-negative integer",
+        ));
+    };
+    let mut new = live;
+    if let Some(rv) = wanted
+        .pointer("/metadata/resourceVersion")
+        .filter(|v| v.is_string())
+    {
+        new["metadata"]["resourceVersion"] = rv.clone();
+    }
+    new["spec"]["replicas"] = json!(replicas);
+    let manager = req.manager();
+    let updated = store.update(
+        &t.def,
+        new,
+        Scope::Main {
+            has_status: t.def.has_status,
+        },
+        writer(&manager),
+    )?;
+    Ok(json_response(200, &scale_of(&updated)))
 }

@@ -121,6 +121,11 @@ async fn dynamic_crud_through_discovery() {
         assert!(caps.scope == kube::discovery::Scope::Namespaced);
         let kcp = GroupVersionKind::gvk("controlplane.cluster.x-k8s.io", "v1beta1", "KubeadmControlPlane");
         assert!(discovery.resolve_gvk(&kcp).is_some());
+        let aggregated = Discovery::new(client.clone()).run_aggregated().await.unwrap();
+        let (pods, pod_caps) = aggregated.resolve_gvk(&GroupVersionKind::gvk("", "v1", "Pod")).unwrap();
+        assert_eq!(pods.plural, "pods");
+        assert!(pod_caps.subresources.iter().any(|(r, _)| r.plural == "pods/eviction" || r.plural == "eviction"), "{:?}", pod_caps.subresources);
+        assert!(aggregated.resolve_gvk(&kcp).is_some());
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dyn"},
@@ -243,6 +248,35 @@ async fn watcher_survives_dropped_connections() {
             }
         }
         writer.await.unwrap();
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher_and_scale_subresource() {
+    let sim = start().await;
+    let client = sim.client().await.unwrap();
+    bounded(30, async {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        cms.create(&PostParams::default(), &cm("before", &[])).await.unwrap();
+        let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some("before"));
+        cms.create(&PostParams::default(), &cm("after", &[])).await.unwrap();
+        let second = stream.next().await.unwrap().unwrap();
+        assert_eq!(second.metadata.name.as_deref(), Some("after"));
+
+        let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "default");
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+                "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [{"name": "c", "image": "s:1"}]}}}});
+        deploys.patch("s", &PatchParams::apply("test"), &Patch::Apply(&d)).await.unwrap();
+        let scale = deploys.get_scale("s").await.unwrap();
+        assert_eq!(scale.spec.unwrap().replicas, Some(1));
+        deploys.patch_scale("s", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.unwrap();
+        assert_eq!(deploys.get("s").await.unwrap().spec.unwrap().replicas, Some(3));
     })
     .await;
     sim.shutdown().await;
