@@ -146,6 +146,11 @@ impl LabelSelector {
         sel
     }
 
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty() && !self.nothing
+    }
+
     /// Whether an object's labels (`metadata.labels`) satisfy the selector.
     pub fn matches(&self, obj: &Value) -> bool {
         self.matches_labels(obj.pointer("/metadata/labels"))
@@ -193,6 +198,11 @@ impl FieldSelector {
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
         Ok(FieldSelector { reqs })
+    }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

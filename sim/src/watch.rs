@@ -5,6 +5,7 @@
 //! sends `BOOKMARK`s when allowed, and ends at `timeoutSeconds`, on a dropped-watch fault, on
 //! shutdown, or when the client goes away.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +29,14 @@ struct Filter {
     label: LabelSelector,
     field: FieldSelector,
     api_version: String,
+    /// With selectors: the objects the client currently sees as selected.
+    seen: Option<HashSet<String>>,
     /// Send each object as a one-row Table (`includeObject` value), as `kubectl get -w` asks.
     table: Option<(crate::registry::ResourceDef, String)>,
 }
 
 impl Filter {
-    fn matches(&self, ev: &WatchEvent) -> bool {
+    fn in_scope(&self, ev: &WatchEvent) -> bool {
         ev.gr == self.t_gr
             && self.ns.as_ref().is_none_or(|ns| {
                 ev.object
@@ -41,8 +44,39 @@ impl Filter {
                     .and_then(Value::as_str)
                     == Some(ns)
             })
-            && self.label.matches(&ev.object)
-            && self.field.matches(&ev.object)
+    }
+
+    fn selects(&self, obj: &Value) -> bool {
+        self.label.matches(obj) && self.field.matches(obj)
+    }
+
+    /// The event type to send for `ev`, if any. With selectors, an object that starts matching
+    /// is `ADDED` and one that stops matching is `DELETED`, as the real server does.
+    fn translate(&mut self, ev: &WatchEvent) -> Option<&'static str> {
+        if !self.in_scope(ev) {
+            return None;
+        }
+        let selected = self.selects(&ev.object);
+        let Some(seen) = &mut self.seen else {
+            return selected.then(|| ev.kind.as_str());
+        };
+        let key = object_key(&ev.object);
+        match (ev.kind, selected, seen.contains(&key)) {
+            (EventType::Deleted, _, true) => {
+                seen.remove(&key);
+                Some("DELETED")
+            }
+            (EventType::Deleted, _, false) | (_, false, false) => None,
+            (_, true, true) => Some(ev.kind.as_str()),
+            (_, true, false) => {
+                seen.insert(key);
+                Some("ADDED")
+            }
+            (_, false, true) => {
+                seen.remove(&key);
+                Some("DELETED")
+            }
+        }
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
@@ -59,6 +93,11 @@ impl Filter {
         line.push(b'\n');
         Bytes::from(line)
     }
+}
+
+fn object_key(obj: &Value) -> String {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    format!("{}/{}", s("/metadata/namespace"), s("/metadata/name"))
 }
 
 fn bookmark(api_version: &str, kind: &str, rv: u64, initial_end: bool) -> Bytes {
@@ -92,12 +131,14 @@ pub(crate) fn serve(
             req.q("includeObject").unwrap_or("Metadata").to_string(),
         )
     });
-    let filter = Filter {
+    let seen = (!label.is_empty() || !field.is_empty()).then(HashSet::new);
+    let mut filter = Filter {
         t_gr: t.def.gr(),
         ns: t.ns.clone(),
         label,
         field,
         api_version: t.def.api_version(),
+        seen,
         table,
     };
     let rv_param = req.q("resourceVersion").unwrap_or("0");
@@ -124,12 +165,18 @@ pub(crate) fn serve(
         let store = shared.lock_store();
         let events = store.subscribe();
         let current = store.resource_version();
-        let last = if start_rv.is_none() || send_initial {
-            for o in store.list(&t.def.gr(), t.ns.as_deref()) {
-                if filter.label.matches(o) && filter.field.matches(o) {
+        let initial = start_rv.is_none() || send_initial;
+        for o in store.list(&t.def.gr(), t.ns.as_deref()) {
+            if filter.selects(o) {
+                if let Some(seen) = &mut filter.seen {
+                    seen.insert(object_key(o));
+                }
+                if initial {
                     first.push(filter.line("ADDED", o));
                 }
             }
+        }
+        let last = if initial {
             if send_initial {
                 first.push(bookmark(&filter.api_version, &t.def.kind, current, true));
             }
@@ -138,8 +185,10 @@ pub(crate) fn serve(
             let rv = start_rv.unwrap_or(current);
             match store.events_since(rv) {
                 Some(evs) => {
-                    for ev in evs.iter().filter(|e| filter.matches(e)) {
-                        first.push(filter.line(ev.kind.as_str(), &ev.object));
+                    for ev in &evs {
+                        if let Some(kind) = filter.translate(ev) {
+                            first.push(filter.line(kind, &ev.object));
+                        }
                     }
                     evs.last().map_or(rv.max(current), |e| e.rv.max(current))
                 }
@@ -187,7 +236,7 @@ pub(crate) fn serve(
 #[allow(clippy::too_many_arguments)]
 async fn pump(
     shared: Arc<Shared>,
-    filter: Filter,
+    mut filter: Filter,
     mut events: broadcast::Receiver<Arc<WatchEvent>>,
     first: Vec<Bytes>,
     tx: mpsc::Sender<Bytes>,
@@ -239,12 +288,7 @@ async fn pump(
                 continue;
             }
             last_rv = ev.rv;
-            if filter.matches(&ev) {
-                let kind = match ev.kind {
-                    EventType::Added => "ADDED",
-                    EventType::Modified => "MODIFIED",
-                    EventType::Deleted => "DELETED",
-                };
+            if let Some(kind) = filter.translate(&ev) {
                 if tx.send(filter.line(kind, &ev.object)).await.is_err() {
                     return;
                 }

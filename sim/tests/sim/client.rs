@@ -268,6 +268,14 @@ async fn streaming_list_watcher_and_scale_subresource() {
         let second = stream.next().await.unwrap().unwrap();
         assert_eq!(second.metadata.name.as_deref(), Some("after"));
 
+        // A watch with a selector sees an object leave it as DELETED and enter it as ADDED.
+        let sel = cms.watch(&kube::api::WatchParams::default().labels("tier=web"), "0").await.unwrap();
+        let mut sel = std::pin::pin!(sel);
+        cms.patch("before", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "web"}}}))).await.unwrap();
+        assert!(matches!(sel.next().await, Some(Ok(kube::api::WatchEvent::Added(_)))));
+        cms.patch("before", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"tier": "db"}}}))).await.unwrap();
+        assert!(matches!(sel.next().await, Some(Ok(kube::api::WatchEvent::Deleted(_)))));
+
         let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "default");
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "s"}},
