@@ -208,6 +208,7 @@ pub fn desired_at(tree: &dyn Tree, selection: &Selection) -> Result<AtRevision> 
     let fleet_doc = read_document::<Fleet>(tree, FLEET_FILE, Kind::Fleet).map_err(invalid)?;
 
     let mut set_docs = Vec::new();
+    let mut broken_sets = std::collections::BTreeSet::new();
     let mut problems = check_fleet(&fleet_doc);
     for name in &doc.value.spec.component_sets {
         match find_named(
@@ -219,7 +220,10 @@ pub fn desired_at(tree: &dyn Tree, selection: &Selection) -> Result<AtRevision> 
         ) {
             Ok(Some(f)) => match read_document::<ComponentSet>(tree, &f, Kind::ComponentSet) {
                 Ok(d) => set_docs.push(d),
-                Err(d) => problems.extend(d),
+                Err(d) => {
+                    problems.extend(d);
+                    broken_sets.insert(name.clone());
+                }
             },
             Ok(None) => {} // reported by check_cluster as a missing set
             Err(d) => problems.push(d),
@@ -232,7 +236,13 @@ pub fn desired_at(tree: &dyn Tree, selection: &Selection) -> Result<AtRevision> 
         .iter()
         .map(|d| (d.value.metadata.name.clone(), &d.value))
         .collect();
-    problems.extend(check_cluster(&doc, Some(&fleet_doc.value), &sets, tree));
+    problems.extend(check_cluster(
+        &doc,
+        Some(&fleet_doc.value),
+        &sets,
+        &broken_sets,
+        tree,
+    ));
     if !problems.is_empty() {
         let mut d = Diagnostics(problems);
         d.sort();

@@ -3,6 +3,8 @@
 //! strictly into its type. Problems become [`Diagnostic`]s; loading never stops at the
 //! first one.
 
+use std::collections::BTreeSet;
+
 use serde::de::DeserializeOwned;
 
 use crate::cluster::Cluster;
@@ -50,6 +52,9 @@ pub struct FleetRepo {
     pub clusters: Vec<Document<Cluster>>,
     /// Component sets that parsed, sorted by file.
     pub component_sets: Vec<Document<ComponentSet>>,
+    /// Names of component sets whose files did not parse (already reported), so that
+    /// references to them are not reported a second time as missing.
+    pub broken_sets: BTreeSet<String>,
 }
 
 /// The kinds of document, with the directory each lives in.
@@ -110,12 +115,28 @@ pub fn load(tree: &dyn Tree) -> (FleetRepo, Diagnostics) {
                 },
                 _ => match read_document(tree, &file, kind) {
                     Ok(doc) => repo.component_sets.push(doc),
-                    Err(d) => diags.extend(d),
+                    Err(d) => {
+                        diags.extend(d);
+                        if let Some(name) = declared_name(tree, &file) {
+                            repo.broken_sets.insert(name);
+                        }
+                    }
                 },
             }
         }
     }
     (repo, diags)
+}
+
+/// The `metadata.name` a file declares, read leniently (for files that failed to parse).
+pub fn declared_name(tree: &dyn Tree, file: &str) -> Option<String> {
+    let bytes = tree.read(file, MAX_MANIFEST_BYTES).ok()?;
+    let value: serde_yaml::Value = serde_yaml::from_slice(&bytes).ok()?;
+    value
+        .get("metadata")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Every `*.yaml`/`*.yml` file under `dir`, recursively, sorted. A missing directory
@@ -147,6 +168,7 @@ pub fn manifest_files(tree: &dyn Tree, dir: &str) -> Result<Vec<String>, Diagnos
 /// A diagnostic for a file that could not be read.
 pub fn tree_diagnostic(path: &str, e: TreeError) -> Diagnostic {
     let message = match e {
+        TreeError::NotFound(_) if path == FLEET_FILE => "file not found: a fleet repo needs fleet.yaml at its root (waves, tag pattern); wave labels are not checked without it".to_string(),
         TreeError::NotFound(_) => "file not found".to_string(),
         TreeError::TooLarge { size, limit, .. } => {
             format!(
@@ -199,8 +221,14 @@ pub fn parse_document<T: DeserializeOwned>(
         Err(e) => {
             let mut field = path_string(e.path());
             let message = e.inner().to_string();
-            // serde reports a missing field at its parent: name the field itself.
-            if let Some(name) = backticked(&message, "missing field `") {
+            // serde reports a missing field at its parent, and an unknown field inside an
+            // internally tagged enum (`provider`) at the enum: name the field itself.
+            let named =
+                backticked(&message, "missing field `").or(backticked(&message, "unknown field `"));
+            if let Some(name) = named
+                && field != name
+                && !field.ends_with(&format!(".{name}"))
+            {
                 field = if field.is_empty() {
                     name.to_string()
                 } else {
@@ -262,7 +290,15 @@ fn single_document(source: &SourceText) -> Result<serde_yaml::Value, Vec<Diagnos
 }
 
 fn yaml_error(file: &str, e: &serde_yaml::Error) -> Diagnostic {
-    let message = format!("invalid YAML: {e}");
+    // The position goes in front (`file:line:col:`); drop serde_yaml's own copy of it.
+    let mut message = format!("invalid YAML: {e}");
+    if let Some(l) = e.location() {
+        message = message.replacen(
+            &format!(" at line {} column {}", l.line(), l.column()),
+            "",
+            1,
+        );
+    }
     Diagnostic::file(file, message).at(e.location().map(|l| (l.line(), l.column())))
 }
 

@@ -149,11 +149,7 @@ impl MarkedEventReceiver for Indexer {
                     self.value_done();
                 }
             },
-            Event::Alias(_) => {
-                if self.node_path().is_some() {
-                    self.value_done();
-                }
-            }
+            Event::Alias(_) if self.node_path().is_some() => self.value_done(),
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let path = self.node_path().unwrap_or_default();
                 if !path.is_empty() {

@@ -5,7 +5,7 @@
 //! are also what the agent runs on the one manifest it resolves.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::cluster::{Cluster, Provider, UPSTREAM_KUBELET_SKEW};
 use crate::component::{Component, ComponentSet};
@@ -42,7 +42,13 @@ pub fn validate(repo: &FleetRepo, tree: &dyn Tree) -> Diagnostics {
         diags.extend(check_component_set_with(doc, &files));
     }
     for doc in &repo.clusters {
-        diags.extend(check_cluster_with(doc, fleet, &sets, &files));
+        diags.extend(check_cluster_with(
+            doc,
+            fleet,
+            &sets,
+            &repo.broken_sets,
+            &files,
+        ));
     }
     diags.sort();
     diags
@@ -159,19 +165,23 @@ fn check_ref_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// Checks one cluster manifest against the fleet and the component sets it may name.
+/// `broken_sets` names sets whose files failed to parse: references to them are not
+/// reported again.
 pub fn check_cluster(
     doc: &Document<Cluster>,
     fleet: Option<&Fleet>,
     sets: &BTreeMap<String, &ComponentSet>,
+    broken_sets: &BTreeSet<String>,
     tree: &dyn Tree,
 ) -> Vec<Diagnostic> {
-    check_cluster_with(doc, fleet, sets, &FileChecks::new(tree))
+    check_cluster_with(doc, fleet, sets, broken_sets, &FileChecks::new(tree))
 }
 
 fn check_cluster_with(
     doc: &Document<Cluster>,
     fleet: Option<&Fleet>,
     sets: &BTreeMap<String, &ComponentSet>,
+    broken_sets: &BTreeSet<String>,
     files: &FileChecks<'_>,
 ) -> Vec<Diagnostic> {
     let c = &doc.value;
@@ -307,11 +317,11 @@ fn check_cluster_with(
             at(
                 &format!("{base}.version"),
                 format!(
-                    "node group `{}` ({}) is {} minors behind the control plane ({cp}); the {} provider allows at most {max_skew}",
+                    "node group `{}` ({}) is {} behind the control plane ({cp}); {}",
                     g.name,
                     g.version,
-                    cp.minor_gap(g.version),
-                    spec.provider.kind()
+                    minors(cp.minor_gap(g.version)),
+                    skew_rule(&spec.provider),
                 ),
             );
         }
@@ -339,6 +349,9 @@ fn check_cluster_with(
     let mut from_sets: HashMap<&str, &str> = HashMap::new();
     for (i, name) in spec.component_sets.iter().enumerate() {
         let field = format!("spec.componentSets[{i}]");
+        if broken_sets.contains(name) {
+            continue; // the set's own file problems are reported
+        }
         let Some(set) = sets.get(name) else {
             let mut known: Vec<&str> = sets.keys().map(String::as_str).collect();
             known.truncate(20);
@@ -369,8 +382,10 @@ fn check_cluster_with(
             }
         }
     }
+    // With a set whose file is broken, what it declares is unknown: say nothing more.
+    let sets_known = !spec.component_sets.iter().any(|n| broken_sets.contains(n));
     for name in spec.component_values.keys() {
-        if !from_sets.contains_key(name.as_str()) {
+        if sets_known && !from_sets.contains_key(name.as_str()) {
             at(
                 &format!("spec.componentValues.{name}"),
                 format!("no component `{name}` in this cluster's component sets"),
@@ -387,7 +402,6 @@ fn check_cluster_with(
     }) {
         at(&path, message);
     }
-    drop(at);
     out.extend(check_components(
         doc,
         "spec.components",
@@ -395,6 +409,31 @@ fn check_cluster_with(
         files,
     ));
     out
+}
+
+fn minors(n: i64) -> String {
+    if n == 1 {
+        "1 minor".into()
+    } else {
+        format!("{n} minors")
+    }
+}
+
+/// Where the allowed kubelet lag comes from, for messages.
+fn skew_rule(provider: &Provider) -> String {
+    let (explicit, kind) = match provider {
+        Provider::ClusterApi(p) => (p.max_kubelet_skew, provider.kind()),
+        Provider::Exec(p) => (p.max_kubelet_skew, provider.kind()),
+    };
+    match explicit {
+        Some(n) => format!(
+            "spec.provider.maxKubeletSkew allows at most {}",
+            minors(i64::from(n))
+        ),
+        None => format!(
+            "the {kind} provider allows at most {UPSTREAM_KUBELET_SKEW} minors (Kubernetes skew policy)"
+        ),
+    }
 }
 
 /// Whether node version `node` is above control-plane version `cp`. Without a patch on
@@ -479,14 +518,14 @@ fn check_components<T>(
         }
         if let Some((field, msg)) = c.chart.check() {
             at(f(&format!("chart.{field}")), msg.into());
-        } else if let Some(path) = &c.chart.path {
-            if let Err(msg) = files.chart_dir(path, c.chart.version.as_deref()) {
-                at(f("chart.path"), msg);
-            }
-        } else if let Some(repo) = &c.chart.repository {
-            if let Err(msg) = check_chart_repository(repo) {
-                at(f("chart.repository"), msg);
-            }
+        } else if let Some(path) = &c.chart.path
+            && let Err(msg) = files.chart_dir(path, c.chart.version.as_deref())
+        {
+            at(f("chart.path"), msg);
+        } else if let Some(repo) = &c.chart.repository
+            && let Err(msg) = check_chart_repository(repo)
+        {
+            at(f("chart.repository"), msg);
         }
         for (k, file) in c.values_files.iter().enumerate() {
             if let Err(msg) = files.values_file(file) {

@@ -234,9 +234,10 @@ impl GitDaemon {
         let log = log_dir.path().join("daemon.log");
         for _ in 0..5 {
             let port = free_port()?;
-            let child = Command::new("git")
+            // Run git-daemon itself, not the `git` wrapper: killing the wrapper would
+            // leave the daemon running.
+            let child = Command::new(git_daemon_path()?)
                 .args([
-                    "daemon",
                     "--reuseaddr",
                     "--export-all",
                     "--verbose",
@@ -291,6 +292,17 @@ impl Drop for GitDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `$(git --exec-path)/git-daemon`
+pub fn git_daemon_path() -> Result<PathBuf> {
+    let out = Command::new("git").arg("--exec-path").output()?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let path = Path::new(&dir).join("git-daemon");
+    if !path.is_file() {
+        bail!("{} not found: install git's daemon", path.display());
+    }
+    Ok(path)
 }
 
 fn free_port() -> Result<u16> {

@@ -1,5 +1,8 @@
 //! [`GitTree`]: a commit's tree read straight from git objects, as a `schema::Tree`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use git2::{ObjectType, Repository, TreeEntry};
 use tidemark_schema::tree::{Entry, EntryKind, Tree, TreeError, join, normalize};
 
@@ -10,11 +13,52 @@ const MAX_SYMLINK_HOPS: usize = 8;
 pub struct GitTree<'repo> {
     repo: &'repo Repository,
     root: git2::Tree<'repo>,
+    /// Parsed directory trees by path. Looking a file up by full path makes libgit2 parse
+    /// every tree on the way, and `clusters/` of a large fleet has thousands of entries:
+    /// without this cache, reading all manifests is quadratic.
+    dirs: RefCell<HashMap<String, git2::Tree<'repo>>>,
 }
 
 impl<'repo> GitTree<'repo> {
     pub(super) fn new(repo: &'repo Repository, root: git2::Tree<'repo>) -> Self {
-        Self { repo, root }
+        Self {
+            repo,
+            root,
+            dirs: RefCell::default(),
+        }
+    }
+
+    /// The parsed tree of directory `dir` (normalized; `""` is the root), if it exists.
+    fn dir_tree(&self, dir: &str) -> Result<Option<git2::Tree<'repo>>, TreeError> {
+        if dir.is_empty() {
+            return Ok(Some(self.root.clone()));
+        }
+        if let Some(t) = self.dirs.borrow().get(dir) {
+            return Ok(Some(t.clone()));
+        }
+        let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let Some(parent_tree) = self.dir_tree(parent)? else {
+            return Ok(None);
+        };
+        let Some(entry) = parent_tree.get_name(name) else {
+            return Ok(None);
+        };
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Ok(None);
+        }
+        let tree = self.repo.find_tree(entry.id()).map_err(|e| io(dir, &e))?;
+        self.dirs.borrow_mut().insert(dir.to_string(), tree.clone());
+        Ok(Some(tree))
+    }
+
+    /// The entry at normalized `path`, without following symlinks.
+    fn lookup(&self, path: &str) -> Result<Option<TreeEntry<'static>>, TreeError> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        match self.dir_tree(dir) {
+            Ok(Some(tree)) => Ok(tree.get_name(name).map(|e| e.to_owned())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Resolves `path` to its entry, following symlinks inside the tree.
@@ -24,10 +68,8 @@ impl<'repo> GitTree<'repo> {
             if current.is_empty() {
                 return Ok(None); // the root itself
             }
-            let entry = match self.root.get_path(std::path::Path::new(&current)) {
-                Ok(e) => e.to_owned(),
-                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-                Err(e) => return Err(io(&current, &e)),
+            let Some(entry) = self.lookup(&current)? else {
+                return Ok(None);
             };
             if entry.filemode() != SYMLINK_MODE {
                 return Ok(Some((current, entry)));
@@ -67,9 +109,10 @@ impl Tree for GitTree<'_> {
         let tree = match self.entry(dir)? {
             None if normalize(dir)?.is_empty() => self.root.clone(),
             None => return Err(TreeError::NotFound(dir.to_string())),
-            Some((p, e)) if e.kind() == Some(ObjectType::Tree) => {
-                self.repo.find_tree(e.id()).map_err(|err| io(&p, &err))?
-            }
+            Some((p, e)) if e.kind() == Some(ObjectType::Tree) => match self.dir_tree(&p)? {
+                Some(t) => t,
+                None => self.repo.find_tree(e.id()).map_err(|err| io(&p, &err))?,
+            },
             Some(_) => {
                 return Err(TreeError::Io {
                     path: dir.to_string(),
