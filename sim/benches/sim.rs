@@ -23,12 +23,34 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn cm(name: &str) -> ConfigMap {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"bench": "yes", "shard": (name.len() % 7).to_string()}}, "data": {"key": "value", "name": name}})).unwrap()
+fn cm(i: usize) -> ConfigMap {
+    let name = format!("obj-{i:05}");
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"bench": "yes", "shard": (i % 7).to_string()}}, "data": {"key": "value", "name": name}})).unwrap()
+}
+
+/// Starts 50 small sims and reports the memory each costs while idle.
+async fn idle_sims() {
+    let before = rss_mib();
+    let mut sims = Vec::new();
+    let t = Instant::now();
+    for _ in 0..50 {
+        sims.push(Sim::start(SimConfig::default()).await.unwrap());
+    }
+    let started = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_mib();
+    println!(
+        "50 idle sims (3 nodes each): started in {started:?}, RSS {before:.1} -> {after:.1} MiB, {:.2} MiB per sim",
+        (after - before) / 50.0
+    );
+    for s in sims {
+        s.shutdown().await;
+    }
 }
 
 #[tokio::main]
 async fn main() {
+    idle_sims().await;
     let rss0 = rss_mib();
     let t = Instant::now();
     let sim = Sim::start(SimConfig {
@@ -46,9 +68,7 @@ async fn main() {
         .for_each_concurrent(32, |i| {
             let cms = cms.clone();
             async move {
-                cms.create(&PostParams::default(), &cm(&format!("obj-{i:05}")))
-                    .await
-                    .unwrap();
+                cms.create(&PostParams::default(), &cm(i)).await.unwrap();
             }
         })
         .await;
@@ -186,26 +206,9 @@ async fn main() {
     );
     println!("objects stored: {}", sim.object_count());
     println!(
-        "RSS with the big sim: {:.1} MiB (process start {:.1} MiB)",
+        "RSS with the big sim and its client: {:.1} MiB (before: {:.1} MiB)",
         rss_mib(),
         rss0
     );
     sim.shutdown().await;
-
-    let before = rss_mib();
-    let mut sims = Vec::new();
-    let t = Instant::now();
-    for _ in 0..50 {
-        sims.push(Sim::start(SimConfig::default()).await.unwrap());
-    }
-    let started = t.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_mib();
-    println!(
-        "50 idle sims (3 nodes each): started in {started:?}, RSS {after:.1} MiB, {:.2} MiB per sim",
-        (after - before) / 50.0
-    );
-    for s in sims {
-        s.shutdown().await;
-    }
 }
