@@ -71,7 +71,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(v >= 0.0 && v.is_finite()) {
         return Err(format!("bad duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(v * mult))
+    Duration::try_from_secs_f64(v * mult).map_err(|_| format!("duration {s:?} is out of range"))
 }
 
 fn fmt_duration(d: Duration) -> String {

@@ -66,6 +66,8 @@ pub enum Error {
     },
     #[error("invalid node groups {spec:?}: {reason}")]
     NodeGroups { spec: String, reason: String },
+    #[error("invalid speed {0}: expected a positive number")]
+    Speed(f64),
     #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
     Version(String),
     #[error("invalid kubeconfig: {0}")]
@@ -233,6 +235,9 @@ impl Sim {
     pub async fn start(config: SimConfig) -> Result<Sim, Error> {
         let version = Version::parse(&config.version)
             .ok_or_else(|| Error::Version(config.version.clone()))?;
+        if !(config.speed.is_finite() && config.speed > 0.0 && config.speed <= 10_000.0) {
+            return Err(Error::Speed(config.speed));
+        }
         let tls = tls::generate()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await

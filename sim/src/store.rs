@@ -113,12 +113,17 @@ fn spec_part(obj: &Value) -> Value {
     o
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+/// Whether `name` is valid for `def`: RBAC names are path segments (`system:controller:x` is
+/// fine), everything else a lower-case DNS-1123 subdomain.
+fn valid_name(def: &ResourceDef, name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    if def.group == "rbac.authorization.k8s.io" {
+        return name != "." && name != ".." && !name.contains(['/', '%']);
+    }
+    name.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -407,7 +412,7 @@ impl Store {
             name = format!("{generate}{}", self.rng.suffix(5));
             meta_mut(&mut obj).insert("name".into(), json!(name));
         }
-        if !valid_name(&name) {
+        if !valid_name(def, &name) {
             return Err(ApiError::invalid(
                 def,
                 &name,

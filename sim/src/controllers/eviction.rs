@@ -33,7 +33,7 @@ fn scaled(v: &Value, total: i64) -> i64 {
             .strip_suffix('%')
             .and_then(|n| n.trim().parse::<i64>().ok())
         {
-            Some(pct) => (total * pct + 99) / 100,
+            Some(pct) => total.saturating_mul(pct.clamp(0, 100)).saturating_add(99) / 100,
             None => p.parse().unwrap_or_default(),
         },
         _ => 0,

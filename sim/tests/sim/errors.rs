@@ -69,6 +69,15 @@ async fn bad_requests_get_status_errors() {
             let (got_code, got_reason) = send(&client, method, &path, ct, body).await;
             assert_eq!((got_code, got_reason.as_str()), (code, reason), "{method} {path} {body}");
         }
+        // RBAC names are path segments; odd but valid inputs do not upset the controllers.
+        let rbac = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+        let role = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"system:test"},"rules":[]}"#;
+        assert_eq!(send(&client, "POST", rbac, json, role).await.0, 200);
+        let pdb = r#"{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"p"},"spec":{"maxUnavailable":"99999999999999999%","selector":{}}}"#;
+        assert_eq!(send(&client, "POST", "/apis/policy/v1/namespaces/default/poddisruptionbudgets", json, pdb).await.0, 200);
+        assert!("latency=1e30s".parse::<tidemark_sim::FaultSpec>().is_err());
+        assert!(tidemark_sim::Sim::start(SimConfig { speed: 0.0, ..Default::default() }).await.is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         // Still serving.
         assert!(api.get("seed").await.is_ok());
     })
