@@ -305,6 +305,55 @@ pub fn git_daemon_path() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A smart-HTTP git server with basic auth (`tests/support/git_http_server.py` over
+/// `git http-backend`) on 127.0.0.1.
+pub struct GitHttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl GitHttpServer {
+    /// Serves the repositories under `base`, accepting only `user`/`password`.
+    pub fn start(base: &Path, user: &str, password: &str) -> Result<Self> {
+        let script = workspace_root().join("tests/support/git_http_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(base)
+            .args([user, password])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdout = child.stdout.take().context("no stdout")?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&line).to_string();
+        let port = text
+            .strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            bail!("git http server did not start: {text:?}");
+        };
+        Ok(Self { child, port })
+    }
+
+    /// `http://127.0.0.1:PORT/NAME`
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }

@@ -307,3 +307,109 @@ fn unreachable_remote_fails_clearly_without_leaking_credentials() -> Result<()> 
     assert!(!run.stderr.contains("hunter2secret"), "{}", run.stderr);
     Ok(())
 }
+
+#[test]
+fn http_remote_with_basic_auth_from_env_file_or_url() -> Result<()> {
+    use tidemark_e2e::{GitHttpServer, tidemark_in};
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write(
+        "clusters/a.yaml",
+        &cluster_yaml("a", Some("canary"), "1.30.2"),
+    )?;
+    let head = repo.commit("fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let base = repo
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let name = repo
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let secret = "s3cr3t-t0ken-value";
+    let server = GitHttpServer::start(&base, "ci-bot", secret)?;
+    let url = server.url(&name);
+    let cache = tempfile::tempdir()?;
+    let cache_dir = cache.path().display().to_string();
+    let args = |url: &str| -> Vec<String> {
+        [
+            "--log",
+            "debug",
+            "desired",
+            "--repo",
+            url,
+            "--selector",
+            "cluster=a",
+            "--cache-dir",
+            &cache_dir,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run_with = |url: &str, env: &[(&str, &str)], extra: &[&str]| -> Result<Run> {
+        let mut a = args(url);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tidemark_in(&a, None, env)
+    };
+
+    // Token from the environment.
+    let run = run_with(
+        &url,
+        &[("TIDEMARK_GIT_PASSWORD", secret)],
+        &["--git-username", "ci-bot"],
+    )?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(s(&serde_yaml::from_str(&run.stdout)?, "revision"), head);
+    assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret));
+
+    // Token from a file.
+    let file = cache.path().join("token");
+    std::fs::write(&file, format!("{secret}\n"))?;
+    let file_arg = file.display().to_string();
+    let run = run_with(
+        &url,
+        &[],
+        &["--git-username", "ci-bot", "--git-password-file", &file_arg],
+    )?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+
+    // Credentials in the URL: accepted, never printed.
+    let with_creds = url.replace("http://", &format!("http://ci-bot:{secret}@"));
+    let run = run_with(&with_creds, &[], &[])?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        !run.stderr.contains(secret) && !run.stdout.contains(secret),
+        "{run:?}"
+    );
+
+    // Wrong token: a clear failure, without the token.
+    let wrong = "wr0ng-t0ken-value";
+    let run = run_with(
+        &url,
+        &[("TIDEMARK_GIT_PASSWORD", wrong)],
+        &["--git-username", "ci-bot"],
+    )?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("failed to list refs of {url}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(wrong), "{}", run.stderr);
+    // No credentials at all.
+    let run = run_with(&url, &[], &[])?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("asks for credentials and none are configured"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}

@@ -95,6 +95,7 @@ impl GitCache {
         let fail = |e: git2::Error| Error::List {
             url: self.display_url(),
             message: scrub(e.message(), &self.url, &self.auth),
+            transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let conn = remote
@@ -220,6 +221,7 @@ impl GitCache {
         let fail = |e: git2::Error| Error::Fetch {
             url: self.display_url(),
             message: scrub(e.message(), &self.url, &self.auth),
+            transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let mut opts = FetchOptions::new();
@@ -355,6 +357,16 @@ impl GitCache {
         });
         cb
     }
+}
+
+/// Rejected credentials and unknown host keys need a person; anything else (network,
+/// server errors) may pass on a retry.
+fn is_transient(e: &git2::Error) -> bool {
+    !matches!(
+        e.code(),
+        git2::ErrorCode::Auth | git2::ErrorCode::Certificate
+    ) && !e.message().contains("credentials")
+        && !e.message().contains("host key")
 }
 
 fn backoff() -> ExponentialBuilder {

@@ -70,6 +70,8 @@ pub enum Error {
         url: String,
         /// What failed, credentials removed.
         message: String,
+        /// Whether trying again may help (not for rejected credentials or host keys).
+        transient: bool,
     },
     /// Fetching failed.
     #[error("failed to fetch {url}: {message}")]
@@ -78,6 +80,8 @@ pub enum Error {
         url: String,
         /// What failed, credentials removed.
         message: String,
+        /// Whether trying again may help (not for rejected credentials or host keys).
+        transient: bool,
     },
     /// The wanted branch does not exist on the remote.
     #[error("branch `{branch}` not found on {url}")]
@@ -109,7 +113,16 @@ pub enum Error {
 impl Error {
     /// Whether retrying later may help (network and remote failures).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::List { .. } | Error::Fetch { .. })
+        matches!(
+            self,
+            Error::List {
+                transient: true,
+                ..
+            } | Error::Fetch {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 

@@ -1,0 +1,93 @@
+"""Serves git repositories over smart HTTP on 127.0.0.1 for the e2e tests.
+
+`git http-backend` (git's own CGI program) does the protocol; this server adds HTTP basic
+auth so credential handling can be tested. Usage:
+
+    python3 git_http_server.py ROOT USER PASSWORD
+
+Prints `listening PORT` when ready; serves until killed.
+"""
+
+import base64
+import http.server
+import os
+import subprocess
+import sys
+
+ROOT, USER, PASSWORD = sys.argv[1], sys.argv[2], sys.argv[3]
+BACKEND = os.path.join(
+    subprocess.check_output(["git", "--exec-path"]).decode().strip(), "git-http-backend"
+)
+EXPECTED = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+class GitHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet: tests read nothing from here
+        pass
+
+    def do_GET(self):
+        self.serve_git()
+
+    def do_POST(self):
+        self.serve_git()
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def serve_git(self):
+        body = self.read_body()
+        if self.headers.get("Authorization") != EXPECTED:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="fleet"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": ROOT,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": USER,
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        if self.headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        out = subprocess.run([BACKEND], input=body, env=env, capture_output=True).stdout
+        sep = out.find(b"\r\n\r\n")
+        head, payload = (out[:sep], out[sep + 4:]) if sep >= 0 else out.split(b"\n\n", 1)
+        status = 200
+        headers = []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GitHandler)
+print(f"listening {server.server_address[1]}", flush=True)
+server.serve_forever()
