@@ -99,6 +99,9 @@ pub struct SimConfig {
     pub capi_namespace: String,
     /// Port to bind on 127.0.0.1; 0 picks a free one.
     pub port: u16,
+    /// Initial kubelet versions of node groups that do not start at `version`, e.g.
+    /// `[("gpu", "1.27.16")]` (never newer than `version`).
+    pub node_versions: Vec<(String, String)>,
     /// How many events watches can resume from (older resourceVersions get 410 Gone).
     pub watch_window: usize,
 }
@@ -115,11 +118,35 @@ impl Default for SimConfig {
             capi_namespace: "capi-system".into(),
             port: 0,
             watch_window: 10_000,
+            node_versions: Vec::new(),
         }
     }
 }
 
 impl SimConfig {
+    /// The initial version of `group` when `node_versions` names one.
+    pub(crate) fn group_version(&self, group: &str) -> Option<Version> {
+        self.node_versions
+            .iter()
+            .find(|(g, _)| g == group)
+            .and_then(|(_, v)| Version::parse(v))
+    }
+
+    /// Parses `gpu=1.27.16,general=1.28.9` (node-group initial versions).
+    pub fn parse_node_versions(s: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut out = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, v) = term.split_once('=').ok_or_else(|| Error::NodeGroups {
+                spec: s.to_string(),
+                reason: "expected NAME=VERSION".into(),
+            })?;
+            let v = v.trim().trim_start_matches('v');
+            Version::parse(v).ok_or_else(|| Error::Version(v.to_string()))?;
+            out.push((name.trim().to_string(), v.to_string()));
+        }
+        Ok(out)
+    }
+
     /// Parses `general=3,gpu=2`.
     pub fn parse_node_groups(s: &str) -> Result<Vec<(String, u32)>, Error> {
         let err = |reason: &str| Error::NodeGroups {
@@ -238,6 +265,17 @@ impl Sim {
         if !(config.speed.is_finite() && config.speed > 0.0 && config.speed <= 10_000.0) {
             return Err(Error::Speed(config.speed));
         }
+        for (group, v) in &config.node_versions {
+            let parsed = Version::parse(v).ok_or_else(|| Error::Version(v.clone()))?;
+            if parsed > version || !config.node_groups.iter().any(|(g, _)| g == group) {
+                return Err(Error::NodeGroups {
+                    spec: format!("{group}={v}"),
+                    reason:
+                        "a node version names a node group and is not newer than the control plane"
+                            .into(),
+                });
+            }
+        }
         let tls = tls::generate()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
@@ -354,4 +392,32 @@ pub async fn run_until_signal(config: SimConfig, kubeconfig_path: PathBuf) -> Re
     }
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_groups_and_versions_parse() {
+        let groups = SimConfig::parse_node_groups("general=3, gpu=2").ok();
+        assert_eq!(
+            groups,
+            Some(vec![("general".to_string(), 3), ("gpu".to_string(), 2)])
+        );
+        for bad in ["general", "general=x", "Gen=1", "a=1,a=2", "-a=1"] {
+            assert!(SimConfig::parse_node_groups(bad).is_err(), "{bad}");
+        }
+        let versions = SimConfig::parse_node_versions("gpu=v1.27.16").ok();
+        assert_eq!(
+            versions,
+            Some(vec![("gpu".to_string(), "1.27.16".to_string())])
+        );
+        assert!(SimConfig::parse_node_versions("gpu=1.27").is_err());
+        assert_eq!(
+            Version::parse("v1.29.8").map(|v| v.to_string()),
+            Some("1.29.8".into())
+        );
+        assert!(Version::parse("1.29.8.1").is_none());
+    }
 }

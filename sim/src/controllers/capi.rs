@@ -77,6 +77,7 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
     }
     if let Some(d) = def(store, MD_GROUP, VERSION, "machinedeployments") {
         for (group, count) in &config.node_groups {
+            let version = config.group_version(group).unwrap_or(version);
             let md = json!({
                 "apiVersion": format!("{MD_GROUP}/{VERSION}"), "kind": "MachineDeployment",
                 "metadata": {"name": group, "namespace": ns, "labels": {CLUSTER_NAME: cluster}},

@@ -221,6 +221,7 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
     }
     capi::bootstrap(store, config, version);
     for (group, count) in &config.node_groups {
+        let version = config.group_version(group).unwrap_or(version);
         for _ in 0..*count {
             nodes::create(store, config, group, version, true);
         }

@@ -319,3 +319,34 @@ async fn exec_ctl_upgrades_with_skew_rules() {
     .await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_groups_can_start_behind_the_control_plane() {
+    let config = tidemark_sim::SimConfig {
+        speed: 50.0,
+        node_groups: vec![("general".into(), 1), ("gpu".into(), 1)],
+        node_versions: vec![("gpu".into(), "1.26.15".into())],
+        ..Default::default()
+    };
+    let sim = super::support::start_with(config).await;
+    let client = sim.client().await.unwrap();
+    bounded(30, async {
+        let nodes: Api<Node> = Api::all(client.clone());
+        assert_eq!(kubelets(&nodes, "gpu").await, vec!["v1.26.15"]);
+        assert_eq!(kubelets(&nodes, "general").await, vec!["v1.28.9"]);
+        let md = md_api(client.clone()).get("gpu").await.unwrap();
+        assert_eq!(
+            md.data.pointer("/spec/template/spec/version"),
+            Some(&json!("v1.26.15"))
+        );
+        let k = Kubectl::new(&sim);
+        let args: Vec<String> = ["upgrade-node-group", "gpu", "1.27.16", "--wait"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        tidemark_sim::ctl(&k.kubeconfig, &args).await.unwrap();
+        assert_eq!(kubelets(&nodes, "gpu").await, vec!["v1.27.16"]);
+    })
+    .await;
+    sim.shutdown().await;
+}
