@@ -354,6 +354,136 @@ impl Drop for GitHttpServer {
     }
 }
 
+/// An OpenSSH server on 127.0.0.1 accepting one client key, for git over `ssh://`.
+pub struct SshServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    /// Starts `sshd` with a fresh host key; `client_key` (a private key file path) is
+    /// created and authorised.
+    pub fn start() -> Result<Self> {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file());
+        let Some(sshd) = sshd else {
+            bail!("sshd not found: install openssh-server (.ci/run does)");
+        };
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        keygen(&d.join("host_key"), "ed25519")?;
+        keygen(&d.join("client_key"), "ed25519")?;
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))?;
+        std::fs::create_dir_all("/run/sshd").ok();
+        for _ in 0..5 {
+            let port = free_port()?;
+            std::fs::write(
+                d.join("sshd_config"),
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                     PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n\
+                     LogLevel ERROR\n",
+                    hk = d.join("host_key").display(),
+                    ak = d.join("authorized_keys").display(),
+                ),
+            )?;
+            let mut child = Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(d.join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(Self { child, port, dir });
+                }
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bail!("sshd did not start")
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT/ABSOLUTE/PATH`
+    pub fn url(&self, user: &str, path: &Path) -> String {
+        format!("ssh://{user}@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    /// The client's private key.
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+
+    /// Writes a known_hosts file naming this server's host key (hashed with `ssh-keygen -H`
+    /// when `hashed`) and returns its path.
+    pub fn known_hosts(&self, hashed: bool) -> Result<PathBuf> {
+        let pubkey = std::fs::read_to_string(self.dir.path().join("host_key.pub"))?;
+        let mut fields = pubkey.split_whitespace();
+        let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
+            bail!("bad host key")
+        };
+        let path = self.dir.path().join(if hashed {
+            "known_hosts_hashed"
+        } else {
+            "known_hosts"
+        });
+        std::fs::write(&path, format!("[127.0.0.1]:{} {kind} {key}\n", self.port))?;
+        if hashed {
+            let ok = Command::new("ssh-keygen")
+                .arg("-H")
+                .arg("-f")
+                .arg(&path)
+                .output()?
+                .status
+                .success();
+            if !ok {
+                bail!("ssh-keygen -H failed");
+            }
+        }
+        Ok(path)
+    }
+
+    /// A known_hosts file that names a different key for this server.
+    pub fn wrong_known_hosts(&self) -> Result<PathBuf> {
+        let other = self.dir.path().join("other_key");
+        keygen(&other, "ed25519")?;
+        let pubkey = std::fs::read_to_string(other.with_extension("pub"))?;
+        let path = self.dir.path().join("known_hosts_wrong");
+        std::fs::write(&path, format!("[127.0.0.1]:{} {pubkey}", self.port))?;
+        Ok(path)
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path, kind: &str) -> Result<()> {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()?
+        .status
+        .success();
+    if !ok {
+        bail!("ssh-keygen failed for {}", path.display());
+    }
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }

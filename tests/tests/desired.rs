@@ -413,3 +413,55 @@ fn http_remote_with_basic_auth_from_env_file_or_url() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ssh_remote_with_key_and_known_hosts() -> Result<()> {
+    use tidemark_e2e::SshServer;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write(
+        "clusters/a.yaml",
+        &cluster_yaml("a", Some("canary"), "1.30.2"),
+    )?;
+    let head = repo.commit("fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let sshd = SshServer::start()?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let url = sshd.url(&user, repo.path());
+    let key = sshd.client_key().display().to_string();
+    let desired = |known_hosts: &std::path::Path| -> Result<Run> {
+        let cache = tempfile::tempdir()?;
+        let cache_dir = cache.path().display().to_string();
+        let kh = known_hosts.display().to_string();
+        tidemark(&[
+            "desired",
+            "--repo",
+            &url,
+            "--selector",
+            "cluster=a",
+            "--cache-dir",
+            &cache_dir,
+            "--git-ssh-key",
+            &key,
+            "--git-known-hosts",
+            &kh,
+        ])
+    };
+    for hashed in [false, true] {
+        let run = desired(&sshd.known_hosts(hashed)?)?;
+        assert_eq!(run.code, Some(0), "hashed={hashed}: {run:?}");
+        assert_eq!(s(&serde_yaml::from_str(&run.stdout)?, "revision"), head);
+    }
+    let wrong = sshd.wrong_known_hosts()?;
+    let run = desired(&wrong)?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "host key of 127.0.0.1 is not in {}",
+            wrong.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}

@@ -55,7 +55,9 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// `url` with any `user:password@` removed (`https://***@host/...`).
+/// `url` with its credentials removed (`https://***@host/...`). An SSH user name without
+/// a password is kept (`ssh://git@host/...`): it is not a secret, and it helps debugging.
+/// Over HTTP(S) a lone user name may be a token, so it is removed too.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
@@ -63,6 +65,7 @@ pub fn redact_url(url: &str) -> String {
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
+        Some(at) if url.starts_with("ssh://") && !rest[..at].contains(':') => url.to_string(),
         Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
         None => url.to_string(),
     }
@@ -167,6 +170,15 @@ mod tests {
             "https://example.com/a@b"
         );
         assert_eq!(redact_url("/srv/fleet"), "/srv/fleet");
+        assert_eq!(redact_url("ssh://git@host/fleet"), "ssh://git@host/fleet");
+        assert_eq!(
+            redact_url("ssh://git:pw@host/fleet"),
+            "ssh://***@host/fleet"
+        );
+        assert_eq!(
+            redact_url("https://ghp_token@host/fleet"),
+            "https://***@host/fleet"
+        );
         let auth = Auth::Basic {
             username: "u".into(),
             password: "tok3n".into(),

@@ -92,14 +92,17 @@ impl GitCache {
     }
 
     fn list_once(&self) -> Result<RemoteRefs> {
+        let rejection = HostKeyRejection::default();
         let fail = |e: git2::Error| Error::List {
             url: self.display_url(),
-            message: scrub(e.message(), &self.url, &self.auth),
+            message: rejection
+                .reason()
+                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
             transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let conn = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .connect_auth(Direction::Fetch, Some(self.callbacks(&rejection)), None)
             .map_err(fail)?;
         let mut out = RemoteRefs::default();
         for head in conn.list().map_err(fail)? {
@@ -218,14 +221,17 @@ impl GitCache {
     }
 
     fn fetch_once(&self, refspecs: &[String]) -> Result<FetchStats> {
+        let rejection = HostKeyRejection::default();
         let fail = |e: git2::Error| Error::Fetch {
             url: self.display_url(),
-            message: scrub(e.message(), &self.url, &self.auth),
+            message: rejection
+                .reason()
+                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
             transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks());
+        opts.remote_callbacks(self.callbacks(&rejection));
         opts.download_tags(AutotagOption::None);
         remote
             .fetch(refspecs, Some(&mut opts), Some("tidemark sync"))
@@ -298,7 +304,7 @@ impl GitCache {
         }
     }
 
-    fn callbacks(&self) -> RemoteCallbacks<'static> {
+    fn callbacks(&self, rejection: &HostKeyRejection) -> RemoteCallbacks<'static> {
         let mut cb = RemoteCallbacks::new();
         let auth = self.auth.clone();
         let url = self.url.clone();
@@ -335,6 +341,7 @@ impl GitCache {
         });
         let auth = self.auth.clone();
         let url = self.url.clone();
+        let rejection = rejection.clone();
         cb.certificate_check(move |cert, host| {
             let Auth::SshKey {
                 known_hosts: Some(known_hosts),
@@ -348,14 +355,33 @@ impl GitCache {
             };
             match host_key_known(known_hosts, host, ssh_port(&url), hostkey) {
                 Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => Err(git2::Error::from_str(&format!(
+                Ok(false) => Err(rejection.record(format!(
                     "host key of {host} is not in {}",
                     known_hosts.display()
                 ))),
-                Err(e) => Err(git2::Error::from_str(&e)),
+                Err(e) => Err(rejection.record(e)),
             }
         });
         cb
+    }
+}
+
+/// Why our host-key check refused the server. libgit2 replaces the callback's error with
+/// a generic "invalid or unknown remote ssh hostkey"; this keeps the precise reason.
+#[derive(Clone, Default)]
+struct HostKeyRejection(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl HostKeyRejection {
+    fn record(&self, reason: String) -> git2::Error {
+        let e = git2::Error::from_str(&reason);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(reason);
+        }
+        e
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|slot| slot.clone())
     }
 }
 
@@ -367,6 +393,7 @@ fn is_transient(e: &git2::Error) -> bool {
         git2::ErrorCode::Auth | git2::ErrorCode::Certificate
     ) && !e.message().contains("credentials")
         && !e.message().contains("host key")
+        && !e.message().contains("hostkey")
 }
 
 fn backoff() -> ExponentialBuilder {
