@@ -42,12 +42,13 @@ fn state(shared: &Shared) -> Value {
     if let Some(d) = def(&store, MD_GROUP, VERSION, "machinedeployments") {
         for md in store.list(&d.gr(), Some(&shared.config.capi_namespace)) {
             let group = capi::group_of(md);
+            let md_name = s(md, "/metadata/name");
             let want = s(md, "/spec/template/spec/version")
                 .trim_start_matches('v')
                 .to_string();
             let members: Vec<Value> = all_nodes
                 .iter()
-                .filter(|n| nodes::group_of(n) == group)
+                .filter(|n| nodes::deployment_of(n) == md_name)
                 .map(|n| json!({
                     "name": s(n, "/metadata/name"),
                     "kubeletVersion": s(n, "/status/nodeInfo/kubeletVersion").trim_start_matches('v'),
@@ -58,7 +59,7 @@ fn state(shared: &Shared) -> Value {
             let done = members.iter().all(|m| m["kubeletVersion"] == json!(want))
                 && md.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
             groups.push(json!({
-                "name": group, "targetVersion": want, "upgrading": !done,
+                "name": group, "machineDeployment": md_name, "targetVersion": want, "upgrading": !done,
                 "message": md.pointer("/status/conditions/0/message").cloned().unwrap_or(json!("")),
                 "nodes": members,
             }));
@@ -128,12 +129,13 @@ fn upgrade_node_group(shared: &Shared, body: &Value) -> Result<Value, ApiError> 
         .ok_or_else(ApiError::not_found_path)?;
     let md = store
         .list(&d.gr(), Some(&shared.config.capi_namespace))
-        .find(|m| capi::group_of(m) == group)
+        .find(|m| capi::group_of(m) == group || s(m, "/metadata/name") == group)
         .cloned()
         .ok_or_else(|| ApiError::new(404, "NotFound", format!("node group {group:?} not found")))?;
+    let md_name = s(&md, "/metadata/name").to_string();
     let lowest = nodes::all(&store)
         .iter()
-        .filter(|n| nodes::group_of(n) == group)
+        .filter(|n| nodes::deployment_of(n) == md_name)
         .filter_map(nodes::kubelet_version)
         .min();
     if let Some(msg) = capi::node_group_refusal(shared.cp_version(), lowest, target) {
@@ -194,7 +196,26 @@ pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> http::Resp
     }
 }
 
-const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane VERSION [--wait] | upgrade-node-group NAME VERSION [--wait] | faults [SPEC])";
+const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane [VERSION] [--wait] | upgrade-node-group [NAME [VERSION]] [--wait] | faults [SPEC]); a missing NAME or VERSION is taken from TIDEMARK_NODE_GROUP / TIDEMARK_TARGET_VERSION";
+
+/// Fills in arguments the `exec` provider passes in the environment instead.
+fn complete_from_env(mut args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    match args.first().map(String::as_str) {
+        Some("upgrade-control-plane") if args.len() == 1 => {
+            args.extend(env("TIDEMARK_TARGET_VERSION"));
+        }
+        Some("upgrade-node-group") => {
+            if args.len() == 1 {
+                args.extend(env("TIDEMARK_NODE_GROUP"));
+            }
+            if args.len() == 2 {
+                args.extend(env("TIDEMARK_TARGET_VERSION"));
+            }
+        }
+        _ => {}
+    }
+    args
+}
 
 async fn call(
     client: &kube::Client,
@@ -220,6 +241,16 @@ async fn call(
 
 /// `tidemark sim ctl ARGS...`: talks to the sim named by the kubeconfig's current context.
 /// Returns what to print (JSON for `state`, a sentence otherwise).
+///
+/// - `state`
+/// - `upgrade-control-plane [VERSION] [--wait]`
+/// - `upgrade-node-group [NAME [VERSION]] [--wait]` (NAME: the node group or its MachineDeployment)
+/// - `faults [SPEC]`
+///
+/// A missing NAME or VERSION is read from `TIDEMARK_NODE_GROUP` / `TIDEMARK_TARGET_VERSION`,
+/// the environment the agent's `exec` provider sets. Without `--wait` an upgrade returns once
+/// accepted (like a cloud API); progress shows in Kubernetes. Upgrading to the version already
+/// requested succeeds (idempotent).
 pub async fn ctl(kubeconfig: &Path, args: &[String]) -> Result<String, Error> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
@@ -229,11 +260,11 @@ pub async fn ctl(kubeconfig: &Path, args: &[String]) -> Result<String, Error> {
             .map_err(|e| Error::Kubeconfig(e.to_string()))?;
     let client = kube::Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))?;
     let wait = args.iter().any(|a| a == "--wait");
-    let args: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--wait")
-        .collect();
+    let given = args.iter().filter(|a| *a != "--wait").cloned().collect();
+    let args = complete_from_env(given, |k| {
+        std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+    });
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["state"] => {
             let v = call(&client, Method::GET, "/sim/v1/state", None).await?;
@@ -308,4 +339,35 @@ async fn wait_for(client: &kube::Client, done: impl Fn(&Value) -> bool) -> Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(Error::Ctl("timed out waiting for the upgrade".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_arguments_come_from_the_environment() {
+        let env = |k: &str| match k {
+            "TIDEMARK_NODE_GROUP" => Some("gpu".to_string()),
+            "TIDEMARK_TARGET_VERSION" => Some("1.29.8".to_string()),
+            _ => None,
+        };
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            complete_from_env(args(&["upgrade-control-plane"]), env),
+            args(&["upgrade-control-plane", "1.29.8"])
+        );
+        assert_eq!(
+            complete_from_env(args(&["upgrade-node-group"]), env),
+            args(&["upgrade-node-group", "gpu", "1.29.8"])
+        );
+        assert_eq!(
+            complete_from_env(args(&["upgrade-node-group", "general"]), env),
+            args(&["upgrade-node-group", "general", "1.29.8"])
+        );
+        assert_eq!(
+            complete_from_env(args(&["upgrade-control-plane", "1.30.0"]), env),
+            args(&["upgrade-control-plane", "1.30.0"])
+        );
+    }
 }

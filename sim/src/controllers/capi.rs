@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::eviction;
 use super::nodes;
 use super::{Ctx, condition, def, durations, i, keep_transitions, s, set_status, write};
-use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME};
+use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME, NODE_GROUP};
 use crate::store::{Store, Writer};
 use crate::{SimConfig, Version};
 
@@ -36,9 +36,14 @@ fn crd(group: &str, kind: &str, plural: &str, short: &str) -> Value {
     })
 }
 
-/// The name of the KubeadmControlPlane of a cluster.
+/// The name of the KubeadmControlPlane of a cluster: the cluster's name.
 pub(crate) fn kcp_name(cluster: &str) -> String {
-    format!("{cluster}-control-plane")
+    cluster.to_string()
+}
+
+/// The name of the MachineDeployment of a node group: `<cluster>-<group>`.
+pub(crate) fn md_name(cluster: &str, group: &str) -> String {
+    format!("{cluster}-{group}")
 }
 
 /// Installs the CRDs and creates the KubeadmControlPlane and one MachineDeployment per group.
@@ -78,15 +83,16 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
     if let Some(d) = def(store, MD_GROUP, VERSION, "machinedeployments") {
         for (group, count) in &config.node_groups {
             let version = config.group_version(group).unwrap_or(version);
+            let name = md_name(cluster, group);
             let md = json!({
                 "apiVersion": format!("{MD_GROUP}/{VERSION}"), "kind": "MachineDeployment",
-                "metadata": {"name": group, "namespace": ns, "labels": {CLUSTER_NAME: cluster}},
+                "metadata": {"name": name, "namespace": ns, "labels": {CLUSTER_NAME: cluster}},
                 "spec": {
                     "clusterName": cluster, "replicas": count,
-                    "selector": {"matchLabels": {DEPLOYMENT_NAME: group}},
+                    "selector": {"matchLabels": {DEPLOYMENT_NAME: name}},
                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                     "template": {
-                        "metadata": {"labels": {DEPLOYMENT_NAME: group, CLUSTER_NAME: cluster}},
+                        "metadata": {"labels": {DEPLOYMENT_NAME: name, CLUSTER_NAME: cluster, NODE_GROUP: group}},
                         "spec": {"clusterName": cluster, "version": format!("v{version}"),
                             "bootstrap": {"configRef": {"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "KubeadmConfigTemplate", "name": group}},
                             "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "SimMachineTemplate", "name": group}},
@@ -245,10 +251,11 @@ fn control_plane(store: &mut Store, ctx: &mut Ctx) {
     }
 }
 
-/// The group a MachineDeployment rolls: its selector's deployment-name label, else its name.
+/// The node group of a MachineDeployment: its template's `tidemark.dev/node-group` label,
+/// else its name.
 pub(crate) fn group_of(md: &Value) -> String {
-    md.pointer("/spec/selector/matchLabels")
-        .and_then(|l| l.get(DEPLOYMENT_NAME))
+    md.pointer("/spec/template/metadata/labels")
+        .and_then(|l| l.get(NODE_GROUP))
         .and_then(Value::as_str)
         .unwrap_or(s(md, "/metadata/name"))
         .to_string()
@@ -261,6 +268,7 @@ fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
     let list: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
     for md in list {
         let group = group_of(&md);
+        let md_name = s(&md, "/metadata/name").to_string();
         let uid = s(&md, "/metadata/uid").to_string();
         let replicas = md
             .pointer("/spec/replicas")
@@ -272,7 +280,8 @@ fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
         let group_nodes: Vec<Value> = nodes::all(store)
             .into_iter()
             .filter(|n| {
-                nodes::group_of(n) == group && n.pointer("/metadata/deletionTimestamp").is_none()
+                nodes::deployment_of(n) == md_name
+                    && n.pointer("/metadata/deletionTimestamp").is_none()
             })
             .collect();
         let lowest = group_nodes.iter().filter_map(nodes::kubelet_version).min();
@@ -317,7 +326,7 @@ fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
         }
         let group_nodes: Vec<Value> = nodes::all(store)
             .into_iter()
-            .filter(|n| nodes::group_of(n) == group)
+            .filter(|n| nodes::deployment_of(n) == md_name)
             .collect();
         let target = Version::parse(&spec_version);
         let updated = group_nodes
@@ -354,7 +363,7 @@ fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
         keep_transitions(md.pointer("/status/conditions"), &mut conds);
         let status = json!({
             "observedGeneration": i(&md, "/metadata/generation"),
-            "selector": format!("{DEPLOYMENT_NAME}={group}"),
+            "selector": format!("{DEPLOYMENT_NAME}={md_name}"),
             "replicas": group_nodes.len(), "updatedReplicas": updated, "readyReplicas": ready,
             "availableReplicas": ready, "unavailableReplicas": replicas.saturating_sub(ready),
             "phase": phase, "conditions": conds,
@@ -389,7 +398,7 @@ fn step(
     let not_ready_new = group_nodes.iter().any(|n| !nodes::is_ready(n));
     if !old.is_empty() {
         if group_nodes.len() < replicas + 1 {
-            nodes::create(store, config, group, target, false);
+            nodes::create(store, config, group, s(md, "/metadata/name"), target, false);
         } else if !not_ready_new
             && let Some(victim) = old.iter().min_by_key(|n| s(n, "/metadata/name"))
         {
@@ -398,7 +407,7 @@ fn step(
         return (None, true);
     }
     if group_nodes.len() < replicas {
-        nodes::create(store, config, group, target, false);
+        nodes::create(store, config, group, s(md, "/metadata/name"), target, false);
         return (None, true);
     }
     if group_nodes.len() > replicas {

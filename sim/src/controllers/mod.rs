@@ -223,7 +223,8 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
     for (group, count) in &config.node_groups {
         let version = config.group_version(group).unwrap_or(version);
         for _ in 0..*count {
-            nodes::create(store, config, group, version, true);
+            let deployment = capi::md_name(&config.cluster_name, group);
+            nodes::create(store, config, group, &deployment, version, true);
         }
     }
 }

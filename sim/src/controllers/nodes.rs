@@ -51,16 +51,18 @@ fn conditions(ready: bool) -> Value {
     ])
 }
 
-/// Creates a node of `group` at `version`, Ready now or after booting.
+/// Creates a node of `group` (MachineDeployment `deployment`) at `version`, Ready now or
+/// after booting. Its name is `<deployment>-xxxxx`.
 pub(crate) fn create(
     store: &mut Store,
     config: &SimConfig,
     group: &str,
+    deployment: &str,
     version: Version,
     ready: bool,
 ) -> Option<Value> {
     let def = def(store, "", "v1", "nodes")?;
-    let name = format!("{}-{group}-{}", config.cluster_name, store.rng.suffix(5));
+    let name = format!("{deployment}-{}", store.rng.suffix(5));
     let ip = format!(
         "10.0.{}.{}",
         store.rng.next_u64() % 250,
@@ -77,7 +79,7 @@ pub(crate) fn create(
             "labels": {
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                 "node.kubernetes.io/instance-type": "sim.large",
-                DEPLOYMENT_NAME: group, NODE_GROUP: group, CLUSTER_NAME: config.cluster_name,
+                DEPLOYMENT_NAME: deployment, NODE_GROUP: group, CLUSTER_NAME: config.cluster_name,
             },
             "annotations": annotations,
         },
@@ -117,9 +119,10 @@ pub(crate) fn kubelet_version(node: &Value) -> Option<Version> {
     Version::parse(s(node, "/status/nodeInfo/kubeletVersion"))
 }
 
-pub(crate) fn group_of(node: &Value) -> &str {
+/// The MachineDeployment of a node (`cluster.x-k8s.io/deployment-name`).
+pub(crate) fn deployment_of(node: &Value) -> &str {
     node.pointer("/metadata/labels")
-        .and_then(|l| l.get(NODE_GROUP))
+        .and_then(|l| l.get(DEPLOYMENT_NAME))
         .and_then(Value::as_str)
         .unwrap_or_default()
 }

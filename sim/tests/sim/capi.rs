@@ -31,7 +31,7 @@ fn md_api(client: kube::Client) -> Api<DynamicObject> {
 
 async fn kubelets(nodes: &Api<Node>, group: &str) -> Vec<String> {
     let l = nodes
-        .list(&ListParams::default().labels(&format!("cluster.x-k8s.io/deployment-name={group}")))
+        .list(&ListParams::default().labels(&format!("tidemark.dev/node-group={group}")))
         .await
         .unwrap();
     l.items
@@ -68,14 +68,14 @@ async fn capi_rollout_from_spec_version() {
 
         // Skipping a minor is refused in the status.
         kcps.patch(
-            "sim-control-plane",
+            "sim",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"version": "v1.30.1"}})),
         )
         .await
         .unwrap();
         let refused = eventually(10, || async {
-            let k = kcps.get("sim-control-plane").await.ok()?;
+            let k = kcps.get("sim").await.ok()?;
             condition(&k, "MachinesSpecUpToDate")
                 .filter(|c| c["reason"] == json!("UpgradeRejected"))
                 .cloned()
@@ -94,7 +94,7 @@ async fn capi_rollout_from_spec_version() {
         );
 
         kcps.patch(
-            "sim-control-plane",
+            "sim",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"version": "v1.29.8"}})),
         )
@@ -105,7 +105,7 @@ async fn capi_rollout_from_spec_version() {
         })
         .await;
         let kcp = eventually(10, || async {
-            let k = kcps.get("sim-control-plane").await.ok()?;
+            let k = kcps.get("sim").await.ok()?;
             (k.data.pointer("/status/version") == Some(&json!("v1.29.8"))).then_some(k)
         })
         .await;
@@ -113,14 +113,14 @@ async fn capi_rollout_from_spec_version() {
 
         // A node group may not get ahead of the control plane.
         mds.patch(
-            "general",
+            "sim-general",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"template": {"spec": {"version": "v1.30.0"}}}})),
         )
         .await
         .unwrap();
         eventually(10, || async {
-            let m = mds.get("general").await.ok()?;
+            let m = mds.get("sim-general").await.ok()?;
             condition(&m, "Ready")
                 .filter(|c| c["reason"] == json!("UpgradeRejected"))
                 .map(|_| ())
@@ -134,7 +134,7 @@ async fn capi_rollout_from_spec_version() {
         );
 
         mds.patch(
-            "general",
+            "sim-general",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"template": {"spec": {"version": "v1.29.8"}}}})),
         )
@@ -142,14 +142,14 @@ async fn capi_rollout_from_spec_version() {
         .unwrap();
         eventually(40, || async {
             let v = kubelets(&nodes, "general").await;
-            let m = mds.get("general").await.ok()?;
+            let m = mds.get("sim-general").await.ok()?;
             let done = v.len() == 3
                 && v.iter().all(|v| v == "v1.29.8")
                 && m.data.pointer("/status/phase") == Some(&json!("Running"));
             done.then_some(())
         })
         .await;
-        let md = mds.get("general").await.unwrap();
+        let md = mds.get("sim-general").await.unwrap();
         assert_eq!(md.data.pointer("/status/updatedReplicas"), Some(&json!(3)));
         assert_eq!(md.data.pointer("/status/readyReplicas"), Some(&json!(3)));
         assert_eq!(kubelets(&nodes, "gpu").await, vec!["v1.28.9"]);
@@ -203,7 +203,7 @@ spec:
             .unwrap();
         let mds = md_api(client.clone());
         let blocked = eventually(20, || async {
-            let m = mds.get("general").await.ok()?;
+            let m = mds.get("sim-general").await.ok()?;
             condition(&m, "Ready")
                 .filter(|c| c["reason"] == json!("DrainingFailed"))
                 .cloned()
@@ -334,7 +334,7 @@ async fn node_groups_can_start_behind_the_control_plane() {
         let nodes: Api<Node> = Api::all(client.clone());
         assert_eq!(kubelets(&nodes, "gpu").await, vec!["v1.26.15"]);
         assert_eq!(kubelets(&nodes, "general").await, vec!["v1.28.9"]);
-        let md = md_api(client.clone()).get("gpu").await.unwrap();
+        let md = md_api(client.clone()).get("sim-gpu").await.unwrap();
         assert_eq!(
             md.data.pointer("/spec/template/spec/version"),
             Some(&json!("v1.26.15"))

@@ -54,10 +54,10 @@ async fn typed_crud() {
         assert_eq!(info.kubelet_version, "v1.28.9");
         let name = n.metadata.name.clone().unwrap();
         let one = nodes.get(&name).await.unwrap();
-        assert_eq!(
-            one.metadata.labels.unwrap()["cluster.x-k8s.io/deployment-name"],
-            "general"
-        );
+        let labels = one.metadata.labels.unwrap();
+        assert_eq!(labels["cluster.x-k8s.io/deployment-name"], "sim-general");
+        assert_eq!(labels["tidemark.dev/node-group"], "general");
+        assert!(name.starts_with("sim-general-"), "{name}");
         let set = ListParams::default().labels("tidemark.dev/node-group in (gpu),!missing");
         assert_eq!(nodes.list(&set).await.unwrap().items.len(), 1);
 
