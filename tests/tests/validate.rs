@@ -118,3 +118,79 @@ fn schema_is_json_with_the_three_kinds() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn fleet_repo_example_is_valid_and_a_broken_copy_is_not() -> Result<()> {
+    let example = tidemark_e2e::workspace_root().join("fleet-repo-example");
+    let run = tidemark(&["validate", &example.display().to_string()])?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stderr.contains("7 clusters, 2 component sets: valid"),
+        "{}",
+        run.stderr
+    );
+
+    let copy = tempfile::tempdir()?;
+    tidemark_e2e::copy_dir(&example, copy.path())?;
+    let cluster = copy.path().join("clusters/prod-eu-1.yaml");
+    let text =
+        std::fs::read_to_string(&cluster)?.replace("version: \"1.27.13\"", "version: \"1.29.0\"");
+    std::fs::write(&cluster, text)?;
+    std::fs::remove_file(copy.path().join("values/metrics-lite/prod.yaml"))?;
+    let run = tidemark(&["validate", &copy.path().display().to_string()])?;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "clusters/prod-eu-1.yaml:22:16: spec.nodeGroups[1].version: node group `gpu` is declared at 1.29.0, above the control plane (1.28.9): a kubelet must never be newer than the API server",
+            "clusters/prod-eu-1.yaml:30:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-eu-2.yaml:32:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-us-1.yaml:38:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn symlink_in_git_pointing_outside_the_repo_is_refused() -> Result<()> {
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let cluster = cluster_yaml("a", Some("canary"), "1.28.9")
+        + "  components:\n    - name: app\n      chart: {path: charts/app}\n      namespace: apps\n      valuesFiles: [values/app.yaml]\n";
+    repo.write("clusters/a.yaml", &cluster)?;
+    repo.write(
+        "charts/app/Chart.yaml",
+        "apiVersion: v2\nname: app\nversion: 0.1.0\n",
+    )?;
+    std::fs::create_dir_all(repo.path().join("values"))?;
+    std::os::unix::fs::symlink(
+        "../../../../../etc/passwd",
+        repo.path().join("values/app.yaml"),
+    )?;
+    repo.commit("sneaky symlink")?;
+    let base = repo
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let daemon = GitDaemon::start(&base)?;
+    let name = repo
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cache = tempfile::tempdir()?;
+    let run = tidemark(&[
+        "validate",
+        &daemon.url(&name),
+        "--cache-dir",
+        &cache.path().display().to_string(),
+    ])?;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(
+        run.stdout.trim(),
+        "clusters/a.yaml:15:21: spec.components[0].valuesFiles[0]: `values/app.yaml`: symlink points outside the repository (to ../../../../../etc/passwd)"
+    );
+    Ok(())
+}
