@@ -288,10 +288,10 @@ async fn pump(
                 continue;
             }
             last_rv = ev.rv;
-            if let Some(kind) = filter.translate(&ev) {
-                if tx.send(filter.line(kind, &ev.object)).await.is_err() {
-                    return;
-                }
+            if let Some(kind) = filter.translate(&ev)
+                && tx.send(filter.line(kind, &ev.object)).await.is_err()
+            {
+                return;
             }
         }
     }

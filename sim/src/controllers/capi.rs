@@ -373,6 +373,42 @@ fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
 }
 
 /// One step of a node group's rollout or scaling. Returns (blocking message, still rolling).
+/// `maxSurge`/`maxUnavailable` of a MachineDeployment (int or percent of `replicas`;
+/// defaults 1 and 0, as Cluster API's).
+fn rollout_limits(md: &Value, replicas: usize) -> (usize, usize) {
+    let get = |key: &str, default: usize, round_up: bool| -> usize {
+        match md.pointer(&format!("/spec/strategy/rollingUpdate/{key}")) {
+            Some(Value::Number(n)) => n.as_u64().map_or(default, |n| n as usize),
+            Some(Value::String(p)) => match p
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<usize>().ok())
+            {
+                Some(pct) => {
+                    let scaled = replicas.saturating_mul(pct.min(100));
+                    if round_up {
+                        scaled.div_ceil(100)
+                    } else {
+                        scaled / 100
+                    }
+                }
+                None => default,
+            },
+            _ => default,
+        }
+    };
+    let surge = get("maxSurge", 1, true);
+    let unavailable = get("maxUnavailable", 0, false);
+    if surge == 0 && unavailable == 0 {
+        (1, 0)
+    } else {
+        (surge, unavailable)
+    }
+}
+
+/// One step of a node group's rollout or scaling: surge new nodes at `target` (up to
+/// `maxSurge` above `replicas`), cordon and drain old nodes while no more than
+/// `maxUnavailable` are missing, delete drained nodes. Returns (blocking message, still
+/// rolling).
 fn step(
     store: &mut Store,
     ctx: &mut Ctx,
@@ -383,43 +419,67 @@ fn step(
     replicas: usize,
 ) -> (Option<String>, bool) {
     let config = &ctx.shared.config;
-    let old: Vec<&Value> = group_nodes
-        .iter()
-        .filter(|n| nodes::kubelet_version(n) != Some(target))
-        .collect();
-    let draining = group_nodes.iter().find(|n| {
+    let md_name = s(md, "/metadata/name").to_string();
+    let (surge, max_unavailable) = rollout_limits(md, replicas);
+    let is_draining = |n: &Value| {
         n.pointer("/metadata/annotations")
             .and_then(|a| a.get(DRAINING))
             .is_some()
-    });
-    if let Some(node) = draining {
-        return (drain(store, ctx, md, node), true);
-    }
-    let not_ready_new = group_nodes.iter().any(|n| !nodes::is_ready(n));
+    };
+    let old: Vec<&Value> = group_nodes
+        .iter()
+        .filter(|n| nodes::kubelet_version(n) != Some(target) && !is_draining(n))
+        .collect();
+    let available = group_nodes
+        .iter()
+        .filter(|n| nodes::is_ready(n) && !is_draining(n))
+        .count();
+    let mut can_drain = available.saturating_sub(replicas.saturating_sub(max_unavailable));
+    let mut rolling = group_nodes
+        .iter()
+        .any(|n| is_draining(n) || !nodes::is_ready(n));
     if !old.is_empty() {
-        if group_nodes.len() < replicas + 1 {
-            nodes::create(store, config, group, s(md, "/metadata/name"), target, false);
-        } else if !not_ready_new
-            && let Some(victim) = old.iter().min_by_key(|n| s(n, "/metadata/name"))
-        {
-            mark_draining(store, victim);
+        rolling = true;
+        if group_nodes.len() < replicas + surge {
+            nodes::create(store, config, group, &md_name, target, false);
         }
-        return (None, true);
-    }
-    if group_nodes.len() < replicas {
-        nodes::create(store, config, group, s(md, "/metadata/name"), target, false);
-        return (None, true);
-    }
-    if group_nodes.len() > replicas {
-        if let Some(victim) = group_nodes
-            .iter()
-            .min_by_key(|n| (nodes::is_ready(n), s(n, "/metadata/name").to_string()))
-        {
+        let mut victims = old;
+        victims.sort_by_key(|n| s(n, "/metadata/name"));
+        for victim in victims {
+            if can_drain == 0 {
+                break;
+            }
             mark_draining(store, victim);
+            can_drain -= 1;
         }
-        return (None, true);
+    } else if group_nodes.len() < replicas {
+        rolling = true;
+        nodes::create(store, config, group, &md_name, target, false);
+    } else {
+        let not_draining: Vec<&Value> = group_nodes.iter().filter(|n| !is_draining(n)).collect();
+        let mut extra = not_draining.len().saturating_sub(replicas);
+        let mut victims = not_draining;
+        victims.sort_by_key(|n| (nodes::is_ready(n), s(n, "/metadata/name").to_string()));
+        for victim in victims {
+            if extra == 0 {
+                break;
+            }
+            rolling = true;
+            mark_draining(store, victim);
+            extra -= 1;
+        }
     }
-    (None, not_ready_new)
+    let mut blocked = None;
+    let draining: Vec<Value> = nodes::all(store)
+        .into_iter()
+        .filter(|n| nodes::deployment_of(n) == md_name && is_draining(n))
+        .collect();
+    for node in &draining {
+        if let Some(msg) = drain(store, ctx, md, node) {
+            blocked = Some(msg);
+        }
+    }
+    (blocked, rolling)
 }
 
 fn mark_draining(store: &mut Store, node: &Value) {

@@ -153,6 +153,22 @@ async fn capi_rollout_from_spec_version() {
         assert_eq!(md.data.pointer("/status/updatedReplicas"), Some(&json!(3)));
         assert_eq!(md.data.pointer("/status/readyReplicas"), Some(&json!(3)));
         assert_eq!(kubelets(&nodes, "gpu").await, vec!["v1.28.9"]);
+
+        // Scaling, and a faster rollout with maxUnavailable 2.
+        let spec = json!({"spec": {"replicas": 5, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 2}}}});
+        mds.patch("sim-general", &PatchParams::default(), &Patch::Merge(spec)).await.unwrap();
+        eventually(20, || async { (kubelets(&nodes, "general").await.len() == 5).then_some(()) }).await;
+        kcps.patch("sim", &PatchParams::default(), &Patch::Merge(json!({"spec": {"version": "v1.30.2"}}))).await.unwrap();
+        eventually(20, || async { (client.apiserver_version().await.ok()?.git_version == "v1.30.2").then_some(()) }).await;
+        let v = json!({"spec": {"replicas": 2, "template": {"spec": {"version": "v1.30.2"}}}});
+        mds.patch("sim-general", &PatchParams::default(), &Patch::Merge(v)).await.unwrap();
+        eventually(40, || async {
+            let v = kubelets(&nodes, "general").await;
+            let m = mds.get("sim-general").await.ok()?;
+            let done = v == ["v1.30.2", "v1.30.2"] && m.data.pointer("/status/phase") == Some(&json!("Running"));
+            done.then_some(())
+        })
+        .await;
     })
     .await;
     sim.shutdown().await;
