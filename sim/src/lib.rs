@@ -1,15 +1,39 @@
 //! `tidemark-sim`: a simulated Kubernetes cluster that serves the real Kubernetes HTTP API over
 //! HTTPS on 127.0.0.1, so that unmodified clients (`kube`, `kubectl`) can be tested against it.
 //!
-//! - `api`: HTTP routing of the Kubernetes API (discovery, CRUD, watch, patch, apply, eviction).
+//! - `api`: HTTP routing of the Kubernetes API (discovery, CRUD, watch, patch, apply, eviction,
+//!   Table output, a minimal OpenAPI).
 //! - `store`, `registry`, `selector`, `patch`, `apply`, `watch`: the generic API machinery.
 //! - `controllers`: simulated cluster behaviour (nodes, workloads, Cluster API, eviction/PDB).
-//! - `faults`: injected latency, errors, conflicts, dropped watches, outages.
+//! - `faults`: injected latency, errors, conflicts, dropped watches, outages (syntax there).
 //! - `ctl`: the `/sim/v1` control interface (the simulated "cloud") and its CLI client.
 //! - `tls`, `kubeconfig`, `server`: serving and connecting.
 //!
 //! It depends on nothing in the agent; the agent wires `tidemark sim` and `tidemark demo` to
 //! [`Sim`] and [`run_until_signal`], and `tidemark sim ctl` to [`ctl`].
+//!
+//! # What a cluster looks like
+//!
+//! - `/version` reports the control plane (`v1.28.9` by default); namespaces `default`,
+//!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and the Cluster API
+//!   namespace (`capi-system`) exist.
+//! - Nodes are named `<cluster>-<group>-xxxxx` and labelled
+//!   `cluster.x-k8s.io/deployment-name=<cluster>-<group>` (the MachineDeployment, as Cluster
+//!   API does), `tidemark.dev/node-group=<group>` and `cluster.x-k8s.io/cluster-name=<cluster>`.
+//! - Cluster API objects in `SimConfig::capi_namespace`: the `KubeadmControlPlane`
+//!   (`controlplane.cluster.x-k8s.io/v1beta1`) is named after the cluster, each
+//!   `MachineDeployment` (`cluster.x-k8s.io/v1beta1`) `<cluster>-<group>`; versions are written
+//!   `v1.28.9`. Their fields are owned by the manager `sim-controller-manager`: a server-side
+//!   apply that changes `spec.version` needs `force`, as on a cluster whose objects another tool
+//!   created. Progress: KCP `status.version`/`updatedReplicas`/conditions
+//!   (`MachinesSpecUpToDate`), MD `status.replicas`/`updatedReplicas`/`readyReplicas`/`phase`
+//!   (`ScalingUp` while rolling, `Running` when done)/`observedGeneration` and a `Ready`
+//!   condition whose reason is `UpgradeRejected` (skew, skipped minor, downgrade) or
+//!   `DrainingFailed` (a PodDisruptionBudget blocks; the message names it), plus Events.
+//! - Images whose name contains `fail` never become ready (CrashLoopBackOff; Jobs fail).
+//! - The `kube` client retries 429/503 answers by default (up to 15 times with backoff); an
+//!   eviction blocked by a PodDisruptionBudget is a 429, so callers that want to see it at once
+//!   build their client with `default_retry = false`.
 
 mod api;
 mod apply;

@@ -66,6 +66,15 @@ async fn capi_rollout_from_spec_version() {
         let mds = md_api(client.clone());
         let nodes: Api<Node> = Api::all(client.clone());
 
+        // The objects belong to another manager: applying spec.version needs force.
+        let apply = json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta1", "kind": "KubeadmControlPlane",
+            "metadata": {"name": "sim", "namespace": "capi-system"}, "spec": {"version": "v1.28.9"}});
+        kcps.patch("sim", &PatchParams::apply("tidemark"), &Patch::Apply(&apply)).await.unwrap();
+        let mut newer = apply.clone();
+        newer["spec"]["version"] = json!("v1.29.1");
+        let err = kcps.patch("sim", &PatchParams::apply("tidemark"), &Patch::Apply(&newer)).await.unwrap_err();
+        assert!(matches!(&err, kube::Error::Api(s) if s.code == 409), "{err}");
+
         // Skipping a minor is refused in the status.
         kcps.patch(
             "sim",
