@@ -15,7 +15,6 @@ use crate::load::{Document, FleetRepo, tree_diagnostic};
 use crate::meta::{ObjectMeta, WAVE_LABEL, is_dns_label};
 use crate::selector::{LabelSelector, check_key};
 use crate::tree::{EntryKind, MAX_VALUES_BYTES, Tree, TreeError, join, normalize};
-use crate::version::KubeVersion;
 
 /// Validates a loaded repo; `tree` is the same version of the repo, used to check that
 /// charts and values files exist. Returns the problems found (empty when valid).
@@ -305,7 +304,7 @@ fn check_cluster_with(
                 format!("`{}` is not a valid node group name", g.name),
             );
         }
-        if is_above(g.version, cp) {
+        if g.version.is_newer_than(cp) {
             at(
                 &format!("{base}.version"),
                 format!(
@@ -433,16 +432,6 @@ fn skew_rule(provider: &Provider) -> String {
         None => format!(
             "the {kind} provider allows at most {UPSTREAM_KUBELET_SKEW} minors (Kubernetes skew policy)"
         ),
-    }
-}
-
-/// Whether node version `node` is above control-plane version `cp`. Without a patch on
-/// either side only minors can be compared (`1.30` means "some 1.30").
-fn is_above(node: KubeVersion, cp: KubeVersion) -> bool {
-    if node.patch.is_none() || cp.patch.is_none() {
-        node.minor_version() > cp.minor_version()
-    } else {
-        node > cp
     }
 }
 

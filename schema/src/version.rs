@@ -119,6 +119,16 @@ impl KubeVersion {
         Self::minor_only(self.major, self.minor.saturating_add(n))
     }
 
+    /// Whether `self` is newer than `other`, comparing patches only when both declare one
+    /// (`1.30` means "some 1.30": it is neither newer nor older than `1.30.4`).
+    pub fn is_newer_than(self, other: Self) -> bool {
+        if self.patch.is_none() || other.patch.is_none() {
+            self.minor_version() > other.minor_version()
+        } else {
+            self > other
+        }
+    }
+
     /// Whether a cluster running `observed` meets this desired version: same minor, and
     /// the same patch when one is declared, or a later patch.
     pub fn satisfied_by(self, observed: Self) -> bool {
@@ -283,6 +293,18 @@ mod tests {
         assert_eq!(b.next_minor(), KubeVersion::minor_only(1, 29));
         assert_eq!(b.plus_minors(2), KubeVersion::minor_only(1, 30));
         assert_eq!(a.minor_version(), KubeVersion::minor_only(1, 31));
+    }
+
+    #[test]
+    fn newer_compares_patches_only_when_both_have_one() {
+        let v = |s: &str| {
+            s.parse::<KubeVersion>()
+                .unwrap_or(KubeVersion::minor_only(0, 0))
+        };
+        assert!(v("1.30.5").is_newer_than(v("1.30.4")));
+        assert!(!v("1.30").is_newer_than(v("1.30.4")));
+        assert!(!v("1.30.4").is_newer_than(v("1.30")));
+        assert!(v("1.31").is_newer_than(v("1.30.9")));
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! The observed state of a cluster, as the planner needs it.
+
+use std::collections::BTreeMap;
+
+use tidemark_schema::KubeVersion;
+
+/// Everything one pass observed. Built by `observe` from the API server and the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The API server's version (`/version`).
+    pub control_plane: KubeVersion,
+    /// The version the provider has been asked for and is working toward, if it is not yet
+    /// reached (`KubeadmControlPlane.spec.version`, or an `exec` request in progress).
+    pub control_plane_requested: Option<KubeVersion>,
+    /// Node groups by name (nodes matched by the provider's node-group label).
+    pub node_groups: BTreeMap<String, NodeGroupObservation>,
+    /// Nodes that are not Ready, by name (any group).
+    pub nodes_not_ready: Vec<String>,
+    /// Whether `/readyz` answered ok.
+    pub api_healthy: bool,
+    /// `tidemark.dev/paused: "true"` on the status object: a local veto.
+    pub paused_annotation: bool,
+    /// The versions the previous pass declared (from the status annotations), to tell a
+    /// lowered declaration (a downgrade: refused) from a version raised outside tidemark
+    /// (a foreign change: reported, never moved back down).
+    pub previous_desired: Option<PreviousDesired>,
+}
+
+/// Declared versions recorded by the previous pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreviousDesired {
+    /// Declared control-plane version.
+    pub control_plane: Option<KubeVersion>,
+    /// Declared node-group versions.
+    pub node_groups: BTreeMap<String, KubeVersion>,
+}
+
+/// One node group's nodes and provider state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeGroupObservation {
+    /// Lowest kubelet version among its nodes (`None` without nodes).
+    pub min_kubelet: Option<KubeVersion>,
+    /// Highest kubelet version among its nodes.
+    pub max_kubelet: Option<KubeVersion>,
+    /// Number of nodes.
+    pub nodes: u32,
+    /// Nodes that are Ready.
+    pub ready: u32,
+    /// Nodes cordoned (`spec.unschedulable`).
+    pub cordoned: u32,
+    /// The version the provider is set to for this group
+    /// (`MachineDeployment.spec.template.spec.version`, or an `exec` request in progress).
+    pub requested: Option<KubeVersion>,
+    /// Whether the provider reports a rollout in progress.
+    pub provider_rolling: bool,
+}
+
+impl NodeGroupObservation {
+    /// The version the group counts as for skew: its oldest kubelet, or, without nodes,
+    /// what the provider is set to.
+    pub fn effective_version(&self) -> Option<KubeVersion> {
+        self.min_kubelet.or(self.requested)
+    }
+
+    /// Whether the group is in the middle of a rollout: mixed kubelet versions, a provider
+    /// target not yet reached, cordoned nodes, or the provider says so.
+    pub fn is_rolling(&self) -> bool {
+        self.provider_rolling
+            || self.cordoned > 0
+            || self.min_kubelet != self.max_kubelet
+            || matches!((self.requested, self.min_kubelet), (Some(r), Some(m)) if r.is_newer_than(m))
+    }
+}

@@ -1,0 +1,106 @@
+//! Gates in front of a control-plane or node-group step: pause, a rollout already in
+//! flight, the maintenance window, pre-flight health checks.
+
+use jiff::Timestamp;
+use tidemark_schema::resolve::DesiredState;
+
+use super::{Phase, Step};
+use crate::observe::model::Observed;
+
+/// Why the plan must not act now, if anything holds it: the phase and a message naming it.
+pub(super) fn paused(desired: &DesiredState, observed: &Observed) -> Option<String> {
+    if desired.paused {
+        return Some("paused in git (spec.paused: true)".into());
+    }
+    if observed.paused_annotation {
+        return Some(
+            "paused by the annotation tidemark.dev/paused=\"true\" on the status object".into(),
+        );
+    }
+    None
+}
+
+/// Holds `next` back while a rollout is in flight, outside the maintenance window, or
+/// while a pre-flight check fails.
+pub(super) fn hold(
+    desired: &DesiredState,
+    observed: &Observed,
+    next: &Step,
+    now: Timestamp,
+) -> Option<(Phase, String)> {
+    // A request already in flight is followed, never issued twice.
+    if let Some(target) = observed.control_plane_requested
+        && target.is_newer_than(observed.control_plane)
+    {
+        return Some((
+            Phase::Progressing,
+            format!(
+                "control plane upgrading {} -> {target}",
+                observed.control_plane
+            ),
+        ));
+    }
+    if let Some((name, g)) = observed.node_groups.iter().find(|(_, g)| g.is_rolling()) {
+        let target = g
+            .requested
+            .or(g.max_kubelet)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into());
+        let at_target = if g.min_kubelet == g.max_kubelet {
+            g.nodes
+        } else {
+            g.nodes.saturating_sub(1)
+        };
+        return Some((
+            Phase::Progressing,
+            format!(
+                "node group {name} rolling to {target}: {} nodes, {} ready, {} cordoned{}",
+                g.nodes,
+                g.ready,
+                g.cordoned,
+                if at_target == g.nodes {
+                    ""
+                } else {
+                    ", mixed kubelet versions"
+                }
+            ),
+        ));
+    }
+    if let Some(window) = &desired.maintenance_window
+        && !window.is_open(now)
+    {
+        let next_open = window
+            .next_open(now)
+            .map(|t| format!("; next opens {t}"))
+            .unwrap_or_default();
+        return Some((
+            Phase::Waiting,
+            format!("{next} waits for the maintenance window{next_open}"),
+        ));
+    }
+    if !observed.api_healthy {
+        return Some((
+            Phase::Waiting,
+            "pre-flight check failed: the API server is not ready (/readyz)".into(),
+        ));
+    }
+    if !observed.nodes_not_ready.is_empty() {
+        let mut names = observed.nodes_not_ready.clone();
+        names.sort();
+        let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+        let more = if names.len() > 5 {
+            format!(" and {} more", names.len() - 5)
+        } else {
+            String::new()
+        };
+        return Some((
+            Phase::Waiting,
+            format!(
+                "pre-flight check failed: {} node(s) not Ready: {}{more}",
+                names.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    None
+}

@@ -1,0 +1,192 @@
+//! The planner: desired state + observed state + clock -> the next step(s) and why.
+//!
+//! Pure and deterministic: no I/O, no clock of its own, no Kubernetes types. The rules
+//! (DESIGN.md "Convergence order and rules"):
+//! - the control plane moves one minor at a time; a declared 1.28 -> 1.30 runs as 1.29,
+//!   then 1.30;
+//! - before each control-plane hop, node groups that the hop would leave outside the
+//!   provider's kubelet skew are brought along (as far as the current control plane, never
+//!   above it, never past their own declared version); groups set to follow the control
+//!   plane follow every hop;
+//! - never downgrade: a declared version below the observed one is refused (`Blocked`);
+//! - control-plane and node-group steps run only inside the maintenance window, while not
+//!   paused, and after pre-flight checks pass; one disruptive step at a time.
+
+mod gates;
+mod skew;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use jiff::Timestamp;
+use tidemark_schema::KubeVersion;
+use tidemark_schema::resolve::DesiredState;
+
+use crate::observe::model::Observed;
+
+/// The phase a pass ends in, as written to `tidemark.dev/phase`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Observed equals desired.
+    Converged,
+    /// A step was (or is being) executed.
+    Progressing,
+    /// Nothing can be done now but will be later (window, rollout in progress, checks).
+    Waiting,
+    /// A person must act (downgrade declared, node group too far behind, no manifest).
+    Blocked,
+    /// A transient failure; retried with backoff.
+    Failed,
+    /// Paused in git or by the local annotation.
+    Paused,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Converged => "Converged",
+            Phase::Progressing => "Progressing",
+            Phase::Waiting => "Waiting",
+            Phase::Blocked => "Blocked",
+            Phase::Failed => "Failed",
+            Phase::Paused => "Paused",
+        })
+    }
+}
+
+/// One actuation. Steps are idempotent: executing one whose target is already requested
+/// is a no-op for the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Move the control plane by one minor (or to a later patch of its minor).
+    UpgradeControlPlane {
+        /// Observed version.
+        from: KubeVersion,
+        /// Target version.
+        to: KubeVersion,
+    },
+    /// Move a node group's kubelets.
+    UpgradeNodeGroup {
+        /// Group name.
+        group: String,
+        /// Its oldest kubelet now.
+        from: Option<KubeVersion>,
+        /// Target version.
+        to: KubeVersion,
+        /// Why now.
+        reason: NodeGroupReason,
+        /// Nodes that may be unavailable at once.
+        max_unavailable: u32,
+        /// Longest drain of one node.
+        drain_timeout: std::time::Duration,
+    },
+}
+
+/// Why a node-group step is planned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeGroupReason {
+    /// The next control-plane hop would put it outside the allowed kubelet skew.
+    Skew,
+    /// It follows every control-plane hop.
+    FollowsControlPlane,
+    /// The control plane is done; the group moves to its declared version.
+    Declared,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::UpgradeControlPlane { from, to } => {
+                write!(f, "upgrade control plane {from} -> {to}")
+            }
+            Step::UpgradeNodeGroup {
+                group,
+                from,
+                to,
+                reason,
+                ..
+            } => {
+                let from = from
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(no nodes)".into());
+                let why = match reason {
+                    NodeGroupReason::Skew => {
+                        "to stay within kubelet skew of the next control-plane minor"
+                    }
+                    NodeGroupReason::FollowsControlPlane => "following the control plane",
+                    NodeGroupReason::Declared => "to its declared version",
+                };
+                write!(f, "upgrade node group {group} {from} -> {to} ({why})")
+            }
+        }
+    }
+}
+
+/// The planner's answer for one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The phase to report.
+    pub phase: Phase,
+    /// Steps to execute now, in order (at most one disruptive step).
+    pub steps: Vec<Step>,
+    /// The whole sequence still ahead from the observed state, `steps` first, assuming each
+    /// step succeeds (shown by `tidemark plan`).
+    pub remaining: Vec<Step>,
+    /// A sentence naming what happens or what blocks.
+    pub message: String,
+    /// Things to report that do not change the phase (versions changed outside tidemark).
+    pub notes: Vec<String>,
+}
+
+/// Plans the next step(s) of the control plane and node groups.
+pub fn plan(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {
+    let notes = skew::foreign_changes(desired, observed);
+    if let Some(message) = gates::paused(desired, observed) {
+        let remaining = skew::route(desired, observed).unwrap_or_default();
+        return Plan {
+            phase: Phase::Paused,
+            steps: vec![],
+            remaining,
+            message,
+            notes,
+        };
+    }
+    let route = match skew::route(desired, observed) {
+        Ok(route) => route,
+        Err(blocked) => {
+            return Plan {
+                phase: Phase::Blocked,
+                steps: vec![],
+                remaining: vec![],
+                message: blocked,
+                notes,
+            };
+        }
+    };
+    let Some(next) = route.first().cloned() else {
+        return Plan {
+            phase: Phase::Converged,
+            steps: vec![],
+            remaining: vec![],
+            message: format!("converged: control plane {}", observed.control_plane),
+            notes,
+        };
+    };
+    if let Some((phase, message)) = gates::hold(desired, observed, &next, now) {
+        return Plan {
+            phase,
+            steps: vec![],
+            remaining: route,
+            message,
+            notes,
+        };
+    }
+    Plan {
+        phase: Phase::Progressing,
+        steps: vec![next.clone()],
+        remaining: route,
+        message: next.to_string(),
+        notes,
+    }
+}

@@ -1,0 +1,535 @@
+//! Planner rules, one test per rule, and property tests over random observed states.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+use tidemark_schema::cluster::{ClusterApiProvider, Provider};
+use tidemark_schema::resolve::{DesiredNodeGroup, DesiredState};
+use tidemark_schema::{Duration, KubeVersion, MaintenanceWindow};
+
+use super::{NodeGroupReason, Phase, Plan, Step, plan};
+use crate::observe::model::{NodeGroupObservation, Observed, PreviousDesired};
+
+fn v(s: &str) -> KubeVersion {
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad test version {s}: {e}"))
+}
+
+fn now() -> Timestamp {
+    // A Tuesday.
+    "2026-11-24T10:00:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builder: `desired("1.30.4").group("general", "1.30.4")`.
+fn desired(cp: &str) -> DesiredState {
+    DesiredState {
+        cluster: "test".into(),
+        labels: BTreeMap::new(),
+        wave: None,
+        provider: Provider::ClusterApi(ClusterApiProvider {
+            namespace: "capi-system".into(),
+            control_plane: None,
+            machine_deployments: BTreeMap::new(),
+            node_group_label: None,
+            max_kubelet_skew: None,
+        }),
+        control_plane: v(cp),
+        node_groups: vec![],
+        components: vec![],
+        maintenance_window: None,
+        paused: false,
+    }
+}
+
+trait DesiredExt {
+    fn group(self, name: &str, version: &str) -> Self;
+    fn following(self, name: &str, version: &str) -> Self;
+    fn skew(self, n: u32) -> Self;
+}
+
+impl DesiredExt for DesiredState {
+    fn group(mut self, name: &str, version: &str) -> Self {
+        self.node_groups.push(DesiredNodeGroup {
+            name: name.into(),
+            version: v(version),
+            max_unavailable: 1,
+            drain_timeout: Duration::from_secs(600),
+            follow_control_plane: false,
+        });
+        self
+    }
+
+    fn following(mut self, name: &str, version: &str) -> Self {
+        self = self.group(name, version);
+        if let Some(g) = self.node_groups.last_mut() {
+            g.follow_control_plane = true;
+        }
+        self
+    }
+
+    fn skew(mut self, n: u32) -> Self {
+        if let Provider::ClusterApi(p) = &mut self.provider {
+            p.max_kubelet_skew = Some(n);
+        }
+        self
+    }
+}
+
+/// A healthy cluster: every node Ready, nothing rolling.
+fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
+    Observed {
+        control_plane: v(cp),
+        control_plane_requested: None,
+        node_groups: groups
+            .iter()
+            .map(|(name, ver)| {
+                let ver = v(ver);
+                (
+                    name.to_string(),
+                    NodeGroupObservation {
+                        min_kubelet: Some(ver),
+                        max_kubelet: Some(ver),
+                        nodes: 3,
+                        ready: 3,
+                        cordoned: 0,
+                        requested: Some(ver),
+                        provider_rolling: false,
+                    },
+                )
+            })
+            .collect(),
+        nodes_not_ready: vec![],
+        api_healthy: true,
+        paused_annotation: false,
+        previous_desired: None,
+    }
+}
+
+fn cp_step(from: &str, to: &str) -> Step {
+    Step::UpgradeControlPlane {
+        from: v(from),
+        to: v(to),
+    }
+}
+
+fn group_step(group: &str, from: &str, to: &str, reason: NodeGroupReason) -> Step {
+    Step::UpgradeNodeGroup {
+        group: group.into(),
+        from: Some(v(from)),
+        to: v(to),
+        reason,
+        max_unavailable: 1,
+        drain_timeout: std::time::Duration::from_secs(600),
+    }
+}
+
+#[test]
+fn converged_when_observed_meets_desired() {
+    let p = plan(
+        &desired("1.30").group("general", "1.30"),
+        &observed("1.30.4", &[("general", "1.30.4")]),
+        now(),
+    );
+    assert_eq!(p.phase, Phase::Converged);
+    assert!(p.steps.is_empty() && p.remaining.is_empty());
+}
+
+#[test]
+fn control_plane_moves_one_minor_at_a_time() {
+    let d = desired("1.30.4").group("general", "1.30.4");
+    let p = plan(&d, &observed("1.28.9", &[("general", "1.28.9")]), now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert_eq!(p.steps, [cp_step("1.28.9", "1.29")]);
+    assert_eq!(
+        p.remaining,
+        [
+            cp_step("1.28.9", "1.29"),
+            cp_step("1.29", "1.30.4"),
+            group_step("general", "1.28.9", "1.30.4", NodeGroupReason::Declared),
+        ]
+    );
+    assert_eq!(p.message, "upgrade control plane 1.28.9 -> 1.29");
+}
+
+#[test]
+fn patch_upgrade_within_a_minor_is_one_step() {
+    let p = plan(
+        &desired("1.29.8").group("g", "1.29.2"),
+        &observed("1.29.2", &[("g", "1.29.2")]),
+        now(),
+    );
+    assert_eq!(p.remaining, [cp_step("1.29.2", "1.29.8")]);
+}
+
+#[test]
+fn node_group_brought_along_only_when_the_next_hop_breaks_skew() {
+    // Upstream skew 3: a group at 1.26 may stay while the control plane goes to 1.29, but
+    // must move before 1.30.
+    let d = desired("1.30.4").group("old", "1.30.4");
+    let p = plan(&d, &observed("1.28.9", &[("old", "1.26.5")]), now());
+    assert_eq!(
+        p.remaining,
+        [
+            cp_step("1.28.9", "1.29"),
+            group_step("old", "1.26.5", "1.29", NodeGroupReason::Skew),
+            cp_step("1.29", "1.30.4"),
+            group_step("old", "1.29", "1.30.4", NodeGroupReason::Declared),
+        ]
+    );
+}
+
+#[test]
+fn zero_skew_provider_moves_groups_before_every_hop() {
+    let d = desired("1.30.4").group("ng", "1.30.4").skew(0);
+    let p = plan(&d, &observed("1.28.9", &[("ng", "1.28.9")]), now());
+    assert_eq!(
+        p.remaining,
+        [
+            // Skew 0: the group must match the control plane before each next hop.
+            cp_step("1.28.9", "1.29"),
+            group_step("ng", "1.28.9", "1.29", NodeGroupReason::Skew),
+            cp_step("1.29", "1.30.4"),
+            group_step("ng", "1.29", "1.30.4", NodeGroupReason::Declared),
+        ]
+    );
+    // Skew 0 and the group already behind the control plane: it moves first.
+    let p = plan(&d, &observed("1.29.8", &[("ng", "1.28.9")]), now());
+    assert_eq!(
+        p.steps,
+        [group_step("ng", "1.28.9", "1.29.8", NodeGroupReason::Skew)]
+    );
+}
+
+#[test]
+fn following_groups_follow_every_hop() {
+    let d = desired("1.31.1")
+        .following("auto", "1.31.1")
+        .group("fixed", "1.29.3");
+    let p = plan(
+        &d,
+        &observed("1.29.3", &[("auto", "1.29.3"), ("fixed", "1.29.3")]),
+        now(),
+    );
+    assert_eq!(
+        p.remaining,
+        [
+            cp_step("1.29.3", "1.30"),
+            group_step(
+                "auto",
+                "1.29.3",
+                "1.30",
+                NodeGroupReason::FollowsControlPlane
+            ),
+            cp_step("1.30", "1.31.1"),
+            group_step("auto", "1.30", "1.31.1", NodeGroupReason::Declared),
+        ]
+    );
+}
+
+#[test]
+fn group_never_goes_above_its_declared_version_when_brought_along() {
+    // The group is declared at 1.27; skew 3 lets the control plane reach 1.30 with it.
+    let d = desired("1.30.2").group("legacy", "1.27.16");
+    let p = plan(&d, &observed("1.28.9", &[("legacy", "1.26.15")]), now());
+    assert_eq!(
+        p.remaining,
+        [
+            cp_step("1.28.9", "1.29"),
+            group_step("legacy", "1.26.15", "1.27.16", NodeGroupReason::Skew),
+            cp_step("1.29", "1.30.2"),
+        ]
+    );
+}
+
+#[test]
+fn downgrade_declared_is_blocked_and_nothing_changes() {
+    let mut o = observed("1.30.4", &[("general", "1.30.4")]);
+    o.previous_desired = Some(PreviousDesired {
+        control_plane: Some(v("1.30.4")),
+        node_groups: BTreeMap::new(),
+    });
+    let p = plan(&desired("1.29.8").group("general", "1.29.8"), &o, now());
+    assert_eq!(p.phase, Phase::Blocked);
+    assert!(p.steps.is_empty());
+    assert_eq!(
+        p.message,
+        "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later"
+    );
+    // Without any record, a declared version below the running one is refused too.
+    let p = plan(
+        &desired("1.29.8").group("general", "1.29.8"),
+        &observed("1.30.4", &[("general", "1.30.4")]),
+        now(),
+    );
+    assert_eq!(p.phase, Phase::Blocked);
+}
+
+#[test]
+fn node_group_downgrade_is_blocked() {
+    let mut o = observed("1.30.4", &[("gpu", "1.30.4")]);
+    o.previous_desired = Some(PreviousDesired {
+        control_plane: Some(v("1.30.4")),
+        node_groups: [("gpu".into(), v("1.30.4"))].into(),
+    });
+    let p = plan(&desired("1.30.4").group("gpu", "1.29.1"), &o, now());
+    assert_eq!(p.phase, Phase::Blocked);
+    assert_eq!(
+        p.message,
+        "node group gpu runs 1.30.4, newer than the declared 1.29.1: tidemark never downgrades"
+    );
+}
+
+#[test]
+fn foreign_change_is_reported_and_kept() {
+    // Git still says 1.29.2 as before; the provider auto-upgraded to 1.29.5.
+    let mut o = observed("1.29.5", &[("general", "1.29.2")]);
+    o.previous_desired = Some(PreviousDesired {
+        control_plane: Some(v("1.29.2")),
+        node_groups: BTreeMap::new(),
+    });
+    let p = plan(&desired("1.29.2").group("general", "1.29.2"), &o, now());
+    assert_eq!(p.phase, Phase::Converged);
+    assert_eq!(
+        p.notes,
+        [
+            "foreign change: control plane runs 1.29.5, newer than the declared 1.29.2 (changed outside tidemark; kept)"
+        ]
+    );
+}
+
+#[test]
+fn paused_in_git_or_by_annotation() {
+    let mut d = desired("1.30.4").group("g", "1.30.4");
+    d.paused = true;
+    let p = plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
+    assert_eq!(
+        (p.phase, p.message.as_str()),
+        (Phase::Paused, "paused in git (spec.paused: true)")
+    );
+    assert!(p.steps.is_empty());
+    assert_eq!(
+        p.remaining.len(),
+        2,
+        "the plan still shows what would happen"
+    );
+
+    let mut o = observed("1.29.8", &[("g", "1.29.8")]);
+    o.paused_annotation = true;
+    let p = plan(&desired("1.30.4").group("g", "1.30.4"), &o, now());
+    assert_eq!(p.phase, Phase::Paused);
+    assert!(p.message.contains("tidemark.dev/paused"));
+}
+
+#[test]
+fn outside_the_maintenance_window_waits() {
+    let mut d = desired("1.30.4").group("g", "1.30.4");
+    d.maintenance_window =
+        serde_yaml::from_str::<MaintenanceWindow>("{days: [Sat], start: \"02:00\", duration: 4h}")
+            .ok();
+    let p = plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
+    assert_eq!(p.phase, Phase::Waiting);
+    assert!(p.steps.is_empty());
+    assert_eq!(
+        p.message,
+        "upgrade control plane 1.29.8 -> 1.30.4 waits for the maintenance window; next opens 2026-11-28T02:00:00Z"
+    );
+    let saturday: Timestamp = "2026-11-28T03:00:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), saturday).phase,
+        Phase::Progressing
+    );
+}
+
+#[test]
+fn preflight_names_what_fails() {
+    let d = desired("1.30.4").group("g", "1.30.4");
+    let mut o = observed("1.29.8", &[("g", "1.29.8")]);
+    o.nodes_not_ready = vec!["node-b".into(), "node-a".into()];
+    let p = plan(&d, &o, now());
+    assert_eq!(
+        (p.phase, p.message.as_str()),
+        (
+            Phase::Waiting,
+            "pre-flight check failed: 2 node(s) not Ready: node-a, node-b"
+        )
+    );
+    o.nodes_not_ready.clear();
+    o.api_healthy = false;
+    assert_eq!(
+        plan(&d, &o, now()).message,
+        "pre-flight check failed: the API server is not ready (/readyz)"
+    );
+}
+
+#[test]
+fn a_request_in_flight_is_followed_not_repeated() {
+    let d = desired("1.30.4").group("g", "1.30.4");
+    let mut o = observed("1.29.8", &[("g", "1.29.8")]);
+    o.control_plane_requested = Some(v("1.30.4"));
+    let p = plan(&d, &o, now());
+    assert_eq!(
+        (p.phase, p.message.as_str()),
+        (
+            Phase::Progressing,
+            "control plane upgrading 1.29.8 -> 1.30.4"
+        )
+    );
+    assert!(p.steps.is_empty());
+
+    let mut o = observed("1.30.4", &[("g", "1.29.8")]);
+    if let Some(g) = o.node_groups.get_mut("g") {
+        g.max_kubelet = Some(v("1.30.4"));
+        g.requested = Some(v("1.30.4"));
+        g.cordoned = 1;
+    }
+    let p = plan(&d, &o, now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert!(p.steps.is_empty());
+    assert!(
+        p.message.starts_with("node group g rolling to 1.30.4"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn missing_node_group_is_blocked() {
+    let p = plan(
+        &desired("1.30.4").group("ghost", "1.30.4"),
+        &observed("1.30.4", &[]),
+        now(),
+    );
+    assert_eq!(p.phase, Phase::Blocked);
+    assert_eq!(
+        p.message,
+        "node group ghost: no nodes and no provider object found for it"
+    );
+}
+
+// --- properties --------------------------------------------------------------------------
+
+/// Executes a step on the model cluster the way a provider would.
+fn apply(o: &mut Observed, step: &Step) {
+    let landed = |to: KubeVersion| KubeVersion::new(to.major, to.minor, to.patch.unwrap_or(0));
+    match step {
+        Step::UpgradeControlPlane { to, .. } => o.control_plane = landed(*to),
+        Step::UpgradeNodeGroup { group, to, .. } => {
+            if let Some(g) = o.node_groups.get_mut(group) {
+                g.min_kubelet = Some(landed(*to));
+                g.max_kubelet = Some(landed(*to));
+                g.requested = Some(landed(*to));
+            }
+        }
+    }
+}
+
+fn scenario() -> impl Strategy<Value = (DesiredState, Observed)> {
+    (
+        20u32..28,
+        0u32..4,
+        0u32..=3,
+        proptest::collection::vec((0u32..=3, 0u32..=3, any::<bool>()), 1..4),
+        0u32..10,
+    )
+        .prop_map(|(cp_minor, hops, skew, groups, patch)| {
+            let cp = KubeVersion::new(1, cp_minor, patch);
+            let goal = KubeVersion::new(1, cp_minor + hops, patch + 1);
+            let mut d = desired(&goal.to_string()).skew(skew);
+            let mut obs = Vec::new();
+            for (i, (lag, declared_lag, follow)) in groups.into_iter().enumerate() {
+                // Observed within skew of the observed control plane; declared within skew
+                // of the declared one and not below what runs (what validation allows).
+                let lag = lag.min(skew.max(1));
+                // A kubelet of the control plane's own minor is at most at its patch.
+                let at = KubeVersion::new(1, cp_minor - lag, if lag == 0 { patch } else { 3 });
+                let declared_minor = (goal.minor - declared_lag.min(skew)).max(at.minor);
+                let declared = KubeVersion::new(
+                    1,
+                    declared_minor,
+                    if declared_minor == at.minor {
+                        at.patch.unwrap_or(0)
+                    } else {
+                        1
+                    },
+                );
+                let name = format!("g{i}");
+                d = if follow {
+                    d.following(&name, &declared.to_string())
+                } else {
+                    d.group(&name, &declared.to_string())
+                };
+                obs.push((name, at));
+            }
+            let refs: Vec<(String, String)> = obs
+                .iter()
+                .map(|(n, v)| (n.clone(), v.to_string()))
+                .collect();
+            let pairs: Vec<(&str, &str)> =
+                refs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            (d, observed(&cp.to_string(), &pairs))
+        })
+}
+
+proptest! {
+    #[test]
+    fn executing_the_plan_step_by_step_is_safe_and_minimal((d, mut o) in scenario()) {
+        let skew = super::skew::allowed_lag(&d);
+        let start_cp = o.control_plane;
+        let first: Plan = plan(&d, &o, now());
+        prop_assert_ne!(first.phase, Phase::Blocked, "{}", first.message);
+        let planned = first.remaining.len();
+        let mut executed = 0;
+        let mut cp_steps = 0;
+        let mut last_moved: Option<String> = None;
+        for _ in 0..100 {
+            let p = plan(&d, &o, now());
+            if p.phase == Phase::Converged {
+                break;
+            }
+            prop_assert_eq!(p.phase, Phase::Progressing, "{}", p.message);
+            prop_assert_eq!(p.steps.len(), 1, "one disruptive step at a time");
+            let step = &p.steps[0];
+            let before = o.clone();
+            apply(&mut o, step);
+            executed += 1;
+            match step {
+                Step::UpgradeControlPlane { from, to } => {
+                    cp_steps += 1;
+                    prop_assert!(to.minor_gap(*from) <= 1, "one minor at a time: {step}");
+                    prop_assert!(o.control_plane >= before.control_plane, "never down: {step}");
+                    last_moved = None;
+                }
+                Step::UpgradeNodeGroup { group, .. } => {
+                    // Minimal: a group never moves twice without the control plane moving.
+                    prop_assert_ne!(last_moved.as_deref(), Some(group.as_str()), "{} moved twice in a row", group);
+                    last_moved = Some(group.clone());
+                    let old = before.node_groups.get(group).and_then(|g| g.min_kubelet);
+                    let new = o.node_groups.get(group).and_then(|g| g.min_kubelet);
+                    prop_assert!(new >= old, "never down: {step}");
+                }
+            }
+            for (name, g) in &o.node_groups {
+                let kubelet = g.max_kubelet.unwrap_or(o.control_plane);
+                prop_assert!(kubelet.minor_gap(o.control_plane) <= 0, "{name} above the control plane's minor after {step}");
+                prop_assert!(o.control_plane.minor_gap(g.min_kubelet.unwrap_or(kubelet)) <= skew, "{name} outside skew after {step}");
+            }
+        }
+        let end = plan(&d, &o, now());
+        prop_assert_eq!(end.phase, Phase::Converged, "{}", end.message);
+        prop_assert!(d.control_plane.satisfied_by(o.control_plane));
+        for g in &d.node_groups {
+            let at = o.node_groups.get(&g.name).and_then(|x| x.min_kubelet);
+            prop_assert!(at.is_some_and(|a| g.version.satisfied_by(a)), "{} at {:?}, declared {}", g.name, at, g.version);
+        }
+        // Fewest control-plane steps: one per minor, or one patch step.
+        let minimal_cp = if d.control_plane.satisfied_by(start_cp) { 0 } else { d.control_plane.minor_gap(start_cp).max(1) };
+        prop_assert_eq!(cp_steps, minimal_cp);
+        // The plan announced exactly the route it then took.
+        prop_assert_eq!(executed, planned);
+    }
+}
