@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// tidemark: upgrade Kubernetes clusters from a fleet git repository.
 #[derive(Debug, Parser)]
-#[command(name = "tidemark", version, about, propagate_version = true)]
+#[command(name = "tidemark", version, about)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TIDEMARK_LOG_FORMAT")]
@@ -48,6 +48,81 @@ pub enum Command {
     Schema,
     /// Print the resolved desired state of one cluster and the commit it comes from.
     Desired(DesiredArgs),
+    /// Show the steps the agent would take next for one cluster, and why, without doing
+    /// anything.
+    Plan(PlanArgs),
+    /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
+    /// its simulated cloud (`tidemark sim ctl ...`).
+    Sim(SimArgs),
+}
+
+/// `tidemark plan`
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Which cluster and fleet repo.
+    #[command(flatten)]
+    pub desired: DesiredArgs,
+    /// Kubeconfig of the cluster; default `KUBECONFIG`, `~/.kube/config` or in-cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace whose annotations hold the agent's status.
+    #[arg(
+        long,
+        env = "TIDEMARK_STATUS_NAMESPACE",
+        default_value = "tidemark-system"
+    )]
+    pub status_namespace: String,
+}
+
+/// `tidemark sim`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    /// `ctl`: ask the simulated cloud for something.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    /// Where to write the sim's kubeconfig.
+    #[arg(long, default_value = "sim.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Initial control-plane version.
+    #[arg(long, default_value = "1.28.9")]
+    pub version: String,
+    /// Node groups and their node counts.
+    #[arg(long, default_value = "general=3")]
+    pub node_groups: String,
+    /// Initial kubelet versions of groups not at --version, e.g. `gpu=1.27.16`.
+    #[arg(long)]
+    pub node_versions: Option<String>,
+    /// Time factor (20 makes rollouts 20 times faster).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Injected faults, e.g. `latency=20ms,error-rate=0.05` (see the sim's docs).
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// Seed of names and fault decisions (a failing run can be replayed).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Cluster name (names the KubeadmControlPlane and MachineDeployments).
+    #[arg(long, default_value = "sim")]
+    pub cluster_name: String,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// `tidemark sim ctl`
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// `upgrade-control-plane [VERSION]`, `upgrade-node-group [GROUP [VERSION]]`, `state`;
+    /// missing arguments come from TIDEMARK_TARGET_VERSION and TIDEMARK_NODE_GROUP.
+    Ctl {
+        /// Kubeconfig of the sim.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// The request and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `tidemark validate`
@@ -106,4 +181,14 @@ pub struct GitArgs {
     /// known_hosts file the SSH server's key must be in.
     #[arg(long, env = "TIDEMARK_GIT_KNOWN_HOSTS")]
     pub git_known_hosts: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

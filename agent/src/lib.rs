@@ -10,6 +10,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod desired;
+pub mod k8s;
+pub mod keys;
 pub mod observe;
 pub mod plan;
 pub mod select;

@@ -113,6 +113,69 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Result<Output> {
     }
 }
 
+/// `tidemark sim` running as a process, with its kubeconfig.
+pub struct SimProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    /// Starts `tidemark sim --kubeconfig DIR/kubeconfig ARGS` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = Command::new(tidemark_bin()?)
+            .arg("sim")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdout = child.stdout.take().context("no stdout")?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&line).to_string();
+        if !text.starts_with("sim ready: https://127.0.0.1:") {
+            let _ = child.kill();
+            bail!("tidemark sim did not start: {text:?}");
+        }
+        Ok(Self { child, dir })
+    }
+
+    /// Path of its kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Runs the real `kubectl` against the sim; returns stdout (fails on a non-zero exit).
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A git work repository in a temp dir, changed with the real `git` CLI.
 pub struct WorkRepo {
     dir: tempfile::TempDir,

@@ -2,4 +2,5 @@
 //! `git daemon` on 127.0.0.1. One test binary; one module per behaviour of DESIGN.md.
 
 mod desired;
+mod plan;
 mod validate;

@@ -1,7 +1,9 @@
 //! One module per subcommand; each turns its arguments into values and calls the library.
 
 mod desired;
+mod plan;
 mod schema;
+mod sim;
 mod validate;
 
 use std::process::ExitCode;
@@ -14,5 +16,17 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Schema => schema::run(),
         Command::Desired(args) => desired::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Sim(args) => sim::run(args),
     }
+}
+
+/// A runtime for the commands that talk to a cluster.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
 }

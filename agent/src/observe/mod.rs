@@ -2,4 +2,7 @@
 //! versions parsed once, never Kubernetes API types. (Reading them from the API server and
 //! the provider comes with the agent's control loop.)
 
+pub mod cluster;
 pub mod model;
+
+pub use cluster::observe;
