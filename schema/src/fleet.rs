@@ -45,6 +45,12 @@ pub struct FleetSpec {
     /// Read from the same commit as the cluster's manifest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defaults: Vec<ClusterDefaults>,
+    /// Patch releases to land on when a control plane passes through a minor on its way
+    /// to a later one (`1.28` -> `1.30` goes through `1.29`: which 1.29?). Providers that
+    /// need an exact version (Cluster API) use the highest listed patch of that minor.
+    /// Read from the same commit as the cluster's manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_versions: Vec<crate::version::KubeVersion>,
 }
 
 fn default_tag_pattern() -> String {

@@ -43,6 +43,22 @@ pub struct DesiredState {
     pub maintenance_window: Option<MaintenanceWindow>,
     /// Whether git pauses this cluster.
     pub paused: bool,
+    /// Known patch releases, highest per minor: where intermediate control-plane hops land.
+    /// From fleet.yaml `kubernetesVersions` and every version this cluster declares.
+    pub patch_releases: Vec<KubeVersion>,
+}
+
+impl DesiredState {
+    /// The version to land on when passing through `minor` (a minor-only version): the
+    /// highest known patch of that minor, or the minor itself when none is known.
+    pub fn landing(&self, minor: KubeVersion) -> KubeVersion {
+        self.patch_releases
+            .iter()
+            .filter(|v| v.minor_version() == minor.minor_version() && v.patch.is_some())
+            .max()
+            .copied()
+            .unwrap_or(minor)
+    }
 }
 
 /// A node group with defaults applied.
@@ -177,7 +193,21 @@ pub fn resolve(
         components,
         maintenance_window: spec.maintenance_window.clone().or(window),
         paused: spec.paused,
+        patch_releases: patch_releases(fleet, cluster),
     }
+}
+
+fn patch_releases(fleet: Option<&Fleet>, cluster: &Cluster) -> Vec<KubeVersion> {
+    let mut all: Vec<KubeVersion> = fleet
+        .iter()
+        .flat_map(|f| f.spec.kubernetes_versions.iter().copied())
+        .collect();
+    all.push(cluster.spec.control_plane.version);
+    all.extend(cluster.spec.node_groups.iter().map(|g| g.version));
+    all.retain(|v| v.patch.is_some());
+    all.sort();
+    all.dedup();
+    all
 }
 
 fn desired_component(c: &Component, origin: String) -> DesiredComponent {

@@ -64,13 +64,13 @@ fn plan_shows_the_route_from_the_simulated_cluster_to_git() -> Result<()> {
     assert_eq!(run.code, Some(0), "{run:?}");
     let expected_tail = "observed: control plane 1.28.9; node groups: general 1.28.9 (2/2 ready), gpu 1.26.15 (1/1 ready)
 phase: Progressing
-message: upgrade control plane 1.28.9 -> 1.29
+message: upgrade control plane 1.28.9 -> 1.29.8
 next:
-  - upgrade control plane 1.28.9 -> 1.29
+  - upgrade control plane 1.28.9 -> 1.29.8
 route to the desired state:
-  1. upgrade control plane 1.28.9 -> 1.29
+  1. upgrade control plane 1.28.9 -> 1.29.8
   2. upgrade node group gpu 1.26.15 -> 1.29.8 (to stay within kubelet skew of the next control-plane minor)
-  3. upgrade control plane 1.29 -> 1.30.4
+  3. upgrade control plane 1.29.8 -> 1.30.4
   4. upgrade node group general 1.28.9 -> 1.30.4 (to its declared version)
 ";
     assert!(run.stdout.ends_with(expected_tail), "{}", run.stdout);

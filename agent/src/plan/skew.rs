@@ -71,7 +71,13 @@ pub(super) fn route(desired: &DesiredState, observed: &Observed) -> Result<Vec<S
 
     let mut steps = Vec::new();
     while steps.len() < MAX_ROUTE {
-        let next_cp = next_control_plane(cp, cp_goal);
+        let next_cp = next_control_plane(cp, cp_goal).map(|v| {
+            if v.patch.is_none() {
+                desired.landing(v)
+            } else {
+                v
+            }
+        });
         if let Some(step) = bring_along(desired, &groups, cp, next_cp, skew)? {
             if let Step::UpgradeNodeGroup { group, to, .. } = &step
                 && let Some(v) = groups.get_mut(group.as_str())

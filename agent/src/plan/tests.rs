@@ -41,6 +41,7 @@ fn desired(cp: &str) -> DesiredState {
         components: vec![],
         maintenance_window: None,
         paused: false,
+        patch_releases: vec![],
     }
 }
 
@@ -152,6 +153,23 @@ fn control_plane_moves_one_minor_at_a_time() {
         ]
     );
     assert_eq!(p.message, "upgrade control plane 1.28.9 -> 1.29");
+}
+
+#[test]
+fn intermediate_hops_land_on_known_patch_releases() {
+    let mut d = desired("1.31.2").group("g", "1.29.8");
+    d.patch_releases = vec![v("1.29.8"), v("1.30.1"), v("1.30.6"), v("1.31.2")];
+    let p = plan(&d, &observed("1.28.9", &[("g", "1.28.9")]), now());
+    assert_eq!(
+        p.remaining,
+        [
+            cp_step("1.28.9", "1.29.8"),
+            cp_step("1.29.8", "1.30.6"),
+            // Skew 3 would allow 1.28 under 1.31, but the group is declared at 1.29.8.
+            cp_step("1.30.6", "1.31.2"),
+            group_step("g", "1.28.9", "1.29.8", NodeGroupReason::Declared),
+        ]
+    );
 }
 
 #[test]
