@@ -48,6 +48,8 @@ pub enum Command {
     Schema,
     /// Print the resolved desired state of one cluster and the commit it comes from.
     Desired(DesiredArgs),
+    /// Run the control loop for this cluster (or one pass with --once).
+    Agent(AgentArgs),
     /// Show the steps the agent would take next for one cluster, and why, without doing
     /// anything.
     Plan(PlanArgs),
@@ -72,6 +74,20 @@ pub struct PlanArgs {
         default_value = "tidemark-system"
     )]
     pub status_namespace: String,
+}
+
+/// `tidemark agent`
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Which cluster, which fleet repo, which cluster API server.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Time between passes.
+    #[arg(long, env = "TIDEMARK_INTERVAL", default_value = "30s")]
+    pub interval: String,
+    /// Run one pass, print its phase and message, and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `tidemark sim`

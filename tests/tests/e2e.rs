@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tidemark` binary against real git repositories served by
 //! `git daemon` on 127.0.0.1. One test binary; one module per behaviour of DESIGN.md.
 
+mod agent;
 mod desired;
 mod plan;
 mod validate;

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into values and calls the library.
 
+mod agent;
 mod desired;
 mod plan;
 mod schema;
@@ -16,6 +17,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Schema => schema::run(),
         Command::Desired(args) => desired::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Sim(args) => sim::run(args),
     }

@@ -1,0 +1,294 @@
+//! One pass of the agent: resolve the desired state from git, observe the cluster, plan,
+//! execute at most the next step, and report status, whatever happened.
+//!
+//! A pass keeps nothing in memory for the next one: a restart (or `kill -9`) simply begins
+//! a new pass from what it observes.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use tidemark_schema::cluster::Provider as ProviderSpec;
+use tidemark_schema::resolve::DesiredState;
+use tidemark_schema::{KubeVersion, LabelSelector};
+use tracing::Instrument;
+
+use crate::desired::{self, Outcome};
+use crate::keys::annotations as keys;
+use crate::observe::model::Observed;
+use crate::plan::{self, Phase, Step};
+use crate::provider::{AnyProvider, Provider};
+use crate::source::GitCache;
+use crate::status::{self, PassOutcome, VersionsNote};
+
+/// What a pass needs.
+pub struct Ctx {
+    /// The git cache of the fleet repo.
+    pub cache: GitCache,
+    /// Branch to follow (default: the remote's HEAD).
+    pub branch: Option<String>,
+    /// Identity selector of this cluster's manifest.
+    pub selector: LabelSelector,
+    /// The cluster.
+    pub client: kube::Client,
+    /// Namespace holding the status annotations.
+    pub status_namespace: String,
+}
+
+/// The result of a pass, for the runner and for `--once`.
+#[derive(Clone, Debug)]
+pub struct PassReport {
+    /// The phase reported.
+    pub phase: Phase,
+    /// The message reported.
+    pub message: String,
+    /// Steps executed.
+    pub executed: Vec<String>,
+    /// Whether the status object was written.
+    pub status_written: bool,
+}
+
+/// Runs one pass at `now`.
+pub async fn run(ctx: &Ctx, now: Timestamp) -> PassReport {
+    let span = tracing::info_span!("pass", selector = %ctx.selector);
+    async {
+        let current = match status::read(&ctx.client, &ctx.status_namespace).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Without the status object nothing can be reported either.
+                let message = format!(
+                    "failed to read the status namespace {}: {e}",
+                    ctx.status_namespace
+                );
+                tracing::warn!(%message, "pass failed");
+                return PassReport {
+                    phase: Phase::Failed,
+                    message,
+                    executed: vec![],
+                    status_written: false,
+                };
+            }
+        };
+        let (outcome, executed) = converge(ctx, &current, now).await;
+        let next = status::compose(&outcome, &current, now);
+        let status_written =
+            match status::write(&ctx.client, &ctx.status_namespace, &current, &next).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to write status");
+                    false
+                }
+            };
+        let phase = outcome.phase.unwrap_or(Phase::Failed);
+        tracing::info!(%phase, message = %outcome.message, steps = executed.len(), "pass finished");
+        PassReport {
+            phase,
+            message: outcome.message,
+            executed,
+            status_written,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Resolve, observe, plan, execute; every failure becomes a phase and a message.
+async fn converge(
+    ctx: &Ctx,
+    current: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> (PassOutcome, Vec<String>) {
+    let mut outcome = PassOutcome::default();
+    let fail = |mut o: PassOutcome, phase: Phase, message: String| {
+        o.phase = Some(phase);
+        o.message = message;
+        (o, vec![])
+    };
+    let resolved = match tokio::task::block_in_place(|| {
+        desired::resolve(&ctx.cache, ctx.branch.as_deref(), &ctx.selector)
+    }) {
+        Ok(r) => r,
+        Err(desired::Error::Select(e)) => return fail(outcome, Phase::Blocked, e.to_string()),
+        Err(e) => return fail(outcome, Phase::Failed, e.to_string()),
+    };
+    outcome.cluster = Some(resolved.selection.name.clone());
+    outcome.wave = resolved.selection.wave.clone();
+    let (state, revision) = match resolved.outcome {
+        Outcome::NothingYet { reason } => {
+            return fail(
+                outcome,
+                Phase::Waiting,
+                format!("nothing to do yet: {reason}"),
+            );
+        }
+        Outcome::Desired { state, revision } => (state, revision),
+    };
+    outcome.desired_revision = Some(revision);
+
+    let mut observed =
+        match crate::observe::observe(&ctx.client, &state, &ctx.status_namespace).await {
+            Ok(o) => o,
+            Err(e) => return fail(outcome, Phase::Failed, format!("{e}: {}", source_chain(&e))),
+        };
+    let in_flight = requests_in_flight(&state, &observed, current, now);
+    if let ProviderSpec::Exec(_) = state.provider {
+        observed.control_plane_requested = in_flight.control_plane;
+        for (group, v) in &in_flight.node_groups {
+            if let Some(g) = observed.node_groups.get_mut(group) {
+                g.requested = Some(*v);
+            }
+        }
+    }
+    outcome.control_plane = Some(VersionsNote {
+        requested: observed.control_plane_requested.map(|v| v.to_string()),
+        requested_at: in_flight.control_plane_at.clone(),
+        ..VersionsNote::new(Some(observed.control_plane), None, state.control_plane)
+    });
+    for g in &state.node_groups {
+        let o = observed.node_groups.get(&g.name);
+        let mut note = VersionsNote::new(
+            o.and_then(|o| o.min_kubelet),
+            o.and_then(|o| o.max_kubelet),
+            g.version,
+        );
+        note.requested = o
+            .and_then(|o| o.requested)
+            .filter(|r| {
+                o.and_then(|o| o.min_kubelet)
+                    .is_none_or(|m| r.is_newer_than(m))
+            })
+            .map(|v| v.to_string());
+        note.requested_at = in_flight.node_groups_at.get(&g.name).cloned();
+        outcome.node_groups.insert(g.name.clone(), note);
+    }
+
+    let p = plan::plan(&state, &observed, now);
+    tracing::debug!(plan = ?p, "planned");
+    let mut message = p.message.clone();
+    for note in &p.notes {
+        message.push_str("; ");
+        message.push_str(note);
+    }
+    outcome.phase = Some(p.phase);
+    outcome.message = message;
+    let provider = AnyProvider::for_cluster(&ctx.client, &state);
+    let mut executed = Vec::new();
+    for step in &p.steps {
+        let result = execute(&provider, step)
+            .instrument(tracing::info_span!("step", step = %step))
+            .await;
+        match result {
+            Ok(()) => {
+                executed.push(step.to_string());
+                record_request(&mut outcome, step, now);
+            }
+            Err(e) => {
+                let phase = if e.needs_person() {
+                    Phase::Blocked
+                } else {
+                    Phase::Failed
+                };
+                return (
+                    PassOutcome {
+                        phase: Some(phase),
+                        message: format!("{step}: {e}: {}", source_chain(&e)),
+                        ..outcome
+                    },
+                    executed,
+                );
+            }
+        }
+    }
+    (outcome, executed)
+}
+
+async fn execute(provider: &AnyProvider, step: &Step) -> Result<(), crate::provider::Error> {
+    tracing::info!(%step, "executing step");
+    match step {
+        Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
+        Step::UpgradeNodeGroup { group, to, .. } => provider.upgrade_node_group(group, *to).await,
+    }
+}
+
+/// Notes the request in the status so the next pass follows it rather than repeating it.
+fn record_request(outcome: &mut PassOutcome, step: &Step, now: Timestamp) {
+    let (note, to) = match step {
+        Step::UpgradeControlPlane { to, .. } => (outcome.control_plane.as_mut(), to),
+        Step::UpgradeNodeGroup { group, to, .. } => (outcome.node_groups.get_mut(group), to),
+    };
+    if let Some(note) = note {
+        note.requested = Some(to.to_string());
+        note.requested_at = Some(now.to_string());
+    }
+}
+
+/// Requests recorded by earlier passes that are still in flight: newer than what runs and
+/// younger than the provider's timeout. Only the `exec` provider needs them (Cluster API
+/// shows its targets in its objects).
+#[derive(Default)]
+struct InFlight {
+    control_plane: Option<KubeVersion>,
+    control_plane_at: Option<String>,
+    node_groups: BTreeMap<String, KubeVersion>,
+    node_groups_at: BTreeMap<String, String>,
+}
+
+fn requests_in_flight(
+    state: &DesiredState,
+    observed: &Observed,
+    current: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> InFlight {
+    let ProviderSpec::Exec(exec) = &state.provider else {
+        return InFlight::default();
+    };
+    let timeout = exec
+        .timeout
+        .map(|t| t.as_std())
+        .unwrap_or(std::time::Duration::from_secs(1800));
+    let fresh = |note: &serde_json::Value| -> Option<(KubeVersion, String)> {
+        let requested = KubeVersion::parse_observed(note.get("requested")?.as_str()?).ok()?;
+        let at_text = note.get("requestedAt")?.as_str()?.to_string();
+        let at: Timestamp = at_text.parse().ok()?;
+        (now.duration_since(at).unsigned_abs() < timeout).then_some((requested, at_text))
+    };
+    let mut out = InFlight::default();
+    if let Some((v, at)) = current
+        .get(keys::CONTROL_PLANE)
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|n| fresh(&n))
+        .filter(|(v, _)| v.is_newer_than(observed.control_plane))
+    {
+        out.control_plane = Some(v);
+        out.control_plane_at = Some(at);
+    }
+    let groups = current
+        .get(keys::NODE_GROUPS)
+        .and_then(|j| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(j).ok())
+        .unwrap_or_default();
+    for (name, note) in groups {
+        let Some((v, at)) = fresh(&note) else {
+            continue;
+        };
+        let min = observed.node_groups.get(&name).and_then(|g| g.min_kubelet);
+        if min.is_none_or(|m| v.is_newer_than(m)) {
+            out.node_groups.insert(name.clone(), v);
+            out.node_groups_at.insert(name, at);
+        }
+    }
+    out
+}
+
+/// The causes of an error, joined (`a: b: c`), for status messages.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        "no further detail".into()
+    } else {
+        parts.join(": ")
+    }
+}

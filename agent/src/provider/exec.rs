@@ -1,0 +1,104 @@
+//! `exec`: configured commands (argv, no shell), the target in environment variables,
+//! a timeout, output to the log, exit status decides.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tidemark_schema::KubeVersion;
+use tidemark_schema::cluster::ExecProvider;
+use tidemark_schema::resolve::DesiredState;
+use tokio::process::Command;
+
+use super::{Error, Provider};
+
+/// Default timeout of one command.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How much of a failed command's stderr goes into the error.
+const STDERR_TAIL: usize = 2000;
+
+/// The exec provider of one cluster.
+pub struct Exec {
+    cluster: String,
+    spec: ExecProvider,
+}
+
+impl Exec {
+    /// For `desired`'s cluster.
+    pub fn new(desired: &DesiredState, spec: &ExecProvider) -> Self {
+        Self {
+            cluster: desired.cluster.clone(),
+            spec: spec.clone(),
+        }
+    }
+
+    async fn run(&self, argv: &[String], env: BTreeMap<&str, String>) -> Result<(), Error> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(Error::Command("empty command".into()));
+        };
+        let timeout = self
+            .spec
+            .timeout
+            .map(|t| t.as_std())
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(&self.spec.env)
+            .envs(env)
+            .env("TIDEMARK_CLUSTER", &self.cluster)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let shown = argv.join(" ");
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::Command(format!("failed to start `{shown}`: {e}")))?;
+        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| Error::Command(format!("failed to run `{shown}`: {e}")))?,
+            Err(_) => {
+                return Err(Error::Command(format!(
+                    "`{shown}` did not finish within {timeout:?}; killed"
+                )));
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        tracing::info!(command = %shown, status = ?output.status.code(), stdout = %stdout.trim(), stderr = %stderr.trim(), "provider command finished");
+        if !output.status.success() {
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(STDERR_TAIL)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(Error::Command(format!(
+                "`{shown}` exited with {}: {}",
+                output.status,
+                tail.trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Provider for Exec {
+    async fn upgrade_control_plane(&self, to: KubeVersion) -> Result<(), Error> {
+        self.run(
+            &self.spec.upgrade_control_plane,
+            [("TIDEMARK_TARGET_VERSION", to.to_string())].into(),
+        )
+        .await
+    }
+
+    async fn upgrade_node_group(&self, group: &str, to: KubeVersion) -> Result<(), Error> {
+        let env = [
+            ("TIDEMARK_TARGET_VERSION", to.to_string()),
+            ("TIDEMARK_NODE_GROUP", group.to_string()),
+        ]
+        .into();
+        self.run(&self.spec.upgrade_node_group, env).await
+    }
+}

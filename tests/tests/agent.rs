@@ -1,0 +1,272 @@
+//! `tidemark agent --once`, pass after pass, against a `tidemark sim` process: the real
+//! binary converges a simulated cluster from a wave tag; kubectl reads the status.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use tidemark_e2e::{Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
+
+fn manifest(provider: &str, cp: &str, general: &str, gpu: &str) -> String {
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: sim
+  labels: {{cluster: sim, tidemark.dev/wave: canary}}
+spec:
+  provider: {provider}
+  controlPlane: {{version: \"{cp}\"}}
+  nodeGroups:
+    - {{name: general, version: \"{general}\"}}
+    - {{name: gpu, version: \"{gpu}\"}}
+"
+    )
+}
+
+struct Pass {
+    phase: String,
+    message: String,
+    executed: Vec<String>,
+}
+
+fn once(repo: &WorkRepo, sim: &SimProcess, cache: &std::path::Path) -> Result<Pass> {
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let run: Run = tidemark_in(
+        &[
+            "agent",
+            "--once",
+            "--repo",
+            &repo.path().display().to_string(),
+            "--selector",
+            "cluster=sim",
+            "--cache-dir",
+            &cache.display().to_string(),
+        ],
+        None,
+        &[("KUBECONFIG", &kubeconfig)],
+    )?;
+    if run.code != Some(0) {
+        bail!("agent --once failed: {run:?}");
+    }
+    let field = |name: &str| {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    let executed = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("executed: ").map(str::to_string))
+        .collect();
+    Ok(Pass {
+        phase: field("phase"),
+        message: field("message"),
+        executed,
+    })
+}
+
+/// Runs passes until Converged (or the deadline); returns every executed step in order.
+fn converge(
+    repo: &WorkRepo,
+    sim: &SimProcess,
+    cache: &std::path::Path,
+    limit: Duration,
+) -> Result<Vec<String>> {
+    let start = Instant::now();
+    let mut steps = Vec::new();
+    let mut seen_cp = Vec::new();
+    loop {
+        let pass = once(repo, sim, cache)?;
+        steps.extend(pass.executed.iter().cloned());
+        let version = sim.kubectl(&["version", "-o", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&version)?;
+        let cp = v["serverVersion"]["minor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if seen_cp.last() != Some(&cp) {
+            seen_cp.push(cp);
+        }
+        match pass.phase.as_str() {
+            "Converged" => return Ok(steps),
+            "Progressing" => {}
+            other => bail!(
+                "unexpected phase {other}: {} (steps so far: {steps:?})",
+                pass.message
+            ),
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "not converged after {limit:?}: {} (steps: {steps:?}, minors seen: {seen_cp:?})",
+                pass.message
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn annotation(sim: &SimProcess, key: &str) -> Result<String> {
+    let json = sim.kubectl(&["get", "namespace", "tidemark-system", "-o", "json"])?;
+    let ns: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(ns["metadata"]["annotations"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[test]
+fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=2,gpu=1",
+        "--node-versions",
+        "gpu=1.26.15",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let capi = "{kind: clusterapi, namespace: capi-system}";
+    repo.write(
+        "clusters/sim.yaml",
+        &manifest(capi, "1.28.9", "1.28.9", "1.26.15"),
+    )?;
+    repo.commit("fleet at 1.28")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let cache = tempfile::tempdir()?;
+
+    let first = once(&repo, &sim, cache.path())?;
+    assert_eq!(
+        (first.phase.as_str(), first.message.as_str()),
+        ("Converged", "converged: control plane 1.28.9")
+    );
+
+    // Declare 1.30.4 at once; move the wave tag.
+    repo.write(
+        "clusters/sim.yaml",
+        &manifest(capi, "1.30.4", "1.30.4", "1.29.8"),
+    )?;
+    let target = repo.commit("upgrade to 1.30")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let steps = converge(&repo, &sim, cache.path(), Duration::from_secs(120))?;
+    assert_eq!(
+        steps,
+        [
+            "upgrade control plane 1.28.9 -> 1.29.8",
+            "upgrade node group gpu 1.26.15 -> 1.29.8 (to stay within kubelet skew of the next control-plane minor)",
+            "upgrade control plane 1.29.8 -> 1.30.4",
+            "upgrade node group general 1.28.9 -> 1.30.4 (to its declared version)",
+        ]
+    );
+    assert_eq!(annotation(&sim, "tidemark.dev/applied-revision")?, target);
+    assert_eq!(annotation(&sim, "tidemark.dev/phase")?, "Converged");
+    assert_eq!(
+        annotation(&sim, "tidemark.dev/control-plane")?,
+        r#"{"observed":"1.30.4","desired":"1.30.4"}"#
+    );
+    let nodes = sim.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+    ])?;
+    let mut kubelets: Vec<&str> = nodes.split_whitespace().collect();
+    kubelets.sort();
+    assert_eq!(kubelets, ["v1.29.8", "v1.30.4", "v1.30.4"]);
+
+    // Converged and idle: a pass writes nothing (the status object keeps its resourceVersion).
+    let rv = sim.kubectl(&[
+        "get",
+        "namespace",
+        "tidemark-system",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ])?;
+    assert_eq!(once(&repo, &sim, cache.path())?.phase, "Converged");
+    let rv_after = sim.kubectl(&[
+        "get",
+        "namespace",
+        "tidemark-system",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ])?;
+    assert_eq!(rv, rv_after, "an idle pass must not write");
+
+    // Events record the phase transitions.
+    let events = sim.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "tidemark-system",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])?;
+    assert!(
+        events.contains("Progressing") && events.contains("Converged"),
+        "{events}"
+    );
+
+    // A downgrade declared now is refused and nothing changes.
+    repo.write(
+        "clusters/sim.yaml",
+        &manifest(capi, "1.29.8", "1.29.8", "1.29.8"),
+    )?;
+    repo.commit("downgrade")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let pass = once(&repo, &sim, cache.path())?;
+    assert_eq!(pass.phase, "Blocked");
+    assert!(pass.executed.is_empty());
+    assert_eq!(
+        pass.message,
+        "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later"
+    );
+    assert_eq!(annotation(&sim, "tidemark.dev/applied-revision")?, target);
+    Ok(())
+}
+
+#[test]
+fn exec_provider_through_the_simulated_cloud() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1,gpu=1",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let bin = tidemark_bin()?.display().to_string();
+    let exec = format!(
+        "{{kind: exec, upgradeControlPlane: [\"{bin}\", sim, ctl, upgrade-control-plane], upgradeNodeGroup: [\"{bin}\", sim, ctl, upgrade-node-group], timeout: 1m}}"
+    );
+    repo.write(
+        "clusters/sim.yaml",
+        &manifest(&exec, "1.29.8", "1.29.8", "1.28.9"),
+    )?;
+    repo.commit("exec fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let cache = tempfile::tempdir()?;
+    let steps = converge(&repo, &sim, cache.path(), Duration::from_secs(120))?;
+    assert_eq!(
+        steps,
+        [
+            "upgrade control plane 1.28.9 -> 1.29.8",
+            "upgrade node group general 1.28.9 -> 1.29.8 (to its declared version)",
+        ],
+        "each request issued once"
+    );
+    let nodes = sim.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+    ])?;
+    let mut kubelets: Vec<&str> = nodes.split_whitespace().collect();
+    kubelets.sort();
+    assert_eq!(kubelets, ["v1.28.9", "v1.29.8"]);
+    Ok(())
+}
