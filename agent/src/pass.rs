@@ -32,6 +32,9 @@ pub struct Ctx {
     pub client: kube::Client,
     /// Namespace holding the status annotations.
     pub status_namespace: String,
+    /// The kubeconfig the agent was given, passed to `exec` provider commands as
+    /// `KUBECONFIG` so they act on the same cluster.
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// The result of a pass, for the runner and for `--once`.
@@ -103,9 +106,8 @@ async fn converge(
         o.message = message;
         (o, vec![])
     };
-    let resolved = match tokio::task::block_in_place(|| {
-        desired::resolve(&ctx.cache, ctx.branch.as_deref(), &ctx.selector)
-    }) {
+    // git2 is blocking; the sync is one ref listing when nothing moved, so it runs inline.
+    let resolved = match desired::resolve(&ctx.cache, ctx.branch.as_deref(), &ctx.selector) {
         Ok(r) => r,
         Err(desired::Error::Select(e)) => return fail(outcome, Phase::Blocked, e.to_string()),
         Err(e) => return fail(outcome, Phase::Failed, e.to_string()),
@@ -170,7 +172,7 @@ async fn converge(
     }
     outcome.phase = Some(p.phase);
     outcome.message = message;
-    let provider = AnyProvider::for_cluster(&ctx.client, &state);
+    let provider = AnyProvider::for_cluster(&ctx.client, &state, ctx.kubeconfig.as_deref());
     let mut executed = Vec::new();
     for step in &p.steps {
         let result = execute(&provider, step)

@@ -45,6 +45,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             selector,
             client,
             status_namespace,
+            kubeconfig,
         };
         if once {
             let report = pass::run(&ctx, jiff::Timestamp::now()).await;

@@ -21,14 +21,20 @@ const STDERR_TAIL: usize = 2000;
 pub struct Exec {
     cluster: String,
     spec: ExecProvider,
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Exec {
     /// For `desired`'s cluster.
-    pub fn new(desired: &DesiredState, spec: &ExecProvider) -> Self {
+    pub fn new(
+        desired: &DesiredState,
+        spec: &ExecProvider,
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Self {
         Self {
             cluster: desired.cluster.clone(),
             spec: spec.clone(),
+            kubeconfig: kubeconfig.map(std::path::Path::to_path_buf),
         }
     }
 
@@ -46,6 +52,11 @@ impl Exec {
             .envs(&self.spec.env)
             .envs(env)
             .env("TIDEMARK_CLUSTER", &self.cluster)
+            .envs(
+                self.kubeconfig
+                    .iter()
+                    .map(|k| ("KUBECONFIG", k.as_os_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -59,12 +59,16 @@ pub enum AnyProvider {
 
 impl AnyProvider {
     /// The provider declared in the manifest.
-    pub fn for_cluster(client: &kube::Client, desired: &DesiredState) -> Self {
+    pub fn for_cluster(
+        client: &kube::Client,
+        desired: &DesiredState,
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Self {
         match &desired.provider {
             ProviderSpec::ClusterApi(spec) => {
                 AnyProvider::ClusterApi(ClusterApi::new(client.clone(), desired, spec))
             }
-            ProviderSpec::Exec(spec) => AnyProvider::Exec(Exec::new(desired, spec)),
+            ProviderSpec::Exec(spec) => AnyProvider::Exec(Exec::new(desired, spec, kubeconfig)),
         }
     }
 }
