@@ -48,6 +48,9 @@ pub enum Command {
     Schema,
     /// Print the resolved desired state of one cluster and the commit it comes from.
     Desired(DesiredArgs),
+    /// Run the whole loop on this machine: simulated clusters for the example fleet, one
+    /// agent each, an upgrade rolled out wave by wave.
+    Demo(DemoArgs),
     /// Run the control loop for this cluster (or one pass with --once).
     Agent(AgentArgs),
     /// Show the steps the agent would take next for one cluster, and why, without doing
@@ -74,6 +77,23 @@ pub struct PlanArgs {
         default_value = "tidemark-system"
     )]
     pub status_namespace: String,
+}
+
+/// `tidemark demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The fleet repo to roll out (a directory; it is copied, not changed).
+    #[arg(long, default_value = "fleet-repo-example")]
+    pub fleet: PathBuf,
+    /// Time factor of the simulated clusters.
+    #[arg(long, default_value_t = 40.0)]
+    pub speed: f64,
+    /// Nodes per node group.
+    #[arg(long, default_value_t = 2)]
+    pub nodes_per_group: u32,
+    /// Give up after this long.
+    #[arg(long, default_value = "110s")]
+    pub timeout: String,
 }
 
 /// `tidemark agent`

@@ -270,3 +270,46 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
     assert_eq!(kubelets, ["v1.28.9", "v1.29.8"]);
     Ok(())
 }
+
+#[test]
+fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
+    let root = tidemark_e2e::workspace_root();
+    let run = tidemark_in(&["demo", "--timeout", "100s"], Some(&root), &[])?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let promoted: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("promoted wave "))
+        .copied()
+        .collect();
+    assert_eq!(promoted.len(), 3, "{}", run.stdout);
+    for (i, wave) in ["canary", "early", "main"].iter().enumerate() {
+        assert!(
+            promoted[i].starts_with(&format!("promoted wave {wave}: moved wave/{wave} to ")),
+            "{promoted:?}"
+        );
+        // A wave is promoted only after the previous one converged.
+        let converged = lines
+            .iter()
+            .position(|l| *l == format!("wave {wave} converged"));
+        let next = promoted
+            .get(i + 1)
+            .and_then(|p| lines.iter().position(|l| l == p));
+        assert!(converged.is_some(), "{}", run.stdout);
+        if let (Some(c), Some(n)) = (converged, next) {
+            assert!(c < n, "wave {wave} must converge before the next promotion");
+        }
+    }
+    assert!(
+        run.stdout.contains("rolled out to 7 clusters in "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  prod-eu-1      early   1.28.9 -> 1.29.14"),
+        "{}",
+        run.stdout
+    );
+    Ok(())
+}

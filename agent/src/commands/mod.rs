@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its arguments into values and calls the library.
 
 mod agent;
+mod demo;
 mod desired;
 mod plan;
 mod schema;
@@ -18,6 +19,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema => schema::run(),
         Command::Desired(args) => desired::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Sim(args) => sim::run(args),
     }

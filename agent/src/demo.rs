@@ -1,0 +1,534 @@
+//! `tidemark demo`: the whole loop on this machine. One simulated cluster per cluster of
+//! the example fleet, the fleet committed to a temporary git repository with wave tags,
+//! one agent per cluster; then an upgrade is committed and rolled out wave by wave, each
+//! wave promoted when the previous one has converged.
+//!
+//! Nothing here is special to the demo but the orchestration: the agents run the same
+//! `pass::run` as `tidemark agent`, against clusters that speak the real API over HTTPS.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jiff::{SignedDuration, Timestamp};
+use tidemark_schema::{Cluster, ComponentSet, FsTree, KubeVersion};
+use tidemark_sim::{Sim, SimConfig};
+
+use crate::keys::annotations as keys;
+use crate::pass::{self, Ctx};
+use crate::plan::Phase;
+use crate::source::{Auth, GitCache, SourceConfig};
+
+/// How the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// The fleet repo to roll out (a directory).
+    pub fleet: PathBuf,
+    /// Time factor of the simulated clusters.
+    pub speed: f64,
+    /// Nodes per node group.
+    pub nodes_per_group: u32,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// The `tidemark` binary, for the `exec` provider's commands.
+    pub binary: PathBuf,
+}
+
+/// One cluster as the demo tracks it.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    wave: String,
+    phase: String,
+    message: String,
+    control_plane: String,
+    applied: String,
+    from: String,
+    to: String,
+    done_after: Option<Duration>,
+    window_note: Option<String>,
+}
+
+type Board = Arc<Mutex<BTreeMap<String, Row>>>;
+
+/// Runs the demo; prints progress and a summary on stdout.
+pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let work = tempfile::Builder::new()
+        .prefix("tidemark-demo-")
+        .tempdir()?;
+    let repo = work.path().join("fleet");
+    copy_fleet(&config.fleet, &repo, &config.binary)?;
+    let git = Git { dir: repo.clone() };
+    git.run(&["init", "-q", "-b", "main"])?;
+    git.run(&["add", "-A"])?;
+    git.run(&["commit", "-q", "-m", "Fleet as it runs today"])?;
+    let initial = git.run(&["rev-parse", "HEAD"])?;
+
+    let tree = FsTree::new(&repo)?;
+    let (fleet_repo, diags) = tidemark_schema::load(&tree);
+    if !diags.is_empty() {
+        bail!("the demo fleet is invalid:\n{diags}");
+    }
+    let fleet = fleet_repo
+        .fleet
+        .as_ref()
+        .map(|d| d.value.clone())
+        .context("fleet.yaml missing")?;
+    let waves: Vec<String> = fleet.spec.waves.iter().map(|w| w.name.clone()).collect();
+    for w in &waves {
+        git.run(&[
+            "tag",
+            "-a",
+            &fleet.wave_tag(w),
+            "-m",
+            &format!("wave {w}"),
+            "HEAD",
+        ])?;
+    }
+    let sets: BTreeMap<String, &ComponentSet> = fleet_repo
+        .component_sets
+        .iter()
+        .map(|d| (d.value.metadata.name.clone(), &d.value))
+        .collect();
+    let clusters: Vec<(PathBuf, Cluster)> = fleet_repo
+        .clusters
+        .iter()
+        .map(|d| (repo.join(d.file()), d.value.clone()))
+        .collect();
+
+    let out = Output {
+        tty: std::io::stdout().is_terminal(),
+    };
+    out.line(&format!(
+        "tidemark demo: {} clusters in waves {}; fleet repo {} (tags {})",
+        clusters.len(),
+        waves.join(" -> "),
+        repo.display(),
+        waves
+            .iter()
+            .map(|w| fleet.wave_tag(w))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // One simulated cluster and one agent per manifest.
+    let board: Board = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sims = Vec::new();
+    let mut agents = Vec::new();
+    for (_, cluster) in &clusters {
+        let name = cluster.metadata.name.clone();
+        let desired = tidemark_schema::resolve::resolve(
+            Some(&fleet),
+            cluster,
+            cluster.wave().map(str::to_string),
+            &sets,
+        );
+        let sim = Sim::start(sim_config(cluster, &config))
+            .await
+            .with_context(|| format!("failed to start the simulated cluster {name}"))?;
+        let kubeconfig = work.path().join(format!("{name}.kubeconfig"));
+        sim.write_kubeconfig(&kubeconfig)?;
+        // Maintenance windows are honoured by fast-forwarding this cluster's clock into its
+        // next window: the planner sees a time inside it.
+        let offset = desired
+            .maintenance_window
+            .as_ref()
+            .filter(|w| !w.is_open(Timestamp::now()))
+            .and_then(|w| w.next_open(Timestamp::now()))
+            .map(|open| open.duration_since(Timestamp::now()) + SignedDuration::from_secs(60));
+        let window_note = offset.map(|o| format!("window fast-forwarded {}h", o.as_secs() / 3600));
+        board
+            .lock()
+            .map_err(|_| anyhow::anyhow!("board poisoned"))?
+            .insert(
+                name.clone(),
+                Row {
+                    wave: cluster.wave().unwrap_or("-").to_string(),
+                    phase: "Starting".into(),
+                    from: cluster.spec.control_plane.version.to_string(),
+                    window_note,
+                    ..Row::default()
+                },
+            );
+        agents.push(spawn_agent(AgentSpec {
+            name: name.clone(),
+            repo: repo.clone(),
+            cache: work.path().join("cache").join(&name),
+            kubeconfig,
+            offset,
+            board: board.clone(),
+            stop: stop.clone(),
+        }));
+        sims.push(sim);
+    }
+
+    let result = async {
+        wait_for(&board, &out, started, config.timeout, |_, r| {
+            r.phase == "Converged" && r.applied == initial
+        })
+        .await?;
+        out.line("all clusters converged on the fleet as it runs today");
+
+        // The upgrade: every cluster one minor up, merged to the default branch.
+        let mut upgrades = BTreeMap::new();
+        for (file, cluster) in &clusters {
+            let from = cluster.spec.control_plane.version;
+            let to = next_release(from);
+            let text = std::fs::read_to_string(file)?;
+            let mut versions: Vec<KubeVersion> =
+                cluster.spec.node_groups.iter().map(|g| g.version).collect();
+            versions.push(from);
+            let mut new_text = text.clone();
+            for v in versions {
+                new_text = new_text.replace(&format!("\"{v}\""), &format!("\"{to}\""));
+            }
+            std::fs::write(file, new_text)?;
+            upgrades.insert(cluster.metadata.name.clone(), (from, to));
+        }
+        git.run(&[
+            "commit",
+            "-q",
+            "-am",
+            "Upgrade the fleet one Kubernetes minor",
+        ])?;
+        let target = git.run(&["rev-parse", "HEAD"])?;
+        {
+            let mut rows = board
+                .lock()
+                .map_err(|_| anyhow::anyhow!("board poisoned"))?;
+            for (name, (from, to)) in &upgrades {
+                if let Some(r) = rows.get_mut(name) {
+                    r.from = from.to_string();
+                    r.to = to.to_string();
+                }
+            }
+        }
+        out.line(&format!(
+            "committed the upgrade as {} on main; no wave tag points at it yet",
+            &target[..12]
+        ));
+
+        let rollout = Instant::now();
+        for wave in &waves {
+            let tag = fleet.wave_tag(wave);
+            git.run(&[
+                "tag",
+                "-f",
+                "-a",
+                &tag,
+                "-m",
+                &format!("promote {wave}"),
+                &target,
+            ])?;
+            out.line(&format!(
+                "promoted wave {wave}: moved {tag} to {} (soak skipped in the demo)",
+                &target[..12]
+            ));
+            let this_wave = wave.clone();
+            let this_target = target.clone();
+            wait_for(&board, &out, started, config.timeout, move |_, r| {
+                r.wave != this_wave || (r.phase == "Converged" && r.applied == this_target)
+            })
+            .await?;
+            let mut rows = board
+                .lock()
+                .map_err(|_| anyhow::anyhow!("board poisoned"))?;
+            for r in rows.values_mut().filter(|r| &r.wave == wave) {
+                r.done_after.get_or_insert(rollout.elapsed());
+            }
+            drop(rows);
+            out.line(&format!("wave {wave} converged"));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+
+    stop.store(true, Ordering::SeqCst);
+    for a in agents {
+        let _ = tokio::task::spawn_blocking(move || a.join()).await;
+    }
+    for sim in sims {
+        sim.shutdown().await;
+    }
+    let rows = board
+        .lock()
+        .map_err(|_| anyhow::anyhow!("board poisoned"))?
+        .clone();
+    result?;
+    out.line("");
+    out.line("summary:");
+    out.line(&format!(
+        "  {:<14} {:<7} {:<17} {:<10} {}",
+        "CLUSTER", "WAVE", "CONTROL PLANE", "DONE", "NOTE"
+    ));
+    for (name, r) in &rows {
+        let done = r
+            .done_after
+            .map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        out.line(&format!(
+            "  {name:<14} {:<7} {:<17} {done:<10} {}",
+            r.wave,
+            format!("{} -> {}", r.from, r.to),
+            r.window_note.as_deref().unwrap_or("")
+        ));
+    }
+    out.line(&format!(
+        "rolled out to {} clusters in {:.1}s",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The simulated cluster for a manifest: its control plane version, its node groups at
+/// their versions, named as Cluster API names them.
+fn sim_config(cluster: &Cluster, config: &DemoConfig) -> SimConfig {
+    let cp = cluster.spec.control_plane.version;
+    let capi_namespace = match &cluster.spec.provider {
+        tidemark_schema::Provider::ClusterApi(p) => p.namespace.clone(),
+        tidemark_schema::Provider::Exec(_) => "capi-system".into(),
+    };
+    SimConfig {
+        version: cp.to_string(),
+        node_groups: cluster
+            .spec
+            .node_groups
+            .iter()
+            .map(|g| (g.name.clone(), config.nodes_per_group))
+            .collect(),
+        node_versions: cluster
+            .spec
+            .node_groups
+            .iter()
+            .filter(|g| g.version != cp)
+            .map(|g| (g.name.clone(), g.version.to_string()))
+            .collect(),
+        speed: config.speed,
+        cluster_name: cluster.metadata.name.clone(),
+        capi_namespace,
+        ..SimConfig::default()
+    }
+}
+
+/// The release the demo upgrades to: the next minor's patch (a fixed, known-good table).
+fn next_release(v: KubeVersion) -> KubeVersion {
+    let patch = match v.minor + 1 {
+        27 => 16,
+        28 => 15,
+        29 => 14,
+        30 => 10,
+        31 => 6,
+        _ => 2,
+    };
+    KubeVersion::new(v.major, v.minor + 1, patch)
+}
+
+struct AgentSpec {
+    name: String,
+    repo: PathBuf,
+    cache: PathBuf,
+    kubeconfig: PathBuf,
+    offset: Option<SignedDuration>,
+    board: Board,
+    stop: Arc<AtomicBool>,
+}
+
+/// One agent on its own thread (the git cache is not shared between threads), passing
+/// every 300 ms like `tidemark agent --interval 300ms` would.
+fn spawn_agent(spec: AgentSpec) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let source = SourceConfig {
+                url: spec.repo.display().to_string(),
+                branch: None,
+                cache_dir: spec.cache.clone(),
+                auth: Auth::None,
+            };
+            let report = |phase: &str, message: String| {
+                if let Ok(mut rows) = spec.board.lock()
+                    && let Some(r) = rows.get_mut(&spec.name)
+                {
+                    r.phase = phase.to_string();
+                    r.message = message;
+                }
+            };
+            let (cache, client) = match (GitCache::open(&source), crate::k8s::client(Some(&spec.kubeconfig)).await) {
+                (Ok(c), Ok(k)) => (c, k),
+                (Err(e), _) => return report("Failed", e.to_string()),
+                (_, Err(e)) => return report("Failed", e.to_string()),
+            };
+            let ctx = Ctx {
+                cache,
+                branch: None,
+                selector: tidemark_schema::LabelSelector {
+                    match_labels: [("cluster".to_string(), spec.name.clone())].into(),
+                    ..Default::default()
+                },
+                client: client.clone(),
+                status_namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
+                kubeconfig: Some(spec.kubeconfig.clone()),
+            };
+            while !spec.stop.load(Ordering::SeqCst) {
+                let now = spec.offset.and_then(|o| Timestamp::now().checked_add(o).ok()).unwrap_or_else(Timestamp::now);
+                let pass = pass::run(&ctx, now).await;
+                let notes = crate::status::read(&client, &ctx.status_namespace).await.unwrap_or_default();
+                if let Ok(mut rows) = spec.board.lock()
+                    && let Some(r) = rows.get_mut(&spec.name)
+                {
+                    r.phase = pass.phase.to_string();
+                    r.message = pass.message.clone();
+                    r.applied = notes.get(keys::APPLIED_REVISION).cloned().unwrap_or_default();
+                    r.control_plane = notes
+                        .get(keys::CONTROL_PLANE)
+                        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                        .and_then(|v| v.get("observed").and_then(|o| o.as_str()).map(str::to_string))
+                        .unwrap_or_default();
+                }
+                if pass.phase == Phase::Failed {
+                    tracing::debug!(cluster = %spec.name, message = %pass.message, "demo pass failed");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+    })
+}
+
+/// Waits until `done` holds for every cluster, drawing the board meanwhile.
+async fn wait_for(
+    board: &Board,
+    out: &Output,
+    started: Instant,
+    timeout: Duration,
+    done: impl Fn(&str, &Row) -> bool,
+) -> anyhow::Result<()> {
+    let mut last_plain: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let rows = board
+            .lock()
+            .map_err(|_| anyhow::anyhow!("board poisoned"))?
+            .clone();
+        out.draw(&rows, &mut last_plain);
+        if rows.iter().all(|(n, r)| done(n, r)) {
+            return Ok(());
+        }
+        if let Some((name, r)) = rows.iter().find(|(_, r)| r.phase == "Blocked") {
+            bail!("cluster {name} is Blocked: {}", r.message);
+        }
+        if started.elapsed() > timeout {
+            bail!("the demo did not finish within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Terminal output: a table redrawn in place on a TTY, changed lines otherwise.
+struct Output {
+    tty: bool,
+}
+
+impl Output {
+    fn line(&self, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{text}");
+        let _ = stdout.flush();
+    }
+
+    fn draw(&self, rows: &BTreeMap<String, Row>, last: &mut BTreeMap<String, String>) {
+        let mut stdout = std::io::stdout().lock();
+        if self.tty {
+            let _ = write!(stdout, "\x1b[s");
+            let _ = writeln!(
+                stdout,
+                "  {:<14} {:<7} {:<12} {:<9} {}",
+                "CLUSTER", "WAVE", "PHASE", "CP", "MESSAGE"
+            );
+            for (name, r) in rows {
+                let mut msg = r.message.clone();
+                msg.truncate(70);
+                let _ = writeln!(
+                    stdout,
+                    "\x1b[2K  {name:<14} {:<7} {:<12} {:<9} {msg}",
+                    r.wave, r.phase, r.control_plane
+                );
+            }
+            let _ = write!(stdout, "\x1b[{}A", rows.len() + 1);
+        } else {
+            for (name, r) in rows {
+                let line = format!("{name}: {} {} ({})", r.phase, r.control_plane, r.message);
+                if last.get(name) != Some(&line) {
+                    let _ = writeln!(stdout, "  {line}");
+                    last.insert(name.clone(), line);
+                }
+            }
+        }
+        let _ = stdout.flush();
+    }
+}
+
+/// Copies the fleet directory, pointing `exec` commands at this binary (they name
+/// `tidemark`, which need not be on PATH).
+fn copy_fleet(src: &Path, dst: &Path, binary: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_fleet(&entry.path(), &to, binary)?;
+        } else if to.parent().is_some_and(|p| p.ends_with("clusters")) {
+            let text = std::fs::read_to_string(entry.path())?;
+            std::fs::write(
+                &to,
+                text.replace(
+                    "[tidemark, sim, ctl",
+                    &format!("[\"{}\", sim, ctl", binary.display()),
+                ),
+            )?;
+        } else {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+struct Git {
+    dir: PathBuf,
+}
+
+impl Git {
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=tidemark demo",
+                "-c",
+                "user.email=demo@tidemark.invalid",
+                "-c",
+                "tag.gpgSign=false",
+                "-c",
+                "commit.gpgSign=false",
+            ])
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .context("failed to run git (is it installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
