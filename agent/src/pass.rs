@@ -140,6 +140,11 @@ async fn converge(
             }
         }
     }
+    for (group, at) in &in_flight.node_groups_at {
+        if let Some(g) = observed.node_groups.get_mut(group) {
+            g.requested_at = at.parse().ok();
+        }
+    }
     outcome.control_plane = Some(VersionsNote {
         requested: observed.control_plane_requested.map(|v| v.to_string()),
         requested_at: in_flight.control_plane_at.clone(),
@@ -224,8 +229,8 @@ fn record_request(outcome: &mut PassOutcome, step: &Step, now: Timestamp) {
 }
 
 /// Requests recorded by earlier passes that are still in flight: newer than what runs and
-/// younger than the provider's timeout. Only the `exec` provider needs them (Cluster API
-/// shows its targets in its objects).
+/// younger than the provider's timeout. The `exec` provider follows them instead of
+/// repeating a command; for every provider they date a node group's rollout.
 #[derive(Default)]
 struct InFlight {
     control_plane: Option<KubeVersion>,
@@ -240,13 +245,16 @@ fn requests_in_flight(
     current: &BTreeMap<String, String>,
     now: Timestamp,
 ) -> InFlight {
-    let ProviderSpec::Exec(exec) = &state.provider else {
-        return InFlight::default();
+    // `exec` requests expire after the command timeout (the provider may have dropped
+    // them); Cluster API keeps its targets in its objects, so its requests only date the
+    // rollout (for the drain timeout) and never expire.
+    let timeout = match &state.provider {
+        ProviderSpec::Exec(exec) => exec
+            .timeout
+            .map(|t| t.as_std())
+            .unwrap_or(std::time::Duration::from_secs(1800)),
+        ProviderSpec::ClusterApi(_) => std::time::Duration::MAX,
     };
-    let timeout = exec
-        .timeout
-        .map(|t| t.as_std())
-        .unwrap_or(std::time::Duration::from_secs(1800));
     let fresh = |note: &serde_json::Value| -> Option<(KubeVersion, String)> {
         let requested = KubeVersion::parse_observed(note.get("requested")?.as_str()?).ok()?;
         let at_text = note.get("requestedAt")?.as_str()?.to_string();

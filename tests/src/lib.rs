@@ -152,6 +152,13 @@ impl SimProcess {
         self.dir.path().join("kubeconfig")
     }
 
+    /// Writes a file next to the kubeconfig (for `kubectl apply -f`).
+    pub fn dir_file(&self, name: &str, content: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content)?;
+        Ok(path)
+    }
+
     /// Runs the real `kubectl` against the sim; returns stdout (fails on a non-zero exit).
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("kubectl")

@@ -313,3 +313,105 @@ fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn drain_blocked_by_a_disruption_budget_stops_at_drain_timeout_and_says_why() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.29.8",
+        "--node-groups",
+        "general=1,gpu=1",
+        "--speed",
+        "50",
+    ])?;
+    let workload = sim.dir_file(
+        "web.yaml",
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {tidemark.dev/node-group: general}
+      containers: [{name: web, image: example/web:1}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web-pdb, namespace: default}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
+",
+    )?;
+    sim.kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &workload.display().to_string(),
+    ])?;
+    sim.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "default",
+        "--timeout=30s",
+    ])?;
+
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let capi = "{kind: clusterapi, namespace: capi-system}";
+    let text = manifest(capi, "1.30.4", "1.29.8", "1.29.8").replace(
+        "{name: general, version: \"1.29.8\"}",
+        "{name: general, version: \"1.30.4\", drainTimeout: 4s}",
+    );
+    repo.write("clusters/sim.yaml", &text)?;
+    repo.commit("upgrade general")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let cache = tempfile::tempdir()?;
+
+    let start = Instant::now();
+    let mut held = None;
+    loop {
+        let pass = once(&repo, &sim, cache.path())?;
+        if pass.phase == "Blocked" {
+            assert!(held.is_some(), "the hold was reported before the timeout");
+            assert!(
+                start.elapsed() >= Duration::from_secs(4),
+                "blocked only after drainTimeout"
+            );
+            assert!(
+                pass.message.starts_with(
+                    "node group general: rollout not finished within drainTimeout 4s: "
+                ),
+                "{}",
+                pass.message
+            );
+            assert!(
+                pass.message.contains("web-pdb"),
+                "the message names the PodDisruptionBudget: {}",
+                pass.message
+            );
+            assert_eq!(annotation(&sim, "tidemark.dev/phase")?, "Blocked");
+            break;
+        }
+        if pass
+            .message
+            .starts_with("node group general rolling, held: ")
+        {
+            held = Some(pass.message.clone());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never blocked: {} {}",
+            pass.phase,
+            pass.message
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(held.is_some_and(|m| m.contains("web-pdb")));
+    Ok(())
+}

@@ -11,7 +11,7 @@ use tidemark_schema::KubeVersion;
 use tidemark_schema::cluster::{ClusterApiProvider, Provider};
 use tidemark_schema::resolve::DesiredState;
 
-use super::model::{NodeGroupObservation, Observed, PreviousDesired};
+use super::model::{NodeGroupObservation, Observed, PreviousDesired, ProviderProblem};
 use crate::keys::{annotations, capi};
 
 /// Errors of observing. All are transient from the planner's point of view.
@@ -98,10 +98,11 @@ pub async fn observe(
     if let Provider::ClusterApi(p) = &desired.provider {
         let (cp, groups) = observe_clusterapi(client, desired, p).await?;
         control_plane_requested = cp.filter(|v| v.is_newer_than(control_plane));
-        for (group, (requested, rolling)) in groups {
+        for (group, (requested, rolling, problem)) in groups {
             let g = node_groups.entry(group).or_default();
             g.requested = requested;
             g.provider_rolling = rolling;
+            g.provider_problem = problem;
         }
     }
 
@@ -178,7 +179,7 @@ pub fn capi_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, capi::VERSION, kind))
 }
 
-type GroupProgress = BTreeMap<String, (Option<KubeVersion>, bool)>;
+type GroupProgress = BTreeMap<String, (Option<KubeVersion>, bool, Option<ProviderProblem>)>;
 
 /// The KubeadmControlPlane's `spec.version`, and per node group its MachineDeployment's
 /// version and whether it is rolling.
@@ -233,9 +234,43 @@ async fn observe_clusterapi(
             .and_then(|v| v.as_i64());
         let stale = observed_gen.is_some_and(|o| md.metadata.generation.is_some_and(|g| o < g));
         let rolling = stale || matches!((replicas, updated), (Some(r), Some(u)) if u < r);
-        groups.insert(g.name.clone(), (version, rolling));
+        groups.insert(
+            g.name.clone(),
+            (version, rolling, machine_deployment_problem(&md)),
+        );
     }
     Ok((cp, groups))
+}
+
+/// A `Ready=False` condition whose reason says the rollout is stuck (Cluster API's
+/// `DrainingFailed`, or a rejected version), with its message.
+fn machine_deployment_problem(md: &DynamicObject) -> Option<ProviderProblem> {
+    let conditions = md.data.pointer("/status/conditions")?.as_array()?;
+    let ready = conditions
+        .iter()
+        .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))?;
+    if ready.get("status").and_then(|s| s.as_str()) != Some("False") {
+        return None;
+    }
+    let reason = ready
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .unwrap_or_default();
+    let message = ready
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    match reason {
+        "DrainingFailed" => Some(ProviderProblem {
+            permanent: false,
+            message: message.to_string(),
+        }),
+        "UpgradeRejected" => Some(ProviderProblem {
+            permanent: true,
+            message: message.to_string(),
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,20 @@ pub struct NodeGroupObservation {
     pub requested: Option<KubeVersion>,
     /// Whether the provider reports a rollout in progress.
     pub provider_rolling: bool,
+    /// What the provider says holds the rollout (a drain blocked by a
+    /// PodDisruptionBudget, a rejected version), if anything.
+    pub provider_problem: Option<ProviderProblem>,
+    /// When tidemark requested the version the group is rolling to (from the status).
+    pub requested_at: Option<jiff::Timestamp>,
+}
+
+/// A problem the provider reports for a node group's rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderProblem {
+    /// Whether it will not resolve by waiting (a rejected version): a person must act.
+    pub permanent: bool,
+    /// The provider's words, e.g. "drain of node x blocked by PodDisruptionBudget y".
+    pub message: String,
 }
 
 impl NodeGroupObservation {

@@ -41,6 +41,35 @@ pub(super) fn hold(
         ));
     }
     if let Some((name, g)) = observed.node_groups.iter().find(|(_, g)| g.is_rolling()) {
+        if let Some(problem) = &g.provider_problem {
+            let drain_timeout = desired
+                .node_groups
+                .iter()
+                .find(|d| &d.name == name)
+                .map(|d| d.drain_timeout.as_std());
+            let overdue = match (g.requested_at, drain_timeout) {
+                (Some(at), Some(limit)) => now.duration_since(at).unsigned_abs() > limit,
+                _ => false,
+            };
+            if problem.permanent || overdue {
+                let limit = drain_timeout
+                    .map(|d| tidemark_schema::Duration(d).to_string())
+                    .unwrap_or_default();
+                let why = if problem.permanent {
+                    String::new()
+                } else {
+                    format!(" not finished within drainTimeout {limit}")
+                };
+                return Some((
+                    Phase::Blocked,
+                    format!("node group {name}: rollout{why}: {}", problem.message),
+                ));
+            }
+            return Some((
+                Phase::Progressing,
+                format!("node group {name} rolling, held: {}", problem.message),
+            ));
+        }
         let target = g
             .requested
             .or(g.max_kubelet)

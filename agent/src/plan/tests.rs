@@ -98,6 +98,8 @@ fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
                         cordoned: 0,
                         requested: Some(ver),
                         provider_rolling: false,
+                        provider_problem: None,
+                        requested_at: None,
                     },
                 )
             })
@@ -412,6 +414,46 @@ fn a_request_in_flight_is_followed_not_repeated() {
         p.message.starts_with("node group g rolling to 1.30.4"),
         "{}",
         p.message
+    );
+}
+
+#[test]
+fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
+    use crate::observe::model::ProviderProblem;
+    let d = desired("1.30.4").group("g", "1.30.4");
+    let mut o = observed("1.30.4", &[("g", "1.29.8")]);
+    if let Some(g) = o.node_groups.get_mut("g") {
+        g.max_kubelet = Some(v("1.30.4"));
+        g.requested = Some(v("1.30.4"));
+        g.cordoned = 1;
+        g.requested_at = Some(
+            "2026-11-24T09:55:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        g.provider_problem = Some(ProviderProblem {
+            permanent: false,
+            message: "PodDisruptionBudget web-pdb blocks the drain of node n1".into(),
+        });
+    }
+    // Five minutes into a ten-minute drain timeout: still rolling, and the status says why.
+    let p = plan(&d, &o, now());
+    assert_eq!(
+        (p.phase, p.message.as_str()),
+        (
+            Phase::Progressing,
+            "node group g rolling, held: PodDisruptionBudget web-pdb blocks the drain of node n1"
+        )
+    );
+    // Past the timeout: the step stops and a person is asked to act.
+    let later: Timestamp = "2026-11-24T10:06:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = plan(&d, &o, later);
+    assert_eq!(p.phase, Phase::Blocked);
+    assert_eq!(
+        p.message,
+        "node group g: rollout not finished within drainTimeout 10m: PodDisruptionBudget web-pdb blocks the drain of node n1"
     );
 }
 
