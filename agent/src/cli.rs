@@ -108,6 +108,13 @@ pub struct AgentArgs {
     /// Run one pass, print its phase and message, and exit.
     #[arg(long)]
     pub once: bool,
+    /// This replica's identity in the leader-election Lease (default: pod or host name
+    /// and process id).
+    #[arg(long, env = "TIDEMARK_IDENTITY")]
+    pub identity: Option<String>,
+    /// How long the Lease stays valid without renewal; a standby replica takes over after.
+    #[arg(long, env = "TIDEMARK_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
 }
 
 /// `tidemark sim`

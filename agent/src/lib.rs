@@ -13,6 +13,7 @@ pub mod demo;
 pub mod desired;
 pub mod k8s;
 pub mod keys;
+pub mod lease;
 pub mod observe;
 pub mod pass;
 pub mod plan;

@@ -3,5 +3,6 @@
 
 mod agent;
 mod desired;
+mod lease;
 mod plan;
 mod validate;

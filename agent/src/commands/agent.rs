@@ -1,20 +1,25 @@
-//! `tidemark agent`: passes on an interval (or one with `--once`), backoff with jitter
-//! after failures, clean exit on SIGTERM or Ctrl-C between passes.
+//! `tidemark agent`: passes on an interval (or one with `--once`) while this replica holds
+//! the leader-election Lease, backoff with jitter after failures, and a clean stop on
+//! SIGTERM or Ctrl-C (the current step is abandoned, the Lease released).
 
 use std::process::ExitCode;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
 use tidemark_schema::{Duration, LabelSelector};
+use tokio::sync::watch;
 
 use crate::cli::{AgentArgs, DesiredArgs, PlanArgs};
 use crate::config::source_config;
+use crate::lease::{self, Holder, LeaseConfig};
 use crate::pass::{self, Ctx};
 use crate::plan::Phase;
 use crate::source::GitCache;
 
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(300);
+/// Name of the leader-election Lease.
+const LEASE_NAME: &str = "tidemark";
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let AgentArgs {
@@ -32,49 +37,148 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             },
         interval,
         once,
+        identity,
+        lease_duration,
     } = args;
     let selector: LabelSelector = selector.parse().context("--selector")?;
     let interval: Duration = interval.parse().context("--interval")?;
+    let lease_duration: Duration = lease_duration.parse().context("--lease-duration")?;
     let config = source_config(&repo, branch.clone(), &git)?;
     let cache = GitCache::open(&config)?;
     super::runtime()?.block_on(async move {
         let client = crate::k8s::client(kubeconfig.as_deref()).await?;
+        let lease_cfg = LeaseConfig {
+            namespace: status_namespace.clone(),
+            name: LEASE_NAME.into(),
+            identity: identity.unwrap_or_else(lease::default_identity),
+            duration: lease_duration.as_std(),
+        };
         let ctx = Ctx {
             cache,
             branch,
             selector,
-            client,
+            client: client.clone(),
             status_namespace,
             kubeconfig,
         };
         if once {
-            let report = pass::run(&ctx, jiff::Timestamp::now()).await;
-            println!("phase: {}\nmessage: {}", report.phase, report.message);
-            for step in &report.executed {
-                println!("executed: {step}");
-            }
-            return anyhow::Ok(ExitCode::SUCCESS);
+            return run_once(&ctx, &lease_cfg).await;
         }
-        let mut failures: u32 = 0;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("failed to listen for SIGTERM")?;
-        loop {
-            let report = pass::run(&ctx, jiff::Timestamp::now()).await;
-            failures = if report.phase == Phase::Failed {
-                failures.saturating_add(1)
-            } else {
-                0
-            };
-            let wait = next_wait(interval.as_std(), failures);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-            }
-        }
-        tracing::info!("stopping");
-        anyhow::Ok(ExitCode::SUCCESS)
+        run_loop(&ctx, &lease_cfg, interval.as_std()).await
     })
+}
+
+async fn run_once(ctx: &Ctx, lease_cfg: &LeaseConfig) -> anyhow::Result<ExitCode> {
+    let holder = lease::acquire(&ctx.client, lease_cfg)
+        .await
+        .context("failed to acquire the leader-election Lease")?;
+    if let Holder::Other(other) = holder {
+        println!(
+            "phase: Waiting\nmessage: another replica ({other}) holds the Lease {}/{LEASE_NAME}",
+            lease_cfg.namespace
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = pass::run(ctx, jiff::Timestamp::now()).await;
+    if let Err(e) = lease::release(&ctx.client, lease_cfg).await {
+        tracing::warn!(error = %e, "failed to release the Lease");
+    }
+    println!("phase: {}\nmessage: {}", report.phase, report.message);
+    for step in &report.executed {
+        println!("executed: {step}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_loop(
+    ctx: &Ctx,
+    lease_cfg: &LeaseConfig,
+    interval: StdDuration,
+) -> anyhow::Result<ExitCode> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to listen for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let renew_every = (lease_cfg.duration / 3).max(StdDuration::from_millis(200));
+    let mut failures: u32 = 0;
+    let mut leading = false;
+    while !*stop.borrow() {
+        let holder = match lease::acquire(&ctx.client, lease_cfg).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to acquire or renew the Lease");
+                Holder::Other("(unknown: the API server did not answer)".into())
+            }
+        };
+        let next_pass = match holder {
+            Holder::Other(other) => {
+                if leading {
+                    tracing::warn!(%other, "lost the Lease");
+                }
+                leading = false;
+                tracing::debug!(%other, "standing by: another replica holds the Lease");
+                renew_every
+            }
+            Holder::Us => {
+                if !leading {
+                    tracing::info!(identity = %lease_cfg.identity, "acquired the Lease: this replica is active");
+                }
+                leading = true;
+                // The pass runs while the Lease is renewed beside it; losing the Lease or a
+                // stop signal abandons the pass (an exec command in flight is killed).
+                let renew = async {
+                    loop {
+                        tokio::time::sleep(renew_every).await;
+                        if !matches!(lease::acquire(&ctx.client, lease_cfg).await, Ok(Holder::Us)) {
+                            return;
+                        }
+                    }
+                };
+                let mut stop_now = stop.clone();
+                tokio::select! {
+                    report = pass::run(ctx, jiff::Timestamp::now()) => {
+                        failures = if report.phase == Phase::Failed { failures.saturating_add(1) } else { 0 };
+                        next_wait(interval, failures)
+                    }
+                    _ = renew => {
+                        tracing::warn!("lost the Lease during a pass; the pass was abandoned");
+                        leading = false;
+                        renew_every
+                    }
+                    _ = stop_now.changed() => break,
+                }
+            }
+        };
+        // Wait for the next pass, renewing the Lease meanwhile if we hold it.
+        let deadline = Instant::now() + next_pass;
+        while Instant::now() < deadline {
+            let nap = deadline
+                .saturating_duration_since(Instant::now())
+                .min(renew_every);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = stop.changed() => break,
+            }
+            if leading
+                && Instant::now() < deadline
+                && !matches!(lease::acquire(&ctx.client, lease_cfg).await, Ok(Holder::Us))
+            {
+                leading = false;
+                break;
+            }
+        }
+    }
+    tracing::info!("stopping");
+    if let Err(e) = lease::release(&ctx.client, lease_cfg).await {
+        tracing::warn!(error = %e, "failed to release the Lease");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The interval, or after `failures` failed passes in a row an exponential backoff from

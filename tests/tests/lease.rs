@@ -1,0 +1,169 @@
+//! Two agents for the same cluster: exactly one acts (the Lease holder); when it is killed
+//! with SIGKILL, the other takes over; SIGTERM stops an agent cleanly and frees the Lease.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use tidemark_e2e::{SimProcess, WorkRepo, fleet_yaml, tidemark_bin};
+
+fn manifest(version: &str) -> String {
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: sim
+  labels: {{cluster: sim, tidemark.dev/wave: canary}}
+spec:
+  provider: {{kind: clusterapi, namespace: capi-system}}
+  controlPlane: {{version: \"{version}\"}}
+  nodeGroups:
+    - {{name: general, version: \"{version}\"}}
+"
+    )
+}
+
+fn agent(repo: &WorkRepo, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
+    Ok(Command::new(tidemark_bin()?)
+        .args(["--log", "info", "agent", "--repo"])
+        .arg(repo.path())
+        .args([
+            "--selector",
+            "cluster=sim",
+            "--interval",
+            "300ms",
+            "--lease-duration",
+            "2s",
+            "--identity",
+            identity,
+        ])
+        .arg("--cache-dir")
+        .arg(dir.join(format!("cache-{identity}")))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+fn log_of(dir: &Path, identity: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()
+}
+
+fn status(sim: &SimProcess, key: &str) -> String {
+    sim.kubectl(&[
+        "get",
+        "namespace",
+        "tidemark-system",
+        "-o",
+        &format!("jsonpath={{.metadata.annotations.tidemark\\.dev/{key}}}"),
+    ])
+    .unwrap_or_default()
+}
+
+fn holder(sim: &SimProcess) -> String {
+    sim.kubectl(&[
+        "get",
+        "lease",
+        "tidemark",
+        "-n",
+        "tidemark-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .unwrap_or_default()
+}
+
+fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() > limit {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[test]
+fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write("clusters/sim.yaml", &manifest("1.29.8"))?;
+    let first = repo.commit("1.29")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let dir = tempfile::tempdir()?;
+    let mut a = agent(&repo, &sim, "agent-a", dir.path())?;
+    let mut b = agent(&repo, &sim, "agent-b", dir.path())?;
+
+    wait_until(Duration::from_secs(60), "convergence on 1.29.8", || {
+        status(&sim, "applied-revision") == first
+    })?;
+    let leader = holder(&sim);
+    let (mut active, mut standby, standby_id) = match leader.as_str() {
+        "agent-a" => (a, b, "agent-b"),
+        "agent-b" => (b, a, "agent-a"),
+        other => bail!("unexpected Lease holder {other:?}"),
+    };
+    assert!(
+        log_of(dir.path(), &leader).contains("executing step"),
+        "the leader acted"
+    );
+    assert!(
+        !log_of(dir.path(), standby_id).contains("executing step"),
+        "the standby never acts"
+    );
+
+    // SIGKILL the leader; the next version must be rolled out by the other one.
+    active.kill()?;
+    active.wait()?;
+    repo.write("clusters/sim.yaml", &manifest("1.30.4"))?;
+    let second = repo.commit("1.30")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    wait_until(
+        Duration::from_secs(60),
+        "convergence on 1.30.4 by the standby",
+        || status(&sim, "applied-revision") == second,
+    )?;
+    assert_eq!(holder(&sim), standby_id);
+    let log = log_of(dir.path(), standby_id);
+    assert!(
+        log.contains("acquired the Lease") && log.contains("executing step"),
+        "{log}"
+    );
+
+    // SIGTERM: a clean exit that frees the Lease.
+    let pid = standby.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+    );
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = standby.try_wait()? {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = standby.kill();
+            bail!("agent did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert_eq!(holder(&sim), "", "the Lease is released on stop");
+    Ok(())
+}
