@@ -441,6 +441,10 @@ struct Output {
 impl Output {
     fn line(&self, text: &str) {
         let mut stdout = std::io::stdout().lock();
+        if self.tty {
+            // Clear the table drawn below the cursor; the next draw puts it under this line.
+            let _ = write!(stdout, "\x1b[J");
+        }
         let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();
     }
@@ -448,11 +452,10 @@ impl Output {
     fn draw(&self, rows: &BTreeMap<String, Row>, last: &mut BTreeMap<String, String>) {
         let mut stdout = std::io::stdout().lock();
         if self.tty {
-            let _ = write!(stdout, "\x1b[s");
             let _ = writeln!(
                 stdout,
-                "  {:<14} {:<7} {:<12} {:<9} {}",
-                "CLUSTER", "WAVE", "PHASE", "CP", "MESSAGE"
+                "\x1b[2K  {:<14} {:<7} {:<12} {:<9} MESSAGE",
+                "CLUSTER", "WAVE", "PHASE", "CP"
             );
             for (name, r) in rows {
                 let mut msg = r.message.clone();

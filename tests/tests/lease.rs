@@ -105,8 +105,8 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
     let first = repo.commit("1.29")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let dir = tempfile::tempdir()?;
-    let mut a = agent(&repo, &sim, "agent-a", dir.path())?;
-    let mut b = agent(&repo, &sim, "agent-b", dir.path())?;
+    let a = agent(&repo, &sim, "agent-a", dir.path())?;
+    let b = agent(&repo, &sim, "agent-b", dir.path())?;
 
     wait_until(Duration::from_secs(60), "convergence on 1.29.8", || {
         status(&sim, "applied-revision") == first
