@@ -129,7 +129,7 @@ async fn converge(
     let mut observed =
         match crate::observe::observe(&ctx.client, &state, &ctx.status_namespace).await {
             Ok(o) => o,
-            Err(e) => return fail(outcome, Phase::Failed, format!("{e}: {}", source_chain(&e))),
+            Err(e) => return fail(outcome, Phase::Failed, describe(&e)),
         };
     let in_flight = requests_in_flight(&state, &observed, current, now);
     if let ProviderSpec::Exec(_) = state.provider {
@@ -185,10 +185,12 @@ async fn converge(
             .await;
         match result {
             Ok(()) => {
+                tracing::info!(%step, "step requested");
                 executed.push(step.to_string());
                 record_request(&mut outcome, step, now);
             }
             Err(e) => {
+                tracing::warn!(%step, error = %e, "step failed");
                 let phase = if e.needs_person() {
                     Phase::Blocked
                 } else {
@@ -197,7 +199,7 @@ async fn converge(
                 return (
                     PassOutcome {
                         phase: Some(phase),
-                        message: format!("{step}: {e}: {}", source_chain(&e)),
+                        message: format!("{step}: {}", describe(&e)),
                         ..outcome
                     },
                     executed,
@@ -288,7 +290,17 @@ fn requests_in_flight(
     out
 }
 
-/// The causes of an error, joined (`a: b: c`), for status messages.
+/// The error and its causes, joined (`a: b: c`), for status messages.
+fn describe(e: &dyn std::error::Error) -> String {
+    let causes = source_chain(e);
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: {causes}")
+    }
+}
+
+/// The causes of an error, joined (`b: c`).
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
     let mut cur = e.source();

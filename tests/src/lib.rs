@@ -586,3 +586,60 @@ spec:
 "
     )
 }
+
+/// Starts `tidemark agent` (the long-running loop, 300 ms interval, 2 s Lease) against a
+/// sim, logging at info to `DIR/IDENTITY.log`.
+pub fn spawn_agent(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
+    Ok(Command::new(tidemark_bin()?)
+        .args(["--log", "info", "agent", "--repo"])
+        .arg(repo)
+        .args([
+            "--selector",
+            "cluster=sim",
+            "--interval",
+            "300ms",
+            "--lease-duration",
+            "2s",
+            "--identity",
+            identity,
+        ])
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// The log an agent started by [`spawn_agent`] wrote.
+pub fn agent_log(dir: &Path, identity: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()
+}
+
+/// A `tidemark.dev/KEY` status annotation read with kubectl ("" if unreadable).
+pub fn status_annotation(sim: &SimProcess, key: &str) -> String {
+    sim.kubectl(&[
+        "get",
+        "namespace",
+        "tidemark-system",
+        "-o",
+        &format!("jsonpath={{.metadata.annotations.tidemark\\.dev/{key}}}"),
+    ])
+    .unwrap_or_default()
+}
+
+/// Polls `ok` every 200 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}

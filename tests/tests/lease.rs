@@ -1,12 +1,14 @@
 //! Two agents for the same cluster: exactly one acts (the Lease holder); when it is killed
 //! with SIGKILL, the other takes over; SIGTERM stops an agent cleanly and frees the Lease.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use tidemark_e2e::{SimProcess, WorkRepo, fleet_yaml, tidemark_bin};
+use tidemark_e2e::{
+    SimProcess, WorkRepo, agent_log as log_of, fleet_yaml, spawn_agent,
+    status_annotation as status, wait_until,
+};
 
 fn manifest(version: &str) -> String {
     format!(
@@ -24,47 +26,6 @@ spec:
     )
 }
 
-fn agent(repo: &WorkRepo, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
-    let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
-    Ok(Command::new(tidemark_bin()?)
-        .args(["--log", "info", "agent", "--repo"])
-        .arg(repo.path())
-        .args([
-            "--selector",
-            "cluster=sim",
-            "--interval",
-            "300ms",
-            "--lease-duration",
-            "2s",
-            "--identity",
-            identity,
-        ])
-        .arg("--cache-dir")
-        .arg(dir.join(format!("cache-{identity}")))
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?)
-}
-
-fn log_of(dir: &Path, identity: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()
-}
-
-fn status(sim: &SimProcess, key: &str) -> String {
-    sim.kubectl(&[
-        "get",
-        "namespace",
-        "tidemark-system",
-        "-o",
-        &format!("jsonpath={{.metadata.annotations.tidemark\\.dev/{key}}}"),
-    ])
-    .unwrap_or_default()
-}
-
 fn holder(sim: &SimProcess) -> String {
     sim.kubectl(&[
         "get",
@@ -76,17 +37,6 @@ fn holder(sim: &SimProcess) -> String {
         "jsonpath={.spec.holderIdentity}",
     ])
     .unwrap_or_default()
-}
-
-fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > limit {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
 }
 
 #[test]
@@ -105,8 +55,10 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
     let first = repo.commit("1.29")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let dir = tempfile::tempdir()?;
-    let a = agent(&repo, &sim, "agent-a", dir.path())?;
-    let b = agent(&repo, &sim, "agent-b", dir.path())?;
+    std::fs::create_dir_all(dir.path().join("a"))?;
+    std::fs::create_dir_all(dir.path().join("b"))?;
+    let a = spawn_agent(repo.path(), &sim, "agent-a", &dir.path().join("a"))?;
+    let b = spawn_agent(repo.path(), &sim, "agent-b", &dir.path().join("b"))?;
 
     wait_until(Duration::from_secs(60), "convergence on 1.29.8", || {
         status(&sim, "applied-revision") == first
@@ -118,11 +70,11 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
         other => bail!("unexpected Lease holder {other:?}"),
     };
     assert!(
-        log_of(dir.path(), &leader).contains("executing step"),
+        log_of(&dir.path().join(&leader[6..]), &leader).contains("executing step"),
         "the leader acted"
     );
     assert!(
-        !log_of(dir.path(), standby_id).contains("executing step"),
+        !log_of(&dir.path().join(&standby_id[6..]), standby_id).contains("executing step"),
         "the standby never acts"
     );
 
@@ -138,7 +90,7 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
         || status(&sim, "applied-revision") == second,
     )?;
     assert_eq!(holder(&sim), standby_id);
-    let log = log_of(dir.path(), standby_id);
+    let log = log_of(&dir.path().join(&standby_id[6..]), standby_id);
     assert!(
         log.contains("acquired the Lease") && log.contains("executing step"),
         "{log}"
