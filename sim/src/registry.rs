@@ -71,7 +71,7 @@ pub(crate) struct GroupResource {
 }
 
 /// All served resources, in registration order (which is discovery order).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
     defs: Vec<ResourceDef>,
 }

@@ -49,6 +49,8 @@ pub(crate) struct Writer<'a> {
     pub external: bool,
     /// Record the write as an `Update` of `manager`; false when `apply` already did.
     pub track: bool,
+    /// `dryRun=All`: validate and return what would be stored, store nothing.
+    pub dry_run: bool,
 }
 
 impl Writer<'static> {
@@ -57,6 +59,7 @@ impl Writer<'static> {
         manager: "sim-controller-manager",
         external: false,
         track: true,
+        dry_run: false,
     };
 }
 
@@ -450,7 +453,11 @@ impl Store {
                 &now(),
             );
         }
-        self.before_write(def, &mut obj)?;
+        self.before_write(def, &mut obj, w.dry_run)?;
+        if w.dry_run {
+            meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+            return Ok(obj);
+        }
         Ok(self.store(def, obj, EventType::Added))
     }
 
@@ -542,9 +549,9 @@ impl Store {
                 .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
-        self.before_write(def, &mut new)?;
-        if new == old {
-            return Ok(old);
+        self.before_write(def, &mut new, w.dry_run)?;
+        if new == old || w.dry_run {
+            return Ok(new);
         }
         let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
             && new
@@ -639,13 +646,25 @@ impl Store {
             .collect()
     }
 
-    fn before_write(&mut self, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    fn before_write(
+        &mut self,
+        def: &ResourceDef,
+        obj: &mut Value,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             let name = meta(obj, "name");
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(());
             }
-            let accepted = self.registry.set_crd(&name, obj).map_err(|msg| {
+            let mut scratch;
+            let registry = if dry_run {
+                scratch = self.registry.clone();
+                &mut scratch
+            } else {
+                &mut self.registry
+            };
+            let accepted = registry.set_crd(&name, obj).map_err(|msg| {
                 let (field, m) = msg.split_once(": ").unwrap_or(("spec", msg.as_str()));
                 ApiError::invalid(def, &name, field, m)
             })?;

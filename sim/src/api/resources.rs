@@ -21,8 +21,10 @@ pub(crate) fn handle(
     req: &Req,
     t: Target,
 ) -> Result<http::Response<Body>, ApiError> {
-    if req.q("dryRun").is_some() {
-        return Err(ApiError::bad_request("dryRun is not supported by the sim"));
+    if let Some(d) = req.q("dryRun").filter(|d| *d != "All") {
+        return Err(ApiError::bad_request(format!(
+            "Invalid dryRun value {d:?}: supported values: \"All\""
+        )));
     }
     let sub = t.sub.as_deref();
     match (&req.method, t.name.as_deref(), sub) {
@@ -41,14 +43,44 @@ pub(crate) fn handle(
             let body = req.body_value()?;
             let mut store = shared.lock_store();
             let ns = t.ns.as_deref().unwrap_or("default");
-            let result = crate::controllers::eviction::evict(&mut store, ns, name, &body)?;
+            let dry_run = req.q("dryRun").is_some();
+            let result = crate::controllers::eviction::evict(&mut store, ns, name, &body, dry_run)?;
             Ok(json_response(201, &result))
         }
         (&Method::PUT, Some(name), None | Some("status")) => update(shared, req, &t, name),
         (&Method::PATCH, Some(name), None | Some("status")) => patch(shared, req, &t, name),
         (&Method::DELETE, Some(name), None) => {
             let mut store = shared.lock_store();
-            let obj = store.delete(&t.def, t.ns.as_deref().unwrap_or_default(), name)?;
+            let ns = t.ns.as_deref().unwrap_or_default();
+            // DeleteOptions may come in the body (kube sends them there).
+            let options: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let body_dry = options
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+            if let (Some(pre), Some(live)) = (
+                options.get("preconditions"),
+                store.get(&t.def.gr(), ns, name),
+            ) {
+                for (key, ptr) in [
+                    ("uid", "/metadata/uid"),
+                    ("resourceVersion", "/metadata/resourceVersion"),
+                ] {
+                    if let Some(want) = pre.get(key).and_then(Value::as_str)
+                        && live.pointer(ptr).and_then(Value::as_str) != Some(want)
+                    {
+                        return Err(ApiError::conflict(&t.def, name));
+                    }
+                }
+            }
+            let obj = if req.q("dryRun").is_some() || body_dry {
+                store
+                    .get(&t.def.gr(), ns, name)
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found(&t.def, name))?
+            } else {
+                store.delete(&t.def, ns, name)?
+            };
             Ok(json_response(200, &with_version(obj, &t)))
         }
         (&Method::DELETE, None, None) => delete_collection(shared, req, &t),
@@ -79,11 +111,12 @@ fn scope(t: &Target) -> Scope {
     }
 }
 
-fn writer<'a>(manager: &'a str) -> Writer<'a> {
+fn writer<'a>(manager: &'a str, req: &Req) -> Writer<'a> {
     Writer {
         manager,
         external: true,
         track: true,
+        dry_run: req.q("dryRun").is_some(),
     }
 }
 
@@ -224,7 +257,9 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<
     check_kind(&t.def, &mut obj)?;
     place(t, &mut obj)?;
     let manager = req.manager();
-    let created = shared.lock_store().create(&t.def, obj, writer(&manager))?;
+    let created = shared
+        .lock_store()
+        .create(&t.def, obj, writer(&manager, req))?;
     Ok(json_response(201, &with_version(created, t)))
 }
 
@@ -244,7 +279,7 @@ fn update(
     let manager = req.manager();
     let updated = shared
         .lock_store()
-        .update(&t.def, obj, scope(t), writer(&manager))?;
+        .update(&t.def, obj, scope(t), writer(&manager, req))?;
     Ok(json_response(200, &with_version(updated, t)))
 }
 
@@ -310,7 +345,7 @@ fn patch(
             m.insert("namespace".into(), json!(ns));
         }
     }
-    let updated = store.update(&t.def, new, scope(t), writer(&manager))?;
+    let updated = store.update(&t.def, new, scope(t), writer(&manager, req))?;
     Ok(json_response(200, &with_version(updated, t)))
 }
 
@@ -374,9 +409,8 @@ fn server_side_apply(
         ApiError::new(409, "Conflict", message).with_details(json!({"name": name, "group": t.def.group, "kind": t.def.plural, "causes": causes}))
     })?;
     let w = Writer {
-        manager,
-        external: true,
         track: false,
+        ..writer(manager, req)
     };
     let (code, obj) = match live {
         None => (201, store.create(&t.def, merged, w)?),
@@ -407,6 +441,15 @@ fn delete_collection(
         .collect();
     let mut items = Vec::new();
     for (ns, name) in names {
+        if req.q("dryRun").is_some() {
+            items.extend(
+                store
+                    .get(&t.def.gr(), &ns, &name)
+                    .cloned()
+                    .map(|o| with_version(o, t)),
+            );
+            continue;
+        }
         if let Ok(o) = store.delete(&t.def, &ns, &name) {
             items.push(with_version(o, t));
         }
@@ -506,7 +549,7 @@ fn scale(
         Scope::Main {
             has_status: t.def.has_status,
         },
-        writer(&manager),
+        writer(&manager, req),
     )?;
     Ok(json_response(200, &scale_of(&updated)))
 }

@@ -177,6 +177,7 @@ pub(crate) fn evict(
     ns: &str,
     name: &str,
     body: &Value,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     let kind = body
         .get("kind")
@@ -200,7 +201,9 @@ pub(crate) fn evict(
         .cloned()
         .ok_or_else(|| ApiError::not_found(&pd, name))?;
     check(store, &pod)?;
-    store.delete(&pd, ns, name)?;
+    if !dry_run {
+        store.delete(&pd, ns, name)?;
+    }
     Ok(
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     )

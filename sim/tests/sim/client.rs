@@ -193,6 +193,29 @@ async fn server_side_apply_conflicts_and_force() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dry_run_changes_nothing() {
+    let sim = start().await;
+    let client = sim.client().await.unwrap();
+    bounded(30, async {
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        let dry = PostParams { dry_run: true, ..Default::default() };
+        let would = cms.create(&dry, &cm("dry", &[("k", "v")])).await.unwrap();
+        assert_eq!(would.metadata.name.as_deref(), Some("dry"));
+        assert_eq!(status_code(&cms.get("dry").await.unwrap_err()), 404);
+        cms.create(&PostParams::default(), &cm("dry", &[("k", "v")])).await.unwrap();
+        let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}, "data": {"k": "w"}});
+        let diff = cms.patch("dry", &PatchParams::apply("drift").force().dry_run(), &Patch::Apply(&applied)).await.unwrap();
+        assert_eq!(diff.data.unwrap()["k"], "w");
+        assert_eq!(cms.get("dry").await.unwrap().data.unwrap()["k"], "v");
+        let dp = DeleteParams { dry_run: true, ..Default::default() };
+        cms.delete("dry", &dp).await.unwrap();
+        assert!(cms.get("dry").await.is_ok());
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_resource_version_update_conflicts() {
     let sim = start().await;
     let client = sim.client().await.unwrap();

@@ -58,8 +58,9 @@ async fn bad_requests_get_status_errors() {
             ("POST", "/api/v1/namespaces/default/pods/nope/eviction".into(), json, r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"nope"}}"#, 404, "NotFound"),
             ("POST", "/api/v1/namespaces/default/pods/nope/eviction".into(), json, r#"{"apiVersion":"v1","kind":"Pod"}"#, 400, "BadRequest"),
             ("DELETE", format!("{cms}/missing"), json, "", 404, "NotFound"),
+            ("DELETE", format!("{cms}/seed"), json, r#"{"preconditions":{"uid":"nope"}}"#, 409, "Conflict"),
             ("POST", format!("{cms}/seed/bogus"), json, "{}", 404, "NotFound"),
-            ("POST", format!("{cms}?dryRun=All"), json, "{}", 400, "BadRequest"),
+            ("POST", format!("{cms}?dryRun=Maybe"), json, "{}", 400, "BadRequest"),
         ];
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let mut seed = ConfigMap::default();
