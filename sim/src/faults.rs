@@ -15,6 +15,7 @@
 //! | `conflict-rate=0.1` | probability of a 409 Conflict on a write (`create update patch delete`) |
 //! | `drop-watch=30s` | close every watch connection after this long |
 //! | `outage=10s+30s` | starting 10 s after the faults are set, answer every API request with 503 for 30 s |
+//! | `outage-mode=refuse` | during the outage drop connections instead (new ones are closed at once, open ones are cut): clients see connection errors, not 503; `/sim/v1` is unreachable too, like a server that is down (`Sim::set_faults` still works) |
 //! | `seed=7` | seed of the fault RNG (default: the sim's seed) |
 //!
 //! The empty string (or `none`) means no faults.
@@ -43,6 +44,8 @@ pub struct FaultSpec {
     pub drop_watch: Option<Duration>,
     /// Outage window: (start after the faults are set, duration).
     pub outage: Option<(Duration, Duration)>,
+    /// During the outage, drop connections instead of answering 503.
+    pub outage_refuse: bool,
     /// RNG seed for fault decisions.
     pub seed: Option<u64>,
 }
@@ -152,6 +155,15 @@ impl FromStr for FaultSpec {
                         parse_duration(b).map_err(err)?,
                     ));
                 }
+                "outage-mode" => match v.trim() {
+                    "refuse" => spec.outage_refuse = true,
+                    "unavailable" | "503" => spec.outage_refuse = false,
+                    other => {
+                        return Err(err(format!(
+                            "outage-mode is refuse or unavailable, not {other:?}"
+                        )));
+                    }
+                },
                 "seed" => {
                     spec.seed = Some(
                         v.trim()
@@ -197,6 +209,9 @@ impl fmt::Display for FaultSpec {
         if let Some((a, b)) = self.outage {
             terms.push(format!("outage={}+{}", fmt_duration(a), fmt_duration(b)));
         }
+        if self.outage_refuse {
+            terms.push("outage-mode=refuse".into());
+        }
         if let Some(s) = self.seed {
             terms.push(format!("seed={s}"));
         }
@@ -229,6 +244,11 @@ impl Faults {
             rng,
             set_at: Instant::now(),
         }
+    }
+
+    /// Whether connections are to be dropped now (an outage in `refuse` mode).
+    pub fn refusing(&self) -> bool {
+        self.spec.outage_refuse && self.in_outage()
     }
 
     /// Whether the API server is in its outage window.
@@ -305,6 +325,13 @@ mod tests {
         );
         assert_eq!(s.seed, Some(7));
         assert_eq!(s.to_string().parse::<FaultSpec>().ok(), Some(s));
+        let refuse: Result<FaultSpec, _> = "outage=1s+2s,outage-mode=refuse".parse();
+        assert!(refuse.as_ref().is_ok_and(|r| r.outage_refuse));
+        assert_eq!(
+            refuse.ok().map(|r| r.to_string()),
+            Some("outage=1000ms+2000ms,outage-mode=refuse".into())
+        );
+        assert!("outage-mode=maybe".parse::<FaultSpec>().is_err());
         assert!("latency=5".parse::<FaultSpec>().is_err());
         assert!("error-rate=2".parse::<FaultSpec>().is_err());
         assert!("bogus=1".parse::<FaultSpec>().is_err());

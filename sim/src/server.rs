@@ -24,6 +24,10 @@ pub(crate) async fn serve(listener: TcpListener, acceptor: SslAcceptor, shared: 
             _ = shutdown.changed() => break,
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
+                if refusing(&shared) {
+                    drop(tcp);
+                    continue;
+                }
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(connection(tcp, acceptor.clone(), shared.clone()));
             }
@@ -42,14 +46,32 @@ async fn connection(tcp: TcpStream, acceptor: Arc<SslAcceptor>, shared: Arc<Shar
         return;
     }
     let mut shutdown = shared.shutdown.clone();
+    let shared_for_outage = shared.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(crate::api::handle(shared, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let outage = {
+        let shared = shared_for_outage;
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if refusing(&shared) {
+                    return;
+                }
+            }
+        }
+    };
     tokio::select! {
         _ = conn => {}
         _ = shutdown.changed() => {}
+        _ = outage => {}
     }
+}
+
+/// Whether an outage in `refuse` mode is on.
+fn refusing(shared: &Shared) -> bool {
+    shared.faults.lock().is_ok_and(|f| f.refusing())
 }

@@ -167,6 +167,10 @@ pub(crate) async fn handle(
     if let Some(rest) = req.path.strip_prefix("/sim/v1/") {
         return crate::ctl::handle(&shared, &req, rest).await;
     }
+    if shared.faults.lock().is_ok_and(|f| f.refusing()) {
+        // The connection is cut within moments (see `server`); never answer this request.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
     let verb = verb_of(&req.method, &req.path, &req.query);
     let decision = shared
         .faults

@@ -48,6 +48,16 @@ async fn faults_per_verb_conflicts_and_outage() {
         assert_eq!(code(api.get("f").await.unwrap_err()), 503);
         eventually(5, || async { api.get("f").await.ok() }).await;
 
+        sim.set_faults("outage=0s+700ms,outage-mode=refuse".parse().unwrap());
+        match api.get("f").await {
+            Err(kube::Error::Api(s)) => {
+                panic!("expected a connection error, got status {}", s.code)
+            }
+            Err(_) => {}
+            Ok(_) => panic!("expected a connection error"),
+        }
+        eventually(10, || async { api.get("f").await.ok() }).await;
+
         sim.set_faults(Default::default());
         assert!(api.get("f").await.is_ok());
     })
