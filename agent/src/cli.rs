@@ -115,6 +115,9 @@ pub struct AgentArgs {
     /// How long the Lease stays valid without renewal; a standby replica takes over after.
     #[arg(long, env = "TIDEMARK_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
+    /// Address of /healthz, /readyz and /metrics (port 0 picks a free port; see the log).
+    #[arg(long, env = "TIDEMARK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// `tidemark sim`

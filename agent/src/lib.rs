@@ -19,6 +19,7 @@ pub mod pass;
 pub mod plan;
 pub mod provider;
 pub mod select;
+pub mod server;
 pub mod source;
 pub mod status;
 pub mod telemetry;

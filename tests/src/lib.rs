@@ -603,6 +603,8 @@ pub fn spawn_agent(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) ->
             "2s",
             "--identity",
             identity,
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .arg("--cache-dir")
         .arg(dir.join("cache"))
@@ -642,4 +644,42 @@ pub fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> 
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
+}
+
+/// The address an agent started by [`spawn_agent`] serves /metrics on (from its log).
+pub fn agent_metrics_addr(dir: &Path, identity: &str) -> Option<String> {
+    let log = agent_log(dir, identity);
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving /healthz, /readyz and /metrics"))?;
+    Some(
+        line.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_string(),
+    )
+}
+
+/// `GET path` over plain HTTP/1.1; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }

@@ -84,11 +84,21 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
     repo.write("clusters/sim.yaml", &manifest("1.30.4"))?;
     let second = repo.commit("1.30")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
-    wait_until(
+    let took_over = wait_until(
         Duration::from_secs(60),
         "convergence on 1.30.4 by the standby",
         || status(&sim, "applied-revision") == second,
-    )?;
+    );
+    if let Err(e) = took_over {
+        let log = log_of(&dir.path().join(&standby_id[6..]), standby_id);
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        anyhow::bail!(
+            "{e}: phase {:?} message {:?}; standby log, newest first:\n{}",
+            status(&sim, "phase"),
+            status(&sim, "message"),
+            tail.join("\n")
+        );
+    }
     assert_eq!(holder(&sim), standby_id);
     let log = log_of(&dir.path().join(&standby_id[6..]), standby_id);
     assert!(

@@ -3,6 +3,8 @@
 //! SIGTERM or Ctrl-C (the current step is abandoned, the Lease released).
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
@@ -14,6 +16,7 @@ use crate::config::source_config;
 use crate::lease::{self, Holder, LeaseConfig};
 use crate::pass::{self, Ctx};
 use crate::plan::Phase;
+use crate::server::{self, Health, Metrics};
 use crate::source::GitCache;
 
 /// Longest wait after repeated failures.
@@ -39,6 +42,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         once,
         identity,
         lease_duration,
+        metrics_addr,
     } = args;
     let selector: LabelSelector = selector.parse().context("--selector")?;
     let interval: Duration = interval.parse().context("--interval")?;
@@ -64,7 +68,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if once {
             return run_once(&ctx, &lease_cfg).await;
         }
-        run_loop(&ctx, &lease_cfg, interval.as_std()).await
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let health = Arc::new(Health {
+            registry,
+            ready: AtomicBool::new(false),
+        });
+        let bound = server::serve(metrics_addr, health.clone())
+            .await
+            .with_context(|| format!("failed to serve health and metrics on {metrics_addr}"))?;
+        tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
+        run_loop(&ctx, &lease_cfg, interval.as_std(), &metrics, &health).await
     })
 }
 
@@ -94,6 +108,8 @@ async fn run_loop(
     ctx: &Ctx,
     lease_cfg: &LeaseConfig,
     interval: StdDuration,
+    metrics: &Metrics,
+    health: &Health,
 ) -> anyhow::Result<ExitCode> {
     let (stop_tx, mut stop) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -141,8 +157,10 @@ async fn run_loop(
                     }
                 };
                 let mut stop_now = stop.clone();
+                let started = Instant::now();
                 tokio::select! {
                     report = pass::run(ctx, jiff::Timestamp::now()) => {
+                        metrics.record_pass(report.phase, started.elapsed().as_secs_f64(), report.executed.len());
                         failures = if report.phase == Phase::Failed { failures.saturating_add(1) } else { 0 };
                         next_wait(interval, failures)
                     }
@@ -155,6 +173,8 @@ async fn run_loop(
                 }
             }
         };
+        metrics.leader.set(i64::from(leading));
+        health.ready.store(true, Ordering::SeqCst);
         // Wait for the next pass, renewing the Lease meanwhile if we hold it.
         let deadline = Instant::now() + next_pass;
         while Instant::now() < deadline {
