@@ -271,8 +271,8 @@ impl Shared {
     }
 }
 
-/// A running simulated cluster. Dropping it without [`Sim::shutdown`] leaves its tasks running
-/// until the runtime ends.
+/// A running simulated cluster. Dropping it stops it too (the listener, connections, watches
+/// and controllers end soon after); [`Sim::shutdown`] waits for that.
 pub struct Sim {
     shared: Arc<Shared>,
     url: String,
