@@ -590,6 +590,17 @@ spec:
 /// Starts `tidemark agent` (the long-running loop, 300 ms interval, 2 s Lease) against a
 /// sim, logging at info to `DIR/IDENTITY.log`.
 pub fn spawn_agent(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
+    spawn_agent_with(repo, sim, identity, dir, &[])
+}
+
+/// [`spawn_agent`] with extra arguments (e.g. `--interval 5m` instead of 300ms).
+pub fn spawn_agent_with(
+    repo: &Path,
+    sim: &SimProcess,
+    identity: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Child> {
     let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
     Ok(Command::new(tidemark_bin()?)
         .args(["--log", "info", "agent", "--repo"])
@@ -597,8 +608,6 @@ pub fn spawn_agent(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) ->
         .args([
             "--selector",
             "cluster=sim",
-            "--interval",
-            "300ms",
             "--lease-duration",
             "2s",
             "--identity",
@@ -606,6 +615,12 @@ pub fn spawn_agent(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) ->
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .args(if extra.contains(&"--interval") {
+            &[][..]
+        } else {
+            &["--interval", "300ms"][..]
+        })
+        .args(extra)
         .arg("--cache-dir")
         .arg(dir.join("cache"))
         .arg("--kubeconfig")

@@ -129,3 +129,47 @@ fn one_of_two_agents_acts_and_the_other_takes_over_when_it_dies() -> Result<()> 
     assert_eq!(holder(&sim), "", "the Lease is released on stop");
     Ok(())
 }
+
+#[test]
+fn a_local_repo_change_triggers_a_pass_at_once() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write("clusters/sim.yaml", &manifest("1.28.9"))?;
+    let first = repo.commit("as is")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let dir = tempfile::tempdir()?;
+    // A 5-minute interval: only the file watch can make it act within the test.
+    let mut agent = tidemark_e2e::spawn_agent_with(
+        repo.path(),
+        &sim,
+        "watcher",
+        dir.path(),
+        &["--interval", "5m"],
+    )?;
+    wait_until(Duration::from_secs(30), "the first pass", || {
+        status(&sim, "applied-revision") == first
+    })?;
+    repo.write("clusters/sim.yaml", &manifest("1.29.8"))?;
+    let second = repo.commit("1.29")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let moved = Instant::now();
+    let result = wait_until(
+        Duration::from_secs(60),
+        "the upgrade after the tag moved",
+        || status(&sim, "applied-revision") == second,
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    result?;
+    assert!(moved.elapsed() < Duration::from_secs(60));
+    assert!(log_of(dir.path(), "watcher").contains("watching the local fleet repo"));
+    Ok(())
+}

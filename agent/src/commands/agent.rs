@@ -78,7 +78,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("failed to serve health and metrics on {metrics_addr}"))?;
         tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
-        run_loop(&ctx, &lease_cfg, interval.as_std(), &metrics, &health).await
+        // A fleet repo on this machine triggers a pass as soon as its refs change.
+        let trigger = Arc::new(tokio::sync::Notify::new());
+        let _watcher = watch_local_repo(&repo, trigger.clone());
+        run_loop(
+            &ctx,
+            &lease_cfg,
+            interval.as_std(),
+            &metrics,
+            &health,
+            &trigger,
+        )
+        .await
     })
 }
 
@@ -110,6 +121,7 @@ async fn run_loop(
     interval: StdDuration,
     metrics: &Metrics,
     health: &Health,
+    trigger: &tokio::sync::Notify,
 ) -> anyhow::Result<ExitCode> {
     let (stop_tx, mut stop) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -184,6 +196,10 @@ async fn run_loop(
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = stop.changed() => break,
+                _ = trigger.notified() => {
+                    tracing::debug!("the local fleet repo changed: pass now");
+                    break;
+                }
             }
             if leading
                 && Instant::now() < deadline
@@ -199,6 +215,45 @@ async fn run_loop(
         tracing::warn!(error = %e, "failed to release the Lease");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Watches the git directory of a fleet repo given as a local path (a commit or a moved
+/// tag changes its refs) and wakes the loop. Remote URLs are polled only. The watcher
+/// stops when the returned value is dropped.
+fn watch_local_repo(
+    repo: &str,
+    trigger: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path = std::path::Path::new(repo.strip_prefix("file://").unwrap_or(repo));
+    if !path.is_dir() {
+        return None;
+    }
+    let git_dir = if path.join(".git").is_dir() {
+        path.join(".git")
+    } else {
+        path.to_path_buf()
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Object writes alone do not change what the agent follows; ref updates do.
+        let relevant = event.is_ok_and(|e| {
+            e.paths.iter().any(|p| {
+                let p = p.to_string_lossy();
+                p.contains("/refs/") || p.ends_with("packed-refs") || p.ends_with("HEAD")
+            })
+        });
+        if relevant {
+            trigger.notify_one();
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the local fleet repo; polling only"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&git_dir, notify::RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, path = %git_dir.display(), "cannot watch the local fleet repo; polling only");
+        return None;
+    }
+    tracing::info!(path = %git_dir.display(), "watching the local fleet repo for changes");
+    Some(watcher)
 }
 
 /// The interval, or after `failures` failed passes in a row an exponential backoff from
