@@ -16,7 +16,7 @@ use crate::desired::{self, Outcome};
 use crate::keys::annotations as keys;
 use crate::observe::model::Observed;
 use crate::plan::{self, Phase, Step};
-use crate::provider::{AnyProvider, Provider};
+use crate::provider::{AnyProvider, Provider, RolloutLimits};
 use crate::source::GitCache;
 use crate::status::{self, PassOutcome, VersionsNote};
 
@@ -214,7 +214,19 @@ async fn execute(provider: &AnyProvider, step: &Step) -> Result<(), crate::provi
     tracing::info!(%step, "executing step");
     match step {
         Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
-        Step::UpgradeNodeGroup { group, to, .. } => provider.upgrade_node_group(group, *to).await,
+        Step::UpgradeNodeGroup {
+            group,
+            to,
+            max_unavailable,
+            drain_timeout,
+            ..
+        } => {
+            let limits = RolloutLimits {
+                max_unavailable: *max_unavailable,
+                drain_timeout: *drain_timeout,
+            };
+            provider.upgrade_node_group(group, *to, limits).await
+        }
     }
 }
 

@@ -140,7 +140,9 @@ pub struct ClusterApiProvider {
 
 /// Settings of the `exec` provider. Commands are argv lists, never run through a shell;
 /// they get `TIDEMARK_CLUSTER`, `TIDEMARK_TARGET_VERSION` and, for node groups,
-/// `TIDEMARK_NODE_GROUP` in their environment, and must be idempotent.
+/// `TIDEMARK_NODE_GROUP`, `TIDEMARK_MAX_UNAVAILABLE` and `TIDEMARK_DRAIN_TIMEOUT_SECONDS`
+/// in their environment (and `KUBECONFIG` when the agent was given one), and must be
+/// idempotent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecProvider {

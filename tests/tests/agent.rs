@@ -176,6 +176,17 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     let mut kubelets: Vec<&str> = nodes.split_whitespace().collect();
     kubelets.sort();
     assert_eq!(kubelets, ["v1.29.8", "v1.30.4", "v1.30.4"]);
+    // The node group's rollout limits reached Cluster API.
+    let strategy = sim.kubectl(&[
+        "get",
+        "machinedeployments.cluster.x-k8s.io",
+        "sim-general",
+        "-n",
+        "capi-system",
+        "-o",
+        "jsonpath={.spec.strategy.rollingUpdate.maxUnavailable} {.spec.template.spec.nodeDrainTimeout}",
+    ])?;
+    assert_eq!(strategy, "1 600s");
 
     // Converged and idle: a pass writes nothing (the status object keeps its resourceVersion).
     let rv = sim.kubectl(&[
@@ -245,7 +256,15 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
     );
     repo.write(
         "clusters/sim.yaml",
-        &manifest(&exec, "1.29.8", "1.29.8", "1.28.9"),
+        &manifest(&exec, "1.30.4", "1.30.4", "1.28.9"),
+    )?;
+    // The hop through 1.29 lands on a listed patch release.
+    repo.write(
+        "fleet.yaml",
+        &format!(
+            "{}  kubernetesVersions: [\"1.29.8\"]\n",
+            fleet_yaml(&["canary"])
+        ),
     )?;
     repo.commit("exec fleet")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
@@ -255,9 +274,10 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
         steps,
         [
             "upgrade control plane 1.28.9 -> 1.29.8",
-            "upgrade node group general 1.28.9 -> 1.29.8 (to its declared version)",
+            "upgrade control plane 1.29.8 -> 1.30.4",
+            "upgrade node group general 1.28.9 -> 1.30.4 (to its declared version)",
         ],
-        "each request issued once"
+        "each request issued once, one minor at a time"
     );
     let nodes = sim.kubectl(&[
         "get",
@@ -267,7 +287,7 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
     ])?;
     let mut kubelets: Vec<&str> = nodes.split_whitespace().collect();
     kubelets.sort();
-    assert_eq!(kubelets, ["v1.28.9", "v1.29.8"]);
+    assert_eq!(kubelets, ["v1.28.9", "v1.30.4"]);
     Ok(())
 }
 

@@ -130,7 +130,7 @@ fn api_faults_and_an_outage_during_a_rollout() -> Result<()> {
         "--speed",
         "30",
         "--faults",
-        "latency=5ms,error-rate=0.1,conflict-rate=0.1,drop-watch=2s,outage=2s+8s,seed=7",
+        "latency=5ms,error-rate=0.1,conflict-rate=0.1,drop-watch=2s,outage=2s+30s,seed=7",
     ])?;
     let repo = WorkRepo::new()?;
     repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
@@ -140,7 +140,7 @@ fn api_faults_and_an_outage_during_a_rollout() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let start = Instant::now();
     let mut agent = spawn_agent(repo.path(), &sim, "faulty", dir.path())?;
-    let converged = wait_until(Duration::from_secs(120), "convergence under faults", || {
+    let converged = wait_until(Duration::from_secs(150), "convergence under faults", || {
         status_annotation(&sim, "applied-revision") == target
             && status_annotation(&sim, "phase") == "Converged"
     });
@@ -150,8 +150,8 @@ fn api_faults_and_an_outage_during_a_rollout() -> Result<()> {
     converged?;
     assert!(still_running, "the agent survived the faults");
     assert!(
-        start.elapsed() > Duration::from_secs(10),
-        "the outage was lived through"
+        start.elapsed() > Duration::from_secs(30),
+        "the 30 s outage was lived through"
     );
     let log = agent_log(dir.path(), "faulty");
     assert!(!log.contains("panicked"), "{log}");

@@ -173,3 +173,64 @@ fn a_local_repo_change_triggers_a_pass_at_once() -> Result<()> {
     assert!(log_of(dir.path(), "watcher").contains("watching the local fleet repo"));
     Ok(())
 }
+
+#[test]
+fn outside_the_maintenance_window_the_agent_waits_then_proceeds() -> Result<()> {
+    // A window that opens at the next full minute at least 15 s away (UTC), for an hour.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let opens = (now + 15).div_ceil(60) * 60;
+    let (hh, mm) = ((opens / 3600) % 24, (opens / 60) % 60);
+    let weekday =
+        ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((opens / 86_400) % 7) as usize];
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let text = manifest("1.29.8")
+        + &format!(
+            "  maintenanceWindow: {{days: [{weekday}], start: \"{hh:02}:{mm:02}\", duration: 1h, timeZone: UTC}}\n"
+        );
+    repo.write("clusters/sim.yaml", &text)?;
+    let target = repo.commit("upgrade inside the window")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let dir = tempfile::tempdir()?;
+    let mut agent = tidemark_e2e::spawn_agent(repo.path(), &sim, "windowed", dir.path())?;
+    let waited = wait_until(Duration::from_secs(20), "the Waiting phase", || {
+        status(&sim, "phase") == "Waiting"
+    });
+    let message = status(&sim, "message");
+    let control_plane_while_waiting = sim.kubectl(&["version", "-o", "json"])?;
+    let proceeded = wait_until(
+        Duration::from_secs(120),
+        "the upgrade once the window opened",
+        || status(&sim, "applied-revision") == target,
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    waited?;
+    assert!(
+        message.starts_with(
+            "upgrade control plane 1.28.9 -> 1.29.8 waits for the maintenance window; next opens "
+        ),
+        "{message}"
+    );
+    assert!(
+        control_plane_while_waiting.contains("\"gitVersion\": \"v1.28.9\""),
+        "nothing changed while waiting"
+    );
+    proceeded?;
+    let opened_at = std::time::UNIX_EPOCH + Duration::from_secs(opens);
+    assert!(
+        std::time::SystemTime::now() >= opened_at,
+        "it proceeded only once the window was open"
+    );
+    Ok(())
+}

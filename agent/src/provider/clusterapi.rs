@@ -8,7 +8,7 @@ use tidemark_schema::KubeVersion;
 use tidemark_schema::cluster::ClusterApiProvider;
 use tidemark_schema::resolve::DesiredState;
 
-use super::{Error, Provider};
+use super::{Error, Provider, RolloutLimits};
 use crate::observe::cluster::{capi_resource, control_plane_name, machine_deployment};
 
 /// The Cluster API provider of one cluster.
@@ -67,7 +67,12 @@ impl Provider for ClusterApi {
         .await
     }
 
-    async fn upgrade_node_group(&self, group: &str, to: KubeVersion) -> Result<(), Error> {
+    async fn upgrade_node_group(
+        &self,
+        group: &str,
+        to: KubeVersion,
+        limits: RolloutLimits,
+    ) -> Result<(), Error> {
         let version = exact(to)?;
         let name = self
             .machine_deployments
@@ -77,7 +82,12 @@ impl Provider for ClusterApi {
         self.patch(
             "MachineDeployment",
             &name,
-            serde_json::json!({"spec": {"template": {"spec": {"version": version}}}}),
+            // The version, and how Cluster API may roll: maxUnavailable (no surge beyond one
+            // node) and the drain timeout of each node, as the manifest declares them.
+            serde_json::json!({"spec": {
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": limits.max_unavailable, "maxSurge": 1}},
+                "template": {"spec": {"version": version, "nodeDrainTimeout": format!("{}s", limits.drain_timeout.as_secs())}},
+            }}),
         )
         .await
     }

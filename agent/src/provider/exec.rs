@@ -10,7 +10,7 @@ use tidemark_schema::cluster::ExecProvider;
 use tidemark_schema::resolve::DesiredState;
 use tokio::process::Command;
 
-use super::{Error, Provider};
+use super::{Error, Provider, RolloutLimits};
 
 /// Default timeout of one command.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -104,10 +104,23 @@ impl Provider for Exec {
         .await
     }
 
-    async fn upgrade_node_group(&self, group: &str, to: KubeVersion) -> Result<(), Error> {
+    async fn upgrade_node_group(
+        &self,
+        group: &str,
+        to: KubeVersion,
+        limits: RolloutLimits,
+    ) -> Result<(), Error> {
         let env = [
             ("TIDEMARK_TARGET_VERSION", to.to_string()),
             ("TIDEMARK_NODE_GROUP", group.to_string()),
+            (
+                "TIDEMARK_MAX_UNAVAILABLE",
+                limits.max_unavailable.to_string(),
+            ),
+            (
+                "TIDEMARK_DRAIN_TIMEOUT_SECONDS",
+                limits.drain_timeout.as_secs().to_string(),
+            ),
         ]
         .into();
         self.run(&self.spec.upgrade_node_group, env).await

@@ -46,7 +46,21 @@ pub trait Provider {
     /// Asks for the control plane at `to`.
     async fn upgrade_control_plane(&self, to: KubeVersion) -> Result<(), Error>;
     /// Asks for node group `group` at `to`.
-    async fn upgrade_node_group(&self, group: &str, to: KubeVersion) -> Result<(), Error>;
+    async fn upgrade_node_group(
+        &self,
+        group: &str,
+        to: KubeVersion,
+        limits: RolloutLimits,
+    ) -> Result<(), Error>;
+}
+
+/// How a node group may roll: passed to the provider that drains and replaces nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutLimits {
+    /// Nodes that may be unavailable at once.
+    pub max_unavailable: u32,
+    /// How long one node's drain may take.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// The provider of `desired`.
@@ -81,10 +95,15 @@ impl Provider for AnyProvider {
         }
     }
 
-    async fn upgrade_node_group(&self, group: &str, to: KubeVersion) -> Result<(), Error> {
+    async fn upgrade_node_group(
+        &self,
+        group: &str,
+        to: KubeVersion,
+        limits: RolloutLimits,
+    ) -> Result<(), Error> {
         match self {
-            AnyProvider::ClusterApi(p) => p.upgrade_node_group(group, to).await,
-            AnyProvider::Exec(p) => p.upgrade_node_group(group, to).await,
+            AnyProvider::ClusterApi(p) => p.upgrade_node_group(group, to, limits).await,
+            AnyProvider::Exec(p) => p.upgrade_node_group(group, to, limits).await,
         }
     }
 }
