@@ -567,6 +567,30 @@ pub fn fleet_yaml(waves: &[&str]) -> String {
     )
 }
 
+/// The Cluster API provider as the simulated clusters expect it.
+pub const CLUSTERAPI: &str = "{kind: clusterapi, namespace: capi-system}";
+
+/// The manifest of the cluster a `tidemark sim` serves (named `sim`, wave `canary`):
+/// `provider` as a YAML flow mapping, the control plane and node groups at their versions.
+pub fn sim_manifest(provider: &str, control_plane: &str, groups: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: sim
+  labels: {{cluster: sim, tidemark.dev/wave: canary}}
+spec:
+  provider: {provider}
+  controlPlane: {{version: \"{control_plane}\"}}
+  nodeGroups:
+"
+    );
+    for (name, version) in groups {
+        text.push_str(&format!("    - {{name: {name}, version: \"{version}\"}}\n"));
+    }
+    text
+}
+
 /// A `Cluster` manifest with one node group at the control plane's version.
 pub fn cluster_yaml(name: &str, wave: Option<&str>, version: &str) -> String {
     let wave = wave

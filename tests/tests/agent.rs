@@ -7,20 +7,7 @@ use anyhow::{Result, bail};
 use tidemark_e2e::{Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
 
 fn manifest(provider: &str, cp: &str, general: &str, gpu: &str) -> String {
-    format!(
-        "apiVersion: tidemark.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: sim
-  labels: {{cluster: sim, tidemark.dev/wave: canary}}
-spec:
-  provider: {provider}
-  controlPlane: {{version: \"{cp}\"}}
-  nodeGroups:
-    - {{name: general, version: \"{general}\"}}
-    - {{name: gpu, version: \"{gpu}\"}}
-"
-    )
+    tidemark_e2e::sim_manifest(provider, cp, &[("general", general), ("gpu", gpu)])
 }
 
 struct Pass {
@@ -129,7 +116,7 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     ])?;
     let repo = WorkRepo::new()?;
     repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    let capi = "{kind: clusterapi, namespace: capi-system}";
+    let capi = tidemark_e2e::CLUSTERAPI;
     repo.write(
         "clusters/sim.yaml",
         &manifest(capi, "1.28.9", "1.28.9", "1.26.15"),
@@ -383,7 +370,7 @@ spec:
 
     let repo = WorkRepo::new()?;
     repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    let capi = "{kind: clusterapi, namespace: capi-system}";
+    let capi = tidemark_e2e::CLUSTERAPI;
     let text = manifest(capi, "1.30.4", "1.29.8", "1.29.8").replace(
         "{name: general, version: \"1.29.8\"}",
         "{name: general, version: \"1.30.4\", drainTimeout: 4s}",

@@ -10,19 +10,10 @@ use tidemark_e2e::{
 };
 
 fn manifest(cp: &str, groups: &str) -> String {
-    format!(
-        "apiVersion: tidemark.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: sim
-  labels: {{cluster: sim, tidemark.dev/wave: canary}}
-spec:
-  provider: {{kind: clusterapi, namespace: capi-system}}
-  controlPlane: {{version: \"{cp}\"}}
-  nodeGroups:
-    - {{name: general, version: \"{groups}\"}}
-    - {{name: gpu, version: \"{groups}\"}}
-"
+    tidemark_e2e::sim_manifest(
+        tidemark_e2e::CLUSTERAPI,
+        cp,
+        &[("general", groups), ("gpu", groups)],
     )
 }
 

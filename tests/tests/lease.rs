@@ -11,19 +11,7 @@ use tidemark_e2e::{
 };
 
 fn manifest(version: &str) -> String {
-    format!(
-        "apiVersion: tidemark.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: sim
-  labels: {{cluster: sim, tidemark.dev/wave: canary}}
-spec:
-  provider: {{kind: clusterapi, namespace: capi-system}}
-  controlPlane: {{version: \"{version}\"}}
-  nodeGroups:
-    - {{name: general, version: \"{version}\"}}
-"
-    )
+    tidemark_e2e::sim_manifest(tidemark_e2e::CLUSTERAPI, version, &[("general", version)])
 }
 
 fn holder(sim: &SimProcess) -> String {

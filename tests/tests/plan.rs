@@ -8,22 +8,10 @@ use tidemark_e2e::{SimProcess, WorkRepo, fleet_yaml, tidemark};
 fn fleet(cp: &str, general: &str, gpu: &str) -> Result<WorkRepo> {
     let repo = WorkRepo::new()?;
     repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let groups = [("general", general), ("gpu", gpu)];
     repo.write(
         "clusters/sim.yaml",
-        &format!(
-            "apiVersion: tidemark.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: sim
-  labels: {{cluster: sim, tidemark.dev/wave: canary}}
-spec:
-  provider: {{kind: clusterapi, namespace: capi-system}}
-  controlPlane: {{version: \"{cp}\"}}
-  nodeGroups:
-    - {{name: general, version: \"{general}\"}}
-    - {{name: gpu, version: \"{gpu}\"}}
-"
-        ),
+        &tidemark_e2e::sim_manifest(tidemark_e2e::CLUSTERAPI, cp, &groups),
     )?;
     repo.commit("fleet")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
