@@ -131,6 +131,19 @@ async fn converge(
             Ok(o) => o,
             Err(e) => return fail(outcome, Phase::Failed, describe(&e)),
         };
+    let provider = AnyProvider::for_cluster(&ctx.client, &state, ctx.kubeconfig.as_deref());
+    if let AnyProvider::Exec(exec) = &provider {
+        match exec.busy().await {
+            Ok(busy) => observed.provider_busy = busy,
+            Err(e) => {
+                return fail(
+                    outcome,
+                    Phase::Failed,
+                    format!("provider status: {}", describe(&e)),
+                );
+            }
+        }
+    }
     let in_flight = requests_in_flight(&state, &observed, current, now);
     if let ProviderSpec::Exec(_) = state.provider {
         observed.control_plane_requested = in_flight.control_plane;
@@ -177,7 +190,6 @@ async fn converge(
     }
     outcome.phase = Some(p.phase);
     outcome.message = message;
-    let provider = AnyProvider::for_cluster(&ctx.client, &state, ctx.kubeconfig.as_deref());
     let mut executed = Vec::new();
     for step in &p.steps {
         let result = execute(&provider, step)

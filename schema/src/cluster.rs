@@ -150,7 +150,8 @@ pub struct ExecProvider {
     pub upgrade_control_plane: Vec<String>,
     /// Upgrades node group `TIDEMARK_NODE_GROUP` to `TIDEMARK_TARGET_VERSION`.
     pub upgrade_node_group: Vec<String>,
-    /// Optional: prints the provider's progress; exit 0 means no request in progress.
+    /// Optional: exits 0 when no request is in progress; otherwise the agent waits and
+    /// reports the first line of its output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<String>>,
     /// Extra environment for the commands (no secrets: this is git).

@@ -422,3 +422,54 @@ spec:
     assert!(held.is_some_and(|m| m.contains("web-pdb")));
     Ok(())
 }
+
+#[test]
+fn exec_status_command_holds_the_agent_while_the_cloud_is_busy() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1,gpu=1",
+        "--speed",
+        "50",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    let bin = tidemark_bin()?.display().to_string();
+    let marker = tempfile::tempdir()?;
+    let busy = marker.path().join("busy");
+    // The status command exits 1 with a message while the marker exists (an operation the
+    // cloud runs on its own, say), 0 otherwise.
+    let exec = format!(
+        "{{kind: exec, upgradeControlPlane: [\"{bin}\", sim, ctl, upgrade-control-plane], upgradeNodeGroup: [\"{bin}\", sim, ctl, upgrade-node-group], status: [/bin/sh, -c, \"if [ -e {m} ]; then echo 'cluster update 42 in progress'; exit 1; fi\"], timeout: 1m}}",
+        m = busy.display()
+    );
+    repo.write(
+        "clusters/sim.yaml",
+        &manifest(&exec, "1.29.8", "1.29.8", "1.28.9"),
+    )?;
+    repo.commit("exec fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let cache = tempfile::tempdir()?;
+
+    std::fs::write(&busy, "")?;
+    let held = once(&repo, &sim, cache.path())?;
+    assert_eq!(
+        (held.phase.as_str(), held.message.as_str()),
+        (
+            "Progressing",
+            "the provider reports a request in progress: cluster update 42 in progress"
+        )
+    );
+    assert!(
+        held.executed.is_empty(),
+        "nothing is asked of a busy provider"
+    );
+    let version = sim.kubectl(&["version", "-o", "json"])?;
+    assert!(version.contains("\"gitVersion\": \"v1.28.9\""));
+
+    std::fs::remove_file(&busy)?;
+    let steps = converge(&repo, &sim, cache.path(), Duration::from_secs(60))?;
+    assert_eq!(steps[0], "upgrade control plane 1.28.9 -> 1.29.8");
+    Ok(())
+}

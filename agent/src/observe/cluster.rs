@@ -124,6 +124,7 @@ pub async fn observe(
         nodes_not_ready,
         api_healthy,
         paused_annotation,
+        provider_busy: None,
         previous_desired,
     })
 }

@@ -20,6 +20,9 @@ pub struct Observed {
     pub api_healthy: bool,
     /// `tidemark.dev/paused: "true"` on the status object: a local veto.
     pub paused_annotation: bool,
+    /// What the `exec` provider's status command reports while a request is in progress
+    /// (it exits non-zero), if it has one and says so.
+    pub provider_busy: Option<String>,
     /// The versions the previous pass declared (from the status annotations), to tell a
     /// lowered declaration (a downgrade: refused) from a version raised outside tidemark
     /// (a foreign change: reported, never moved back down).

@@ -40,6 +40,12 @@ pub(super) fn hold(
             ),
         ));
     }
+    if let Some(busy) = &observed.provider_busy {
+        return Some((
+            Phase::Progressing,
+            format!("the provider reports a request in progress: {busy}"),
+        ));
+    }
     if let Some((name, g)) = observed.node_groups.iter().find(|(_, g)| g.is_rolling()) {
         if let Some(problem) = &g.provider_problem {
             let drain_timeout = desired

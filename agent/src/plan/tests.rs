@@ -107,6 +107,7 @@ fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
         nodes_not_ready: vec![],
         api_healthy: true,
         paused_annotation: false,
+        provider_busy: None,
         previous_desired: None,
     }
 }
@@ -455,6 +456,21 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
         p.message,
         "node group g: rollout not finished within drainTimeout 10m: PodDisruptionBudget web-pdb blocks the drain of node n1"
     );
+}
+
+#[test]
+fn a_busy_exec_provider_is_followed_not_asked_again() {
+    let mut o = observed("1.29.8", &[("g", "1.29.8")]);
+    o.provider_busy = Some("cluster update in progress".into());
+    let p = plan(&desired("1.30.4").group("g", "1.30.4"), &o, now());
+    assert_eq!(
+        (p.phase, p.message.as_str()),
+        (
+            Phase::Progressing,
+            "the provider reports a request in progress: cluster update in progress"
+        )
+    );
+    assert!(p.steps.is_empty());
 }
 
 #[test]

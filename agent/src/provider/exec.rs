@@ -38,7 +38,12 @@ impl Exec {
         }
     }
 
-    async fn run(&self, argv: &[String], env: BTreeMap<&str, String>) -> Result<(), Error> {
+    /// Runs a command to completion (bounded by the timeout); its output goes to the log.
+    async fn output(
+        &self,
+        argv: &[String],
+        env: BTreeMap<&str, String>,
+    ) -> Result<std::process::Output, Error> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Command("empty command".into()));
         };
@@ -76,7 +81,14 @@ impl Exec {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         tracing::info!(command = %shown, status = ?output.status.code(), stdout = %stdout.trim(), stderr = %stderr.trim(), "provider command finished");
+        Ok(output)
+    }
+
+    /// Runs a command; a non-zero exit is an error carrying the stderr tail.
+    async fn run(&self, argv: &[String], env: BTreeMap<&str, String>) -> Result<(), Error> {
+        let output = self.output(argv, env).await?;
         if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: String = stderr
                 .chars()
                 .rev()
@@ -86,12 +98,32 @@ impl Exec {
                 .rev()
                 .collect();
             return Err(Error::Command(format!(
-                "`{shown}` exited with {}: {}",
+                "`{}` exited with {}: {}",
+                argv.join(" "),
                 output.status,
                 tail.trim()
             )));
         }
         Ok(())
+    }
+
+    /// Asks the optional status command whether a request is in progress: exit 0 means
+    /// none; any other exit means one is, and the first line of its output says what.
+    pub async fn busy(&self) -> Result<Option<String>, Error> {
+        let Some(argv) = &self.spec.status else {
+            return Ok(None);
+        };
+        let output = self.output(argv, BTreeMap::new()).await?;
+        if output.status.success() {
+            return Ok(None);
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let first = stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("a request is in progress");
+        Ok(Some(first.to_string()))
     }
 }
 
