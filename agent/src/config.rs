@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::cli::GitArgs;
-use crate::source::{Auth, SourceConfig, auth_from_file};
+use tidemark_schema::LabelSelector;
+
+use crate::cli::{DesiredArgs, GitArgs};
+use crate::source::{Auth, GitCache, SourceConfig, auth_from_file};
 
 /// The git source described by `url`, `branch` and the git flags.
 pub fn source_config(
@@ -63,4 +65,18 @@ pub fn default_cache_dir() -> PathBuf {
         return PathBuf::from(home).join(".cache").join("tidemark");
     }
     std::env::temp_dir().join("tidemark-cache")
+}
+
+/// The fleet repo's cache and the cluster's identity selector, from the flags that
+/// `desired`, `plan` and `agent` share.
+pub fn fleet_source(args: &DesiredArgs) -> anyhow::Result<(GitCache, LabelSelector)> {
+    let DesiredArgs {
+        repo,
+        selector,
+        branch,
+        git,
+    } = args;
+    let selector: LabelSelector = selector.parse().context("--selector")?;
+    let cache = GitCache::open(&source_config(repo, branch.clone(), git)?)?;
+    Ok((cache, selector))
 }

@@ -8,16 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
-use tidemark_schema::{Duration, LabelSelector};
+use tidemark_schema::Duration;
 use tokio::sync::watch;
 
-use crate::cli::{AgentArgs, DesiredArgs, PlanArgs};
-use crate::config::source_config;
+use crate::cli::{AgentArgs, PlanArgs};
+use crate::config::fleet_source;
 use crate::lease::{self, Holder, LeaseConfig};
 use crate::pass::{self, Ctx};
 use crate::plan::Phase;
 use crate::server::{self, Health, Metrics};
-use crate::source::GitCache;
 
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(300);
@@ -28,13 +27,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let AgentArgs {
         plan:
             PlanArgs {
-                desired:
-                    DesiredArgs {
-                        repo,
-                        selector,
-                        branch,
-                        git,
-                    },
+                desired: source,
                 kubeconfig,
                 status_namespace,
             },
@@ -44,11 +37,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         lease_duration,
         metrics_addr,
     } = args;
-    let selector: LabelSelector = selector.parse().context("--selector")?;
+    let (cache, selector) = fleet_source(&source)?;
+    let branch = source.branch;
+    let repo = source.repo;
     let interval: Duration = interval.parse().context("--interval")?;
     let lease_duration: Duration = lease_duration.parse().context("--lease-duration")?;
-    let config = source_config(&repo, branch.clone(), &git)?;
-    let cache = GitCache::open(&config)?;
     super::runtime()?.block_on(async move {
         let client = crate::k8s::client(kubeconfig.as_deref()).await?;
         let lease_cfg = LeaseConfig {

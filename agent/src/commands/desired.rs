@@ -2,14 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde::Serialize;
-use tidemark_schema::{DesiredState, LabelSelector};
+use tidemark_schema::DesiredState;
 
 use crate::cli::DesiredArgs;
-use crate::config::source_config;
+use crate::config::fleet_source;
 use crate::desired::{self, Outcome};
-use crate::source::GitCache;
 
 /// What the git sync did, so scripts (and tests) can see that an idle poll fetched nothing.
 #[derive(Serialize)]
@@ -40,15 +38,8 @@ struct Output<'a> {
 }
 
 pub fn run(args: DesiredArgs) -> anyhow::Result<ExitCode> {
-    let DesiredArgs {
-        repo,
-        selector,
-        branch,
-        git,
-    } = args;
-    let selector: LabelSelector = selector.parse().context("--selector")?;
-    let config = source_config(&repo, branch.clone(), &git)?;
-    let cache = GitCache::open(&config)?;
+    let (cache, selector) = fleet_source(&args)?;
+    let branch = args.branch;
     let resolved = match desired::resolve(&cache, branch.as_deref(), &selector) {
         Ok(r) => r,
         Err(desired::Error::Select(e)) => {

@@ -2,30 +2,19 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use tidemark_schema::LabelSelector;
-
-use crate::cli::{DesiredArgs, PlanArgs};
-use crate::config::source_config;
+use crate::cli::PlanArgs;
+use crate::config::fleet_source;
 use crate::desired::{self, Outcome};
-use crate::source::GitCache;
 use crate::{k8s, observe, plan};
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let PlanArgs {
-        desired:
-            DesiredArgs {
-                repo,
-                selector,
-                branch,
-                git,
-            },
+        desired: source,
         kubeconfig,
         status_namespace,
     } = args;
-    let selector: LabelSelector = selector.parse().context("--selector")?;
-    let config = source_config(&repo, branch.clone(), &git)?;
-    let cache = GitCache::open(&config)?;
+    let (cache, selector) = fleet_source(&source)?;
+    let branch = source.branch;
     let resolved = match desired::resolve(&cache, branch.as_deref(), &selector) {
         Ok(r) => r,
         Err(desired::Error::Select(e)) => {
