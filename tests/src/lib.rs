@@ -209,9 +209,37 @@ impl WorkRepo {
         Ok(repo)
     }
 
+    /// A repository with `fleet.yaml` (wave `canary`) and one cluster `a` in that wave at
+    /// `version`, not yet committed.
+    pub fn one_cluster(version: &str) -> Result<Self> {
+        let repo = Self::new()?;
+        repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+        repo.write(
+            "clusters/a.yaml",
+            &cluster_yaml("a", Some("canary"), version),
+        )?;
+        Ok(repo)
+    }
+
     /// The work tree.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The directory a git server exports to serve this repository.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// The repository's name under [`Self::base_dir`] (the last part of its URL).
+    pub fn name(&self) -> String {
+        self.path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Runs `git ARGS` in the repository; returns trimmed stdout.

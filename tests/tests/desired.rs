@@ -22,11 +22,7 @@ impl Served {
             )?;
         }
         repo.commit("fleet")?;
-        let base = repo
-            .path()
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
+        let base = repo.base_dir();
         let daemon = GitDaemon::start(&base)?;
         Ok(Self {
             repo,
@@ -36,12 +32,7 @@ impl Served {
     }
 
     fn url(&self) -> String {
-        let name = self
-            .repo
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = self.repo.name();
         self.daemon.url(&name)
     }
 
@@ -253,12 +244,7 @@ fn invalid_manifest_at_the_tag_is_reported_with_file_and_field() -> Result<()> {
 
 #[test]
 fn file_url_and_local_path_remotes() -> Result<()> {
-    let repo = WorkRepo::new()?;
-    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    repo.write(
-        "clusters/a.yaml",
-        &cluster_yaml("a", Some("canary"), "1.30.2"),
-    )?;
+    let repo = WorkRepo::one_cluster("1.30.2")?;
     let head = repo.commit("fleet")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let cache = tempfile::tempdir()?;
@@ -311,24 +297,11 @@ fn unreachable_remote_fails_clearly_without_leaking_credentials() -> Result<()> 
 #[test]
 fn http_remote_with_basic_auth_from_env_file_or_url() -> Result<()> {
     use tidemark_e2e::{GitHttpServer, tidemark_in};
-    let repo = WorkRepo::new()?;
-    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    repo.write(
-        "clusters/a.yaml",
-        &cluster_yaml("a", Some("canary"), "1.30.2"),
-    )?;
+    let repo = WorkRepo::one_cluster("1.30.2")?;
     let head = repo.commit("fleet")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
-    let base = repo
-        .path()
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let name = repo
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = repo.base_dir();
+    let name = repo.name();
     let secret = "s3cr3t-t0ken-value";
     let server = GitHttpServer::start(&base, "ci-bot", secret)?;
     let url = server.url(&name);
@@ -417,12 +390,7 @@ fn http_remote_with_basic_auth_from_env_file_or_url() -> Result<()> {
 #[test]
 fn ssh_remote_with_key_and_known_hosts() -> Result<()> {
     use tidemark_e2e::SshServer;
-    let repo = WorkRepo::new()?;
-    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    repo.write(
-        "clusters/a.yaml",
-        &cluster_yaml("a", Some("canary"), "1.30.2"),
-    )?;
+    let repo = WorkRepo::one_cluster("1.30.2")?;
     let head = repo.commit("fleet")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let sshd = SshServer::start()?;

@@ -53,24 +53,11 @@ fn valid_repo_exits_zero_and_broken_one_lists_every_problem() -> Result<()> {
 
 #[test]
 fn validates_a_git_remote_default_branch() -> Result<()> {
-    let repo = WorkRepo::new()?;
-    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    repo.write(
-        "clusters/a.yaml",
-        &cluster_yaml("a", Some("canary"), "1.28.9"),
-    )?;
+    let repo = WorkRepo::one_cluster("1.28.9")?;
     repo.commit("ok")?;
-    let base = repo
-        .path()
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let base = repo.base_dir();
     let daemon = GitDaemon::start(&base)?;
-    let name = repo
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = repo.name();
     let cache = tempfile::tempdir()?;
     let cache_dir = cache.path().display().to_string();
     let url = daemon.url(&name);
@@ -169,17 +156,9 @@ fn symlink_in_git_pointing_outside_the_repo_is_refused() -> Result<()> {
         repo.path().join("values/app.yaml"),
     )?;
     repo.commit("sneaky symlink")?;
-    let base = repo
-        .path()
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let base = repo.base_dir();
     let daemon = GitDaemon::start(&base)?;
-    let name = repo
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = repo.name();
     let cache = tempfile::tempdir()?;
     let run = tidemark(&[
         "validate",
