@@ -113,6 +113,16 @@ async fn run() -> Result<()> {
         client,
         status_namespace: "tidemark-system".into(),
         kubeconfig: None,
+        // No components in this fleet: helm is never run.
+        components: tidemark::component::Runner::new(tidemark::component::Settings {
+            helm: tidemark::component::helm::Helm {
+                bin: "helm".into(),
+                timeout: std::time::Duration::from_secs(60),
+            },
+            health_wait: std::time::Duration::from_secs(5),
+            crd_wait: std::time::Duration::from_secs(30),
+            drift_interval: std::time::Duration::from_secs(600),
+        }),
     };
     // Converge (the first pass writes the status), then measure idle passes.
     for _ in 0..3 {

@@ -77,6 +77,49 @@ pub struct PlanArgs {
         default_value = "tidemark-system"
     )]
     pub status_namespace: String,
+    /// How components are rendered and checked.
+    #[command(flatten)]
+    pub components: ComponentArgs,
+}
+
+/// Rendering and checking helm components.
+#[derive(Clone, Debug, Args)]
+pub struct ComponentArgs {
+    /// The `helm` executable that renders components (`helm template`).
+    #[arg(long, env = "TIDEMARK_HELM_BIN", default_value = "helm")]
+    pub helm_bin: PathBuf,
+    /// Longest one `helm template` may take.
+    #[arg(long, env = "TIDEMARK_HELM_TIMEOUT", default_value = "2m")]
+    pub helm_timeout: String,
+    /// How often applied components are compared with their render, and drift (objects
+    /// edited or deleted by hand) corrected.
+    #[arg(long, env = "TIDEMARK_DRIFT_INTERVAL", default_value = "10m")]
+    pub drift_interval: String,
+    /// Longest a pass waits for an applied component to become healthy before reporting
+    /// it Progressing (it fails only after its own `timeout`, default 5m).
+    #[arg(long, env = "TIDEMARK_COMPONENT_WAIT", default_value = "30s")]
+    pub component_wait: String,
+}
+
+impl ComponentArgs {
+    /// The runner settings, or which flag is wrong.
+    pub fn settings(&self) -> anyhow::Result<crate::component::Settings> {
+        use anyhow::Context;
+        let dur = |v: &str, flag: &str| -> anyhow::Result<std::time::Duration> {
+            Ok(v.parse::<tidemark_schema::Duration>()
+                .with_context(|| format!("--{flag}"))?
+                .as_std())
+        };
+        Ok(crate::component::Settings {
+            helm: crate::component::helm::Helm {
+                bin: self.helm_bin.clone(),
+                timeout: dur(&self.helm_timeout, "helm-timeout")?,
+            },
+            health_wait: dur(&self.component_wait, "component-wait")?,
+            crd_wait: std::time::Duration::from_secs(60),
+            drift_interval: dur(&self.drift_interval, "drift-interval")?,
+        })
+    }
 }
 
 /// `tidemark demo`
@@ -94,6 +137,10 @@ pub struct DemoArgs {
     /// Give up after this long.
     #[arg(long, default_value = "110s")]
     pub timeout: String,
+    /// The `helm` executable that renders components (`helm template`); default `helm`
+    /// on PATH, else the repository's stand-in `scripts/helm`.
+    #[arg(long, env = "TIDEMARK_HELM_BIN")]
+    pub helm_bin: Option<PathBuf>,
 }
 
 /// `tidemark agent`

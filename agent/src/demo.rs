@@ -36,6 +36,8 @@ pub struct DemoConfig {
     pub timeout: Duration,
     /// The `tidemark` binary, for the `exec` provider's commands.
     pub binary: PathBuf,
+    /// How the agents render and check components.
+    pub components: crate::component::Settings,
 }
 
 /// One cluster as the demo tracks it.
@@ -163,6 +165,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             offset,
             board: board.clone(),
             stop: stop.clone(),
+            components: config.components.clone(),
         }));
         sims.push(sim);
     }
@@ -337,6 +340,7 @@ struct AgentSpec {
     offset: Option<SignedDuration>,
     board: Board,
     stop: Arc<AtomicBool>,
+    components: crate::component::Settings,
 }
 
 /// One agent on its own thread (the git cache is not shared between threads), passing
@@ -379,6 +383,7 @@ fn spawn_agent(spec: AgentSpec) -> std::thread::JoinHandle<()> {
                 client: client.clone(),
                 status_namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
                 kubeconfig: Some(spec.kubeconfig.clone()),
+                components: crate::component::Runner::new(spec.components.clone()),
             };
             while !spec.stop.load(Ordering::SeqCst) {
                 let now = spec.offset.and_then(|o| Timestamp::now().checked_add(o).ok()).unwrap_or_else(Timestamp::now);

@@ -20,6 +20,8 @@ pub mod annotations {
     pub const NODE_GROUPS: &str = "tidemark.dev/node-groups";
     /// Components (compact JSON).
     pub const COMPONENTS: &str = "tidemark.dev/components";
+    /// When applied components were last compared with their render (drift check).
+    pub const DRIFT_CHECKED: &str = "tidemark.dev/drift-checked";
     /// Time of the last pass.
     pub const LAST_PASS: &str = "tidemark.dev/last-pass";
     /// `"true"` stops all changes: a local veto set by a person.

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod component;
 pub mod config;
 pub mod demo;
 pub mod desired;

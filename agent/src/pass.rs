@@ -12,10 +12,11 @@ use tidemark_schema::resolve::DesiredState;
 use tidemark_schema::{KubeVersion, LabelSelector};
 use tracing::Instrument;
 
+use crate::component::{PassScratch, Runner};
 use crate::desired::{self, Outcome};
 use crate::keys::annotations as keys;
-use crate::observe::model::Observed;
-use crate::plan::{self, Phase, Step};
+use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
+use crate::plan::{self, CheckReason, Inputs, Phase, Step};
 use crate::provider::{AnyProvider, Provider, RolloutLimits};
 use crate::source::GitCache;
 use crate::status::{self, PassOutcome, VersionsNote};
@@ -35,6 +36,8 @@ pub struct Ctx {
     /// The kubeconfig the agent was given, passed to `exec` provider commands as
     /// `KUBECONFIG` so they act on the same cluster.
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Renders and applies components; keeps the inputs and renders of earlier passes.
+    pub components: Runner,
 }
 
 /// The result of a pass, for the runner and for `--once`.
@@ -124,7 +127,7 @@ async fn converge(
         }
         Outcome::Desired { state, revision } => (state, revision),
     };
-    outcome.desired_revision = Some(revision);
+    outcome.desired_revision = Some(revision.clone());
 
     let mut observed =
         match crate::observe::observe(&ctx.client, &state, &ctx.status_namespace).await {
@@ -181,7 +184,28 @@ async fn converge(
         outcome.node_groups.insert(g.name.clone(), note);
     }
 
-    let p = plan::plan(&state, &observed, now);
+    let inputs = match ctx.components.inputs(&ctx.cache, &revision, &state) {
+        Ok(i) => i,
+        Err(e) => return fail(outcome, Phase::Failed, describe(&e)),
+    };
+    let drift_interval = ctx.components.settings().drift_interval;
+    observed.drift_due = current
+        .get(keys::DRIFT_CHECKED)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_none_or(|t| now.duration_since(t).unsigned_abs() >= drift_interval);
+    let plan_inputs: BTreeMap<String, Inputs> = inputs
+        .iter()
+        .map(|(name, i)| {
+            let i = match i {
+                Ok(i) => Inputs::Digest(i.digest.clone()),
+                Err(e) => Inputs::Unreadable(e.clone()),
+            };
+            (name.clone(), i)
+        })
+        .collect();
+
+    let base = plan::plan(&state, &observed, now);
+    let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
     tracing::debug!(plan = ?p, "planned");
     let mut message = p.message.clone();
     for note in &p.notes {
@@ -190,11 +214,52 @@ async fn converge(
     }
     outcome.phase = Some(p.phase);
     outcome.message = message;
+
+    let mut records = observed.components.clone();
     let mut executed = Vec::new();
+    // A component that ends its step unhealthy holds every later rank of this pass.
+    let mut held_by: Option<(u8, String)> = None;
+    let mut drift_checked = observed.drift_due && !state.components.is_empty();
+    let mut scratch = PassScratch::default();
     for step in &p.steps {
-        let result = execute(&provider, step)
-            .instrument(tracing::info_span!("step", step = %step))
+        if let Some((rank, why)) = &held_by
+            && step.rank() > *rank
+        {
+            tracing::info!(%step, held_by = %why, "step held");
+            if matches!(
+                step,
+                Step::CheckComponent {
+                    reason: CheckReason::Drift,
+                    ..
+                }
+            ) {
+                drift_checked = false;
+            }
+            continue;
+        }
+        let span = tracing::info_span!("step", step = %step);
+        if !step.is_disruptive() {
+            let component = run_component_step(
+                ctx,
+                &state,
+                &revision,
+                &inputs,
+                step,
+                &mut records,
+                &mut scratch,
+                now,
+            )
+            .instrument(span)
             .await;
+            if let Some(done) = component.executed {
+                executed.push(done);
+            }
+            if let Some(why) = component.holds {
+                held_by = Some((step.rank(), why));
+            }
+            continue;
+        }
+        let result = execute(&provider, step).instrument(span).await;
         match result {
             Ok(()) => {
                 tracing::info!(%step, "step requested");
@@ -208,6 +273,7 @@ async fn converge(
                 } else {
                     Phase::Failed
                 };
+                outcome.components = Some(keep_declared(records, &state));
                 return (
                     PassOutcome {
                         phase: Some(phase),
@@ -219,12 +285,241 @@ async fn converge(
             }
         }
     }
+    for c in &state.components {
+        // Held before ever being applied: say so.
+        records
+            .entry(c.name.clone())
+            .or_insert_with(|| ComponentRecord {
+                chart: inputs
+                    .get(&c.name)
+                    .and_then(|i| i.as_ref().ok())
+                    .map(|i| i.display.clone())
+                    .unwrap_or_default(),
+                health: ComponentHealth::Pending,
+                message: Some(held_by.as_ref().map_or_else(
+                    || "waits for its phase".to_string(),
+                    |(_, why)| format!("held: {why}"),
+                )),
+                ..ComponentRecord::default()
+            });
+    }
+    let records = keep_declared(records, &state);
+    conclude(&mut outcome, &base, &records, &plan_inputs, &state);
+    outcome.components = Some(records);
+    if drift_checked {
+        outcome.drift_checked = Some(now.to_string());
+    }
     (outcome, executed)
+}
+
+/// What a component step did: a line for the report, and why it holds later ranks.
+struct ComponentStepResult {
+    executed: Option<String>,
+    holds: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_component_step(
+    ctx: &Ctx,
+    state: &DesiredState,
+    revision: &str,
+    inputs: &BTreeMap<String, Result<crate::component::inputs::ComponentInputs, String>>,
+    step: &Step,
+    records: &mut BTreeMap<String, ComponentRecord>,
+    scratch: &mut PassScratch,
+    now: Timestamp,
+) -> ComponentStepResult {
+    let runner = &ctx.components;
+    let client = &ctx.client;
+    let name = match step {
+        Step::ApplyComponent { name, .. }
+        | Step::CheckComponent { name, .. }
+        | Step::PruneComponent { name } => name.clone(),
+        _ => {
+            return ComponentStepResult {
+                executed: None,
+                holds: None,
+            };
+        }
+    };
+    if let Step::PruneComponent { .. } = step {
+        return match runner.prune_removed(client, &name, scratch).await {
+            Ok(n) => {
+                records.remove(&name);
+                ComponentStepResult {
+                    executed: Some(format!("pruned component {name} ({n} objects)")),
+                    holds: None,
+                }
+            }
+            Err(e) => {
+                let r = records.entry(name.clone()).or_default();
+                r.health = ComponentHealth::Failed;
+                r.message = Some(format!("prune of removed component failed: {e}"));
+                ComponentStepResult {
+                    executed: None,
+                    holds: None,
+                }
+            }
+        };
+    }
+    let Some(c) = state.components.iter().find(|c| c.name == name) else {
+        return ComponentStepResult {
+            executed: None,
+            holds: None,
+        };
+    };
+    let own_inputs = inputs
+        .get(&name)
+        .map(|r| r.as_ref().map_err(String::as_str))
+        .unwrap_or(Err("component inputs missing"));
+    let previous = records.get(&name).cloned();
+    let (record, executed) = match step {
+        Step::ApplyComponent { .. } => {
+            let r = runner
+                .apply(
+                    client,
+                    &ctx.cache,
+                    revision,
+                    c,
+                    own_inputs,
+                    previous.as_ref(),
+                    scratch,
+                    now,
+                )
+                .await;
+            let line = (r.inputs != previous.as_ref().and_then(|p| p.inputs.clone()))
+                .then(|| format!("applied component {name} ({} objects)", r.objects));
+            (r, line)
+        }
+        Step::CheckComponent {
+            reason: CheckReason::Drift,
+            ..
+        } => {
+            let (Ok(i), Some(prev)) = (own_inputs, previous.as_ref()) else {
+                return ComponentStepResult {
+                    executed: None,
+                    holds: None,
+                };
+            };
+            let (r, corrected) = runner
+                .check_drift(client, &ctx.cache, revision, c, i, prev, scratch, now)
+                .await;
+            let line = (!corrected.is_empty()).then(|| {
+                format!(
+                    "corrected drift of component {name}: {}",
+                    corrected.join(", ")
+                )
+            });
+            (r, line)
+        }
+        _ => {
+            let prev = previous.clone().unwrap_or_default();
+            (runner.check_health(client, c, prev, now).await, None)
+        }
+    };
+    let holds = (record.health != ComponentHealth::Healthy).then(|| {
+        format!(
+            "component {name} is {}{}",
+            record.health,
+            record
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )
+    });
+    records.insert(name, record);
+    ComponentStepResult { executed, holds }
+}
+
+/// The records of declared components, plus removed ones whose prune failed.
+fn keep_declared(
+    mut records: BTreeMap<String, ComponentRecord>,
+    state: &DesiredState,
+) -> BTreeMap<String, ComponentRecord> {
+    records.retain(|name, r| {
+        state.components.iter().any(|c| &c.name == name) || r.health == ComponentHealth::Failed
+    });
+    records
+}
+
+/// The pass's phase and message once components are counted: a failed component fails
+/// the pass; a component still rolling out keeps it `Progressing`; the pass is
+/// `Converged` only when the control plane, node groups and every component are.
+fn conclude(
+    outcome: &mut PassOutcome,
+    base: &plan::Plan,
+    records: &BTreeMap<String, ComponentRecord>,
+    inputs: &BTreeMap<String, Inputs>,
+    state: &DesiredState,
+) {
+    let describe_one = |name: &str, r: &ComponentRecord| {
+        format!(
+            "component {name} {}{}",
+            r.health,
+            r.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )
+    };
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| r.health == ComponentHealth::Failed)
+        .map(|(n, r)| describe_one(n, r))
+        .collect();
+    let pending: Vec<String> = state
+        .components
+        .iter()
+        .filter_map(|c| {
+            let r = records.get(&c.name)?;
+            let applied = matches!(inputs.get(&c.name), Some(Inputs::Digest(d)) if r.inputs.as_ref() == Some(d));
+            (r.health != ComponentHealth::Failed
+                && !(applied && r.health == ComponentHealth::Healthy))
+                .then(|| describe_one(&c.name, r))
+        })
+        .collect();
+    let phase = outcome.phase.unwrap_or(Phase::Failed);
+    if !failed.is_empty() {
+        let joined = failed.join("; ");
+        match phase {
+            Phase::Blocked | Phase::Paused => {
+                outcome.message = format!("{}; {joined}", outcome.message);
+            }
+            _ => {
+                outcome.phase = Some(Phase::Failed);
+                outcome.message = if base.phase == Phase::Converged {
+                    joined
+                } else {
+                    format!("{joined}; {}", outcome.message)
+                };
+            }
+        }
+        return;
+    }
+    if base.phase == Phase::Converged && phase != Phase::Paused {
+        if pending.is_empty() {
+            outcome.phase = Some(Phase::Converged);
+            let healthy = state.components.len();
+            outcome.message = if healthy == 0 {
+                base.message.clone()
+            } else {
+                format!("{}, {healthy} components healthy", base.message)
+            };
+        } else {
+            outcome.phase = Some(Phase::Progressing);
+            outcome.message = pending.join("; ");
+        }
+    }
 }
 
 async fn execute(provider: &AnyProvider, step: &Step) -> Result<(), crate::provider::Error> {
     tracing::info!(%step, "executing step");
     match step {
+        // Component steps are run by the component runner.
+        Step::ApplyComponent { .. } | Step::CheckComponent { .. } | Step::PruneComponent { .. } => {
+            Ok(())
+        }
         Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
         Step::UpgradeNodeGroup {
             group,
@@ -247,6 +542,7 @@ fn record_request(outcome: &mut PassOutcome, step: &Step, now: Timestamp) {
     let (note, to) = match step {
         Step::UpgradeControlPlane { to, .. } => (outcome.control_plane.as_mut(), to),
         Step::UpgradeNodeGroup { group, to, .. } => (outcome.node_groups.get_mut(group), to),
+        _ => return,
     };
     if let Some(note) = note {
         note.requested = Some(to.to_string());

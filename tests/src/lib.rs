@@ -750,3 +750,34 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
         .unwrap_or_default();
     Ok((code, body))
 }
+
+// ---- helm stand-in (scripts/helm) --------------------------------------------------------
+// Added for tests/helm_standin.rs; everything above is the shared harness.
+
+/// `<workspace>/scripts/helm`: the `helm template` stand-in built on helm-python-sdk (needs
+/// the venv that `scripts/setup-python.sh` creates).
+pub fn helm_standin() -> PathBuf {
+    workspace_root().join("scripts/helm")
+}
+
+/// Runs `helm ARGS` through [`helm_standin`] in `dir`, with a timeout of 60 s and no
+/// `HELM_*` variables inherited.
+pub fn helm_in(args: &[&str], dir: &Path) -> Result<Run> {
+    let mut cmd = Command::new(helm_standin());
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HELM_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = wait_with_timeout(cmd.spawn()?, Duration::from_secs(60))?;
+    Ok(Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

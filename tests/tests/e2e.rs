@@ -3,7 +3,9 @@
 
 mod agent;
 mod chaos;
+mod components;
 mod desired;
+mod helm_standin;
 mod lease;
 mod plan;
 mod validate;

@@ -30,6 +30,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 desired: source,
                 kubeconfig,
                 status_namespace,
+                components,
             },
         interval,
         once,
@@ -42,6 +43,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let repo = source.repo;
     let interval: Duration = interval.parse().context("--interval")?;
     let lease_duration: Duration = lease_duration.parse().context("--lease-duration")?;
+    let components = crate::component::Runner::new(components.settings()?);
     super::runtime()?.block_on(async move {
         let client = crate::k8s::client(kubeconfig.as_deref()).await?;
         let lease_cfg = LeaseConfig {
@@ -57,6 +59,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             client: client.clone(),
             status_namespace,
             kubeconfig,
+            components,
         };
         if once {
             return run_once(&ctx, &lease_cfg).await;

@@ -14,6 +14,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         speed,
         nodes_per_group,
         timeout,
+        helm_bin,
     } = args;
     let timeout: Duration = timeout.parse().context("--timeout")?;
     if !fleet.join("fleet.yaml").is_file() {
@@ -23,13 +24,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let binary = std::env::current_exe().context("cannot find the tidemark binary")?;
+    let helm_bin = helm_bin.unwrap_or_else(default_helm);
+    let components = crate::component::Settings {
+        helm: crate::component::helm::Helm {
+            bin: helm_bin,
+            timeout: std::time::Duration::from_secs(120),
+        },
+        health_wait: std::time::Duration::from_secs(5),
+        crd_wait: std::time::Duration::from_secs(30),
+        drift_interval: std::time::Duration::from_secs(600),
+    };
     let config = DemoConfig {
         fleet,
         speed,
         nodes_per_group,
         timeout: timeout.as_std(),
         binary,
+        components,
     };
     super::runtime()?.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `helm` on PATH, else the stand-in `scripts/helm` of this repository (run from its root).
+fn default_helm() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("helm").is_file()));
+    if on_path {
+        "helm".into()
+    } else {
+        std::path::PathBuf::from("scripts/helm")
+            .canonicalize()
+            .unwrap_or_else(|_| "scripts/helm".into())
+    }
 }

@@ -1,10 +1,13 @@
 //! `tidemark plan`: what the agent would do next for one cluster, and why.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use crate::cli::PlanArgs;
+use crate::component::{PassScratch, Runner};
 use crate::config::fleet_source;
 use crate::desired::{self, Outcome};
+use crate::plan::Step;
 use crate::{k8s, observe, plan};
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -12,6 +15,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         desired: source,
         kubeconfig,
         status_namespace,
+        components,
     } = args;
     let (cache, selector) = fleet_source(&source)?;
     let branch = source.branch;
@@ -43,10 +47,14 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         desired::short(&revision),
         state.control_plane
     );
-    let observed = super::runtime()?.block_on(async {
+    let runtime = super::runtime()?;
+    let (client, observed) = runtime.block_on(async {
         let client = k8s::client(kubeconfig.as_deref()).await?;
-        anyhow::Ok(observe::observe(&client, &state, &status_namespace).await?)
+        let observed = observe::observe(&client, &state, &status_namespace).await?;
+        anyhow::Ok((client, observed))
     })?;
+    let runner = Runner::new(components.settings()?);
+    let inputs = runner.inputs(&cache, &revision, &state)?;
     let mut groups: Vec<String> = observed
         .node_groups
         .iter()
@@ -66,8 +74,93 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         groups.join(", ")
     );
 
-    let p = plan::plan(&state, &observed, jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let mut observed = observed;
+    observed.drift_due = false;
+    let plan_inputs: BTreeMap<String, plan::Inputs> = inputs
+        .iter()
+        .map(|(name, i)| {
+            let i = match i {
+                Ok(i) => plan::Inputs::Digest(i.digest.clone()),
+                Err(e) => plan::Inputs::Unreadable(e.clone()),
+            };
+            (name.clone(), i)
+        })
+        .collect();
+    let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
     println!("phase: {}\nmessage: {}", p.phase, p.message);
+    // What each component action would do: rendered with helm, compared with the cluster.
+    let mut scratch = PassScratch::default();
+    let mut previews: BTreeMap<String, String> = BTreeMap::new();
+    for step in p.remaining.iter().chain(&p.steps) {
+        let detail = match step {
+            Step::ApplyComponent { name, .. } if !previews.contains_key(name) => {
+                let Some(c) = state.components.iter().find(|c| &c.name == name) else {
+                    continue;
+                };
+                match inputs.get(name) {
+                    Some(Ok(i)) => match runtime.block_on(runner.preview(
+                        &client,
+                        &cache,
+                        &revision,
+                        c,
+                        i,
+                        &mut scratch,
+                    )) {
+                        Ok(v) => {
+                            let from = observed
+                                .components
+                                .get(name)
+                                .map(|r| r.chart.clone())
+                                .filter(|c| !c.is_empty() && *c != v.chart)
+                                .map(|c| format!("{c} -> "))
+                                .unwrap_or_default();
+                            format!(
+                                "{from}{}: render {} objects: {} to create, {} to change, {} unchanged; prune {}{}",
+                                v.chart,
+                                v.rendered,
+                                v.create,
+                                v.change,
+                                v.unchanged,
+                                v.prune.len(),
+                                if v.prune.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", v.prune.join(", "))
+                                }
+                            )
+                        }
+                        Err(e) => format!("would fail: {e}"),
+                    },
+                    Some(Err(e)) => format!("would fail: {e}"),
+                    None => continue,
+                }
+            }
+            Step::PruneComponent { name } if !previews.contains_key(name) => {
+                match runtime.block_on(runner.prunable(&client, &mut scratch, name, None)) {
+                    Ok(objects) => format!("delete {} objects", objects.len()),
+                    Err(e) => format!("cannot list its objects: {e}"),
+                }
+            }
+            _ => continue,
+        };
+        let name = match step {
+            Step::ApplyComponent { name, .. } | Step::PruneComponent { name } => name.clone(),
+            _ => continue,
+        };
+        previews.insert(name, detail);
+    }
+    let show = |step: &Step| -> String {
+        match step {
+            Step::ApplyComponent { name, .. } | Step::PruneComponent { name } => {
+                match previews.get(name) {
+                    Some(d) => format!("{step}: {d}"),
+                    None => step.to_string(),
+                }
+            }
+            _ => step.to_string(),
+        }
+    };
     for note in &p.notes {
         println!("note: {note}");
     }
@@ -76,13 +169,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("next:");
         for step in &p.steps {
-            println!("  - {step}");
+            println!("  - {}", show(step));
         }
     }
     if !p.remaining.is_empty() {
         println!("route to the desired state:");
         for (i, step) in p.remaining.iter().enumerate() {
-            println!("  {}. {step}", i + 1);
+            println!("  {}. {}", i + 1, show(step));
         }
     }
     Ok(ExitCode::SUCCESS)

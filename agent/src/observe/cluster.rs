@@ -116,6 +116,10 @@ pub async fn observe(
         .unwrap_or_default();
     let paused_annotation = notes.get(annotations::PAUSED).is_some_and(|v| v == "true");
     let previous_desired = previous_desired(&notes);
+    let components = notes
+        .get(annotations::COMPONENTS)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
 
     Ok(Observed {
         control_plane,
@@ -126,6 +130,8 @@ pub async fn observe(
         paused_annotation,
         provider_busy: None,
         previous_desired,
+        components,
+        drift_due: false,
     })
 }
 

@@ -27,6 +27,64 @@ pub struct Observed {
     /// lowered declaration (a downgrade: refused) from a version raised outside tidemark
     /// (a foreign change: reported, never moved back down).
     pub previous_desired: Option<PreviousDesired>,
+    /// What earlier passes recorded about each component (`tidemark.dev/components`),
+    /// including components no longer declared (they are pruned).
+    pub components: BTreeMap<String, ComponentRecord>,
+    /// Whether applied components are due for a drift check (every `--drift-interval`).
+    pub drift_due: bool,
+}
+
+/// How a component is doing, as recorded in `tidemark.dev/components`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ComponentHealth {
+    /// Never applied, or not yet.
+    #[default]
+    Pending,
+    /// Applied; its workloads are rolling out.
+    Progressing,
+    /// Applied and every workload is rolled out.
+    Healthy,
+    /// The render or the apply failed, or it did not become healthy within its timeout.
+    Failed,
+}
+
+impl std::fmt::Display for ComponentHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComponentHealth::Pending => "Pending",
+            ComponentHealth::Progressing => "Progressing",
+            ComponentHealth::Healthy => "Healthy",
+            ComponentHealth::Failed => "Failed",
+        })
+    }
+}
+
+/// One component's entry in `tidemark.dev/components` (compact JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentRecord {
+    /// The chart, as people read it (`metrics-lite 0.2.0`).
+    #[serde(default)]
+    pub chart: String,
+    /// Health of the last apply.
+    #[serde(default)]
+    pub health: ComponentHealth,
+    /// What is wrong or what happens (the failing object and reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// sha256 of the inputs (chart, version, merged values) of the last complete apply:
+    /// equal to the desired inputs means no `helm` call and no apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
+    /// sha256 of the rendered output of the last complete apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+    /// Objects applied.
+    #[serde(default)]
+    pub objects: u32,
+    /// When the last complete apply happened (the health timeout counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
 }
 
 /// Declared versions recorded by the previous pass.

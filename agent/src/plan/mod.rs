@@ -12,6 +12,7 @@
 //! - control-plane and node-group steps run only inside the maintenance window, while not
 //!   paused, and after pre-flight checks pass; one disruptive step at a time.
 
+mod components;
 mod gates;
 mod skew;
 #[cfg(test)]
@@ -24,6 +25,9 @@ use tidemark_schema::KubeVersion;
 use tidemark_schema::resolve::DesiredState;
 
 use crate::observe::model::Observed;
+
+pub use components::{ApplyReason, CheckReason, Inputs, plan_pass};
+pub use tidemark_schema::component::Phase as ComponentPhase;
 
 /// The phase a pass ends in, as written to `tidemark.dev/phase`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +85,61 @@ pub enum Step {
         /// Longest drain of one node.
         drain_timeout: std::time::Duration,
     },
+    /// Render a component and apply it (then prune what it no longer renders, then wait
+    /// for its health).
+    ApplyComponent {
+        /// Component name.
+        name: String,
+        /// Its declared phase.
+        phase: ComponentPhase,
+        /// Why.
+        reason: ApplyReason,
+    },
+    /// Read a component's state: its health while it rolls out, or drift from what was
+    /// applied (corrected by re-applying the drifted objects).
+    CheckComponent {
+        /// Component name.
+        name: String,
+        /// Its declared phase.
+        phase: ComponentPhase,
+        /// What to check.
+        reason: CheckReason,
+    },
+    /// Delete every object of a component that is no longer declared.
+    PruneComponent {
+        /// Component name.
+        name: String,
+    },
+}
+
+impl Step {
+    /// Where the step runs in a pass (DESIGN.md "Convergence order"): components
+    /// `before-control-plane` (0), the control plane (1), components `after-control-plane`
+    /// (2), node groups (3), components `after-node-groups` and removed components (4).
+    /// A component that ends a step unhealthy holds every later rank of the same pass.
+    pub fn rank(&self) -> u8 {
+        let of_phase = |p: &ComponentPhase| match p {
+            ComponentPhase::BeforeControlPlane => 0,
+            ComponentPhase::AfterControlPlane => 2,
+            ComponentPhase::AfterNodeGroups => 4,
+        };
+        match self {
+            Step::ApplyComponent { phase, .. } | Step::CheckComponent { phase, .. } => {
+                of_phase(phase)
+            }
+            Step::UpgradeControlPlane { .. } => 1,
+            Step::UpgradeNodeGroup { .. } => 3,
+            Step::PruneComponent { .. } => 4,
+        }
+    }
+
+    /// Whether the step changes the control plane or node groups (at most one per pass).
+    pub fn is_disruptive(&self) -> bool {
+        matches!(
+            self,
+            Step::UpgradeControlPlane { .. } | Step::UpgradeNodeGroup { .. }
+        )
+    }
 }
 
 /// Why a node-group step is planned.
@@ -118,6 +177,21 @@ impl fmt::Display for Step {
                     NodeGroupReason::Declared => "to its declared version",
                 };
                 write!(f, "upgrade node group {group} {from} -> {to} ({why})")
+            }
+            Step::ApplyComponent { name, reason, .. } => {
+                let why = match reason {
+                    ApplyReason::New => "new",
+                    ApplyReason::Changed => "chart, version or values changed",
+                    ApplyReason::Retry => "retrying the last failed apply",
+                };
+                write!(f, "apply component {name} ({why})")
+            }
+            Step::CheckComponent { name, reason, .. } => match reason {
+                CheckReason::Health => write!(f, "check health of component {name}"),
+                CheckReason::Drift => write!(f, "check component {name} for drift"),
+            },
+            Step::PruneComponent { name } => {
+                write!(f, "prune component {name} (no longer declared)")
             }
         }
     }

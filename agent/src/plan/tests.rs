@@ -109,6 +109,8 @@ fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
         paused_annotation: false,
         provider_busy: None,
         previous_desired: None,
+        components: BTreeMap::new(),
+        drift_due: false,
     }
 }
 
@@ -501,6 +503,8 @@ fn apply(o: &mut Observed, step: &Step) {
                 g.requested = Some(landed(*to));
             }
         }
+        // No components in these scenarios.
+        _ => {}
     }
 }
 
@@ -588,6 +592,7 @@ proptest! {
                     let new = o.node_groups.get(group).and_then(|g| g.min_kubelet);
                     prop_assert!(new >= old, "never down: {step}");
                 }
+                _ => prop_assert!(false, "no components declared, yet {step}"),
             }
             for (name, g) in &o.node_groups {
                 let kubelet = g.max_kubelet.unwrap_or(o.control_plane);
@@ -607,5 +612,235 @@ proptest! {
         prop_assert_eq!(cp_steps, minimal_cp);
         // The plan announced exactly the route it then took.
         prop_assert_eq!(executed, planned);
+    }
+}
+
+// ---- components in the plan ----
+
+mod components {
+    use tidemark_schema::component::ChartRef;
+    use tidemark_schema::resolve::DesiredComponent;
+
+    use super::*;
+    use crate::observe::model::{ComponentHealth, ComponentRecord};
+    use crate::plan::{ApplyReason, CheckReason, ComponentPhase, Inputs, plan_pass};
+
+    fn with_component(mut d: DesiredState, name: &str, phase: ComponentPhase) -> DesiredState {
+        d.components.push(DesiredComponent {
+            name: name.into(),
+            release: name.into(),
+            namespace: "addons".into(),
+            chart: ChartRef {
+                path: Some(format!("charts/{name}")),
+                repository: None,
+                name: None,
+                version: None,
+            },
+            values: vec![],
+            phase,
+            force: false,
+            timeout: Duration::from_secs(300),
+            origin: "cluster".into(),
+        });
+        d
+    }
+
+    fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, Inputs> {
+        pairs
+            .iter()
+            .map(|(n, d)| (n.to_string(), Inputs::Digest(d.to_string())))
+            .collect()
+    }
+
+    fn applied(o: &mut Observed, name: &str, digest: &str, health: ComponentHealth) {
+        o.components.insert(
+            name.into(),
+            ComponentRecord {
+                chart: format!("{name} 1.0.0"),
+                health,
+                inputs: Some(digest.into()),
+                objects: 3,
+                ..ComponentRecord::default()
+            },
+        );
+    }
+
+    fn apply(name: &str, phase: ComponentPhase, reason: ApplyReason) -> Step {
+        Step::ApplyComponent {
+            name: name.into(),
+            phase,
+            reason,
+        }
+    }
+
+    #[test]
+    fn unchanged_inputs_mean_no_step() {
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let mut o = observed("1.30.4", &[]);
+        applied(&mut o, "dns", "sha256:a", ComponentHealth::Healthy);
+        let p = plan_pass(&d, &inputs(&[("dns", "sha256:a")]), &o, now());
+        assert_eq!(p.phase, Phase::Converged);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn a_component_only_change_needs_no_other_step() {
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let mut o = observed("1.30.4", &[]);
+        applied(&mut o, "dns", "sha256:a", ComponentHealth::Healthy);
+        let p = plan_pass(&d, &inputs(&[("dns", "sha256:b")]), &o, now());
+        assert_eq!(p.phase, Phase::Progressing);
+        assert_eq!(
+            p.steps,
+            vec![apply(
+                "dns",
+                ComponentPhase::AfterNodeGroups,
+                ApplyReason::Changed
+            )]
+        );
+        let new = plan_pass(
+            &d,
+            &inputs(&[("dns", "sha256:b")]),
+            &observed("1.30.4", &[]),
+            now(),
+        );
+        assert_eq!(
+            new.steps,
+            vec![apply(
+                "dns",
+                ComponentPhase::AfterNodeGroups,
+                ApplyReason::New
+            )]
+        );
+    }
+
+    #[test]
+    fn phases_order_components_around_the_control_plane() {
+        let d = with_component(desired("1.30.4"), "cni", ComponentPhase::BeforeControlPlane);
+        let d = with_component(d, "metrics", ComponentPhase::AfterControlPlane);
+        let d = with_component(d, "ingress", ComponentPhase::AfterNodeGroups);
+        let o = observed("1.29.8", &[]);
+        let digests = inputs(&[("cni", "c"), ("metrics", "m"), ("ingress", "i")]);
+        let p = plan_pass(&d, &digests, &o, now());
+        // The CNI goes first, in the same pass as the hop; the others wait for it.
+        assert_eq!(
+            p.steps,
+            vec![
+                apply("cni", ComponentPhase::BeforeControlPlane, ApplyReason::New),
+                cp_step("1.29.8", "1.30.4"),
+            ]
+        );
+        assert_eq!(
+            p.remaining,
+            vec![
+                apply("cni", ComponentPhase::BeforeControlPlane, ApplyReason::New),
+                cp_step("1.29.8", "1.30.4"),
+                apply(
+                    "metrics",
+                    ComponentPhase::AfterControlPlane,
+                    ApplyReason::New
+                ),
+                apply("ingress", ComponentPhase::AfterNodeGroups, ApplyReason::New),
+            ]
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("metrics waits for the control plane")),
+            "{:?}",
+            p.notes
+        );
+        // With the control plane there, after-control-plane components go; the rest wait
+        // for the node group.
+        let d = d.group("general", "1.30.4");
+        let o = observed("1.30.4", &[("general", "1.29.8")]);
+        let p = plan_pass(&d, &digests, &o, now());
+        assert_eq!(
+            p.steps,
+            vec![
+                apply("cni", ComponentPhase::BeforeControlPlane, ApplyReason::New),
+                apply(
+                    "metrics",
+                    ComponentPhase::AfterControlPlane,
+                    ApplyReason::New
+                ),
+                group_step("general", "1.29.8", "1.30.4", NodeGroupReason::Declared),
+            ]
+        );
+        assert_eq!(
+            p.steps.iter().map(Step::rank).collect::<Vec<_>>(),
+            vec![0, 2, 3]
+        );
+    }
+
+    #[test]
+    fn rolling_components_are_checked_and_healthy_ones_checked_for_drift_when_due() {
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let mut o = observed("1.30.4", &[]);
+        applied(&mut o, "dns", "d", ComponentHealth::Progressing);
+        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        assert_eq!(
+            p.steps,
+            vec![Step::CheckComponent {
+                name: "dns".into(),
+                phase: ComponentPhase::AfterNodeGroups,
+                reason: CheckReason::Health
+            }]
+        );
+        applied(&mut o, "dns", "d", ComponentHealth::Healthy);
+        o.drift_due = true;
+        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        assert_eq!(
+            p.steps,
+            vec![Step::CheckComponent {
+                name: "dns".into(),
+                phase: ComponentPhase::AfterNodeGroups,
+                reason: CheckReason::Drift
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_apply_is_retried_and_unreadable_inputs_are_applied_to_report_why() {
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let mut o = observed("1.30.4", &[]);
+        o.components.insert(
+            "dns".into(),
+            ComponentRecord {
+                health: ComponentHealth::Failed,
+                message: Some("render failed".into()),
+                ..ComponentRecord::default()
+            },
+        );
+        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        assert_eq!(
+            p.steps,
+            vec![apply(
+                "dns",
+                ComponentPhase::AfterNodeGroups,
+                ApplyReason::Retry
+            )]
+        );
+        let unreadable: BTreeMap<String, Inputs> = [(
+            "dns".to_string(),
+            Inputs::Unreadable("values/x.yaml: no such file".into()),
+        )]
+        .into();
+        let p = plan_pass(&d, &unreadable, &o, now());
+        assert_eq!(p.steps.len(), 1);
+    }
+
+    #[test]
+    fn removed_components_are_pruned_and_paused_clusters_do_nothing() {
+        let d = desired("1.30.4");
+        let mut o = observed("1.30.4", &[]);
+        applied(&mut o, "old", "x", ComponentHealth::Healthy);
+        let p = plan_pass(&d, &BTreeMap::new(), &o, now());
+        assert_eq!(p.steps, vec![Step::PruneComponent { name: "old".into() }]);
+        assert_eq!(p.phase, Phase::Progressing);
+        o.paused_annotation = true;
+        let p = plan_pass(&d, &BTreeMap::new(), &o, now());
+        assert_eq!(p.phase, Phase::Paused);
+        assert!(p.steps.is_empty());
     }
 }

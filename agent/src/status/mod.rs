@@ -11,6 +11,7 @@ use serde::Serialize;
 use tidemark_schema::KubeVersion;
 
 use crate::keys::annotations as keys;
+use crate::observe::model::ComponentRecord;
 use crate::plan::Phase;
 
 pub use write::{read, write};
@@ -32,6 +33,10 @@ pub struct PassOutcome {
     pub control_plane: Option<VersionsNote>,
     /// Node group versions, when observed.
     pub node_groups: BTreeMap<String, VersionsNote>,
+    /// Components, when the pass got as far as them (else the recorded ones stay).
+    pub components: Option<BTreeMap<String, ComponentRecord>>,
+    /// When a drift check of every applied component completed in this pass.
+    pub drift_checked: Option<String>,
 }
 
 /// Observed, declared and requested versions of one thing, as compact JSON.
@@ -108,8 +113,16 @@ pub fn compose(
             serde_json::to_string(&outcome.node_groups).ok(),
         );
     }
-    // Keep what this pass does not speak about (components, set by their own step).
-    for key in [keys::COMPONENTS] {
+    set(
+        keys::COMPONENTS,
+        outcome
+            .components
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok()),
+    );
+    set(keys::DRIFT_CHECKED, outcome.drift_checked.clone());
+    // Keep what this pass does not speak about.
+    for key in [keys::COMPONENTS, keys::DRIFT_CHECKED] {
         if let Some(v) = current.get(key) {
             next.entry(key.to_string()).or_insert_with(|| v.clone());
         }
@@ -152,6 +165,8 @@ mod tests {
                 KubeVersion::new(1, 30, 4),
             )),
             node_groups: BTreeMap::new(),
+            components: None,
+            drift_checked: None,
         }
     }
 

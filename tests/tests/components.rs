@@ -1,0 +1,662 @@
+//! Helm components end to end: the real `tidemark agent --once` renders charts with the
+//! `helm template` stand-in (Helm's Go engine), applies them to a `tidemark sim` process,
+//! prunes, checks health and drift; kubectl reads the cluster independently. A counting
+//! wrapper around the stand-in counts `helm` processes; the sim counts API requests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tidemark_e2e::{
+    CLUSTERAPI, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, sim_manifest, tidemark_in,
+    workspace_root,
+};
+
+/// One pass's report.
+#[derive(Debug)]
+struct Pass {
+    phase: String,
+    message: String,
+    executed: Vec<String>,
+}
+
+/// A fleet repo with one cluster (`sim`, wave `canary`) and the example charts.
+struct Fleet {
+    repo: WorkRepo,
+    control_plane: String,
+    components: String,
+}
+
+impl Fleet {
+    fn new(components: &str) -> Result<Self> {
+        let repo = WorkRepo::new()?;
+        let example = workspace_root().join("fleet-repo-example");
+        copy_dir(&example.join("charts"), &repo.path().join("charts"))?;
+        copy_dir(&example.join("values"), &repo.path().join("values"))?;
+        repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+        let fleet = Self {
+            repo,
+            control_plane: "1.28.9".into(),
+            components: components.into(),
+        };
+        fleet.release("initial fleet")?;
+        Ok(fleet)
+    }
+
+    /// Writes the cluster manifest, commits everything and moves `wave/canary` to it.
+    fn release(&self, message: &str) -> Result<()> {
+        let mut manifest = sim_manifest(
+            CLUSTERAPI,
+            &self.control_plane,
+            &[("general", &self.control_plane)],
+        );
+        manifest.push_str("  components:\n");
+        manifest.push_str(&self.components);
+        self.repo.write("clusters/sim.yaml", &manifest)?;
+        let rev = self.repo.commit(message)?;
+        self.repo.git(&["tag", "-f", "wave/canary", &rev])?;
+        Ok(())
+    }
+}
+
+/// Runs `tidemark agent --once` with a helm wrapper that logs every invocation.
+struct Agent {
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let standin = workspace_root().join("scripts/helm");
+        let wrapper = dir.path().join("helm");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+                dir.path().join("helm.log").display(),
+                standin.display()
+            ),
+        )?;
+        let mut perms = std::fs::metadata(&wrapper)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&wrapper, perms)?;
+        Ok(Self { dir })
+    }
+
+    fn helm_bin(&self) -> PathBuf {
+        self.dir.path().join("helm")
+    }
+
+    /// How many `helm` processes were started so far.
+    fn helm_runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("helm.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn once(&self, fleet: &Fleet, sim: &SimProcess, extra: &[&str]) -> Result<Pass> {
+        let kubeconfig = sim.kubeconfig().display().to_string();
+        let repo = fleet.repo.path().display().to_string();
+        let cache = self.dir.path().join("cache").display().to_string();
+        let helm = self.helm_bin().display().to_string();
+        let mut args = vec![
+            "agent",
+            "--once",
+            "--repo",
+            &repo,
+            "--selector",
+            "cluster=sim",
+            "--cache-dir",
+            &cache,
+            "--helm-bin",
+            &helm,
+        ];
+        if !extra.contains(&"--component-wait") {
+            args.extend(["--component-wait", "20s"]);
+        }
+        args.extend_from_slice(extra);
+        let run: Run = tidemark_in(&args, None, &[("KUBECONFIG", &kubeconfig)])?;
+        if run.code != Some(0) {
+            bail!("agent --once failed: {run:?}");
+        }
+        let field = |name: &str| {
+            run.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        Ok(Pass {
+            phase: field("phase"),
+            message: field("message"),
+            executed: run
+                .stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("executed: ").map(str::to_string))
+                .collect(),
+        })
+    }
+}
+
+fn start_sim() -> Result<SimProcess> {
+    SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=2",
+        "--speed",
+        "20",
+    ])
+}
+
+/// The `tidemark.dev/components` annotation, parsed.
+fn components(sim: &SimProcess) -> Result<Value> {
+    let text = tidemark_e2e::status_annotation(sim, "components");
+    serde_json::from_str(&text).with_context(|| format!("components annotation {text:?}"))
+}
+
+/// Writes to the API server so far (every verb that changes something), leaving out the
+/// Lease that `--once` takes and releases, and Events.
+fn api_writes(sim: &SimProcess) -> Result<u64> {
+    let run = tidemark_in(
+        &[
+            "sim",
+            "ctl",
+            "--kubeconfig",
+            &sim.kubeconfig().display().to_string(),
+            "state",
+        ],
+        None,
+        &[],
+    )?;
+    let state: Value =
+        serde_json::from_str(&run.stdout).with_context(|| format!("sim state: {}", run.stdout))?;
+    let by_resource = state
+        .get("requestsByResource")
+        .and_then(Value::as_object)
+        .context("sim state has no requestsByResource")?;
+    let mut writes = 0;
+    for (key, count) in by_resource {
+        let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
+        if matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) && !matches!(resource, "leases" | "events")
+        {
+            writes += count.as_u64().unwrap_or(0);
+        }
+    }
+    Ok(writes)
+}
+
+fn kubectl_json(sim: &SimProcess, args: &[&str]) -> Result<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    Ok(serde_json::from_str(&sim.kubectl(&all)?)?)
+}
+
+fn exists(sim: &SimProcess, args: &[&str]) -> bool {
+    sim.kubectl(args).is_ok()
+}
+
+const METRICS_LITE: &str = "    - name: metrics-lite
+      chart: {path: charts/metrics-lite}
+      namespace: monitoring
+      valuesFiles: [values/metrics-lite/common.yaml]
+";
+const NODE_AGENT: &str = "    - name: node-agent
+      chart: {path: charts/node-agent}
+      namespace: kube-system
+      valuesFiles: [values/node-agent/common.yaml]
+      phase: before-control-plane
+";
+
+#[test]
+fn example_charts_apply_upgrade_change_values_prune_and_idle() -> Result<()> {
+    let sim = start_sim()?;
+    let mut fleet = Fleet::new(&format!("{METRICS_LITE}{NODE_AGENT}"))?;
+    let agent = Agent::new()?;
+    // Something in the same namespace that tidemark did not apply: never pruned.
+    sim.kubectl(&["create", "namespace", "monitoring"])?;
+    sim.kubectl(&["create", "configmap", "hand-made", "-n", "monitoring"])?;
+
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert!(
+        pass.executed
+            .iter()
+            .any(|e| e.starts_with("applied component metrics-lite (")),
+        "{pass:?}"
+    );
+    assert_eq!(agent.helm_runs(), 2, "one render per component");
+    let deploy = kubectl_json(
+        &sim,
+        &[
+            "get",
+            "deployment",
+            "-n",
+            "monitoring",
+            "metrics-lite",
+            "--show-managed-fields",
+        ],
+    )?;
+    assert_eq!(
+        deploy["metadata"]["labels"]["tidemark.dev/component"],
+        "metrics-lite"
+    );
+    assert_eq!(deploy["status"]["availableReplicas"], 1, "{deploy}");
+    let managers: Vec<&str> = deploy["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"tidemark"), "{managers:?}");
+    let ds = kubectl_json(
+        &sim,
+        &["get", "daemonset", "-n", "kube-system", "node-agent"],
+    )?;
+    assert_eq!(
+        ds["metadata"]["labels"]["tidemark.dev/component"],
+        "node-agent"
+    );
+    let status = components(&sim)?;
+    assert_eq!(status["metrics-lite"]["health"], "Healthy", "{status}");
+    assert_eq!(status["metrics-lite"]["chart"], "metrics-lite 0.3.0");
+    assert!(
+        status["metrics-lite"]["inputs"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{status}"
+    );
+    assert_eq!(status["node-agent"]["health"], "Healthy");
+
+    // Nothing changed: no helm process, no API write.
+    let (helm_before, writes_before) = (agent.helm_runs(), api_writes(&sim)?);
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert!(pass.executed.is_empty(), "{pass:?}");
+    assert_eq!(agent.helm_runs(), helm_before, "an idle pass runs no helm");
+    assert_eq!(
+        api_writes(&sim)?,
+        writes_before,
+        "an idle pass writes nothing"
+    );
+
+    // Values change: only that component is rendered again.
+    let common = fleet.repo.read("values/metrics-lite/common.yaml")?;
+    fleet.repo.write(
+        "values/metrics-lite/common.yaml",
+        &common.replace("config:\n", "config:\n  logLevel: debug\n"),
+    )?;
+    fleet.release("metrics-lite: debug logs")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert_eq!(agent.helm_runs(), helm_before + 1);
+    let cm = sim.kubectl(&[
+        "get",
+        "configmap",
+        "-n",
+        "monitoring",
+        "metrics-lite",
+        "-o",
+        "yaml",
+    ])?;
+    assert!(cm.contains("logLevel: debug"), "{cm}");
+
+    // Chart upgrade: a new version that drops the Service and adds a ConfigMap.
+    let chart = fleet.repo.read("charts/metrics-lite/Chart.yaml")?;
+    fleet.repo.write(
+        "charts/metrics-lite/Chart.yaml",
+        &chart.replace("version: 0.3.0", "version: 0.4.0"),
+    )?;
+    fleet
+        .repo
+        .remove("charts/metrics-lite/templates/service.yaml")?;
+    fleet.repo.write(
+        "charts/metrics-lite/templates/dashboards.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-dashboards\ndata:\n  main.json: '{}'\n",
+    )?;
+    fleet.components = fleet.components.replace(
+        "chart: {path: charts/metrics-lite}",
+        "chart: {path: charts/metrics-lite, version: 0.4.0}",
+    );
+    fleet.release("metrics-lite 0.4.0")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert!(exists(
+        &sim,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "monitoring",
+            "metrics-lite-dashboards"
+        ]
+    ));
+    assert!(
+        !exists(
+            &sim,
+            &["get", "service", "-n", "monitoring", "metrics-lite"]
+        ),
+        "the Service the chart no longer renders is pruned"
+    );
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "monitoring", "hand-made"]
+    ));
+    assert_eq!(
+        components(&sim)?["metrics-lite"]["chart"],
+        "metrics-lite 0.4.0"
+    );
+
+    // A removed component is pruned entirely.
+    fleet.components = METRICS_LITE.replace(
+        "chart: {path: charts/metrics-lite}",
+        "chart: {path: charts/metrics-lite, version: 0.4.0}",
+    );
+    fleet.release("remove node-agent")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert!(
+        pass.executed
+            .iter()
+            .any(|e| e.starts_with("pruned component node-agent")),
+        "{pass:?}"
+    );
+    let left = sim.kubectl(&[
+        "get",
+        "daemonsets,configmaps,serviceaccounts,clusterroles,clusterrolebindings",
+        "-A",
+        "-l",
+        "tidemark.dev/component=node-agent",
+        "-o",
+        "name",
+    ])?;
+    assert_eq!(left.trim(), "", "everything of node-agent is gone");
+    let status = components(&sim)?;
+    assert!(status.get("node-agent").is_none(), "{status}");
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "monitoring", "hand-made"]
+    ));
+    assert!(exists(&sim, &["get", "namespace", "kube-system"]));
+    Ok(())
+}
+
+/// Writes a chart `name` into the fleet repo: `Chart.yaml` plus `files` (path, text).
+fn write_chart(fleet: &Fleet, name: &str, files: &[(&str, &str)]) -> Result<()> {
+    fleet.repo.write(
+        &format!("charts/{name}/Chart.yaml"),
+        &format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n"),
+    )?;
+    for (path, text) in files {
+        fleet.repo.write(&format!("charts/{name}/{path}"), text)?;
+    }
+    Ok(())
+}
+
+const WIDGET_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+#[test]
+fn a_chart_with_crds_and_custom_resources_using_them() -> Result<()> {
+    let sim = start_sim()?;
+    let fleet = Fleet::new(
+        "    - name: widgets
+      chart: {path: charts/widgets}
+      namespace: widgets
+",
+    )?;
+    write_chart(
+        &fleet,
+        "widgets",
+        &[
+            ("crds/widget.yaml", WIDGET_CRD),
+            (
+                "templates/widget.yaml",
+                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}-main\nspec:\n  size: 3\n",
+            ),
+        ],
+    )?;
+    fleet.release("widgets")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let crd = kubectl_json(&sim, &["get", "crd", "widgets.example.com"])?;
+    assert_eq!(
+        crd["metadata"]["labels"]["tidemark.dev/component"],
+        "widgets"
+    );
+    let widget = kubectl_json(&sim, &["get", "widgets", "-n", "widgets", "widgets-main"])?;
+    assert_eq!(widget["spec"]["size"], 3);
+    assert_eq!(components(&sim)?["widgets"]["objects"], 2);
+    Ok(())
+}
+
+#[test]
+fn render_errors_fail_one_component_and_hold_later_phases() -> Result<()> {
+    let sim = start_sim()?;
+    let broken = "    - name: broken
+      chart: {path: charts/broken}
+      namespace: broken
+";
+    let mut fleet = Fleet::new(&format!("{METRICS_LITE}{broken}"))?;
+    write_chart(
+        &fleet,
+        "broken",
+        &[
+            (
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  a: b\n",
+            ),
+            (
+                "templates/bad.yaml",
+                "{{ fail \"the chart refuses these values\" }}\n",
+            ),
+        ],
+    )?;
+    fleet.release("a broken chart")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    assert!(
+        pass.message.contains("component broken Failed")
+            && pass.message.contains("the chart refuses these values"),
+        "{pass:?}"
+    );
+    let status = components(&sim)?;
+    assert_eq!(status["broken"]["health"], "Failed");
+    assert_eq!(
+        status["metrics-lite"]["health"], "Healthy",
+        "others unaffected"
+    );
+    let of_broken = sim.kubectl(&[
+        "get",
+        "configmaps",
+        "-A",
+        "-l",
+        "tidemark.dev/component=broken",
+        "-o",
+        "name",
+    ])?;
+    assert_eq!(
+        of_broken.trim(),
+        "",
+        "nothing of a failed render is applied"
+    );
+
+    // Before the control plane, a failing component holds the control-plane step.
+    fleet.components = format!(
+        "{METRICS_LITE}{}",
+        broken.replace(
+            "namespace: broken\n",
+            "namespace: broken\n      phase: before-control-plane\n"
+        )
+    );
+    fleet.control_plane = "1.29.8".into();
+    fleet.release("upgrade with a broken before-control-plane component")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    assert!(
+        !pass.executed.iter().any(|e| e.contains("control plane")),
+        "{pass:?}"
+    );
+    let kcp = kubectl_json(
+        &sim,
+        &["get", "kubeadmcontrolplanes", "-n", "capi-system", "sim"],
+    )?;
+    assert_eq!(
+        kcp["spec"]["version"], "v1.28.9",
+        "control plane not requested"
+    );
+
+    // Fixed: the component is applied and the control plane requested in the same pass.
+    fleet.repo.remove("charts/broken/templates/bad.yaml")?;
+    fleet.release("fix the chart")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert!(
+        pass.executed
+            .iter()
+            .any(|e| e.starts_with("applied component broken"))
+            && pass
+                .executed
+                .iter()
+                .any(|e| e.contains("upgrade control plane")),
+        "{pass:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn rejected_apply_is_reported_and_retried_next_pass() -> Result<()> {
+    let sim = start_sim()?;
+    let mut fleet = Fleet::new(
+        "    - name: named
+      chart: {path: charts/named}
+      namespace: named
+      values: {name: Bad_Name}
+",
+    )?;
+    write_chart(
+        &fleet,
+        "named",
+        &[(
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.name }}\ndata:\n  a: b\n",
+        )],
+    )?;
+    fleet.release("an invalid name")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    assert!(
+        pass.message.contains("ConfigMap/named/Bad_Name") && pass.message.contains("Invalid"),
+        "{pass:?}"
+    );
+    let runs = agent.helm_runs();
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    assert_eq!(agent.helm_runs(), runs + 1, "retried next pass");
+    fleet.components = fleet.components.replace("Bad_Name", "good-name");
+    fleet.release("a valid name")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "named", "good-name"]
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_deployment_that_never_becomes_ready_fails_after_the_timeout() -> Result<()> {
+    let sim = start_sim()?;
+    let fleet = Fleet::new(
+        "    - name: metrics-lite
+      chart: {path: charts/metrics-lite}
+      namespace: monitoring
+      timeout: 6s
+      values: {image: {repository: registry.example.com/fail-on-start}}
+",
+    )?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &["--component-wait", "2s"])?;
+    assert_eq!(pass.phase, "Progressing", "{pass:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    let pass = agent.once(&fleet, &sim, &["--component-wait", "1s"])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    let status = components(&sim)?;
+    let message = status["metrics-lite"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("not healthy within 6s")
+            && message.contains("Deployment")
+            && message.contains("CrashLoopBackOff"),
+        "{status}"
+    );
+    Ok(())
+}
+
+#[test]
+fn drift_is_found_and_corrected_at_the_drift_interval() -> Result<()> {
+    let sim = start_sim()?;
+    let fleet = Fleet::new(METRICS_LITE)?;
+    let agent = Agent::new()?;
+    assert_eq!(agent.once(&fleet, &sim, &[])?.phase, "Converged");
+    sim.kubectl(&["delete", "configmap", "-n", "monitoring", "metrics-lite"])?;
+    sim.kubectl(&[
+        "scale",
+        "deployment",
+        "-n",
+        "monitoring",
+        "metrics-lite",
+        "--replicas",
+        "3",
+    ])?;
+    // Within the drift interval nothing is looked at.
+    let runs = agent.helm_runs();
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert!(pass.executed.is_empty(), "{pass:?}");
+    assert_eq!(agent.helm_runs(), runs);
+    assert!(!exists(
+        &sim,
+        &["get", "configmap", "-n", "monitoring", "metrics-lite"]
+    ));
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let pass = agent.once(&fleet, &sim, &["--drift-interval", "1s"])?;
+    let corrected = pass
+        .executed
+        .iter()
+        .find(|e| e.starts_with("corrected drift of component metrics-lite"))
+        .with_context(|| format!("{pass:?}"))?;
+    assert!(
+        corrected.contains("ConfigMap/monitoring/metrics-lite (deleted)")
+            && corrected.contains("spec.replicas"),
+        "{corrected}"
+    );
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "monitoring", "metrics-lite"]
+    ));
+    let deploy = kubectl_json(
+        &sim,
+        &["get", "deployment", "-n", "monitoring", "metrics-lite"],
+    )?;
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    Ok(())
+}
