@@ -52,6 +52,10 @@ struct Row {
     to: String,
     done_after: Option<Duration>,
     window_note: Option<String>,
+    /// The metrics-lite chart version running, from the components status.
+    metrics: String,
+    /// The one it ran before the upgrade.
+    metrics_before: String,
 }
 
 type Board = Arc<Mutex<BTreeMap<String, Row>>>;
@@ -176,6 +180,11 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         })
         .await?;
         out.line("all clusters converged on the fleet as it runs today");
+        if let Ok(mut rows) = board.lock() {
+            for r in rows.values_mut() {
+                r.metrics_before = r.metrics.clone();
+            }
+        }
 
         // The upgrade: every cluster one minor up, merged to the default branch.
         let mut upgrades = BTreeMap::new();
@@ -193,11 +202,18 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             std::fs::write(file, new_text)?;
             upgrades.insert(cluster.metadata.name.clone(), (from, to));
         }
+        // A component upgrade rides along with the same tags: the metrics-lite chart
+        // 0.3.0 -> 0.4.0 (in the fleet repo, so every release of it moves).
+        let component_upgrade = bump_chart(&repo, "charts/metrics-lite", "0.3.0", "0.4.0")?;
         git.run(&[
             "commit",
             "-q",
             "-am",
-            "Upgrade the fleet one Kubernetes minor",
+            if component_upgrade {
+                "Upgrade the fleet one Kubernetes minor and metrics-lite to 0.4.0"
+            } else {
+                "Upgrade the fleet one Kubernetes minor"
+            },
         ])?;
         let target = git.run(&["rev-parse", "HEAD"])?;
         {
@@ -266,16 +282,21 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     out.line("");
     out.line("summary:");
     out.line(&format!(
-        "  {:<14} {:<7} {:<17} {:<10} {}",
-        "CLUSTER", "WAVE", "CONTROL PLANE", "DONE", "NOTE"
+        "  {:<14} {:<7} {:<17} {:<15} {:<10} {}",
+        "CLUSTER", "WAVE", "CONTROL PLANE", "METRICS-LITE", "DONE", "NOTE"
     ));
     for (name, r) in &rows {
         let done = r
             .done_after
             .map(|d| format!("{:.1}s", d.as_secs_f64()))
             .unwrap_or_else(|| "-".into());
+        let metrics = if r.metrics.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} -> {}", r.metrics_before, r.metrics)
+        };
         out.line(&format!(
-            "  {name:<14} {:<7} {:<17} {done:<10} {}",
+            "  {name:<14} {:<7} {:<17} {metrics:<15} {done:<10} {}",
             r.wave,
             format!("{} -> {}", r.from, r.to),
             r.window_note.as_deref().unwrap_or("")
@@ -287,6 +308,43 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Moves the chart at `chart` (in the work tree `repo`) from version `from` to `to`, and
+/// every component pinning it to `from`. Returns false when the fleet has no such chart.
+fn bump_chart(repo: &Path, chart: &str, from: &str, to: &str) -> anyhow::Result<bool> {
+    let chart_yaml = repo.join(chart).join("Chart.yaml");
+    let Ok(text) = std::fs::read_to_string(&chart_yaml) else {
+        return Ok(false);
+    };
+    if !text.contains(&format!("version: {from}")) {
+        return Ok(false);
+    }
+    std::fs::write(
+        &chart_yaml,
+        text.replace(&format!("\nversion: {from}"), &format!("\nversion: {to}")),
+    )?;
+    for dir in ["clusters", "components"] {
+        for entry in std::fs::read_dir(repo.join(dir))? {
+            let path = entry?.path();
+            let text = std::fs::read_to_string(&path)?;
+            // `path: charts/x` followed by its pinned `version:` on the next line.
+            let mut out = String::with_capacity(text.len());
+            let mut pinned_next = false;
+            for line in text.split_inclusive('\n') {
+                if pinned_next && line.trim() == format!("version: {from}") {
+                    out.push_str(&line.replace(from, to));
+                } else {
+                    out.push_str(line);
+                }
+                pinned_next = line.trim() == format!("path: {chart}");
+            }
+            if out != text {
+                std::fs::write(&path, out)?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// The simulated cluster for a manifest: its control plane version, its node groups at
@@ -395,6 +453,18 @@ fn spawn_agent(spec: AgentSpec) -> std::thread::JoinHandle<()> {
                     r.phase = pass.phase.to_string();
                     r.message = pass.message.clone();
                     r.applied = notes.get(keys::APPLIED_REVISION).cloned().unwrap_or_default();
+                    r.metrics = notes
+                        .get(keys::COMPONENTS)
+                        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                        .and_then(|v| {
+                            v.get("metrics-lite")?
+                                .get("chart")?
+                                .as_str()?
+                                .rsplit(' ')
+                                .next()
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
                     r.control_plane = notes
                         .get(keys::CONTROL_PLANE)
                         .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
