@@ -322,6 +322,36 @@ fn example_charts_apply_upgrade_change_values_prune_and_idle() -> Result<()> {
         "chart: {path: charts/metrics-lite, version: 0.4.0}",
     );
     fleet.release("metrics-lite 0.4.0")?;
+    // `tidemark plan` renders and compares, and changes nothing (every object changes:
+    // the chart labels them with its version).
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let plan = tidemark_in(
+        &[
+            "plan",
+            "--repo",
+            &fleet.repo.path().display().to_string(),
+            "--selector",
+            "cluster=sim",
+            "--cache-dir",
+            &agent.dir.path().join("plan-cache").display().to_string(),
+            "--helm-bin",
+            &agent.helm_bin().display().to_string(),
+        ],
+        None,
+        &[("KUBECONFIG", &kubeconfig)],
+    )?;
+    assert!(
+        plan.stdout.contains(
+            "apply component metrics-lite (chart, version or values changed): \
+             metrics-lite 0.3.0 -> metrics-lite 0.4.0: render 5 objects: 1 to create, \
+             4 to change, 0 unchanged; prune 1 (Service/monitoring/metrics-lite)"
+        ),
+        "{plan:?}"
+    );
+    assert!(exists(
+        &sim,
+        &["get", "service", "-n", "monitoring", "metrics-lite"]
+    ));
     let pass = agent.once(&fleet, &sim, &[])?;
     assert_eq!(pass.phase, "Converged", "{pass:?}");
     assert!(exists(
