@@ -459,6 +459,11 @@ fn a_chart_with_crds_and_custom_resources_using_them() -> Result<()> {
                 "templates/widget.yaml",
                 "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}-main\nspec:\n  size: 3\n",
             ),
+            // A `helm test` hook: rendered by helm, never applied.
+            (
+                "templates/tests/check.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: widgets-test\n  annotations:\n    helm.sh/hook: test\ndata:\n  a: b\n",
+            ),
         ],
     )?;
     fleet.release("widgets")?;
@@ -473,6 +478,10 @@ fn a_chart_with_crds_and_custom_resources_using_them() -> Result<()> {
     let widget = kubectl_json(&sim, &["get", "widgets", "-n", "widgets", "widgets-main"])?;
     assert_eq!(widget["spec"]["size"], 3);
     assert_eq!(components(&sim)?["widgets"]["objects"], 2);
+    assert!(!exists(
+        &sim,
+        &["get", "configmap", "-n", "widgets", "widgets-test"]
+    ));
     Ok(())
 }
 

@@ -151,7 +151,9 @@ impl Runner {
             .render(&req)
             .await
             .map_err(|e| format!("render failed: {e}"))?;
-        let objects = manifest::parse(&out).map_err(|e| format!("render output: {e}"))?;
+        let mut objects = manifest::parse(&out).map_err(|e| format!("render output: {e}"))?;
+        // `helm test` hooks are for `helm test`, never part of what is installed.
+        objects.retain(|o| !is_test_hook(o));
         Ok((out, objects))
     }
 
@@ -191,12 +193,14 @@ impl Runner {
         scratch: &mut PassScratch,
         now: Timestamp,
     ) -> ComponentRecord {
+        let attempted = inputs.ok().map(|i| i.digest.clone());
         let failed = |display: String, message: String| ComponentRecord {
             chart: display,
             health: ComponentHealth::Failed,
             message: Some(message),
             // The last complete apply stays recorded: a failed attempt changes nothing
             // of what runs, and the same inputs are tried again next pass.
+            failed_inputs: attempted.clone(),
             ..previous.cloned().unwrap_or_default()
         };
         let inputs = match inputs {
@@ -235,6 +239,7 @@ impl Runner {
             chart: display,
             health: ComponentHealth::Progressing,
             message: None,
+            failed_inputs: None,
             inputs: Some(render.inputs.clone()),
             rendered: Some(render.rendered.clone()),
             objects: count,
@@ -637,6 +642,19 @@ impl Runner {
             .cloned()
             .collect())
     }
+}
+
+/// Whether `o` is a `helm test` hook (`helm.sh/hook: test`, or the older `test-success`
+/// and `test-failure`).
+fn is_test_hook(o: &RenderedObject) -> bool {
+    o.body
+        .pointer("/metadata/annotations/helm.sh~1hook")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|hooks| {
+            hooks
+                .split(',')
+                .any(|h| matches!(h.trim(), "test" | "test-success" | "test-failure"))
+        })
 }
 
 fn failed_record(record: &ComponentRecord, message: String) -> ComponentRecord {

@@ -76,6 +76,9 @@ pub struct ComponentRecord {
     /// equal to the desired inputs means no `helm` call and no apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// sha256 of the inputs of the last attempt, when it failed (retried next pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_inputs: Option<String>,
     /// sha256 of the rendered output of the last complete apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered: Option<String>,

@@ -96,10 +96,14 @@ pub fn plan_pass(
                     None
                 }
             }
-            _ => {
+            wanted => {
+                let digest = match wanted {
+                    Some(Inputs::Digest(d)) => Some(d),
+                    _ => None,
+                };
                 let reason = match record {
                     None => ApplyReason::New,
-                    Some(r) if r.health == ComponentHealth::Failed && r.message.is_some() => {
+                    Some(r) if digest.is_some() && r.failed_inputs.as_ref() == digest => {
                         ApplyReason::Retry
                     }
                     Some(r) if r.inputs.is_none() => ApplyReason::New,

@@ -809,6 +809,7 @@ mod components {
             ComponentRecord {
                 health: ComponentHealth::Failed,
                 message: Some("render failed".into()),
+                failed_inputs: Some("d".into()),
                 ..ComponentRecord::default()
             },
         );
@@ -819,6 +820,16 @@ mod components {
                 "dns",
                 ComponentPhase::AfterNodeGroups,
                 ApplyReason::Retry
+            )]
+        );
+        // Other inputs after a failure: a fix, not a retry.
+        let p = plan_pass(&d, &inputs(&[("dns", "e")]), &o, now());
+        assert_eq!(
+            p.steps,
+            vec![apply(
+                "dns",
+                ComponentPhase::AfterNodeGroups,
+                ApplyReason::New
             )]
         );
         let unreadable: BTreeMap<String, Inputs> = [(
