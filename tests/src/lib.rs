@@ -781,3 +781,110 @@ pub fn helm_in(args: &[&str], dir: &Path) -> Result<Run> {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+// ---- chart repositories -------------------------------------------------------------
+
+/// `python3 -m http.server` serving a directory on 127.0.0.1: a classic chart repository.
+pub struct HttpServer {
+    child: Child,
+    addr: String,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path) -> Result<Self> {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+                .local_addr()?
+                .port();
+            let mut server = Self {
+                child: Command::new("python3")
+                    .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                    .arg(port.to_string())
+                    .arg("--directory")
+                    .arg(dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+                addr: format!("127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(&server.addr).is_ok() && http_get(&server.addr, "/").is_ok() {
+                    return Ok(server);
+                }
+                if server.child.try_wait()?.is_some() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        bail!("python3 -m http.server did not start")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Packages metrics-lite as `VERSION` into `repo/charts/metrics-lite-VERSION.tgz` with the
+/// `tar` command (as `helm package` lays it out: one top directory named after the chart);
+/// returns the archive's sha256.
+pub fn package_metrics_lite(work: &Path, version: &str) -> Result<String> {
+    let src = work.join(format!("src-{version}"));
+    copy_dir(
+        &workspace_root().join("fleet-repo-example/charts/metrics-lite"),
+        &src.join("metrics-lite"),
+    )?;
+    let chart_yaml = src.join("metrics-lite/Chart.yaml");
+    let text = std::fs::read_to_string(&chart_yaml)?
+        .replace("\nversion: 0.3.0\n", &format!("\nversion: {version}\n"));
+    std::fs::write(&chart_yaml, text)?;
+    let archive = work.join(format!("repo/charts/metrics-lite-{version}.tgz"));
+    std::fs::create_dir_all(archive.parent().context("no parent")?)?;
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg("metrics-lite"),
+    )?;
+    let sum = run_ok(Command::new("sha256sum").arg(&archive))?;
+    Ok(sum
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// An index.yaml listing metrics-lite 0.3.0 and 0.4.0 (relative URLs, with digests) and a
+/// 0.5.0-rc.1 prerelease whose archive does not exist (never picked without --version).
+pub fn index_yaml(digest_030: &str, digest_040: &str) -> String {
+    format!(
+        "apiVersion: v1
+entries:
+  metrics-lite:
+    - {{apiVersion: v2, name: metrics-lite, version: 0.5.0-rc.1, urls: [charts/missing.tgz]}}
+    - {{apiVersion: v2, name: metrics-lite, version: 0.3.0, digest: {digest_030}, urls: [charts/metrics-lite-0.3.0.tgz]}}
+    - {{apiVersion: v2, name: metrics-lite, version: 0.4.0, digest: {digest_040}, urls: [charts/metrics-lite-0.4.0.tgz]}}
+generated: \"2025-01-01T00:00:00Z\"
+"
+    )
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tidemark_e2e::{
-    CLUSTERAPI, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, sim_manifest, tidemark_in,
-    workspace_root,
+    CLUSTERAPI, HttpServer, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, index_yaml,
+    package_metrics_lite, sim_manifest, tidemark_in, workspace_root,
 };
 
 /// One pass's report.
@@ -697,5 +697,61 @@ fn drift_is_found_and_corrected_at_the_drift_interval() -> Result<()> {
         &["get", "deployment", "-n", "monitoring", "metrics-lite"],
     )?;
     assert_eq!(deploy["spec"]["replicas"], 1);
+    Ok(())
+}
+
+#[test]
+fn a_chart_from_a_chart_repository_is_upgraded_by_version() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let d030 = package_metrics_lite(work.path(), "0.3.0")?;
+    let d040 = package_metrics_lite(work.path(), "0.4.0")?;
+    std::fs::write(
+        work.path().join("repo/index.yaml"),
+        index_yaml(&d030, &d040),
+    )?;
+    let server = HttpServer::start(&work.path().join("repo"))?;
+    let sim = start_sim()?;
+    let component = |version: &str| {
+        format!(
+            "    - name: metrics
+      chart: {{repository: \"{}\", name: metrics-lite, version: {version}}}
+      namespace: monitoring
+",
+            server.url()
+        )
+    };
+    let mut fleet = Fleet::new(&component("0.3.0"))?;
+    let agent = Agent::new()?;
+    let chart_label = |sim: &SimProcess| -> Result<String> {
+        let d = kubectl_json(sim, &["get", "deployment", "-n", "monitoring", "metrics"])?;
+        Ok(d["metadata"]["labels"]["helm.sh/chart"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert_eq!(chart_label(&sim)?, "metrics-lite-0.3.0");
+    assert_eq!(components(&sim)?["metrics"]["chart"], "metrics-lite 0.3.0");
+    let runs = agent.helm_runs();
+    assert!(agent.once(&fleet, &sim, &[])?.executed.is_empty());
+    assert_eq!(
+        agent.helm_runs(),
+        runs,
+        "an unchanged repository chart is not fetched"
+    );
+
+    fleet.components = component("0.4.0");
+    fleet.release("metrics 0.4.0")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert_eq!(chart_label(&sim)?, "metrics-lite-0.4.0");
+    let log = std::fs::read_to_string(agent.dir.path().join("helm.log"))?;
+    assert!(
+        log.lines().last().is_some_and(|l| l.contains(
+            "metrics-lite --namespace monitoring --version 0.4.0 --repo http://127.0.0.1:"
+        )),
+        "{log}"
+    );
     Ok(())
 }
