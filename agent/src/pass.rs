@@ -12,7 +12,7 @@ use tidemark_schema::resolve::DesiredState;
 use tidemark_schema::{KubeVersion, LabelSelector};
 use tracing::Instrument;
 
-use crate::component::{PassScratch, Runner};
+use crate::component::{PassScratch, Runner, Target};
 use crate::desired::{self, Outcome};
 use crate::keys::annotations as keys;
 use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
@@ -215,12 +215,19 @@ async fn converge(
     outcome.phase = Some(p.phase);
     outcome.message = message;
 
-    let mut records = observed.components.clone();
+    let mut work = ComponentWork {
+        records: observed.components.clone(),
+        scratch: PassScratch::default(),
+    };
+    let target = Target {
+        client: &ctx.client,
+        cache: &ctx.cache,
+        revision: &revision,
+    };
     let mut executed = Vec::new();
     // A component that ends its step unhealthy holds every later rank of this pass.
     let mut held_by: Option<(u8, String)> = None;
     let mut drift_checked = observed.drift_due && !state.components.is_empty();
-    let mut scratch = PassScratch::default();
     for step in &p.steps {
         if let Some((rank, why)) = &held_by
             && step.rank() > *rank
@@ -239,16 +246,7 @@ async fn converge(
         }
         let span = tracing::info_span!("step", step = %step);
         if !step.is_disruptive() {
-            let component = run_component_step(
-                ctx,
-                &state,
-                &revision,
-                &inputs,
-                step,
-                &mut records,
-                &mut scratch,
-                now,
-            )
+            let component = run_component_step(ctx, target, &state, &inputs, step, &mut work, now)
             .instrument(span)
             .await;
             if let Some(done) = component.executed {
@@ -273,7 +271,7 @@ async fn converge(
                 } else {
                     Phase::Failed
                 };
-                outcome.components = Some(keep_declared(records, &state));
+                outcome.components = Some(keep_declared(work.records, &state));
                 return (
                     PassOutcome {
                         phase: Some(phase),
@@ -285,6 +283,7 @@ async fn converge(
             }
         }
     }
+    let mut records = work.records;
     for c in &state.components {
         // Held before ever being applied: say so.
         records
@@ -318,19 +317,24 @@ struct ComponentStepResult {
     holds: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The component records and shared work of one pass.
+struct ComponentWork {
+    records: BTreeMap<String, ComponentRecord>,
+    scratch: PassScratch,
+}
+
 async fn run_component_step(
     ctx: &Ctx,
+    target: Target<'_>,
     state: &DesiredState,
-    revision: &str,
     inputs: &BTreeMap<String, Result<crate::component::inputs::ComponentInputs, String>>,
     step: &Step,
-    records: &mut BTreeMap<String, ComponentRecord>,
-    scratch: &mut PassScratch,
+    work: &mut ComponentWork,
     now: Timestamp,
 ) -> ComponentStepResult {
     let runner = &ctx.components;
     let client = &ctx.client;
+    let (records, scratch) = (&mut work.records, &mut work.scratch);
     let name = match step {
         Step::ApplyComponent { name, .. }
         | Step::CheckComponent { name, .. }
@@ -376,16 +380,7 @@ async fn run_component_step(
     let (record, executed) = match step {
         Step::ApplyComponent { .. } => {
             let r = runner
-                .apply(
-                    client,
-                    &ctx.cache,
-                    revision,
-                    c,
-                    own_inputs,
-                    previous.as_ref(),
-                    scratch,
-                    now,
-                )
+                .apply(target, c, own_inputs, previous.as_ref(), scratch, now)
                 .await;
             let line = (r.inputs != previous.as_ref().and_then(|p| p.inputs.clone()))
                 .then(|| format!("applied component {name} ({} objects)", r.objects));
@@ -402,7 +397,7 @@ async fn run_component_step(
                 };
             };
             let (r, corrected) = runner
-                .check_drift(client, &ctx.cache, revision, c, i, prev, scratch, now)
+                .check_drift(target, c, i, prev, scratch, now)
                 .await;
             let line = (!corrected.is_empty()).then(|| {
                 format!(

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub errors: Family<PhaseLabel, Counter>,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
+    /// `helm template` processes started.
+    pub helm_renders: Counter,
 }
 
 impl Metrics {
@@ -50,6 +52,7 @@ impl Metrics {
             steps: Counter::default(),
             errors: Family::default(),
             leader: Gauge::default(),
+            helm_renders: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("tidemark");
         r.register(
@@ -78,6 +81,11 @@ impl Metrics {
             "Whether this replica holds the Lease",
             m.leader.clone(),
         );
+        r.register(
+            "helm_renders",
+            "helm template processes started (unchanged components start none)",
+            m.helm_renders.clone(),
+        );
         m
     }
 
@@ -88,6 +96,12 @@ impl Metrics {
         };
         self.passes.get_or_create(&label).inc();
         self.pass_duration.observe(seconds);
+        // The counter of this process's helm runs, mirrored.
+        let renders = crate::component::helm::RENDERS.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = self.helm_renders.get();
+        if renders > seen {
+            self.helm_renders.inc_by(renders - seen);
+        }
         for p in [
             Phase::Converged,
             Phase::Progressing,

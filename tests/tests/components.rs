@@ -755,3 +755,60 @@ fn a_chart_from_a_chart_repository_is_upgraded_by_version() -> Result<()> {
     );
     Ok(())
 }
+
+/// The value of a counter in a Prometheus text exposition.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[test]
+fn the_long_running_agent_renders_once_and_corrects_drift_from_its_cached_render() -> Result<()> {
+    let sim = start_sim()?;
+    let fleet = Fleet::new(METRICS_LITE)?;
+    let agent = Agent::new()?;
+    let dir = tempfile::tempdir()?;
+    let helm = agent.helm_bin().display().to_string();
+    let mut child = tidemark_e2e::spawn_agent_with(
+        fleet.repo.path(),
+        &sim,
+        "loop",
+        dir.path(),
+        &["--helm-bin", &helm, "--drift-interval", "2s"],
+    )?;
+    let result = (|| -> Result<()> {
+        tidemark_e2e::wait_until(Duration::from_secs(60), "metrics-lite healthy", || {
+            components(&sim).is_ok_and(|c| c["metrics-lite"]["health"] == "Healthy")
+        })?;
+        let addr = tidemark_e2e::agent_metrics_addr(dir.path(), "loop")
+            .context("no metrics address in the log")?;
+        // Passes every 300 ms and drift checks every 2 s, for 5 s: still one render.
+        std::thread::sleep(Duration::from_secs(5));
+        let (_, body) = tidemark_e2e::http_get(&addr, "/metrics")?;
+        assert_eq!(
+            metric(&body, "tidemark_helm_renders_total"),
+            Some(1.0),
+            "{body}"
+        );
+        assert_eq!(agent.helm_runs(), 1);
+
+        sim.kubectl(&["delete", "configmap", "-n", "monitoring", "metrics-lite"])?;
+        tidemark_e2e::wait_until(Duration::from_secs(20), "the ConfigMap restored", || {
+            exists(
+                &sim,
+                &["get", "configmap", "-n", "monitoring", "metrics-lite"],
+            )
+        })?;
+        assert_eq!(
+            agent.helm_runs(),
+            1,
+            "drift corrected from the cached render"
+        );
+        let log = tidemark_e2e::agent_log(dir.path(), "loop");
+        assert!(log.contains("drift found"), "{log}");
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use crate::cli::PlanArgs;
-use crate::component::{PassScratch, Runner};
+use crate::component::{PassScratch, Runner, Target};
 use crate::config::fleet_source;
 use crate::desired::{self, Outcome};
 use crate::plan::Step;
@@ -100,9 +100,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 };
                 match inputs.get(name) {
                     Some(Ok(i)) => match runtime.block_on(runner.preview(
-                        &client,
-                        &cache,
-                        &revision,
+                        Target {
+                            client: &client,
+                            cache: &cache,
+                            revision: &revision,
+                        },
                         c,
                         i,
                         &mut scratch,

@@ -38,6 +38,17 @@ pub struct Settings {
     pub drift_interval: Duration,
 }
 
+/// The cluster and the desired commit a component step works against.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// The cluster.
+    pub client: &'a kube::Client,
+    /// The fleet repo's git cache.
+    pub cache: &'a GitCache,
+    /// The desired commit.
+    pub revision: &'a str,
+}
+
 /// Work shared by the component steps of one pass.
 #[derive(Default)]
 pub struct PassScratch {
@@ -115,8 +126,7 @@ impl Runner {
     /// repository), the merged values in one file.
     async fn render(
         &self,
-        cache: &GitCache,
-        revision: &str,
+        target: Target<'_>,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
     ) -> Result<(String, Vec<RenderedObject>), String> {
@@ -129,7 +139,10 @@ impl Runner {
             std::fs::create_dir_all(&chart_dir)
                 .map_err(|e| format!("failed to create {}: {e}", chart_dir.display()))?;
             // The git tree is not Send: read and write the chart before any await.
-            let tree = cache.tree_at(revision).map_err(|e| e.to_string())?;
+            let tree = target
+                .cache
+                .tree_at(target.revision)
+                .map_err(|e| e.to_string())?;
             inputs::materialise(&tree, path, &chart_dir).map_err(|e| e.to_string())?;
         }
         let values_file = dir.path().join("values.yaml");
@@ -181,18 +194,16 @@ impl Runner {
     }
 
     /// Renders, applies, prunes and waits (bounded) for health.
-    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
-        client: &kube::Client,
-        cache: &GitCache,
-        revision: &str,
+        target: Target<'_>,
         c: &DesiredComponent,
         inputs: Result<&ComponentInputs, &str>,
         previous: Option<&ComponentRecord>,
         scratch: &mut PassScratch,
         now: Timestamp,
     ) -> ComponentRecord {
+        let client = target.client;
         let attempted = inputs.ok().map(|i| i.digest.clone());
         let failed = |display: String, message: String| ComponentRecord {
             chart: display,
@@ -208,7 +219,7 @@ impl Runner {
             Err(e) => return failed(String::new(), e.to_string()),
         };
         let display = inputs.display.clone();
-        let (text, objects) = match self.render(cache, revision, c, inputs).await {
+        let (text, objects) = match self.render(target, c, inputs).await {
             Ok(r) => r,
             Err(e) => return failed(display, e),
         };
@@ -407,18 +418,16 @@ impl Runner {
     /// from the cache, or from helm when this process has not rendered it yet; a render
     /// that differs from the recorded one is applied in full. Returns the new record and
     /// what was corrected.
-    #[allow(clippy::too_many_arguments)]
     pub async fn check_drift(
         &self,
-        client: &kube::Client,
-        cache: &GitCache,
-        revision: &str,
+        target: Target<'_>,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
         record: &ComponentRecord,
         scratch: &mut PassScratch,
         now: Timestamp,
     ) -> (ComponentRecord, Vec<String>) {
+        let client = target.client;
         let cached = self
             .renders
             .lock()
@@ -428,7 +437,7 @@ impl Runner {
         let render = match cached {
             Some(r) => r,
             None => {
-                let fresh = match self.render(cache, revision, c, inputs).await {
+                let fresh = match self.render(target, c, inputs).await {
                     Ok((text, objects)) => match self.prepare(client, scratch, c, objects).await {
                         Ok(objects) => Render {
                             inputs: inputs.digest.clone(),
@@ -444,16 +453,7 @@ impl Runner {
                     // different helm): apply it as a change.
                     tracing::info!(component = %c.name, "render differs from the recorded one");
                     let r = self
-                        .apply(
-                            client,
-                            cache,
-                            revision,
-                            c,
-                            Ok(inputs),
-                            Some(record),
-                            scratch,
-                            now,
-                        )
+                        .apply(target, c, Ok(inputs), Some(record), scratch, now)
                         .await;
                     return (r, vec!["render changed; re-applied".into()]);
                 }
@@ -569,14 +569,13 @@ impl Runner {
     /// Renders `c` and compares it with the cluster without changing anything.
     pub async fn preview(
         &self,
-        client: &kube::Client,
-        cache: &GitCache,
-        revision: &str,
+        target: Target<'_>,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
         scratch: &mut PassScratch,
     ) -> Result<Preview, String> {
-        let (_, objects) = self.render(cache, revision, c, inputs).await?;
+        let client = target.client;
+        let (_, objects) = self.render(target, c, inputs).await?;
         let objects = self.prepare(client, scratch, c, objects).await?;
         let mut preview = Preview {
             chart: inputs.display.clone(),
