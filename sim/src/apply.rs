@@ -246,7 +246,17 @@ fn read_entries(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
-fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
+/// Writes `managedFields` in Kubernetes' order: `Apply` before `Update`, then by time,
+/// manager and subresource.
+fn write_entries(obj: &mut Value, mut entries: Vec<Entry>) {
+    entries.sort_by(|a, b| {
+        (&a.operation, &a.time, &a.manager, &a.subresource).cmp(&(
+            &b.operation,
+            &b.time,
+            &b.manager,
+            &b.subresource,
+        ))
+    });
     let items: Vec<Value> = entries
         .into_iter()
         .filter(|e| !e.set.is_empty())

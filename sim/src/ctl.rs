@@ -4,7 +4,8 @@
 //! change faults; and [`ctl`], the client behind `tidemark sim ctl`.
 //!
 //! Endpoints (never subject to faults):
-//! - `GET  /sim/v1/state` — control plane and node groups as JSON;
+//! - `GET  /sim/v1/state` — control plane, node groups and request counts as JSON (see the
+//!   crate docs);
 //! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused;
 //! - `POST /sim/v1/upgrade-node-group` `{"name":"general","version":"1.29.8"}` — 202, 404, 409;
 //! - `GET  /sim/v1/faults`, `PUT|POST /sim/v1/faults` (body: a fault spec string) — faults.
@@ -65,9 +66,13 @@ fn state(shared: &Shared) -> Value {
             }));
         }
     }
+    drop(store);
+    let (requests, by_resource) = shared.request_counts().to_json();
     json!({
         "controlPlane": {"version": cp.to_string(), "targetVersion": target, "upgrading": target != cp.to_string()},
         "nodeGroups": groups,
+        "requests": requests,
+        "requestsByResource": by_resource,
     })
 }
 

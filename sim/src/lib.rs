@@ -3,7 +3,8 @@
 //!
 //! - `api`: HTTP routing of the Kubernetes API (discovery, CRUD, watch, patch, apply, eviction,
 //!   Table output, a minimal OpenAPI).
-//! - `store`, `registry`, `selector`, `patch`, `apply`, `watch`: the generic API machinery.
+//! - `store`, `registry`, `selector`, `patch`, `apply`, `watch`, `validation`: the generic API
+//!   machinery.
 //! - `controllers`: simulated cluster behaviour (nodes, workloads, Cluster API, eviction/PDB).
 //! - `faults`: injected latency, errors, conflicts, dropped watches, outages (syntax there).
 //! - `ctl`: the `/sim/v1` control interface (the simulated "cloud") and its CLI client.
@@ -30,10 +31,62 @@
 //!   (`ScalingUp` while rolling, `Running` when done)/`observedGeneration` and a `Ready`
 //!   condition whose reason is `UpgradeRejected` (skew, skipped minor, downgrade) or
 //!   `DrainingFailed` (a PodDisruptionBudget blocks; the message names it), plus Events.
-//! - Images whose name contains `fail` never become ready (CrashLoopBackOff; Jobs fail).
+//! - Images whose name contains `fail` never become ready (containers wait with reason
+//!   `CrashLoopBackOff`; Jobs fail with `BackoffLimitExceeded`). A Deployment without progress
+//!   for `progressDeadlineSeconds` (scaled by speed) gets `Progressing=False`
+//!   (`ProgressDeadlineExceeded`).
+//! - Deletes honour `propagationPolicy`: `Background` (the default: dependents are collected a
+//!   few ticks later), `Foreground` (dependents first; the owner carries `foregroundDeletion`
+//!   until they are gone, which is at once unless a dependent's finalizer holds it up) and
+//!   `Orphan`. A Secret's `stringData` is stored base64-encoded in `data`.
 //! - The `kube` client retries 429/503 answers by default (up to 15 times with backoff); an
 //!   eviction blocked by a PodDisruptionBudget is a 429, so callers that want to see it at once
 //!   build their client with `default_retry = false`.
+//!
+//! # Request counters
+//!
+//! The sim counts every Kubernetes API request it serves (not `/sim/v1/*`, not `/healthz`,
+//! `/livez`, `/readyz`; requests answered with an injected fault are counted). Its own
+//! controllers write to the store directly and are never counted. [`Sim::request_counts`]
+//! returns them as a [`RequestCounts`]; `GET /sim/v1/state` (`tidemark sim ctl state`) adds:
+//!
+//! ```json
+//! "requests": {"get": 12, "list": 3, "watch": 1, "create": 2, "update": 0, "patch": 5,
+//!              "delete": 1, "deletecollection": 0, "dryRun": 1},
+//! "requestsByResource": {"get discovery": 4, "patch configmaps": 3,
+//!                        "patch deployments": 2, "list widgets": 1}
+//! ```
+//!
+//! - Verbs: `get` (one object; also discovery, `/version`, `/openapi`), `list`, `watch`,
+//!   `create` (also `pods/eviction`), `update` (PUT), `patch` (merge, JSON, strategic and
+//!   server-side apply), `delete` (one object), `deletecollection`. Every verb is always present.
+//! - `dryRun`: write requests with `dryRun=All` (query or `DeleteOptions` body); they are also
+//!   counted under their verb. `RequestCounts::writes` is the write verbs minus `dryRun`.
+//! - `requestsByResource` keys are `"VERB RESOURCE"`, only those seen. RESOURCE is the plural
+//!   resource name without its group (`configmaps`, `deployments`, `leases`,
+//!   `customresourcedefinitions`, `widgets`; `events` counts core and `events.k8s.io` Events),
+//!   plus `/SUBRESOURCE` (`pods/eviction`, `deployments/scale`, `deployments/status`); requests
+//!   addressing no resource are `discovery`, `version`, `openapi`, or `unknown` for paths the
+//!   server does not serve.
+//! - Counters only grow; compare two readings (`RequestCounts::since`).
+//!
+//! # Validation
+//!
+//! Besides names (lower-case RFC 1123 subdomains; RBAC names are path segments) and namespaces
+//! (writing into a missing one is 404 `namespaces "x" not found`), writes are rejected with 422
+//! `Invalid` like a real API server when a Deployment, ReplicaSet, StatefulSet or DaemonSet has
+//! no `spec.selector` (or an empty one, or one that does not match the template labels) or
+//! changes its selector, when a pod template (or a Pod) has no containers or a container has no
+//! `name`/`image`, when a workload's `restartPolicy` is not allowed (`Always` for workloads,
+//! `OnFailure`/`Never` for Jobs), or when a Job's `spec.template` or `spec.selector` changes.
+//! The `Status` message and `details.causes` are shaped like Kubernetes'
+//! (`Deployment.apps "web" is invalid: spec.selector: Required value`).
+//!
+//! # No-op writes
+//!
+//! A write that changes nothing (a repeated identical server-side apply or patch) stores
+//! nothing: `resourceVersion` stays and no watch event is sent. As in Kubernetes, a
+//! `managedFields` timestamp alone does not count as a change.
 
 mod api;
 mod apply;
@@ -48,6 +101,7 @@ mod selector;
 mod server;
 mod store;
 mod tls;
+mod validation;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +111,7 @@ use std::time::Duration;
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 
+pub use api::requests::{RequestCounts, VERBS as REQUEST_VERBS};
 pub use ctl::ctl;
 pub use faults::{FaultSpec, FaultSpecError};
 pub use kubeconfig::CONTEXT;
@@ -242,6 +297,8 @@ pub(crate) struct Shared {
     pub config: SimConfig,
     /// The control plane's current version (what `/version` reports).
     pub control_plane: Mutex<Version>,
+    /// Counts of the Kubernetes API requests served.
+    pub requests: Mutex<api::requests::Counters>,
     pub shutdown: signal::Receiver<bool>,
 }
 
@@ -261,6 +318,13 @@ impl Shared {
         self.store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn request_counts(&self) -> RequestCounts {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .snapshot()
     }
 
     pub fn cp_version(&self) -> Version {
@@ -324,6 +388,7 @@ impl Sim {
             faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
             config,
             control_plane: Mutex::new(version),
+            requests: Mutex::new(api::requests::Counters::default()),
             shutdown,
         });
         let tasks = vec![
@@ -387,6 +452,13 @@ impl Sim {
     /// How many objects the sim stores (all resources).
     pub fn object_count(&self) -> usize {
         self.shared.lock_store().object_count()
+    }
+
+    /// How many Kubernetes API requests the sim has served so far, by verb and by resource
+    /// (what `/sim/v1/state` reports as `requests` and `requestsByResource`). Take one before
+    /// and one after a step and compare them with [`RequestCounts::since`].
+    pub fn request_counts(&self) -> RequestCounts {
+        self.shared.request_counts()
     }
 
     /// Stops serving: closes the listener, open connections and watches, and the controllers.

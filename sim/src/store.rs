@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -13,6 +15,7 @@ use crate::api::status::ApiError;
 use crate::apply::{self, Scope};
 use crate::registry::{GroupResource, Registry, ResourceDef};
 use crate::rng::Rng;
+use crate::validation;
 
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,23 @@ impl Writer<'static> {
         track: true,
         dry_run: false,
     };
+
+    /// The garbage collector (finalizers, ownerReferences).
+    pub const GARBAGE_COLLECTOR: Writer<'static> = Writer {
+        manager: "generic-garbage-collector",
+        ..Writer::CONTROLLER
+    };
+}
+
+/// The finalizer of an object deleted with `propagationPolicy: Foreground`.
+const FOREGROUND: &str = "foregroundDeletion";
+
+/// What happens to an object's dependents when it is deleted (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
 }
 
 /// The current time as Kubernetes writes it (`2024-01-02T03:04:05Z`).
@@ -116,19 +136,33 @@ fn spec_part(obj: &Value) -> Value {
     o
 }
 
-/// Whether `name` is valid for `def`: RBAC names are path segments (`system:controller:x` is
-/// fine), everything else a lower-case DNS-1123 subdomain.
-fn valid_name(def: &ResourceDef, name: &str) -> bool {
-    if name.is_empty() || name.len() > 253 {
+/// Whether two JSON objects are equal apart from key `skip`, whose values `eq` compares.
+fn equal_except(a: &Value, b: &Value, skip: &str, eq: impl Fn(&Value, &Value) -> bool) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return false;
-    }
-    if def.group == "rbac.authorization.k8s.io" {
-        return name != "." && name != ".." && !name.contains(['/', '%']);
-    }
-    name.chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, av)| match b.get(k) {
+            None => false,
+            Some(bv) if k == skip => eq(av, bv),
+            Some(bv) => av == bv,
+        })
+}
+
+/// Whether `old` and `new` differ at most in the `time` of their `managedFields` entries.
+fn same_but_managed_times(old: &Value, new: &Value) -> bool {
+    // Entries are unique per manager, operation and subresource; their order follows times.
+    let entries_equal = |a: &Value, b: &Value| match (a.as_array(), b.as_array()) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|x| b.iter().any(|y| equal_except(x, y, "time", |_, _| true)))
+        }
+        _ => a == b,
+    };
+    equal_except(old, new, "metadata", |a, b| {
+        equal_except(a, b, "managedFields", entries_equal)
+    })
 }
 
 /// Checks (and fills in) `apiVersion`/`kind` of a request body against the resource.
@@ -224,6 +258,31 @@ fn default_fields(def: &ResourceDef, obj: &mut Value, rng: &mut Rng) {
                 1 + rng.next_u64() % 250
             );
             set_if_missing(obj, "/spec", "clusterIP", json!(ip));
+        }
+        ("", "Secret") => {
+            // `stringData` is write-only: merged into `data` (base64), never stored.
+            let string_data = obj
+                .as_object_mut()
+                .and_then(|o| o.remove("stringData"))
+                .and_then(|d| d.as_object().cloned());
+            if let Some(extra) = string_data
+                && let Some(o) = obj.as_object_mut()
+            {
+                let data = o.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in extra {
+                    let text = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    data[k.as_str()] = json!(STANDARD.encode(text));
+                }
+            }
+            if let Some(o) = obj.as_object_mut() {
+                o.entry("type").or_insert_with(|| json!("Opaque"));
+            }
         }
         ("", "Pod") if obj.get("status").is_none_or(|s| s.get("phase").is_none()) => {
             let status = obj
@@ -415,13 +474,8 @@ impl Store {
             name = format!("{generate}{}", self.rng.suffix(5));
             meta_mut(&mut obj).insert("name".into(), json!(name));
         }
-        if !valid_name(def, &name) {
-            return Err(ApiError::invalid(
-                def,
-                &name,
-                "metadata.name",
-                "Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
-            ));
+        if let Some(why) = validation::name_error(def, &name) {
+            return Err(ApiError::invalid(def, &name, "metadata.name", &why));
         }
         let ns = self.resolve_ns(def, &mut obj, true)?;
         if self.get(&def.gr(), &ns, &name).is_some() {
@@ -441,6 +495,7 @@ impl Store {
             o.remove("status");
         }
         default_fields(def, &mut obj, &mut self.rng);
+        validation::validate(def, &obj, None)?;
         if w.track {
             apply::track_update(
                 None,
@@ -532,6 +587,9 @@ impl Store {
             }
         }
         default_fields(def, &mut new, &mut self.rng);
+        if matches!(scope, Scope::Main { .. }) {
+            validation::validate(def, &new, Some(&old))?;
+        }
         if w.track {
             apply::track_update(
                 Some(&old),
@@ -550,6 +608,10 @@ impl Store {
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         self.before_write(def, &mut new, w.dry_run)?;
+        if new != old && same_but_managed_times(&old, &new) {
+            // Like Kubernetes: a new managedFields timestamp alone is no change.
+            new = old.clone();
+        }
         if new == old || w.dry_run {
             return Ok(new);
         }
@@ -679,13 +741,25 @@ impl Store {
                         .collect()
                 })
                 .unwrap_or_default();
+            let mut conditions = json!([
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
+            ]);
+            // Conditions that hold already keep their time, so a re-apply stays a no-op.
+            let before = obj.pointer("/status/conditions").and_then(Value::as_array);
+            for c in conditions.as_array_mut().into_iter().flatten() {
+                let held = before
+                    .into_iter()
+                    .flatten()
+                    .find(|o| o.get("type") == c.get("type") && o.get("status") == c.get("status"));
+                if let Some(time) = held.and_then(|o| o.get("lastTransitionTime")) {
+                    c["lastTransitionTime"] = time.clone();
+                }
+            }
             obj["status"] = json!({
                 "acceptedNames": accepted,
                 "storedVersions": versions,
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
-                ],
+                "conditions": conditions,
             });
         }
         Ok(())
@@ -715,8 +789,179 @@ impl Store {
         }
     }
 
-    /// Deletes objects whose every owner (by uid) is gone: background cascading deletion.
+    /// Objects with an ownerReference to `uid`, as (resource, namespace, name).
+    fn dependents(&self, uid: &str) -> Vec<(GroupResource, String, String)> {
+        let mut out = Vec::new();
+        for (gr, objs) in &self.objects {
+            for ((ns, name), o) in objs {
+                let owned = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    });
+                if owned {
+                    out.push((gr.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes an object with a `propagationPolicy`: `Background` deletes it now (the garbage
+    /// collector takes its dependents later); `Foreground` marks it (`deletionTimestamp`, the
+    /// `foregroundDeletion` finalizer) when it has dependents and deletes them first, in the
+    /// foreground too: the object is removed once none is left, at once unless a dependent's
+    /// finalizer holds it up (the garbage collector finishes later); `Orphan` removes its
+    /// dependents' ownerReferences first. Returns the object as deleted or marked.
+    pub fn delete_with(
+        &mut self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Result<Value, ApiError> {
+        let Some(old) = self.get(&def.gr(), ns, name).cloned() else {
+            return Err(ApiError::not_found(def, name));
+        };
+        let uid = meta(&old, "uid");
+        let dependents = match propagation {
+            Propagation::Background => return self.delete(def, ns, name),
+            _ => self.dependents(&uid),
+        };
+        let is_ns = def.group.is_empty() && def.plural == "namespaces";
+        if dependents.is_empty() || is_ns {
+            return self.delete(def, ns, name);
+        }
+        if propagation == Propagation::Orphan {
+            for (gr, dns, dname) in dependents {
+                let (Some(ddef), Some(dep)) = (
+                    self.registry.any_version(&gr).cloned(),
+                    self.get(&gr, &dns, &dname).cloned(),
+                ) else {
+                    continue;
+                };
+                let mut dep = dep;
+                let m = meta_mut(&mut dep);
+                let refs: Vec<Value> = m
+                    .get("ownerReferences")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                    .cloned()
+                    .collect();
+                if refs.is_empty() {
+                    m.remove("ownerReferences");
+                } else {
+                    m.insert("ownerReferences".into(), Value::Array(refs));
+                }
+                let scope = Scope::Main {
+                    has_status: ddef.has_status,
+                };
+                let _ = self.update(&ddef, dep, scope, Writer::GARBAGE_COLLECTOR);
+            }
+            return self.delete(def, ns, name);
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(old);
+        }
+        let mut new = old;
+        let m = meta_mut(&mut new);
+        let finalizers = m.entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(f) = finalizers.as_array_mut()
+            && !f.iter().any(|x| x == FOREGROUND)
+        {
+            f.push(json!(FOREGROUND));
+        }
+        m.insert("deletionTimestamp".into(), json!(now()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        let marked = self.store(def, new, EventType::Modified);
+        // Dependents without finalizers go at once (simulated pods terminate instantly), so
+        // the owner is usually gone when this returns; a finalizer holds the chain up.
+        self.finish_foreground();
+        Ok(marked)
+    }
+
+    /// Foreground deletion: deletes the dependents of owners deleted in the foreground (in the
+    /// foreground too), and removes the `foregroundDeletion` finalizer of owners that have none
+    /// left. Repeats until nothing changes, so a chain (Deployment, ReplicaSets, pods) goes in
+    /// one run.
+    fn finish_foreground(&mut self) {
+        for _ in 0..8 {
+            let waiting: Vec<(GroupResource, String, String, String)> = self
+                .objects
+                .iter()
+                .flat_map(|(gr, objs)| {
+                    objs.iter().filter_map(move |((ns, name), o)| {
+                        let fg = o
+                            .pointer("/metadata/finalizers")
+                            .and_then(Value::as_array)
+                            .is_some_and(|f| f.iter().any(|x| x == FOREGROUND));
+                        fg.then(|| (gr.clone(), ns.clone(), name.clone(), meta(o, "uid")))
+                    })
+                })
+                .collect();
+            if waiting.is_empty() {
+                return;
+            }
+            let mut changed = false;
+            for (gr, ns, name, uid) in waiting {
+                let Some(def) = self.registry.any_version(&gr).cloned() else {
+                    continue;
+                };
+                let dependents = self.dependents(&uid);
+                if dependents.is_empty() {
+                    let Some(mut o) = self.get(&gr, &ns, &name).cloned() else {
+                        continue;
+                    };
+                    let m = meta_mut(&mut o);
+                    let left: Vec<Value> = m
+                        .get("finalizers")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|x| *x != FOREGROUND)
+                        .cloned()
+                        .collect();
+                    if left.is_empty() {
+                        m.remove("finalizers");
+                    } else {
+                        m.insert("finalizers".into(), Value::Array(left));
+                    }
+                    let scope = Scope::Main {
+                        has_status: def.has_status,
+                    };
+                    changed |= self
+                        .update(&def, o, scope, Writer::GARBAGE_COLLECTOR)
+                        .is_ok();
+                    continue;
+                }
+                for (dgr, dns, dname) in dependents {
+                    let deleting = self
+                        .get(&dgr, &dns, &dname)
+                        .is_some_and(|d| d.pointer("/metadata/deletionTimestamp").is_some());
+                    if deleting {
+                        continue;
+                    }
+                    if let Some(ddef) = self.registry.any_version(&dgr).cloned() {
+                        changed |= self
+                            .delete_with(&ddef, &dns, &dname, Propagation::Foreground)
+                            .is_ok();
+                    }
+                }
+            }
+            if !changed {
+                return;
+            }
+        }
+    }
+
+    /// Deletes objects whose every owner (by uid) is gone: background cascading deletion; and
+    /// finishes foreground deletions.
     pub fn collect_garbage(&mut self) {
+        self.finish_foreground();
         let mut uids = std::collections::HashSet::new();
         let mut owned = Vec::new();
         for (gr, objs) in &self.objects {

@@ -6,6 +6,7 @@
 mod sim {
     pub mod capi;
     pub mod client;
+    pub mod components;
     pub mod errors;
     pub mod faults;
     pub mod kubectl;

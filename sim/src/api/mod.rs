@@ -1,9 +1,11 @@
 //! The Kubernetes HTTP API: routing of a request to health, version, discovery, OpenAPI, the
 //! `/sim/v1` control interface or a resource handler; request parsing (query, body, content
-//! types); fault injection; and JSON responses. Resource semantics live in `store`.
+//! types); request counting (`requests`); fault injection; and JSON responses. Resource
+//! semantics live in `store`.
 
 pub(crate) mod discovery;
 mod openapi;
+pub(crate) mod requests;
 pub(crate) mod resources;
 pub(crate) mod status;
 pub(crate) mod table;
@@ -101,7 +103,11 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_json())
 }
 
-fn verb_of(method: &Method, path: &str, query: &HashMap<String, String>) -> &'static str {
+pub(crate) fn verb_of(
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> &'static str {
     match *method {
         Method::GET if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
             "watch"
@@ -171,7 +177,18 @@ pub(crate) async fn handle(
         // The connection is cut within moments (see `server`); never answer this request.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
-    let verb = verb_of(&req.method, &req.path, &req.query);
+    let is_health = matches!(req.path.as_str(), "/healthz" | "/livez" | "/readyz");
+    let verb = if is_health {
+        verb_of(&req.method, &req.path, &req.query)
+    } else {
+        let (verb, resource, dry_run) = requests::classify(&shared, &req);
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(verb, &resource, dry_run);
+        verb
+    };
     let decision = shared
         .faults
         .lock()
@@ -180,7 +197,6 @@ pub(crate) async fn handle(
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
-    let is_health = matches!(req.path.as_str(), "/healthz" | "/livez" | "/readyz");
     if let Some(e) = decision.error {
         // Health checks only see outages, not random errors.
         if !is_health || e.code == 503 && shared.faults.lock().is_ok_and(|f| f.in_outage()) {
@@ -244,7 +260,7 @@ pub(crate) struct Target {
     pub sub: Option<String>,
 }
 
-fn parse_target(
+pub(crate) fn parse_target(
     shared: &Shared,
     group: &str,
     version: &str,

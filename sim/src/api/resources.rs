@@ -1,6 +1,6 @@
 //! Resource endpoints: get, list (label/field selectors, `limit`/`continue`), watch, create,
-//! update, patch (merge, JSON, strategic, apply), delete, deletecollection, the `status`
-//! subresource and `pods/eviction`.
+//! update, patch (merge, JSON, strategic, apply), delete (with `propagationPolicy`),
+//! deletecollection, the `status` subresource and `pods/eviction`.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::{Body, Req, Target, json_response};
 use crate::Shared;
 use crate::apply::{self, ApplyRequest, Scope};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Writer, check_kind, now};
+use crate::store::{Propagation, Writer, check_kind, now};
 
 pub(crate) fn handle(
     shared: &Arc<Shared>,
@@ -79,7 +79,7 @@ pub(crate) fn handle(
                     .cloned()
                     .ok_or_else(|| ApiError::not_found(&t.def, name))?
             } else {
-                store.delete(&t.def, ns, name)?
+                store.delete_with(&t.def, ns, name, propagation(req, &options)?)?
             };
             Ok(json_response(200, &with_version(obj, &t)))
         }
@@ -89,6 +89,29 @@ pub(crate) fn handle(
             "the server does not allow this method on the requested resource ({} {})",
             req.method, req.path
         ))),
+    }
+}
+
+/// The `propagationPolicy` of a delete, from the query or the `DeleteOptions` body
+/// (`orphanDependents: true` is the old spelling of `Orphan`); `Background` by default.
+fn propagation(req: &Req, options: &Value) -> Result<Propagation, ApiError> {
+    let policy = req
+        .q("propagationPolicy")
+        .or_else(|| options.get("propagationPolicy").and_then(Value::as_str));
+    let orphan = req.flag("orphanDependents")
+        || options.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+    match policy {
+        None if orphan => Ok(Propagation::Orphan),
+        None | Some("Background") => Ok(Propagation::Background),
+        Some("Foreground") => Ok(Propagation::Foreground),
+        Some("Orphan") => Ok(Propagation::Orphan),
+        Some(other) => Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ),
+        )),
     }
 }
 
@@ -425,6 +448,8 @@ fn delete_collection(
     t: &Target,
 ) -> Result<http::Response<Body>, ApiError> {
     let (label, field) = selectors(req)?;
+    let options: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let policy = propagation(req, &options)?;
     let mut store = shared.lock_store();
     let names: Vec<(String, String)> = store
         .list(&t.def.gr(), t.ns.as_deref())
@@ -450,7 +475,7 @@ fn delete_collection(
             );
             continue;
         }
-        if let Ok(o) = store.delete(&t.def, &ns, &name) {
+        if let Ok(o) = store.delete_with(&t.def, &ns, &name, policy) {
             items.push(with_version(o, t));
         }
     }

@@ -52,12 +52,48 @@ impl ApiError {
         Self::named(409, "Conflict", def, name, msg)
     }
 
+    /// 422 `Invalid` for one field; `msg` is what Kubernetes prints after the field
+    /// (`Required value`, `Invalid value: "x": why`).
     pub fn invalid(def: &ResourceDef, name: &str, field: &str, msg: &str) -> Self {
-        let message = format!("{} \"{name}\" is invalid: {field}: {msg}", def.kind);
-        ApiError::new(422, "Invalid", message).with_details(json!({
-            "name": name, "group": def.group, "kind": def.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}],
-        }))
+        Self::invalid_fields(def, name, &[(field.to_string(), msg.to_string())])
+    }
+
+    /// 422 `Invalid` for several fields, shaped like the API server's: the message
+    /// `Kind.group "name" is invalid: [f1: m1, f2: m2]` (no brackets for one) and one cause per
+    /// field whose reason follows the message (`FieldValueRequired`, `FieldValueInvalid`, ...).
+    pub fn invalid_fields(def: &ResourceDef, name: &str, errors: &[(String, String)]) -> Self {
+        let kind = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let listed: Vec<String> = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let all = match listed.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|(field, msg)| {
+                let reason = [
+                    ("Required value", "FieldValueRequired"),
+                    ("Unsupported value", "FieldValueNotSupported"),
+                    ("Forbidden", "FieldValueForbidden"),
+                    ("Duplicate value", "FieldValueDuplicate"),
+                    ("Too long", "FieldValueTooLong"),
+                ]
+                .iter()
+                .find(|(prefix, _)| msg.starts_with(prefix))
+                .map_or("FieldValueInvalid", |(_, r)| r);
+                json!({"reason": reason, "message": msg, "field": field})
+            })
+            .collect();
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {all}"),
+        )
+        .with_details(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}))
     }
 
     pub fn bad_request(msg: impl Into<String>) -> Self {

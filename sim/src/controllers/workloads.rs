@@ -1,7 +1,9 @@
 //! Workloads: Deployments (through ReplicaSets), ReplicaSets, StatefulSets, DaemonSets and Jobs
 //! get pods; pods are scheduled on schedulable Ready nodes, start after a while and become
 //! Ready — unless an image name contains `fail`, in which case they crash-loop (or, for Jobs,
-//! fail) — and pods on vanished nodes are removed. Workload status follows the pods.
+//! fail) — and pods on vanished nodes are removed. Workload status follows the pods; a
+//! Deployment that makes no progress for `progressDeadlineSeconds` (scaled by speed) reports
+//! `Progressing=False` with reason `ProgressDeadlineExceeded`, as Kubernetes does.
 
 use std::collections::HashMap;
 
@@ -24,6 +26,12 @@ fn template_hash(template: &Value) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Whether a workload is being deleted: its controller then leaves its pods alone (the
+/// garbage collector removes them), as Kubernetes' controllers do.
+fn being_deleted(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 fn active(pod: &Value) -> bool {
@@ -109,7 +117,7 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
     let Some(pd) = def(store, "", "v1", "pods") else {
         return;
     };
-    deployments(store);
+    deployments(store, ctx);
     replicasets(store, &pd);
     statefulsets(store, &pd);
     daemonsets(store, &pd);
@@ -117,7 +125,13 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
     pods(store, ctx, &pd);
 }
 
-fn deployments(store: &mut Store) {
+/// The timer of a Deployment's progress: a new generation or more updated or available
+/// replicas is progress and starts a new one (as `progressDeadlineSeconds` counts).
+fn progress_key(uid: &str, generation: i64, updated: i64, available: i64) -> String {
+    format!("deploy-progress/{uid}/{generation}/{updated}/{available}")
+}
+
+fn deployments(store: &mut Store, ctx: &mut Ctx) {
     let (Some(dd), Some(rsd)) = (
         def(store, "apps", "v1", "deployments"),
         def(store, "apps", "v1", "replicasets"),
@@ -126,6 +140,9 @@ fn deployments(store: &mut Store) {
     };
     let deploys: Vec<Value> = store.list(&dd.gr(), None).cloned().collect();
     for d in deploys {
+        if being_deleted(&d) {
+            continue;
+        }
         let uid = s(&d, "/metadata/uid").to_string();
         let ns = s(&d, "/metadata/namespace").to_string();
         let name = s(&d, "/metadata/name").to_string();
@@ -191,6 +208,34 @@ fn deployments(store: &mut Store) {
         let available = sum("/status/availableReplicas");
         let complete =
             updated == replicas && sum("/status/replicas") == replicas && new_available == replicas;
+        let generation = i(&d, "/metadata/generation");
+        let key = progress_key(&uid, generation, updated, available);
+        let before = progress_key(
+            &uid,
+            i(&d, "/status/observedGeneration"),
+            i(&d, "/status/updatedReplicas"),
+            i(&d, "/status/availableReplicas"),
+        );
+        if before != key {
+            ctx.forget(&before);
+        }
+        let deadline = d
+            .pointer("/spec/progressDeadlineSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(600);
+        let timed_out = if complete {
+            ctx.forget(&key);
+            false
+        } else {
+            ctx.elapsed(&key, std::time::Duration::from_secs(deadline))
+        };
+        let (progress_reason, progress) = if complete {
+            ("NewReplicaSetAvailable", "has successfully progressed.")
+        } else if timed_out {
+            ("ProgressDeadlineExceeded", "has timed out progressing.")
+        } else {
+            ("ReplicaSetUpdated", "is progressing.")
+        };
         let mut conds = vec![
             condition(
                 "Available",
@@ -208,25 +253,14 @@ fn deployments(store: &mut Store) {
             ),
             condition(
                 "Progressing",
-                true,
-                if complete {
-                    "NewReplicaSetAvailable"
-                } else {
-                    "ReplicaSetUpdated"
-                },
-                &format!(
-                    "ReplicaSet \"{rs_name}\" {}",
-                    if complete {
-                        "has successfully progressed."
-                    } else {
-                        "is progressing."
-                    }
-                ),
+                !timed_out,
+                progress_reason,
+                &format!("ReplicaSet \"{rs_name}\" {progress}"),
             ),
         ];
         keep_transitions(d.pointer("/status/conditions"), &mut conds);
         let status = json!({
-            "observedGeneration": i(&d, "/metadata/generation"),
+            "observedGeneration": generation,
             "replicas": sum("/status/replicas"), "updatedReplicas": updated,
             "readyReplicas": sum("/status/readyReplicas"), "availableReplicas": available,
             "unavailableReplicas": (replicas - available).max(0),
@@ -243,6 +277,9 @@ fn replicasets(store: &mut Store, pd: &ResourceDef) {
     let index = pods_by_owner(store, pd);
     let sets: Vec<Value> = store.list(&rsd.gr(), None).cloned().collect();
     for rs in sets {
+        if being_deleted(&rs) {
+            continue;
+        }
         let replicas = rs
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
@@ -294,6 +331,9 @@ fn statefulsets(store: &mut Store, pd: &ResourceDef) {
     let index = pods_by_owner(store, pd);
     let sets: Vec<Value> = store.list(&sd.gr(), None).cloned().collect();
     for st in sets {
+        if being_deleted(&st) {
+            continue;
+        }
         let name = s(&st, "/metadata/name").to_string();
         let replicas = st
             .pointer("/spec/replicas")
@@ -387,6 +427,9 @@ fn daemonsets(store: &mut Store, pd: &ResourceDef) {
     let all_nodes = nodes::all(store);
     let sets: Vec<Value> = store.list(&dsd.gr(), None).cloned().collect();
     for ds in sets {
+        if being_deleted(&ds) {
+            continue;
+        }
         let template = ds
             .pointer("/spec/template")
             .cloned()
@@ -459,6 +502,9 @@ fn jobs(store: &mut Store, pd: &ResourceDef) {
     let index = pods_by_owner(store, pd);
     let list: Vec<Value> = store.list(&jd.gr(), None).cloned().collect();
     for job in list {
+        if being_deleted(&job) {
+            continue;
+        }
         let finished = job
             .pointer("/status/conditions")
             .and_then(Value::as_array)
@@ -548,9 +594,13 @@ fn pod_status(pod: &Value, node: &Value, ready: bool, phase: &str, crash: bool) 
             } else {
                 json!({"running": {"startedAt": t}})
             };
-            json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": ready, "started": !crash,
+            let mut status = json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": ready, "started": !crash,
                 "restartCount": if crash { 3 } else { 0 }, "state": state,
-                "containerID": format!("containerd://{}", s(pod, "/metadata/uid").replace('-', ""))})
+                "containerID": format!("containerd://{}", s(pod, "/metadata/uid").replace('-', ""))});
+            if crash {
+                status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": t}});
+            }
+            status
         })
         .collect();
     let cond = |k: &str, ok: bool| json!({"type": k, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t});
