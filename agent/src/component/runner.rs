@@ -637,6 +637,8 @@ impl Runner {
             .swept
             .iter()
             .flatten()
+            // Already being deleted: another DELETE would only be one more write.
+            .filter(|o| o.body.pointer("/metadata/deletionTimestamp").is_none())
             .filter(|o| o.component == name && o.applied_by_tidemark() && !keep.contains(&o.key))
             .cloned()
             .collect())
