@@ -241,7 +241,13 @@ async fn run() -> Result<()> {
     };
     let bin_cache = work.path().join("cache-bin");
     let cold = agent
-        .once(&sim, &kubeconfig, &bin_cache, &[], "no-change (cold git cache)")
+        .once(
+            &sim,
+            &kubeconfig,
+            &bin_cache,
+            &[],
+            "no-change (cold git cache)",
+        )
         .await?;
     cold.expect_no_change("the first no-change run of the binary")?;
     let mut runs = Vec::new();
@@ -386,8 +392,10 @@ fn sim_config() -> SimConfig {
 
 /// The `tidemark` binary: `TIDEMARK_BIN`, else the one cargo built for this bench.
 fn tidemark_bin() -> Result<PathBuf> {
-    let bin = std::env::var_os("TIDEMARK_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tidemark")), PathBuf::from);
+    let bin = std::env::var_os("TIDEMARK_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_tidemark")),
+        PathBuf::from,
+    );
     if !bin.is_file() {
         return Err(format!(
             "{} not found: build it (`cargo build --release --bin tidemark`) or set TIDEMARK_BIN",
@@ -689,15 +697,31 @@ spec:
 async fn count_labelled(client: &kube::Client) -> Result<usize> {
     let lp = ListParams::default().labels("tidemark.dev/component");
     let mut n = 0;
-    n += Api::<ConfigMap>::all(client.clone()).list(&lp).await?.items.len();
-    n += Api::<Service>::all(client.clone()).list(&lp).await?.items.len();
+    n += Api::<ConfigMap>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    n += Api::<Service>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items
+        .len();
     n += Api::<k8s_openapi::api::core::v1::ServiceAccount>::all(client.clone())
         .list(&lp)
         .await?
         .items
         .len();
-    n += Api::<Deployment>::all(client.clone()).list(&lp).await?.items.len();
-    n += Api::<Role>::all(client.clone()).list(&lp).await?.items.len();
+    n += Api::<Deployment>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items
+        .len();
+    n += Api::<Role>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items
+        .len();
     n += Api::<k8s_openapi::api::rbac::v1::RoleBinding>::all(client.clone())
         .list(&lp)
         .await?
@@ -807,13 +831,15 @@ impl Tampered {
         }
         for (kind, ns, name) in &self.edited {
             let restored = match kind.as_str() {
-                "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), ns)
-                    .get(name)
-                    .await?
-                    .data
-                    .and_then(|d| d.get("index").cloned())
-                    .as_deref()
-                    == Some("0"),
+                "ConfigMap" => {
+                    Api::<ConfigMap>::namespaced(client.clone(), ns)
+                        .get(name)
+                        .await?
+                        .data
+                        .and_then(|d| d.get("index").cloned())
+                        .as_deref()
+                        == Some("0")
+                }
                 "Deployment" => {
                     Api::<Deployment>::namespaced(client.clone(), ns)
                         .get(name)

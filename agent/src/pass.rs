@@ -247,8 +247,8 @@ async fn converge(
         let span = tracing::info_span!("step", step = %step);
         if !step.is_disruptive() {
             let component = run_component_step(ctx, target, &state, &inputs, step, &mut work, now)
-            .instrument(span)
-            .await;
+                .instrument(span)
+                .await;
             if let Some(done) = component.executed {
                 executed.push(done);
             }
@@ -303,7 +303,16 @@ async fn converge(
             });
     }
     let records = keep_declared(records, &state);
-    conclude(&mut outcome, &base, &records, &plan_inputs, &state);
+    let (phase, message) = plan::conclude(
+        &base,
+        outcome.phase.unwrap_or(Phase::Failed),
+        &outcome.message,
+        &records,
+        &plan_inputs,
+        &state,
+    );
+    outcome.phase = Some(phase);
+    outcome.message = message;
     outcome.components = Some(records);
     if drift_checked {
         outcome.drift_checked = Some(now.to_string());
@@ -396,9 +405,7 @@ async fn run_component_step(
                     holds: None,
                 };
             };
-            let (r, corrected) = runner
-                .check_drift(target, c, i, prev, scratch, now)
-                .await;
+            let (r, corrected) = runner.check_drift(target, c, i, prev, scratch, now).await;
             let line = (!corrected.is_empty()).then(|| {
                 format!(
                     "corrected drift of component {name}: {}",
@@ -436,76 +443,6 @@ fn keep_declared(
         state.components.iter().any(|c| &c.name == name) || r.health == ComponentHealth::Failed
     });
     records
-}
-
-/// The pass's phase and message once components are counted: a failed component fails
-/// the pass; a component still rolling out keeps it `Progressing`; the pass is
-/// `Converged` only when the control plane, node groups and every component are.
-fn conclude(
-    outcome: &mut PassOutcome,
-    base: &plan::Plan,
-    records: &BTreeMap<String, ComponentRecord>,
-    inputs: &BTreeMap<String, Inputs>,
-    state: &DesiredState,
-) {
-    let describe_one = |name: &str, r: &ComponentRecord| {
-        format!(
-            "component {name} {}{}",
-            r.health,
-            r.message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        )
-    };
-    let failed: Vec<String> = records
-        .iter()
-        .filter(|(_, r)| r.health == ComponentHealth::Failed)
-        .map(|(n, r)| describe_one(n, r))
-        .collect();
-    let pending: Vec<String> = state
-        .components
-        .iter()
-        .filter_map(|c| {
-            let r = records.get(&c.name)?;
-            let applied = matches!(inputs.get(&c.name), Some(Inputs::Digest(d)) if r.inputs.as_ref() == Some(d));
-            (r.health != ComponentHealth::Failed
-                && !(applied && r.health == ComponentHealth::Healthy))
-                .then(|| describe_one(&c.name, r))
-        })
-        .collect();
-    let phase = outcome.phase.unwrap_or(Phase::Failed);
-    if !failed.is_empty() {
-        let joined = failed.join("; ");
-        match phase {
-            Phase::Blocked | Phase::Paused => {
-                outcome.message = format!("{}; {joined}", outcome.message);
-            }
-            _ => {
-                outcome.phase = Some(Phase::Failed);
-                outcome.message = if base.phase == Phase::Converged {
-                    joined
-                } else {
-                    format!("{joined}; {}", outcome.message)
-                };
-            }
-        }
-        return;
-    }
-    if base.phase == Phase::Converged && phase != Phase::Paused {
-        if pending.is_empty() {
-            outcome.phase = Some(Phase::Converged);
-            let healthy = state.components.len();
-            outcome.message = if healthy == 0 {
-                base.message.clone()
-            } else {
-                format!("{}, {healthy} components healthy", base.message)
-            };
-        } else {
-            outcome.phase = Some(Phase::Progressing);
-            outcome.message = pending.join("; ");
-        }
-    }
 }
 
 async fn execute(provider: &AnyProvider, step: &Step) -> Result<(), crate::provider::Error> {

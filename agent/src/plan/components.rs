@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use tidemark_schema::resolve::DesiredState;
 
 use super::{ComponentPhase, Phase, Plan, Step, plan};
-use crate::observe::model::{ComponentHealth, Observed};
+use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
 
 /// The desired inputs of one component, as the pass read them from git.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,4 +205,66 @@ fn weave(route: &[Step], components: impl Iterator<Item = Step>) -> Vec<Step> {
     }
     out.extend(last);
     out
+}
+
+/// The pass's phase and message once components are counted: a failed component fails
+/// the pass; a component still rolling out keeps it `Progressing`; the pass is
+/// `Converged` only when the control plane, node groups and every component are.
+/// `phase` and `message` are the pass's so far; `base` is the plan without components.
+pub fn conclude(
+    base: &Plan,
+    phase: Phase,
+    message: &str,
+    records: &BTreeMap<String, ComponentRecord>,
+    inputs: &BTreeMap<String, Inputs>,
+    state: &DesiredState,
+) -> (Phase, String) {
+    let describe_one = |name: &str, r: &ComponentRecord| {
+        format!(
+            "component {name} {}{}",
+            r.health,
+            r.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )
+    };
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| r.health == ComponentHealth::Failed)
+        .map(|(n, r)| describe_one(n, r))
+        .collect();
+    let pending: Vec<String> = state
+        .components
+        .iter()
+        .filter_map(|c| {
+            let r = records.get(&c.name)?;
+            let applied = matches!(inputs.get(&c.name), Some(Inputs::Digest(d)) if r.inputs.as_ref() == Some(d));
+            (r.health != ComponentHealth::Failed
+                && !(applied && r.health == ComponentHealth::Healthy))
+                .then(|| describe_one(&c.name, r))
+        })
+        .collect();
+    if !failed.is_empty() {
+        let joined = failed.join("; ");
+        return match phase {
+            // A person must act, or has paused: that stays the phase.
+            Phase::Blocked | Phase::Paused => (phase, format!("{message}; {joined}")),
+            _ if base.phase == Phase::Converged => (Phase::Failed, joined),
+            _ => (Phase::Failed, format!("{joined}; {message}")),
+        };
+    }
+    if base.phase != Phase::Converged || phase == Phase::Paused {
+        return (phase, message.to_string());
+    }
+    if !pending.is_empty() {
+        return (Phase::Progressing, pending.join("; "));
+    }
+    let healthy = state.components.len();
+    let message = if healthy == 0 {
+        base.message.clone()
+    } else {
+        format!("{}, {healthy} components healthy", base.message)
+    };
+    (Phase::Converged, message)
 }

@@ -26,7 +26,7 @@ use tidemark_schema::resolve::DesiredState;
 
 use crate::observe::model::Observed;
 
-pub use components::{ApplyReason, CheckReason, Inputs, plan_pass};
+pub use components::{ApplyReason, CheckReason, Inputs, conclude, plan_pass};
 pub use tidemark_schema::component::Phase as ComponentPhase;
 
 /// The phase a pass ends in, as written to `tidemark.dev/phase`.

@@ -854,4 +854,72 @@ mod components {
         assert_eq!(p.phase, Phase::Paused);
         assert!(p.steps.is_empty());
     }
+
+    #[test]
+    fn a_pass_is_converged_only_when_every_component_is_applied_and_healthy() {
+        use crate::plan::conclude;
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let o = observed("1.30.4", &[]);
+        let base = plan(&d, &o, now());
+        assert_eq!(base.phase, Phase::Converged);
+        let digests = inputs(&[("dns", "d")]);
+        let mut records = BTreeMap::new();
+        let record = |health, inputs: &str, message: Option<&str>| ComponentRecord {
+            chart: "dns 1.0.0".into(),
+            health,
+            inputs: Some(inputs.into()),
+            message: message.map(str::to_string),
+            ..ComponentRecord::default()
+        };
+        records.insert(
+            "dns".to_string(),
+            record(ComponentHealth::Healthy, "d", None),
+        );
+        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
+        assert_eq!(phase, Phase::Converged);
+        assert_eq!(
+            message,
+            "converged: control plane 1.30.4, 1 components healthy"
+        );
+
+        records.insert(
+            "dns".to_string(),
+            record(
+                ComponentHealth::Progressing,
+                "d",
+                Some("Deployment a/b: 0 of 1 available"),
+            ),
+        );
+        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
+        assert_eq!(phase, Phase::Progressing);
+        assert_eq!(
+            message,
+            "component dns Progressing: Deployment a/b: 0 of 1 available"
+        );
+
+        // Healthy, but with the inputs of an earlier commit: not converged.
+        records.insert(
+            "dns".to_string(),
+            record(ComponentHealth::Healthy, "old", None),
+        );
+        let (phase, _) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
+        assert_eq!(phase, Phase::Progressing);
+
+        records.insert(
+            "dns".to_string(),
+            record(ComponentHealth::Failed, "d", Some("render failed: boom")),
+        );
+        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
+        assert_eq!(
+            (phase, message.as_str()),
+            (Phase::Failed, "component dns Failed: render failed: boom")
+        );
+        // A failure never hides a Blocked route.
+        let (phase, message) = conclude(&base, Phase::Blocked, "downgrade", &records, &digests, &d);
+        assert_eq!(phase, Phase::Blocked);
+        assert_eq!(
+            message,
+            "downgrade; component dns Failed: render failed: boom"
+        );
+    }
 }

@@ -214,4 +214,35 @@ mod tests {
             Some("2026-11-24T10:10:00Z")
         );
     }
+
+    #[test]
+    fn components_are_written_when_the_pass_got_to_them_and_kept_otherwise() {
+        let t = at("2026-11-24T10:00:00Z");
+        let mut o = outcome(Phase::Converged);
+        let record = ComponentRecord {
+            chart: "dns 1.0.0".into(),
+            inputs: Some("sha256:a".into()),
+            objects: 3,
+            ..ComponentRecord::default()
+        };
+        o.components = Some([("dns".to_string(), record)].into());
+        o.drift_checked = Some("2026-11-24T10:00:00Z".into());
+        let s = compose(&o, &BTreeMap::new(), t);
+        assert_eq!(
+            s.get(keys::COMPONENTS).map(String::as_str),
+            Some(
+                r#"{"dns":{"chart":"dns 1.0.0","health":"Pending","inputs":"sha256:a","objects":3}}"#
+            )
+        );
+        assert_eq!(
+            s.get(keys::DRIFT_CHECKED).map(String::as_str),
+            Some("2026-11-24T10:00:00Z")
+        );
+        // A pass that failed before the components keeps what was recorded.
+        let mut failed = outcome(Phase::Failed);
+        failed.message = "git unreachable".into();
+        let next = compose(&failed, &s, t);
+        assert_eq!(next.get(keys::COMPONENTS), s.get(keys::COMPONENTS));
+        assert_eq!(next.get(keys::DRIFT_CHECKED), s.get(keys::DRIFT_CHECKED));
+    }
 }
