@@ -19,6 +19,9 @@
 //!
 //! Timings are printed, not asserted. The run fails (non-zero exit) when correctness breaks:
 //! an API write or a `helm` process in a no-change pass, or drift that was not put back.
+//!
+//! `TIDEMARK_BIN` names another binary; `TIDEMARK_BENCH_SIM_SPEED` the sim's time factor
+//! (default 10; see [`SIM_SPEED`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,7 +41,7 @@ use tidemark::plan::Phase;
 use tidemark::source::{Auth, GitCache, SourceConfig};
 use tidemark_sim::{Sim, SimConfig};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Components in the cluster.
 const COMPONENTS: usize = 40;
@@ -51,18 +54,26 @@ const BINARY_RUNS: usize = 5;
 /// The sim's (and the cluster manifest's) Kubernetes version.
 const VERSION: &str = "1.29.8";
 const DRIFT_INTERVAL: Duration = Duration::from_secs(600);
+/// The sim's time factor. Its controllers tick every 500 ms / speed (at least every 10 ms)
+/// and each tick walks every Deployment, ReplicaSet and Pod holding the store's lock: with 80
+/// Deployments a fast sim spends a core on that and starves the API server.
+const SIM_SPEED: f64 = 10.0;
 
 #[derive(Default)]
 struct Counts {
     reads: AtomicUsize,
+    /// Writes other than Events.
     writes: AtomicUsize,
+    events: AtomicUsize,
 }
 
 impl Counts {
-    fn take(&self) -> (usize, usize) {
+    /// Reads, writes and Events written since the last call.
+    fn take(&self) -> (usize, usize, usize) {
         (
             self.reads.swap(0, Ordering::Relaxed),
             self.writes.swap(0, Ordering::Relaxed),
+            self.events.swap(0, Ordering::Relaxed),
         )
     }
 }
@@ -141,12 +152,12 @@ async fn run() -> Result<()> {
     let first = pass::run(&ctx, jiff::Timestamp::now()).await;
     let first_wall = t.elapsed();
     let first_cpu = self_cpu()? - cpu0;
-    let (reads, writes) = counts.take();
+    let (reads, writes, events) = counts.take();
     let first_renders = renders() - renders0;
     println!(
         "first apply (in-process, one pass): {:.2} s wall, {:.2} s CPU (process incl. in-process sim; \
-         helm processes not included); {first_renders} helm processes; {writes} API writes, {reads} API reads; \
-         phase {}; {} steps",
+         helm processes not included); {first_renders} helm processes; {writes} API writes \
+         (+{events} Events), {reads} API reads; phase {}; {} steps",
         first_wall.as_secs_f64(),
         first_cpu.as_secs_f64(),
         first.phase,
@@ -192,7 +203,10 @@ async fn run() -> Result<()> {
         sim.object_count(),
     );
 
-    // 2. No-change passes.
+    // 2. No-change passes. Their clock stands just after the last status write, so that
+    // neither the status heartbeat nor the drift interval falls due in them however long the
+    // first apply took (either would rightly write).
+    let clock = status_time(&admin).await? + Duration::from_secs(1);
     counts.take();
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
@@ -201,10 +215,11 @@ async fn run() -> Result<()> {
     for i in 0..NO_CHANGE_PASSES {
         let cpu0 = self_cpu()?;
         let t = Instant::now();
-        let report = pass::run(&ctx, jiff::Timestamp::now()).await;
+        let report = pass::run(&ctx, clock).await;
         walls.push(t.elapsed());
         cpus.push(self_cpu()? - cpu0);
-        let (reads, writes) = counts.take();
+        let (reads, writes, events) = counts.take();
+        let writes = writes + events;
         total_reads += reads;
         let helm = renders() - renders0;
         if writes != 0 || helm != 0 || report.status_written || !report.executed.is_empty() {
@@ -229,8 +244,10 @@ async fn run() -> Result<()> {
         total_reads as f64 / NO_CHANGE_PASSES as f64,
     );
 
-    // The real binary, no-change passes. (Before the in-process drift pass: that one records
-    // a drift check in the future, which would make these due for one.)
+    // The real binary, no-change passes, on the real clock: one in-process pass first takes
+    // any heartbeat or drift check that is due by now. (Before the in-process drift pass:
+    // that one records a drift check in the future, which would make these due for one.)
+    pass::run(&ctx, jiff::Timestamp::now()).await;
     let helm_log = work.path().join("helm.log");
     let wrapper = helm_wrapper(work.path(), &helm_standin, &helm_log)?;
     let agent = BinaryAgent {
@@ -296,13 +313,13 @@ async fn run() -> Result<()> {
     .await;
     let drift_wall = t.elapsed();
     let drift_cpu = self_cpu()? - cpu0;
-    let (reads, writes) = counts.take();
+    let (reads, writes, events) = counts.take();
     let helm = renders() - renders0;
     tampered.verify(&admin).await?;
     println!(
         "drift pass (in-process, renders cached; {}): {:.2} s wall (target < 5 s), {:.2} s CPU \
-         (incl. in-process sim); {helm} helm processes; {writes} API writes, {reads} API reads; \
-         phase {}; restored: yes",
+         (incl. in-process sim); {helm} helm processes; {writes} API writes (+{events} Events), \
+         {reads} API reads; phase {}; restored: yes",
         tampered.describe(),
         drift_wall.as_secs_f64(),
         drift_cpu.as_secs_f64(),
@@ -310,6 +327,15 @@ async fn run() -> Result<()> {
     );
     for line in &drift.executed {
         println!("  {line}");
+    }
+    if drift.phase != Phase::Converged {
+        println!("  message: {}", drift.message);
+        let next = pass::run(
+            &ctx,
+            jiff::Timestamp::now() + (DRIFT_INTERVAL + Duration::from_secs(2)),
+        )
+        .await;
+        println!("  the next pass: phase {}", next.phase);
     }
 
     // The real binary, a drift pass after a restart: nothing cached, every component is
@@ -385,9 +411,30 @@ fn sim_config() -> SimConfig {
     SimConfig {
         version: VERSION.into(),
         node_groups: vec![("general".into(), 3)],
-        speed: 50.0,
+        speed: sim_speed(),
         ..SimConfig::default()
     }
+}
+
+/// The sim's time factor: `TIDEMARK_BENCH_SIM_SPEED`, default [`SIM_SPEED`].
+fn sim_speed() -> f64 {
+    std::env::var("TIDEMARK_BENCH_SIM_SPEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SIM_SPEED)
+}
+
+/// The newest of `tidemark.dev/last-pass` and `tidemark.dev/drift-checked`.
+async fn status_time(client: &kube::Client) -> Result<jiff::Timestamp> {
+    let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("tidemark-system")
+        .await?;
+    let annotations = ns.metadata.annotations.unwrap_or_default();
+    ["tidemark.dev/last-pass", "tidemark.dev/drift-checked"]
+        .iter()
+        .filter_map(|k| annotations.get(*k)?.parse::<jiff::Timestamp>().ok())
+        .max()
+        .ok_or_else(|| "the status has no last-pass".into())
 }
 
 /// The `tidemark` binary: `TIDEMARK_BIN`, else the one cargo built for this bench.
@@ -442,7 +489,8 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// A client for the sim that counts GETs as reads and every other request as a write.
+/// A client for the sim that counts GETs as reads, POSTs to `.../events` as Events and every
+/// other request as a write.
 async fn counting_client(kubeconfig: &Path, counts: Arc<Counts>) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config =
@@ -453,6 +501,8 @@ async fn counting_client(kubeconfig: &Path, counts: Arc<Counts>) -> Result<kube:
             move |req: http::Request<kube::client::Body>| {
                 let slot = if req.method() == http::Method::GET {
                     &counts.reads
+                } else if req.uri().path().ends_with("/events") {
+                    &counts.events
                 } else {
                     &counts.writes
                 };
