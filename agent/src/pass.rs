@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use tidemark_schema::cluster::Provider as ProviderSpec;
-use tidemark_schema::resolve::DesiredState;
+use tidemark_schema::resolve::{DesiredComponent, DesiredState};
 use tidemark_schema::{KubeVersion, LabelSelector};
 use tracing::Instrument;
 
-use crate::component::{PassScratch, Runner, Target};
+use crate::component::inputs::ComponentInputs;
+use crate::component::{PassScratch, Runner, Settle, Target};
 use crate::desired::{self, Outcome};
 use crate::keys::annotations as keys;
 use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
@@ -228,59 +229,99 @@ async fn converge(
     // A component that ends its step unhealthy holds every later rank of this pass.
     let mut held_by: Option<(u8, String)> = None;
     let mut drift_checked = observed.drift_due && !state.components.is_empty();
-    for step in &p.steps {
-        if let Some((rank, why)) = &held_by
-            && step.rank() > *rank
-        {
-            tracing::info!(%step, held_by = %why, "step held");
-            if matches!(
-                step,
-                Step::CheckComponent {
+    let ranks: std::collections::BTreeSet<u8> = p.steps.iter().map(Step::rank).collect();
+    for rank in ranks {
+        let here: Vec<&Step> = p.steps.iter().filter(|s| s.rank() == rank).collect();
+        if let Some((_, why)) = &held_by {
+            for step in &here {
+                tracing::info!(%step, held_by = %why, "step held");
+                if matches!(
+                    step,
+                    Step::CheckComponent {
+                        reason: CheckReason::Drift,
+                        ..
+                    }
+                ) {
+                    drift_checked = false;
+                }
+            }
+            continue;
+        }
+        // Components of one rank are rendered together (several helm processes at once)
+        // and waited for together.
+        let renders: Vec<(&DesiredComponent, &ComponentInputs)> = here
+            .iter()
+            .filter_map(|step| match step {
+                Step::ApplyComponent { name, .. }
+                | Step::CheckComponent {
+                    name,
                     reason: CheckReason::Drift,
                     ..
+                } => {
+                    let c = state.components.iter().find(|c| &c.name == name)?;
+                    let i = inputs.get(name)?.as_ref().ok()?;
+                    Some((c, i))
                 }
-            ) {
-                drift_checked = false;
+                _ => None,
+            })
+            .collect();
+        ctx.components
+            .prerender(target, &renders, &mut work.scratch)
+            .await;
+        let mut settle = Vec::new();
+        for step in here {
+            let span = tracing::info_span!("step", step = %step);
+            if !step.is_disruptive() {
+                let component =
+                    run_component_step(ctx, target, &state, &inputs, step, &mut work, now)
+                        .instrument(span)
+                        .await;
+                executed.extend(component.executed);
+                settle.extend(component.settle);
+                continue;
             }
-            continue;
+            let result = execute(&provider, step).instrument(span).await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(%step, "step requested");
+                    executed.push(step.to_string());
+                    record_request(&mut outcome, step, now);
+                }
+                Err(e) => {
+                    tracing::warn!(%step, error = %e, "step failed");
+                    let phase = if e.needs_person() {
+                        Phase::Blocked
+                    } else {
+                        Phase::Failed
+                    };
+                    outcome.components = Some(keep_declared(work.records, &state));
+                    return (
+                        PassOutcome {
+                            phase: Some(phase),
+                            message: format!("{step}: {}", describe(&e)),
+                            ..outcome
+                        },
+                        executed,
+                    );
+                }
+            }
         }
-        let span = tracing::info_span!("step", step = %step);
-        if !step.is_disruptive() {
-            let component = run_component_step(ctx, target, &state, &inputs, step, &mut work, now)
-                .instrument(span)
-                .await;
-            if let Some(done) = component.executed {
-                executed.push(done);
+        for (name, record) in ctx.components.settle(&ctx.client, settle, now).await {
+            if record.health != ComponentHealth::Healthy && held_by.is_none() {
+                held_by = Some((
+                    rank,
+                    format!(
+                        "component {name} is {}{}",
+                        record.health,
+                        record
+                            .message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                ));
             }
-            if let Some(why) = component.holds {
-                held_by = Some((step.rank(), why));
-            }
-            continue;
-        }
-        let result = execute(&provider, step).instrument(span).await;
-        match result {
-            Ok(()) => {
-                tracing::info!(%step, "step requested");
-                executed.push(step.to_string());
-                record_request(&mut outcome, step, now);
-            }
-            Err(e) => {
-                tracing::warn!(%step, error = %e, "step failed");
-                let phase = if e.needs_person() {
-                    Phase::Blocked
-                } else {
-                    Phase::Failed
-                };
-                outcome.components = Some(keep_declared(work.records, &state));
-                return (
-                    PassOutcome {
-                        phase: Some(phase),
-                        message: format!("{step}: {}", describe(&e)),
-                        ..outcome
-                    },
-                    executed,
-                );
-            }
+            work.records.insert(name, record);
         }
     }
     let mut records = work.records;
@@ -320,10 +361,10 @@ async fn converge(
     (outcome, executed)
 }
 
-/// What a component step did: a line for the report, and why it holds later ranks.
-struct ComponentStepResult {
+/// What a component step did: a line for the report, and the component to wait for.
+struct ComponentStepResult<'a> {
     executed: Option<String>,
-    holds: Option<String>,
+    settle: Option<Settle<'a>>,
 }
 
 /// The component records and shared work of one pass.
@@ -332,78 +373,73 @@ struct ComponentWork {
     scratch: PassScratch,
 }
 
-async fn run_component_step(
+async fn run_component_step<'a>(
     ctx: &Ctx,
     target: Target<'_>,
-    state: &DesiredState,
-    inputs: &BTreeMap<String, Result<crate::component::inputs::ComponentInputs, String>>,
+    state: &'a DesiredState,
+    inputs: &BTreeMap<String, Result<ComponentInputs, String>>,
     step: &Step,
     work: &mut ComponentWork,
     now: Timestamp,
-) -> ComponentStepResult {
+) -> ComponentStepResult<'a> {
     let runner = &ctx.components;
-    let client = &ctx.client;
     let (records, scratch) = (&mut work.records, &mut work.scratch);
+    let nothing = || ComponentStepResult {
+        executed: None,
+        settle: None,
+    };
     let name = match step {
         Step::ApplyComponent { name, .. }
         | Step::CheckComponent { name, .. }
         | Step::PruneComponent { name } => name.clone(),
-        _ => {
-            return ComponentStepResult {
-                executed: None,
-                holds: None,
-            };
-        }
+        _ => return nothing(),
     };
     if let Step::PruneComponent { .. } = step {
-        return match runner.prune_removed(client, &name, scratch).await {
+        return match runner.prune_removed(&ctx.client, &name, scratch).await {
             Ok(n) => {
                 records.remove(&name);
                 ComponentStepResult {
                     executed: Some(format!("pruned component {name} ({n} objects)")),
-                    holds: None,
+                    settle: None,
                 }
             }
             Err(e) => {
                 let r = records.entry(name.clone()).or_default();
                 r.health = ComponentHealth::Failed;
                 r.message = Some(format!("prune of removed component failed: {e}"));
-                ComponentStepResult {
-                    executed: None,
-                    holds: None,
-                }
+                nothing()
             }
         };
     }
     let Some(c) = state.components.iter().find(|c| c.name == name) else {
-        return ComponentStepResult {
-            executed: None,
-            holds: None,
-        };
+        return nothing();
     };
     let own_inputs = inputs
         .get(&name)
         .map(|r| r.as_ref().map_err(String::as_str))
         .unwrap_or(Err("component inputs missing"));
     let previous = records.get(&name).cloned();
-    let (record, executed) = match step {
+    let applied_at = |r: &ComponentRecord| {
+        r.applied_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or(now)
+    };
+    let (record, since, executed) = match step {
         Step::ApplyComponent { .. } => {
             let r = runner
                 .apply(target, c, own_inputs, previous.as_ref(), scratch, now)
                 .await;
-            let line = (r.inputs != previous.as_ref().and_then(|p| p.inputs.clone()))
+            let line = (r.health != ComponentHealth::Failed)
                 .then(|| format!("applied component {name} ({} objects)", r.objects));
-            (r, line)
+            (r, now, line)
         }
         Step::CheckComponent {
             reason: CheckReason::Drift,
             ..
         } => {
             let (Ok(i), Some(prev)) = (own_inputs, previous.as_ref()) else {
-                return ComponentStepResult {
-                    executed: None,
-                    holds: None,
-                };
+                return nothing();
             };
             let (r, corrected) = runner.check_drift(target, c, i, prev, scratch, now).await;
             let line = (!corrected.is_empty()).then(|| {
@@ -412,26 +448,23 @@ async fn run_component_step(
                     corrected.join(", ")
                 )
             });
-            (r, line)
+            // Waits for what a correction rolls out; otherwise a look at its health.
+            (r, now, line)
         }
         _ => {
             let prev = previous.clone().unwrap_or_default();
-            (runner.check_health(client, c, prev, now).await, None)
+            let since = applied_at(&prev);
+            (prev, since, None)
         }
     };
-    let holds = (record.health != ComponentHealth::Healthy).then(|| {
-        format!(
-            "component {name} is {}{}",
-            record.health,
-            record
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        )
-    });
-    records.insert(name, record);
-    ComponentStepResult { executed, holds }
+    ComponentStepResult {
+        executed,
+        settle: Some(Settle {
+            component: c,
+            record,
+            since,
+        }),
+    }
 }
 
 /// The records of declared components, plus removed ones whose prune failed.

@@ -373,6 +373,34 @@ pub async fn component_health(client: &kube::Client, name: &str) -> Result<Healt
     Ok(worst)
 }
 
+/// The health of every component at once (worst object first), with one list per
+/// workload kind: components without workloads are absent (healthy by existence).
+pub async fn health_by_component(
+    client: &kube::Client,
+) -> Result<BTreeMap<String, Health>, ClusterError> {
+    let rank = |h: &Health| match h {
+        Health::Healthy => 0,
+        Health::Progressing(_) => 1,
+        Health::Failed(_) => 2,
+    };
+    let mut worst: BTreeMap<String, Health> = BTreeMap::new();
+    for (group, version, kind, plural) in HEALTH_KINDS {
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let namespaced = *kind != "CustomResourceDefinition";
+        for obj in list_labelled(client, &ar, namespaced, COMPONENT_LABEL).await? {
+            let h = health::object_health(&obj.body);
+            let entry = worst
+                .entry(obj.component.clone())
+                .or_insert(Health::Healthy);
+            if rank(&h) > rank(entry) {
+                *entry = h;
+            }
+        }
+    }
+    Ok(worst)
+}
+
 /// `message`, followed by what the first troubled pod of workload `obj` says, if any.
 async fn with_pod_problem(client: &kube::Client, obj: &LiveObject, message: String) -> String {
     let Some(ns) = obj.key.namespace.as_deref() else {

@@ -18,4 +18,4 @@ pub mod manifest;
 pub mod runner;
 pub mod values;
 
-pub use runner::{PassScratch, Runner, Settings, Target};
+pub use runner::{PassScratch, Runner, Settings, Settle, Target};

@@ -55,6 +55,25 @@ pub struct PassScratch {
     kinds: Kinds,
     swept: Option<Vec<LiveObject>>,
     live: LiveIndex,
+    /// Renders made ahead (several helm processes at once) for the steps of this pass.
+    rendered: HashMap<String, RenderResult>,
+}
+
+/// A render's raw output and parsed objects, or why it failed.
+type RenderResult = Result<(String, Vec<RenderedObject>), String>;
+
+/// How many `helm template` processes run at once when a pass renders several components.
+const RENDER_CONCURRENCY: usize = 4;
+
+/// A component whose health a pass waits for: its record so far, and since when tidemark
+/// waits for it (its apply, or now for a drift check).
+pub struct Settle<'a> {
+    /// The component.
+    pub component: &'a DesiredComponent,
+    /// Its record after the step.
+    pub record: ComponentRecord,
+    /// When tidemark last changed it.
+    pub since: Timestamp,
 }
 
 /// A render, prepared for apply.
@@ -129,7 +148,7 @@ impl Runner {
         target: Target<'_>,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
-    ) -> Result<(String, Vec<RenderedObject>), String> {
+    ) -> RenderResult {
         let dir = tempfile::Builder::new()
             .prefix("tidemark-render-")
             .tempdir()
@@ -170,6 +189,56 @@ impl Runner {
         Ok((out, objects))
     }
 
+    /// Renders `jobs` ahead, [`RENDER_CONCURRENCY`] helm processes at a time; the steps of
+    /// the pass take the results from `scratch`. Components whose render is cached for
+    /// their inputs are skipped.
+    pub async fn prerender(
+        &self,
+        target: Target<'_>,
+        jobs: &[(&DesiredComponent, &ComponentInputs)],
+        scratch: &mut PassScratch,
+    ) {
+        use futures::StreamExt;
+        let todo: Vec<&(&DesiredComponent, &ComponentInputs)> = jobs
+            .iter()
+            .filter(|(c, i)| !self.has_render(&c.name, &i.digest))
+            .filter(|(c, _)| !scratch.rendered.contains_key(&c.name))
+            .collect();
+        if todo.len() < 2 {
+            return; // nothing to gain: the step renders it itself
+        }
+        let results: Vec<(String, RenderResult)> = futures::stream::iter(
+            todo.into_iter()
+                .map(|(c, i)| async move { (c.name.clone(), self.render(target, c, i).await) }),
+        )
+        .buffer_unordered(RENDER_CONCURRENCY)
+        .collect()
+        .await;
+        scratch.rendered.extend(results);
+    }
+
+    /// Whether this process holds the render of `name` for inputs `digest`.
+    pub fn has_render(&self, name: &str, digest: &str) -> bool {
+        self.renders
+            .lock()
+            .ok()
+            .is_some_and(|r| r.get(name).is_some_and(|r| r.inputs == digest))
+    }
+
+    /// The render of `c` made ahead for this pass, or a new one.
+    async fn render_for(
+        &self,
+        target: Target<'_>,
+        c: &DesiredComponent,
+        inputs: &ComponentInputs,
+        scratch: &mut PassScratch,
+    ) -> RenderResult {
+        match scratch.rendered.remove(&c.name) {
+            Some(r) => r,
+            None => self.render(target, c, inputs).await,
+        }
+    }
+
     /// Resolves kinds and prepares the objects (namespace, label, order).
     async fn prepare(
         &self,
@@ -193,7 +262,8 @@ impl Runner {
             .map_err(|e| e.to_string())
     }
 
-    /// Renders, applies, prunes and waits (bounded) for health.
+    /// Renders, applies and prunes; the record is `Progressing` (the pass then waits for
+    /// its health with [`Runner::settle`]) or `Failed`.
     pub async fn apply(
         &self,
         target: Target<'_>,
@@ -219,7 +289,7 @@ impl Runner {
             Err(e) => return failed(String::new(), e.to_string()),
         };
         let display = inputs.display.clone();
-        let (text, objects) = match self.render(target, c, inputs).await {
+        let (text, objects) = match self.render_for(target, c, inputs, scratch).await {
             Ok(r) => r,
             Err(e) => return failed(display, e),
         };
@@ -260,7 +330,7 @@ impl Runner {
         if let Ok(mut renders) = self.renders.lock() {
             renders.insert(c.name.clone(), render);
         }
-        self.check_health(client, c, record, now).await
+        record
     }
 
     /// Applies prepared objects: CRDs (then waits until Established), Namespaces, the
@@ -354,63 +424,112 @@ impl Runner {
         self.prune(client, scratch, name, None).await
     }
 
-    /// Waits (at most the health wait) for the component's workloads; `Failed` once its
-    /// timeout has passed since the apply.
-    pub async fn check_health(
+    /// Waits for the health of several components at once: every poll lists each
+    /// workload kind once for all of them. A component waits at most the health wait, and
+    /// no longer than its `timeout` since tidemark last changed it; still rolling out after
+    /// its timeout, it is `Failed`, naming the object and what its pods say. Records that
+    /// are already `Failed` (the step failed) pass through.
+    pub async fn settle(
         &self,
         client: &kube::Client,
-        c: &DesiredComponent,
-        mut record: ComponentRecord,
+        items: Vec<Settle<'_>>,
         now: Timestamp,
-    ) -> ComponentRecord {
-        let applied_at: Option<Timestamp> =
-            record.applied_at.as_deref().and_then(|t| t.parse().ok());
-        let age = applied_at
-            .map(|t| now.duration_since(t).unsigned_abs())
-            .unwrap_or_default();
-        let timeout = c.timeout.as_std();
-        let wait = self.settings.health_wait.min(timeout.saturating_sub(age));
-        let deadline = tokio::time::Instant::now() + wait;
-        let health = loop {
-            match cluster::component_health(client, &c.name).await {
-                Ok(Health::Progressing(m)) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(component = %c.name, message = %m, "waiting for health");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Ok(h) => break Ok(h),
-                Err(e) => break Err(e),
-            }
+    ) -> Vec<(String, ComponentRecord)> {
+        let started = tokio::time::Instant::now();
+        let age = |since: Timestamp| {
+            now.duration_since(since)
+                .unsigned_abs()
+                .min(Duration::from_secs(365 * 86_400))
         };
-        let waited = age + wait;
-        match health {
-            Ok(Health::Healthy) => {
-                record.health = ComponentHealth::Healthy;
-                record.message = None;
-            }
-            Ok(Health::Progressing(m)) if waited < timeout => {
-                record.health = ComponentHealth::Progressing;
-                record.message = Some(m);
-            }
-            Ok(Health::Progressing(m)) => {
-                record.health = ComponentHealth::Failed;
-                record.message = Some(format!(
-                    "not healthy within {}: {m}",
-                    tidemark_schema::Duration::from_secs(timeout.as_secs())
-                ));
-            }
-            Ok(Health::Failed(m)) => {
-                record.health = ComponentHealth::Failed;
-                record.message = Some(m);
-            }
-            Err(e) => {
-                // Could not look: keep what was known, say why.
-                record.message = Some(format!("health check failed: {e}"));
-                if record.health == ComponentHealth::Healthy {
-                    record.health = ComponentHealth::Progressing;
+        let budget = |item: &Settle<'_>| {
+            self.settings.health_wait.min(
+                item.component
+                    .timeout
+                    .as_std()
+                    .saturating_sub(age(item.since)),
+            )
+        };
+        let mut latest: BTreeMap<String, Result<Health, String>> = BTreeMap::new();
+        let open: Vec<&Settle<'_>> = items
+            .iter()
+            .filter(|i| i.record.health != ComponentHealth::Failed)
+            .collect();
+        while !open.is_empty() {
+            match cluster::health_by_component(client).await {
+                Ok(by_name) => {
+                    for i in &open {
+                        let h = by_name
+                            .get(&i.component.name)
+                            .cloned()
+                            .unwrap_or(Health::Healthy);
+                        latest.insert(i.component.name.clone(), Ok(h));
+                    }
+                }
+                Err(e) => {
+                    for i in &open {
+                        latest.insert(i.component.name.clone(), Err(e.to_string()));
+                    }
+                    break;
                 }
             }
+            let waiting = open.iter().any(|i| {
+                matches!(
+                    latest.get(&i.component.name),
+                    Some(Ok(Health::Progressing(_)))
+                ) && started.elapsed() < budget(i)
+            });
+            if !waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        record
+        let mut out = Vec::new();
+        for item in items {
+            let Settle {
+                component: c,
+                mut record,
+                since,
+            } = item;
+            let waited = age(since) + started.elapsed();
+            let timeout = c.timeout.as_std();
+            match latest.remove(&c.name) {
+                None => {} // already Failed
+                Some(Ok(Health::Healthy)) => {
+                    record.health = ComponentHealth::Healthy;
+                    record.message = None;
+                }
+                Some(Ok(Health::Failed(m))) => {
+                    record.health = ComponentHealth::Failed;
+                    record.message = Some(m);
+                }
+                Some(Ok(Health::Progressing(m))) => {
+                    // Name what the pods say, for the one component at a time that waits.
+                    let m = match cluster::component_health(client, &c.name).await {
+                        Ok(Health::Progressing(detailed) | Health::Failed(detailed)) => detailed,
+                        _ => m,
+                    };
+                    if waited < timeout {
+                        record.health = ComponentHealth::Progressing;
+                        record.message = Some(m);
+                    } else {
+                        record.health = ComponentHealth::Failed;
+                        record.message = Some(format!(
+                            "not healthy within {}: {m}",
+                            tidemark_schema::Duration::from_secs(timeout.as_secs())
+                        ));
+                    }
+                }
+                Some(Err(e)) => {
+                    // Could not look: keep what was known, say why.
+                    record.message = Some(format!("health check failed: {e}"));
+                    if record.health == ComponentHealth::Healthy {
+                        record.health = ComponentHealth::Progressing;
+                    }
+                }
+            }
+            out.push((c.name.clone(), record));
+        }
+        out
     }
 
     /// Compares the live objects of an applied component with its render, re-applies
@@ -437,7 +556,7 @@ impl Runner {
         let render = match cached {
             Some(r) => r,
             None => {
-                let fresh = match self.render(target, c, inputs).await {
+                let fresh = match self.render_for(target, c, inputs, scratch).await {
                     Ok((text, objects)) => match self.prepare(client, scratch, c, objects).await {
                         Ok(objects) => Render {
                             inputs: inputs.digest.clone(),
@@ -540,9 +659,10 @@ impl Runner {
                 corrected,
             );
         }
-        let mut next = self.check_health(client, c, record.clone(), now).await;
-        if !corrected.is_empty() && next.health == ComponentHealth::Healthy {
-            next.message = Some(format!("drift corrected: {}", corrected.join(", ")));
+        let mut next = record.clone();
+        if !corrected.is_empty() {
+            // A correction is an apply: its rollout gets the component's timeout anew.
+            next.applied_at = Some(now.to_string());
         }
         (next, corrected)
     }
