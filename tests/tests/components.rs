@@ -647,6 +647,21 @@ fn a_deployment_that_never_becomes_ready_fails_after_the_timeout() -> Result<()>
             && message.contains("CrashLoopBackOff"),
         "{status}"
     );
+    // The health change is an Event too.
+    let events = sim.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "tidemark-system",
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+    ])?;
+    assert!(
+        events
+            .lines()
+            .any(|e| e.starts_with("Warning ComponentFailed: component metrics-lite")),
+        "{events}"
+    );
     Ok(())
 }
 
