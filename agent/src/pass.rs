@@ -308,18 +308,7 @@ async fn converge(
         }
         for (name, record) in ctx.components.settle(&ctx.client, settle, now).await {
             if record.health != ComponentHealth::Healthy && held_by.is_none() {
-                held_by = Some((
-                    rank,
-                    format!(
-                        "component {name} is {}{}",
-                        record.health,
-                        record
-                            .message
-                            .as_deref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default()
-                    ),
-                ));
+                held_by = Some((rank, record.describe(&name)));
             }
             work.records.insert(name, record);
         }

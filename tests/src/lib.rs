@@ -701,6 +701,37 @@ pub fn status_annotation(sim: &SimProcess, key: &str) -> String {
     .unwrap_or_default()
 }
 
+/// What `tidemark agent --once` printed: its phase, message and executed steps.
+#[derive(Debug)]
+pub struct Pass {
+    /// `phase: ...`
+    pub phase: String,
+    /// `message: ...` (its first line)
+    pub message: String,
+    /// Every `executed: ...` line, in order.
+    pub executed: Vec<String>,
+}
+
+impl Pass {
+    /// Reads the report from the standard output of `tidemark agent --once`.
+    pub fn parse(stdout: &str) -> Self {
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        Self {
+            phase: field("phase"),
+            message: field("message"),
+            executed: stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("executed: ").map(str::to_string))
+                .collect(),
+        }
+    }
+}
+
 /// Polls `ok` every 200 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();

@@ -4,16 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use tidemark_e2e::{Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
+use tidemark_e2e::{Pass, Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
 
 fn manifest(provider: &str, cp: &str, general: &str, gpu: &str) -> String {
     tidemark_e2e::sim_manifest(provider, cp, &[("general", general), ("gpu", gpu)])
-}
-
-struct Pass {
-    phase: String,
-    message: String,
-    executed: Vec<String>,
 }
 
 fn once(repo: &WorkRepo, sim: &SimProcess, cache: &std::path::Path) -> Result<Pass> {
@@ -35,22 +29,7 @@ fn once(repo: &WorkRepo, sim: &SimProcess, cache: &std::path::Path) -> Result<Pa
     if run.code != Some(0) {
         bail!("agent --once failed: {run:?}");
     }
-    let field = |name: &str| {
-        run.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-            .unwrap_or_default()
-    };
-    let executed = run
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("executed: ").map(str::to_string))
-        .collect();
-    Ok(Pass {
-        phase: field("phase"),
-        message: field("message"),
-        executed,
-    })
+    Ok(Pass::parse(&run.stdout))
 }
 
 /// Runs passes until Converged (or the deadline); returns every executed step in order.

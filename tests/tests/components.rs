@@ -9,17 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tidemark_e2e::{
-    CLUSTERAPI, HttpServer, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, index_yaml,
+    CLUSTERAPI, HttpServer, Pass, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, index_yaml,
     package_metrics_lite, sim_manifest, tidemark_in, workspace_root,
 };
-
-/// One pass's report.
-#[derive(Debug)]
-struct Pass {
-    phase: String,
-    message: String,
-    executed: Vec<String>,
-}
 
 /// A fleet repo with one cluster (`sim`, wave `canary`) and the example charts.
 struct Fleet {
@@ -120,21 +112,7 @@ impl Agent {
         if run.code != Some(0) {
             bail!("agent --once failed: {run:?}");
         }
-        let field = |name: &str| {
-            run.stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-                .unwrap_or_default()
-        };
-        Ok(Pass {
-            phase: field("phase"),
-            message: field("message"),
-            executed: run
-                .stdout
-                .lines()
-                .filter_map(|l| l.strip_prefix("executed: ").map(str::to_string))
-                .collect(),
-        })
+        Ok(Pass::parse(&run.stdout))
     }
 }
 

@@ -59,6 +59,16 @@ impl std::fmt::Display for ComponentHealth {
     }
 }
 
+impl ComponentRecord {
+    /// `component NAME HEALTH[: message]`, as status messages and Events say it.
+    pub fn describe(&self, name: &str) -> String {
+        match &self.message {
+            Some(m) => format!("component {name} {}: {m}", self.health),
+            None => format!("component {name} {}", self.health),
+        }
+    }
+}
+
 /// One component's entry in `tidemark.dev/components` (compact JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -219,20 +219,10 @@ pub fn conclude(
     inputs: &BTreeMap<String, Inputs>,
     state: &DesiredState,
 ) -> (Phase, String) {
-    let describe_one = |name: &str, r: &ComponentRecord| {
-        format!(
-            "component {name} {}{}",
-            r.health,
-            r.message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        )
-    };
     let failed: Vec<String> = records
         .iter()
         .filter(|(_, r)| r.health == ComponentHealth::Failed)
-        .map(|(n, r)| describe_one(n, r))
+        .map(|(n, r)| r.describe(n))
         .collect();
     let pending: Vec<String> = state
         .components
@@ -242,7 +232,7 @@ pub fn conclude(
             let applied = matches!(inputs.get(&c.name), Some(Inputs::Digest(d)) if r.inputs.as_ref() == Some(d));
             (r.health != ComponentHealth::Failed
                 && !(applied && r.health == ComponentHealth::Healthy))
-                .then(|| describe_one(&c.name, r))
+                .then(|| r.describe(&c.name))
         })
         .collect();
     if !failed.is_empty() {

@@ -76,16 +76,7 @@ pub async fn write(
         if was.get(name).map(|r| r.health) != Some(record.health)
             && record.health != ComponentHealth::Pending
         {
-            let message = format!(
-                "component {name} ({}) is {}{}",
-                record.chart,
-                record.health,
-                record
-                    .message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
+            let message = format!("{} ({})", record.describe(name), record.chart);
             let reason = format!("Component{}", record.health);
             record_event(client, namespace, &instance, &reason, &message).await;
         }
