@@ -805,3 +805,59 @@ fn the_long_running_agent_renders_once_and_corrects_drift_from_its_cached_render
     let _ = child.wait();
     result
 }
+
+#[test]
+fn a_job_whose_template_changed_is_replaced() -> Result<()> {
+    let sim = start_sim()?;
+    let component = |step: &str| {
+        format!(
+            "    - name: migrate
+      chart: {{path: charts/migrate}}
+      namespace: db
+      values: {{step: \"{step}\"}}
+"
+        )
+    };
+    let mut fleet = Fleet::new(&component("1"))?;
+    write_chart(
+        &fleet,
+        "migrate",
+        &[(
+            "templates/job.yaml",
+            "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-schema
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: registry.example.com/migrate:1.0
+          args: [\"--step\", \"{{ .Values.step }}\"]
+",
+        )],
+    )?;
+    fleet.release("migration step 1")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let first = kubectl_json(&sim, &["get", "job", "-n", "db", "migrate-schema"])?;
+
+    fleet.components = component("2");
+    fleet.release("migration step 2")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let second = kubectl_json(&sim, &["get", "job", "-n", "db", "migrate-schema"])?;
+    assert_ne!(
+        first["metadata"]["uid"], second["metadata"]["uid"],
+        "a new Job"
+    );
+    assert_eq!(
+        second["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["--step", "2"])
+    );
+    assert_eq!(components(&sim)?["migrate"]["health"], "Healthy");
+    Ok(())
+}

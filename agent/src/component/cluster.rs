@@ -34,6 +34,14 @@ pub enum ClusterError {
         /// The API server's answer, or the transport error.
         message: String,
     },
+    /// The change touches fields the API server does not let change (a Job's template).
+    #[error("{what}: {message}")]
+    Immutable {
+        /// The object.
+        what: String,
+        /// The API server's answer.
+        message: String,
+    },
     /// A CRD did not become Established in time.
     #[error("CustomResourceDefinition {0} did not become Established within {1:?}")]
     NotEstablished(String, Duration),
@@ -45,6 +53,15 @@ impl ClusterError {
             kube::Error::Api(s) => format!("{} ({}: {})", s.message, s.code, s.reason),
             other => other.to_string(),
         };
+        if let kube::Error::Api(s) = e
+            && s.code == 422
+            && s.message.contains("field is immutable")
+        {
+            return ClusterError::Immutable {
+                what: what.into(),
+                message,
+            };
+        }
         ClusterError::Api {
             what: what.into(),
             message,
@@ -137,6 +154,46 @@ pub async fn apply(
         .await
         .map_err(|e| ClusterError::api(format!("apply {key}"), &e))?;
     Ok(())
+}
+
+/// Replaces `obj`: deletes it (its dependents are collected in the background), waits
+/// until it is gone, then applies it. For Jobs, whose template cannot change: a chart's
+/// new Job version is a new Job, as `kubectl replace --force` would make it.
+pub async fn replace(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    obj: &RenderedObject,
+    force: bool,
+) -> Result<(), ClusterError> {
+    let key = obj.key().to_string();
+    let Some((ar, namespaced)) = kinds
+        .resolve(client, obj.group(), obj.version(), &obj.kind)
+        .await?
+    else {
+        return Err(ClusterError::UnknownKind(key));
+    };
+    let api = api_for(client, &ar, obj.namespace.as_deref().filter(|_| namespaced));
+    match api.delete(&obj.name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(ClusterError::api(format!("delete {key}"), &e)),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while api
+        .get_opt(&obj.name)
+        .await
+        .map_err(|e| ClusterError::api(format!("get {key}"), &e))?
+        .is_some()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::Api {
+                what: format!("replace {key}"),
+                message: "the old object was not gone within 60s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    apply(client, kinds, obj, force).await
 }
 
 /// Creates each namespace of `namespaces` that does not exist (unlabelled: a namespace

@@ -382,7 +382,17 @@ impl Runner {
             return Err(summarise(&failures, objects.len()));
         }
         for o in objects.iter().filter(|o| !manifest::is_crd(o)) {
-            if let Err(e) = cluster::apply(client, &mut scratch.kinds, o, c.force).await {
+            let result = match cluster::apply(client, &mut scratch.kinds, o, c.force).await {
+                // A Job's template is immutable: its new version replaces it.
+                Err(cluster::ClusterError::Immutable { .. })
+                    if o.kind == "Job" && o.group() == "batch" =>
+                {
+                    tracing::info!(component = %c.name, object = %o.key(), "replacing (immutable)");
+                    cluster::replace(client, &mut scratch.kinds, o, c.force).await
+                }
+                other => other,
+            };
+            if let Err(e) = result {
                 tracing::warn!(component = %c.name, error = %e, "apply failed");
                 failures.push(e.to_string());
             }
