@@ -59,12 +59,11 @@ pub struct RenderRequest<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum HelmError {
     /// The executable could not be started.
-    #[error("failed to run `{bin}` (set --helm-bin, or put helm on PATH)")]
+    #[error("failed to run `{bin}`: {source} (set --helm-bin, or put helm on PATH)")]
     Spawn {
         /// The executable.
         bin: String,
         /// The cause.
-        #[source]
         source: std::io::Error,
     },
     /// It ran longer than the timeout and was killed.
@@ -169,6 +168,60 @@ impl Helm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_helm_and_a_failing_helm_say_what_happened() {
+        let values = PathBuf::from("/dev/null");
+        let req = RenderRequest {
+            release: "r",
+            namespace: "n",
+            chart: ChartArg::Dir("/nonexistent".into()),
+            version: None,
+            values_file: &values,
+        };
+        let missing = Helm {
+            bin: "/nonexistent/helm".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let e = missing.render(&req).await.err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "failed to run `/nonexistent/helm`: No such file or directory (os error 2) \
+                 (set --helm-bin, or put helm on PATH)"
+            )
+        );
+        // `false` exits 1 and prints nothing.
+        let failing = Helm {
+            bin: "false".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let e = failing.render(&req).await.err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("`helm template` failed (exit status: 1): (nothing on stderr)")
+        );
+        // A render that outlives the timeout is stopped.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let script = dir.path().join("slow-helm");
+        std::fs::write(&script, "#!/bin/sh\nsleep 10\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut perms = std::fs::metadata(&script)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&script, perms).unwrap_or_else(|e| panic!("{e}"));
+        let slow = Helm {
+            bin: script,
+            timeout: Duration::from_millis(300),
+        };
+        let started = std::time::Instant::now();
+        let e = slow.render(&req).await.err();
+        assert!(matches!(e, Some(HelmError::Timeout(_))), "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stopped, not waited for"
+        );
+    }
 
     #[test]
     fn arguments_are_the_documented_helm_template_command() {
