@@ -218,7 +218,7 @@ async fn converge(
 
     let mut work = ComponentWork {
         records: observed.components.clone(),
-        scratch: PassScratch::default(),
+        scratch: PassScratch::new(state.components.iter().map(|c| c.name.clone())),
     };
     let target = Target {
         client: &ctx.client,

@@ -861,3 +861,72 @@ spec:
     assert_eq!(components(&sim)?["migrate"]["health"], "Healthy");
     Ok(())
 }
+
+#[test]
+fn one_object_cannot_belong_to_two_components_but_a_renamed_component_adopts_its_objects()
+-> Result<()> {
+    let sim = start_sim()?;
+    let declare = |names: &[(&str, &str)]| {
+        names
+            .iter()
+            .map(|(name, chart)| {
+                format!(
+                    "    - name: {name}\n      chart: {{path: charts/{chart}}}\n      namespace: shared\n"
+                )
+            })
+            .collect::<String>()
+    };
+    let mut fleet = Fleet::new(&declare(&[("one", "one"), ("two", "two")]))?;
+    let configmap = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n")
+    };
+    write_chart(
+        &fleet,
+        "one",
+        &[("templates/cm.yaml", &configmap("shared"))],
+    )?;
+    write_chart(
+        &fleet,
+        "two",
+        &[
+            ("templates/cm.yaml", &configmap("shared")),
+            ("templates/own.yaml", &configmap("two-own")),
+        ],
+    )?;
+    fleet.release("two components, one object")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    assert!(
+        pass.message
+            .contains("component two Failed: ConfigMap/shared/shared is applied by component one"),
+        "{pass:?}"
+    );
+    let shared = kubectl_json(&sim, &["get", "configmap", "-n", "shared", "shared"])?;
+    assert_eq!(
+        shared["metadata"]["labels"]["tidemark.dev/component"],
+        "one"
+    );
+    assert!(!exists(
+        &sim,
+        &["get", "configmap", "-n", "shared", "two-own"]
+    ));
+
+    // `one` renamed to `uno`: the object is adopted, not deleted and created again.
+    fleet.components = declare(&[("uno", "one")]);
+    fleet.release("rename one to uno, drop two")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let adopted = kubectl_json(&sim, &["get", "configmap", "-n", "shared", "shared"])?;
+    assert_eq!(
+        adopted["metadata"]["labels"]["tidemark.dev/component"],
+        "uno"
+    );
+    assert_eq!(adopted["metadata"]["uid"], shared["metadata"]["uid"]);
+    let status = components(&sim)?;
+    assert!(
+        status.get("one").is_none() && status.get("two").is_none(),
+        "{status}"
+    );
+    Ok(())
+}

@@ -90,7 +90,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
     println!("phase: {}\nmessage: {}", p.phase, p.message);
     // What each component action would do: rendered with helm, compared with the cluster.
-    let mut scratch = PassScratch::default();
+    let mut scratch = PassScratch::new(state.components.iter().map(|c| c.name.clone()));
     let mut previews: BTreeMap<String, String> = BTreeMap::new();
     for step in p.remaining.iter().chain(&p.steps) {
         let detail = match step {

@@ -57,6 +57,20 @@ pub struct PassScratch {
     live: LiveIndex,
     /// Renders made ahead (several helm processes at once) for the steps of this pass.
     rendered: HashMap<String, RenderResult>,
+    /// Objects applied in this pass, by the component that applied them.
+    applied: HashMap<manifest::ObjectKey, String>,
+    /// The components declared now (an object of one that is not may be adopted).
+    declared: BTreeSet<String>,
+}
+
+impl PassScratch {
+    /// Work for a pass in which `declared` are the declared components.
+    pub fn new(declared: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            declared: declared.into_iter().collect(),
+            ..Self::default()
+        }
+    }
 }
 
 /// A render's raw output and parsed objects, or why it failed.
@@ -303,6 +317,12 @@ impl Runner {
             objects,
         };
         if let Err(e) = self
+            .check_ownership(client, scratch, c, &render.objects)
+            .await
+        {
+            return failed(display, e);
+        }
+        if let Err(e) = self
             .apply_objects(client, scratch, c, &render.objects)
             .await
         {
@@ -331,6 +351,46 @@ impl Runner {
             renders.insert(c.name.clone(), render);
         }
         record
+    }
+
+    /// Refuses a render holding an object that another component applied: two components
+    /// owning one object would overwrite each other on every change, and removing one
+    /// would delete what the other still declares.
+    async fn check_ownership(
+        &self,
+        client: &kube::Client,
+        scratch: &mut PassScratch,
+        c: &DesiredComponent,
+        objects: &[RenderedObject],
+    ) -> Result<(), String> {
+        if scratch.swept.is_none() {
+            scratch.swept = Some(cluster::sweep(client).await.map_err(|e| e.to_string())?);
+        }
+        let mut owners: HashMap<&manifest::ObjectKey, &str> = scratch
+            .swept
+            .iter()
+            .flatten()
+            .filter(|o| o.applied_by_tidemark())
+            .map(|o| (&o.key, o.component.as_str()))
+            .collect();
+        owners.extend(scratch.applied.iter().map(|(k, v)| (k, v.as_str())));
+        for o in objects {
+            // A component no longer declared hands its objects over (a renamed component).
+            if let Some(owner) = owners.get(&o.key())
+                && *owner != c.name
+                && scratch.declared.contains(*owner)
+            {
+                return Err(format!(
+                    "{} is applied by component {owner}; one object cannot belong to two \
+                     components (remove it from one of them)",
+                    o.key()
+                ));
+            }
+        }
+        scratch
+            .applied
+            .extend(objects.iter().map(|o| (o.key(), c.name.clone())));
+        Ok(())
     }
 
     /// Applies prepared objects: CRDs (then waits until Established), Namespaces, the
@@ -769,6 +829,13 @@ impl Runner {
             .flatten()
             // Already being deleted: another DELETE would only be one more write.
             .filter(|o| o.body.pointer("/metadata/deletionTimestamp").is_none())
+            // Adopted in this pass by another component.
+            .filter(|o| {
+                scratch
+                    .applied
+                    .get(&o.key)
+                    .is_none_or(|owner| owner == name)
+            })
             .filter(|o| o.component == name && o.applied_by_tidemark() && !keep.contains(&o.key))
             .cloned()
             .collect())
