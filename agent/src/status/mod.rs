@@ -71,6 +71,22 @@ impl VersionsNote {
     }
 }
 
+/// Longest message of one component in `tidemark.dev/components`.
+pub const COMPONENT_MESSAGE_LIMIT: usize = 1024;
+
+/// Cuts `text` to at most `limit` bytes at a character boundary, marking the cut.
+fn truncate(text: &mut String, limit: usize) {
+    if text.len() <= limit {
+        return;
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(" [...]");
+}
+
 /// How often `last-pass` is refreshed when nothing else changed: an idle agent does not
 /// write on every pass, but its status shows it is alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -115,10 +131,17 @@ pub fn compose(
     }
     set(
         keys::COMPONENTS,
-        outcome
-            .components
-            .as_ref()
-            .and_then(|c| serde_json::to_string(c).ok()),
+        outcome.components.as_ref().and_then(|c| {
+            // Annotations share 256 KiB per object: a long helm error is cut, not lost
+            // from the log.
+            let mut c = c.clone();
+            for r in c.values_mut() {
+                if let Some(m) = r.message.as_mut() {
+                    truncate(m, COMPONENT_MESSAGE_LIMIT);
+                }
+            }
+            serde_json::to_string(&c).ok()
+        }),
     );
     set(keys::DRIFT_CHECKED, outcome.drift_checked.clone());
     // Keep what this pass does not speak about.
@@ -238,6 +261,23 @@ mod tests {
             s.get(keys::DRIFT_CHECKED).map(String::as_str),
             Some("2026-11-24T10:00:00Z")
         );
+        // Long messages are cut.
+        let mut long = o.clone();
+        if let Some(c) = long.components.as_mut() {
+            for r in c.values_mut() {
+                r.message = Some("é".repeat(COMPONENT_MESSAGE_LIMIT));
+            }
+        }
+        let cut = compose(&long, &BTreeMap::new(), t);
+        let parsed: BTreeMap<String, ComponentRecord> = cut
+            .get(keys::COMPONENTS)
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let message = parsed
+            .get("dns")
+            .and_then(|r| r.message.clone())
+            .unwrap_or_default();
+        assert!(message.ends_with(" [...]") && message.len() <= COMPONENT_MESSAGE_LIMIT + 6);
         // A pass that failed before the components keeps what was recorded.
         let mut failed = outcome(Phase::Failed);
         failed.message = "git unreachable".into();
