@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 use super::eviction;
 use super::nodes;
+use super::queue::{Queue, key_of};
 use super::{Ctx, condition, def, durations, i, keep_transitions, s, set_status, write};
 use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME, NODE_GROUP};
+use crate::registry::ResourceDef;
 use crate::store::{Store, Writer};
 use crate::{SimConfig, Version};
 
@@ -137,118 +139,135 @@ pub(crate) fn node_group_refusal(
     }
 }
 
-pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
-    control_plane(store, ctx);
-    machine_deployments(store, ctx);
+/// What the Cluster API controllers remember between ticks.
+#[derive(Default)]
+pub(crate) struct Queues {
+    control_planes: Queue,
+    machine_deployments: Queue,
+    /// The control plane's version when the MachineDeployments were last looked at.
+    cp: Option<Version>,
 }
 
-fn control_plane(store: &mut Store, ctx: &mut Ctx) {
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
+    control_plane(store, ctx, &mut queues.control_planes);
+    machine_deployments(store, ctx, queues);
+}
+
+fn control_plane(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
     let Some(d) = def(store, KCP_GROUP, VERSION, "kubeadmcontrolplanes") else {
         return;
     };
-    let list: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
-    for kcp in list {
-        let cp = ctx.shared.cp_version();
-        let replicas = kcp
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(3);
-        let spec_version = s(&kcp, "/spec/version").to_string();
-        let uid = s(&kcp, "/metadata/uid").to_string();
-        let mut updated = replicas;
-        let mut conds;
-        match Version::parse(&spec_version) {
+    let gr = d.gr();
+    let keys = queue.take(store, &gr, ctx.now, |_, _| {});
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, kcp| {
+        control_plane_status(store, ctx, &d, kcp);
+    });
+}
+
+/// Upgrades the control plane to `spec.version` over time, and reports where it is.
+fn control_plane_status(store: &mut Store, ctx: &mut Ctx, d: &ResourceDef, kcp: &Value) {
+    let cp = ctx.shared.cp_version();
+    let replicas = kcp
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(3);
+    let spec_version = s(kcp, "/spec/version").to_string();
+    let uid = s(kcp, "/metadata/uid").to_string();
+    let mut updated = replicas;
+    let mut conds;
+    match Version::parse(&spec_version) {
+        None => {
+            conds = vec![
+                condition("Ready", true, "", ""),
+                condition(
+                    "MachinesSpecUpToDate",
+                    false,
+                    "InvalidVersion",
+                    &format!("spec.version {spec_version:?} is not a version"),
+                ),
+            ];
+        }
+        Some(target) if target == cp => {
+            conds = vec![
+                condition("Ready", true, "", ""),
+                condition("MachinesSpecUpToDate", true, "", ""),
+            ];
+        }
+        Some(target) => match control_plane_refusal(cp, target) {
+            Some(msg) => {
+                ctx.report(
+                    store,
+                    &format!("kcp/{uid}"),
+                    kcp,
+                    "Warning",
+                    "UpgradeRejected",
+                    &msg,
+                );
+                conds = vec![
+                    condition("Ready", true, "", ""),
+                    condition("MachinesSpecUpToDate", false, "UpgradeRejected", &msg),
+                ];
+            }
             None => {
-                conds = vec![
-                    condition("Ready", true, "", ""),
-                    condition(
-                        "MachinesSpecUpToDate",
-                        false,
-                        "InvalidVersion",
-                        &format!("spec.version {spec_version:?} is not a version"),
-                    ),
-                ];
-            }
-            Some(target) if target == cp => {
-                conds = vec![
-                    condition("Ready", true, "", ""),
-                    condition("MachinesSpecUpToDate", true, "", ""),
-                ];
-            }
-            Some(target) => match control_plane_refusal(cp, target) {
-                Some(msg) => {
+                let key = format!("kcp-upgrade/{uid}/{target}");
+                let msg = format!("upgrading the control plane from v{cp} to v{target}");
+                ctx.report(
+                    store,
+                    &format!("kcp/{uid}"),
+                    kcp,
+                    "Normal",
+                    "UpgradeStarted",
+                    &msg,
+                );
+                let total = ctx.shared.scaled(durations::CONTROL_PLANE_UPGRADE);
+                let frac = ctx.since(&key).as_secs_f64() / total.as_secs_f64().max(1e-6);
+                if frac >= 1.0 {
+                    *ctx.shared
+                        .control_plane
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+                    ctx.forget(&key);
                     ctx.report(
                         store,
                         &format!("kcp/{uid}"),
-                        &kcp,
-                        "Warning",
-                        "UpgradeRejected",
-                        &msg,
+                        kcp,
+                        "Normal",
+                        "UpgradeCompleted",
+                        &format!("the control plane is at v{target}"),
                     );
                     conds = vec![
                         condition("Ready", true, "", ""),
-                        condition("MachinesSpecUpToDate", false, "UpgradeRejected", &msg),
+                        condition("MachinesSpecUpToDate", true, "", ""),
+                    ];
+                } else {
+                    // The upgrade progresses with time: look again on the next tick.
+                    ctx.requeue();
+                    updated = ((frac * replicas as f64) as i64).min(replicas - 1);
+                    conds = vec![
+                        condition("Ready", true, "", ""),
+                        condition(
+                            "MachinesSpecUpToDate",
+                            false,
+                            "RollingUpdateInProgress",
+                            &format!(
+                                "Rolling {replicas} replicas with outdated spec ({} replicas up to date)",
+                                updated
+                            ),
+                        ),
                     ];
                 }
-                None => {
-                    let key = format!("kcp-upgrade/{uid}/{target}");
-                    let msg = format!("upgrading the control plane from v{cp} to v{target}");
-                    ctx.report(
-                        store,
-                        &format!("kcp/{uid}"),
-                        &kcp,
-                        "Normal",
-                        "UpgradeStarted",
-                        &msg,
-                    );
-                    let total = ctx.shared.scaled(durations::CONTROL_PLANE_UPGRADE);
-                    let frac = ctx.since(&key).as_secs_f64() / total.as_secs_f64().max(1e-6);
-                    if frac >= 1.0 {
-                        *ctx.shared
-                            .control_plane
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
-                        ctx.forget(&key);
-                        ctx.report(
-                            store,
-                            &format!("kcp/{uid}"),
-                            &kcp,
-                            "Normal",
-                            "UpgradeCompleted",
-                            &format!("the control plane is at v{target}"),
-                        );
-                        conds = vec![
-                            condition("Ready", true, "", ""),
-                            condition("MachinesSpecUpToDate", true, "", ""),
-                        ];
-                    } else {
-                        updated = ((frac * replicas as f64) as i64).min(replicas - 1);
-                        conds = vec![
-                            condition("Ready", true, "", ""),
-                            condition(
-                                "MachinesSpecUpToDate",
-                                false,
-                                "RollingUpdateInProgress",
-                                &format!(
-                                    "Rolling {replicas} replicas with outdated spec ({} replicas up to date)",
-                                    updated
-                                ),
-                            ),
-                        ];
-                    }
-                }
-            },
-        }
-        keep_transitions(kcp.pointer("/status/conditions"), &mut conds);
-        let now_cp = ctx.shared.cp_version();
-        let status = json!({
-            "version": format!("v{now_cp}"), "replicas": replicas, "updatedReplicas": updated,
-            "readyReplicas": replicas, "unavailableReplicas": 0, "ready": true, "initialized": true,
-            "observedGeneration": i(&kcp, "/metadata/generation"), "conditions": conds,
-            "selector": format!("{CLUSTER_NAME}={},cluster.x-k8s.io/control-plane", s(&kcp, "/metadata/labels/cluster.x-k8s.io~1cluster-name")),
-        });
-        set_status(store, &d, &kcp, status);
+            }
+        },
     }
+    keep_transitions(kcp.pointer("/status/conditions"), &mut conds);
+    let now_cp = ctx.shared.cp_version();
+    let status = json!({
+        "version": format!("v{now_cp}"), "replicas": replicas, "updatedReplicas": updated,
+        "readyReplicas": replicas, "unavailableReplicas": 0, "ready": true, "initialized": true,
+        "observedGeneration": i(kcp, "/metadata/generation"), "conditions": conds,
+        "selector": format!("{CLUSTER_NAME}={},cluster.x-k8s.io/control-plane", s(kcp, "/metadata/labels/cluster.x-k8s.io~1cluster-name")),
+    });
+    set_status(store, d, kcp, status);
 }
 
 /// The node group of a MachineDeployment: its template's `tidemark.dev/node-group` label,
@@ -261,115 +280,142 @@ pub(crate) fn group_of(md: &Value) -> String {
         .to_string()
 }
 
-fn machine_deployments(store: &mut Store, ctx: &mut Ctx) {
+fn machine_deployments(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
     let Some(d) = def(store, MD_GROUP, VERSION, "machinedeployments") else {
         return;
     };
-    let list: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
-    for md in list {
-        let group = group_of(&md);
-        let md_name = s(&md, "/metadata/name").to_string();
-        let uid = s(&md, "/metadata/uid").to_string();
-        let replicas = md
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-            .max(0) as usize;
-        let spec_version = s(&md, "/spec/template/spec/version").to_string();
-        let cp = ctx.shared.cp_version();
-        let group_nodes: Vec<Value> = nodes::all(store)
-            .into_iter()
-            .filter(|n| {
-                nodes::deployment_of(n) == md_name
-                    && n.pointer("/metadata/deletionTimestamp").is_none()
-            })
-            .collect();
-        let lowest = group_nodes.iter().filter_map(nodes::kubelet_version).min();
-        let mut problem: Option<(String, String)> = None;
-        let mut rolling = false;
-        match Version::parse(&spec_version) {
-            None => {
-                problem = Some((
-                    "InvalidVersion".into(),
-                    format!("spec.template.spec.version {spec_version:?} is not a version"),
-                ))
-            }
-            Some(target) => {
-                let highest_ok = group_nodes
-                    .iter()
-                    .filter_map(nodes::kubelet_version)
-                    .all(|v| v <= target);
-                match node_group_refusal(cp, if highest_ok { None } else { lowest }, target) {
-                    Some(msg) => problem = Some(("UpgradeRejected".into(), msg)),
-                    None => {
-                        let (outcome, is_rolling) =
-                            step(store, ctx, &md, &group, &group_nodes, target, replicas);
-                        rolling = is_rolling;
-                        if let Some(msg) = outcome {
-                            problem = Some(("DrainingFailed".into(), msg));
-                        }
+    let gr = d.gr();
+    let cp = ctx.shared.cp_version();
+    let cp_changed = queues.cp.replace(cp) != Some(cp);
+    let queue = &mut queues.machine_deployments;
+    let mut keys = queue.take(store, &gr, ctx.now, |ev, keys| {
+        // A node of a group came, went or changed.
+        if ev.gr.group.is_empty() && ev.gr.plural == "nodes" {
+            let md = nodes::deployment_of(&ev.object);
+            keys.extend(
+                store
+                    .list(&gr, None)
+                    .filter(|m| s(m, "/metadata/name") == md)
+                    .map(key_of),
+            );
+        }
+    });
+    if cp_changed {
+        // The skew rules depend on the control plane's version.
+        keys.extend(store.list(&gr, None).map(key_of));
+    }
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, md| {
+        machine_deployment(store, ctx, &d, md);
+    });
+}
+
+/// Rolls a node group to its version and scale one step, and reports where it is.
+fn machine_deployment(store: &mut Store, ctx: &mut Ctx, d: &ResourceDef, md: &Value) {
+    let group = group_of(md);
+    let md_name = s(md, "/metadata/name").to_string();
+    let uid = s(md, "/metadata/uid").to_string();
+    let replicas = md
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0) as usize;
+    let spec_version = s(md, "/spec/template/spec/version").to_string();
+    let cp = ctx.shared.cp_version();
+    let group_nodes: Vec<Value> = nodes::of_deployment(store, Some(&md_name))
+        .into_iter()
+        .filter(|n| n.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
+    let lowest = group_nodes.iter().filter_map(nodes::kubelet_version).min();
+    let mut problem: Option<(String, String)> = None;
+    let mut rolling = false;
+    match Version::parse(&spec_version) {
+        None => {
+            problem = Some((
+                "InvalidVersion".into(),
+                format!("spec.template.spec.version {spec_version:?} is not a version"),
+            ))
+        }
+        Some(target) => {
+            let highest_ok = group_nodes
+                .iter()
+                .filter_map(nodes::kubelet_version)
+                .all(|v| v <= target);
+            match node_group_refusal(cp, if highest_ok { None } else { lowest }, target) {
+                Some(msg) => problem = Some(("UpgradeRejected".into(), msg)),
+                None => {
+                    let (outcome, is_rolling) =
+                        step(store, ctx, md, &group, &group_nodes, target, replicas);
+                    rolling = is_rolling;
+                    if let Some(msg) = outcome {
+                        problem = Some(("DrainingFailed".into(), msg));
                     }
                 }
             }
         }
-        if let Some((reason, msg)) = &problem {
-            ctx.report(store, &format!("md/{uid}"), &md, "Warning", reason, msg);
-        } else {
-            ctx.report(
-                store,
-                &format!("md/{uid}"),
-                &md,
-                "Normal",
-                "Progressing",
-                if rolling { "rolling out" } else { "up to date" },
-            );
-        }
-        let group_nodes: Vec<Value> = nodes::all(store)
-            .into_iter()
-            .filter(|n| nodes::deployment_of(n) == md_name)
-            .collect();
-        let target = Version::parse(&spec_version);
-        let updated = group_nodes
-            .iter()
-            .filter(|n| target.is_some() && nodes::kubelet_version(n) == target)
-            .count();
-        let ready = group_nodes.iter().filter(|n| nodes::is_ready(n)).count();
-        let phase = if rolling || group_nodes.len() < replicas {
-            "ScalingUp"
-        } else if group_nodes.len() > replicas {
-            "ScalingDown"
-        } else {
-            "Running"
-        };
-        let mut conds = match &problem {
-            Some((reason, msg)) => vec![
-                condition("Ready", false, reason, msg),
-                condition("Available", ready >= replicas, "", ""),
-            ],
-            None => vec![
-                condition(
-                    "Ready",
-                    !rolling,
-                    if rolling {
-                        "RollingUpdateInProgress"
-                    } else {
-                        ""
-                    },
-                    "",
-                ),
-                condition("Available", ready >= replicas, "", ""),
-            ],
-        };
-        keep_transitions(md.pointer("/status/conditions"), &mut conds);
-        let status = json!({
-            "observedGeneration": i(&md, "/metadata/generation"),
-            "selector": format!("{DEPLOYMENT_NAME}={md_name}"),
-            "replicas": group_nodes.len(), "updatedReplicas": updated, "readyReplicas": ready,
-            "availableReplicas": ready, "unavailableReplicas": replicas.saturating_sub(ready),
-            "phase": phase, "conditions": conds,
-        });
-        set_status(store, &d, &md, status);
     }
+    if rolling
+        || problem
+            .as_ref()
+            .is_some_and(|(reason, _)| reason == "DrainingFailed")
+    {
+        // Nodes boot and drains wait for pods and budgets elsewhere: look again on the next
+        // tick until the rollout is done.
+        ctx.requeue();
+    }
+    if let Some((reason, msg)) = &problem {
+        ctx.report(store, &format!("md/{uid}"), md, "Warning", reason, msg);
+    } else {
+        ctx.report(
+            store,
+            &format!("md/{uid}"),
+            md,
+            "Normal",
+            "Progressing",
+            if rolling { "rolling out" } else { "up to date" },
+        );
+    }
+    let group_nodes: Vec<Value> = nodes::of_deployment(store, Some(&md_name));
+    let target = Version::parse(&spec_version);
+    let updated = group_nodes
+        .iter()
+        .filter(|n| target.is_some() && nodes::kubelet_version(n) == target)
+        .count();
+    let ready = group_nodes.iter().filter(|n| nodes::is_ready(n)).count();
+    let phase = if rolling || group_nodes.len() < replicas {
+        "ScalingUp"
+    } else if group_nodes.len() > replicas {
+        "ScalingDown"
+    } else {
+        "Running"
+    };
+    let mut conds = match &problem {
+        Some((reason, msg)) => vec![
+            condition("Ready", false, reason, msg),
+            condition("Available", ready >= replicas, "", ""),
+        ],
+        None => vec![
+            condition(
+                "Ready",
+                !rolling,
+                if rolling {
+                    "RollingUpdateInProgress"
+                } else {
+                    ""
+                },
+                "",
+            ),
+            condition("Available", ready >= replicas, "", ""),
+        ],
+    };
+    keep_transitions(md.pointer("/status/conditions"), &mut conds);
+    let status = json!({
+        "observedGeneration": i(md, "/metadata/generation"),
+        "selector": format!("{DEPLOYMENT_NAME}={md_name}"),
+        "replicas": group_nodes.len(), "updatedReplicas": updated, "readyReplicas": ready,
+        "availableReplicas": ready, "unavailableReplicas": replicas.saturating_sub(ready),
+        "phase": phase, "conditions": conds,
+    });
+    set_status(store, d, md, status);
 }
 
 /// One step of a node group's rollout or scaling. Returns (blocking message, still rolling).
@@ -470,9 +516,9 @@ fn step(
         }
     }
     let mut blocked = None;
-    let draining: Vec<Value> = nodes::all(store)
+    let draining: Vec<Value> = nodes::of_deployment(store, Some(&md_name))
         .into_iter()
-        .filter(|n| nodes::deployment_of(n) == md_name && is_draining(n))
+        .filter(|n| is_draining(n))
         .collect();
     for node in &draining {
         if let Some(msg) = drain(store, ctx, md, node) {

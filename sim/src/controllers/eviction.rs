@@ -4,8 +4,10 @@
 
 use serde_json::{Value, json};
 
-use super::{def, i, s, set_status};
+use super::queue::{Queue, add_namespace};
+use super::{Ctx, def, i, s, set_status};
 use crate::api::status::ApiError;
+use crate::registry::ResourceDef;
 use crate::selector::LabelSelector;
 use crate::store::Store;
 
@@ -210,30 +212,45 @@ pub(crate) fn evict(
 }
 
 /// Keeps every PDB's status current.
-pub(crate) fn reconcile(store: &mut Store) {
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
     let Some(d) = def(store, "policy", "v1", "poddisruptionbudgets") else {
         return;
     };
-    let pdbs: Vec<Value> = store.list(&d.gr(), None).cloned().collect();
-    for pdb in pdbs {
-        let b = budget(store, &pdb);
-        let mut conds = vec![super::condition(
-            "DisruptionAllowed",
-            b.allowed > 0,
-            if b.allowed > 0 {
-                "SufficientPods"
-            } else {
-                "InsufficientPods"
-            },
-            "",
-        )];
-        super::keep_transitions(pdb.pointer("/status/conditions"), &mut conds);
-        let status = json!({
-            "observedGeneration": i(&pdb, "/metadata/generation"),
-            "expectedPods": b.expected, "currentHealthy": b.current,
-            "desiredHealthy": b.desired, "disruptionsAllowed": b.allowed,
-            "conditions": conds,
-        });
-        set_status(store, &d, &pdb, status);
-    }
+    let gr = d.gr();
+    let keys = queue.take(store, &gr, ctx.now, |ev, keys| {
+        // A budget counts the pods of its namespace and the scale of their controllers.
+        let counted = match ev.gr.group.as_str() {
+            "" => ev.gr.plural == "pods",
+            "apps" => matches!(ev.gr.plural.as_str(), "replicasets" | "statefulsets"),
+            _ => false,
+        };
+        if counted {
+            add_namespace(store, &gr, s(&ev.object, "/metadata/namespace"), keys);
+        }
+    });
+    queue.reconcile(store, ctx, &gr, keys, |store, _, pdb| {
+        update_status(store, &d, pdb);
+    });
+}
+
+fn update_status(store: &mut Store, d: &ResourceDef, pdb: &Value) {
+    let b = budget(store, pdb);
+    let mut conds = vec![super::condition(
+        "DisruptionAllowed",
+        b.allowed > 0,
+        if b.allowed > 0 {
+            "SufficientPods"
+        } else {
+            "InsufficientPods"
+        },
+        "",
+    )];
+    super::keep_transitions(pdb.pointer("/status/conditions"), &mut conds);
+    let status = json!({
+        "observedGeneration": i(pdb, "/metadata/generation"),
+        "expectedPods": b.expected, "currentHealthy": b.current,
+        "desiredHealthy": b.desired, "disruptionsAllowed": b.allowed,
+        "conditions": conds,
+    });
+    set_status(store, d, pdb, status);
 }

@@ -3,10 +3,16 @@
 //! plane and rolls node groups, workloads get pods that get scheduled and become ready,
 //! PodDisruptionBudget status follows, terminating namespaces empty, orphans are collected.
 //! Controllers write through the same store API as clients (manager `sim-controller-manager`).
+//!
+//! A tick costs what changed, not what is stored: each controller reconciles only the objects
+//! its [`queue::Queue`] names (changed since its last look, concerned by a change, or with a
+//! timer due), and the namespace and garbage sweeps run only after a change. The lock is held
+//! for the whole tick, so this is what keeps the API server responsive with many objects.
 
 pub(crate) mod capi;
 pub(crate) mod eviction;
 pub(crate) mod nodes;
+pub(crate) mod queue;
 pub(crate) mod workloads;
 
 use std::collections::HashMap;
@@ -40,6 +46,9 @@ pub(crate) struct Ctx<'a> {
     timers: &'a mut HashMap<String, Instant>,
     /// Last message reported per key, so Events are emitted on change only.
     reported: &'a mut HashMap<String, String>,
+    /// When the object being reconciled is to be reconciled again without a change (see
+    /// [`queue::Queue::reconcile`]).
+    wake: Option<Instant>,
 }
 
 impl Ctx<'_> {
@@ -49,10 +58,27 @@ impl Ctx<'_> {
         self.now.saturating_duration_since(start)
     }
 
-    /// Whether `realistic` (scaled by speed) has passed since `key` was first seen.
+    /// Whether `realistic` (scaled by speed) has passed since `key` was first seen; if not,
+    /// the object being reconciled is woken when it has.
     pub fn elapsed(&mut self, key: &str, realistic: Duration) -> bool {
         let d = self.shared.scaled(realistic);
-        self.since(key) >= d
+        let since = self.since(key);
+        if since < d {
+            self.wake_at(self.now + (d - since));
+        }
+        since >= d
+    }
+
+    /// Reconciles the object being reconciled again at `at` (at the first tick from then).
+    pub fn wake_at(&mut self, at: Instant) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// Reconciles the object being reconciled again on the next tick: it is in the middle of
+    /// something that progresses with time, or a write of its failed (as when every object
+    /// was reconciled on every tick, a failed write is tried again on the next one).
+    pub fn requeue(&mut self) {
+        self.wake_at(self.now);
     }
 
     pub fn forget(&mut self, key: &str) {
@@ -229,11 +255,27 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
     }
 }
 
+/// What the controllers remember between ticks: which objects each has seen and which wait
+/// for a timer.
+#[derive(Default)]
+struct Queues {
+    nodes: queue::Queue,
+    capi: capi::Queues,
+    workloads: workloads::Queues,
+    budgets: queue::Queue,
+    /// The store's resourceVersion at the start of the last namespace and garbage sweep.
+    /// When it is still that, the sweep changed nothing and nothing else changed since:
+    /// another sweep would find nothing to do. (A sweep that changed something runs again,
+    /// as its changes can leave more to do: pods of a ReplicaSet it collected.)
+    swept: Option<u64>,
+}
+
 /// Runs the controllers until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut timers = HashMap::new();
     let mut reported = HashMap::new();
+    let mut queues = Queues::default();
     let tick = shared
         .scaled(durations::TICK)
         .clamp(Duration::from_millis(10), Duration::from_millis(500));
@@ -252,16 +294,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             now: Instant::now(),
             timers: &mut timers,
             reported: &mut reported,
+            wake: None,
         };
-        nodes::reconcile(&mut store, &mut ctx);
-        capi::reconcile(&mut store, &mut ctx);
-        workloads::reconcile(&mut store, &mut ctx);
-        eviction::reconcile(&mut store);
-        if n.is_multiple_of(4) {
+        nodes::reconcile(&mut store, &mut ctx, &mut queues.nodes);
+        capi::reconcile(&mut store, &mut ctx, &mut queues.capi);
+        workloads::reconcile(&mut store, &mut ctx, &mut queues.workloads);
+        eviction::reconcile(&mut store, &mut ctx, &mut queues.budgets);
+        // Both sweeps depend on the stored objects only: skip them while nothing changed.
+        let rv = store.resource_version();
+        if n.is_multiple_of(4) && queues.swept != Some(rv) {
             for ns in store.terminating_namespaces() {
                 store.finish_namespace(&ns);
             }
             store.collect_garbage();
+            queues.swept = Some(rv);
         }
     }
 }

@@ -4,8 +4,10 @@
 
 use serde_json::{Value, json};
 
+use super::queue::Queue;
 use super::{ANNOTATION_PREFIX, Ctx, def, durations, s, write};
 use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME, NODE_GROUP};
+use crate::registry::ResourceDef;
 use crate::store::{Store, Writer, now};
 use crate::{SimConfig, Version};
 
@@ -129,8 +131,17 @@ pub(crate) fn deployment_of(node: &Value) -> &str {
 
 /// All nodes.
 pub(crate) fn all(store: &Store) -> Vec<Value> {
+    of_deployment(store, None)
+}
+
+/// The nodes of MachineDeployment `deployment` (all nodes with `None`).
+pub(crate) fn of_deployment(store: &Store, deployment: Option<&str>) -> Vec<Value> {
     match def(store, "", "v1", "nodes") {
-        Some(d) => store.list(&d.gr(), None).cloned().collect(),
+        Some(d) => store
+            .list(&d.gr(), None)
+            .filter(|n| deployment.is_none_or(|md| deployment_of(n) == md))
+            .cloned()
+            .collect(),
         None => vec![],
     }
 }
@@ -150,35 +161,42 @@ pub(crate) fn cordon(store: &mut Store, node: &Value) {
 }
 
 /// Boots nodes: a booting node becomes Ready after the boot time.
-pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
     let Some(d) = def(store, "", "v1", "nodes") else {
         return;
     };
-    for node in all(store) {
-        if node
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(BOOTING))
-            .is_none()
-        {
-            continue;
-        }
-        let key = format!("node-boot/{}", s(&node, "/metadata/uid"));
-        if !ctx.elapsed(&key, durations::NODE_BOOT) {
-            continue;
-        }
-        ctx.forget(&key);
-        let mut n = node.clone();
-        if let Some(a) = n
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
-            a.retain(|k, _| !k.starts_with(ANNOTATION_PREFIX));
-        }
-        let Some(n) = write(store, &d, n) else {
-            continue;
-        };
-        let mut n2 = n.clone();
-        n2["status"]["conditions"] = conditions(true);
-        super::set_status(store, &d, &n, n2["status"].clone());
+    let gr = d.gr();
+    let keys = queue.take(store, &gr, ctx.now, |_, _| {});
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, node| {
+        boot(store, ctx, &d, node);
+    });
+}
+
+fn boot(store: &mut Store, ctx: &mut Ctx, d: &ResourceDef, node: &Value) {
+    if node
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(BOOTING))
+        .is_none()
+    {
+        return;
     }
+    let key = format!("node-boot/{}", s(node, "/metadata/uid"));
+    if !ctx.elapsed(&key, durations::NODE_BOOT) {
+        return;
+    }
+    ctx.forget(&key);
+    let mut n = node.clone();
+    if let Some(a) = n
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.retain(|k, _| !k.starts_with(ANNOTATION_PREFIX));
+    }
+    let Some(n) = write(store, d, n) else {
+        ctx.requeue();
+        return;
+    };
+    let mut n2 = n.clone();
+    n2["status"]["conditions"] = conditions(true);
+    super::set_status(store, d, &n, n2["status"].clone());
 }

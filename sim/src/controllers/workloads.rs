@@ -4,6 +4,10 @@
 //! fail) — and pods on vanished nodes are removed. Workload status follows the pods; a
 //! Deployment that makes no progress for `progressDeadlineSeconds` (scaled by speed) reports
 //! `Progressing=False` with reason `ProgressDeadlineExceeded`, as Kubernetes does.
+//!
+//! Each controller reconciles the workloads its queue names (see [`super::queue`]): those that
+//! changed, those whose ReplicaSets or pods changed (found through `ownerReferences`), all
+//! DaemonSets when a node changed, and pods whose start timer is due.
 
 use std::collections::HashMap;
 
@@ -11,11 +15,23 @@ use serde_json::{Value, json};
 
 use super::eviction::pod_ready;
 use super::nodes;
+use super::queue::{Keys, Queue, add_owners, key_of, owner_uids};
 use super::{
     Ctx, condition, def, durations, i, keep_transitions, owned_by, owner_ref, s, set_status, write,
 };
-use crate::registry::ResourceDef;
-use crate::store::{Store, Writer, now};
+use crate::registry::{GroupResource, ResourceDef};
+use crate::store::{Store, WatchEvent, Writer, now};
+
+/// What the workload controllers remember between ticks.
+#[derive(Default)]
+pub(crate) struct Queues {
+    deployments: Queue,
+    replicasets: Queue,
+    statefulsets: Queue,
+    daemonsets: Queue,
+    jobs: Queue,
+    pods: Queue,
+}
 
 /// A stable short hash of a pod template (like `pod-template-hash`).
 fn template_hash(template: &Value) -> String {
@@ -45,24 +61,36 @@ fn failing(pod: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| s(c, "/image").contains("fail")))
 }
 
-/// Pods indexed by their controller's uid.
-fn pods_by_owner(store: &Store, pd: &ResourceDef) -> HashMap<String, Vec<Value>> {
-    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
-    for p in store.list(&pd.gr(), None) {
-        for r in p
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if r.get("controller").and_then(Value::as_bool) == Some(true) {
-                out.entry(s(r, "/uid").to_string())
-                    .or_default()
-                    .push(p.clone());
-            }
+/// The pods `owner` controls: those of its namespace whose controller reference names it.
+fn pods_of(store: &Store, pd: &ResourceDef, owner: &Value) -> Vec<Value> {
+    let uid = s(owner, "/metadata/uid");
+    store
+        .list(&pd.gr(), Some(s(owner, "/metadata/namespace")))
+        .filter(|p| owner_uids(p, true).any(|u| u == uid))
+        .cloned()
+        .collect()
+}
+
+fn is_core(gr: &GroupResource, plural: &str) -> bool {
+    gr.group.is_empty() && gr.plural == plural
+}
+
+/// The queue's workloads of `gr` to reconcile: changed ones, and the controllers of changed
+/// pods (`related` adds more).
+fn take_workloads(
+    store: &Store,
+    ctx: &Ctx,
+    queue: &mut Queue,
+    gr: &GroupResource,
+    mut related: impl FnMut(&WatchEvent, &mut Keys),
+) -> Keys {
+    queue.take(store, gr, ctx.now, |ev, keys| {
+        if is_core(&ev.gr, "pods") {
+            add_owners(store, gr, &ev.object, true, keys);
+        } else {
+            related(ev, keys);
         }
-    }
-    out
+    })
 }
 
 fn new_pod(
@@ -103,9 +131,18 @@ fn new_pod(
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
 }
 
-fn create_pod(store: &mut Store, pd: &ResourceDef, pod: Value) {
+/// Creates a pod; a failure is tried again on the next tick.
+fn create_pod(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, pod: Value) {
     if let Err(e) = store.create(pd, pod, Writer::CONTROLLER) {
         tracing::debug!(error = %e.message, "pod create failed");
+        ctx.requeue();
+    }
+}
+
+/// Writes a changed object; a failure is tried again on the next tick.
+fn write_or_requeue(store: &mut Store, ctx: &mut Ctx, def: &ResourceDef, new: Value) {
+    if write(store, def, new).is_none() {
+        ctx.requeue();
     }
 }
 
@@ -113,16 +150,16 @@ fn delete(store: &mut Store, d: &ResourceDef, obj: &Value) {
     let _ = store.delete(d, s(obj, "/metadata/namespace"), s(obj, "/metadata/name"));
 }
 
-pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx) {
+pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
     let Some(pd) = def(store, "", "v1", "pods") else {
         return;
     };
-    deployments(store, ctx);
-    replicasets(store, &pd);
-    statefulsets(store, &pd);
-    daemonsets(store, &pd);
-    jobs(store, &pd);
-    pods(store, ctx, &pd);
+    deployments(store, ctx, &mut queues.deployments);
+    replicasets(store, ctx, &pd, &mut queues.replicasets);
+    statefulsets(store, ctx, &pd, &mut queues.statefulsets);
+    daemonsets(store, ctx, &pd, &mut queues.daemonsets);
+    jobs(store, ctx, &pd, &mut queues.jobs);
+    pods(store, ctx, &pd, &mut queues.pods);
 }
 
 /// The timer of a Deployment's progress: a new generation or more updated or available
@@ -131,189 +168,199 @@ fn progress_key(uid: &str, generation: i64, updated: i64, available: i64) -> Str
     format!("deploy-progress/{uid}/{generation}/{updated}/{available}")
 }
 
-fn deployments(store: &mut Store, ctx: &mut Ctx) {
+fn deployments(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
     let (Some(dd), Some(rsd)) = (
         def(store, "apps", "v1", "deployments"),
         def(store, "apps", "v1", "replicasets"),
     ) else {
         return;
     };
-    let deploys: Vec<Value> = store.list(&dd.gr(), None).cloned().collect();
-    for d in deploys {
-        if being_deleted(&d) {
-            continue;
+    let (gr, rs_gr) = (dd.gr(), rsd.gr());
+    let keys = queue.take(store, &gr, ctx.now, |ev, keys| {
+        if ev.gr == rs_gr {
+            add_owners(store, &gr, &ev.object, false, keys);
         }
-        let uid = s(&d, "/metadata/uid").to_string();
-        let ns = s(&d, "/metadata/namespace").to_string();
-        let name = s(&d, "/metadata/name").to_string();
-        let replicas = d
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let template = d
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let hash = template_hash(&template);
-        let rs_name = format!("{name}-{hash}");
-        let owned: Vec<Value> = store
-            .list(&rsd.gr(), Some(&ns))
-            .filter(|r| owned_by(r, &uid))
-            .cloned()
-            .collect();
-        let new_rs = owned
-            .iter()
-            .find(|r| s(r, "/metadata/name") == rs_name)
-            .cloned();
-        match &new_rs {
-            None => {
-                let mut t = template.clone();
-                t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-                let mut sel = d
-                    .pointer("/spec/selector")
-                    .cloned()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                sel["matchLabels"]["pod-template-hash"] = json!(hash);
-                let rs = json!({
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {"name": rs_name, "namespace": ns, "labels": t["metadata"]["labels"].clone(), "ownerReferences": owner_ref(&d),
-                        "annotations": {"deployment.kubernetes.io/revision": (owned.len() + 1).to_string()}},
-                    "spec": {"replicas": replicas, "selector": sel, "template": t},
-                });
-                let _ = store.create(&rsd, rs, Writer::CONTROLLER);
-            }
-            Some(rs) if i(rs, "/spec/replicas") != replicas => {
-                let mut r = rs.clone();
-                r["spec"]["replicas"] = json!(replicas);
-                write(store, &rsd, r);
-            }
-            Some(_) => {}
-        }
-        let new_available = new_rs
-            .as_ref()
-            .map_or(0, |r| i(r, "/status/availableReplicas"));
-        if new_available >= replicas {
-            for old in owned
-                .iter()
-                .filter(|r| s(r, "/metadata/name") != rs_name && i(r, "/spec/replicas") != 0)
-            {
-                let mut r = old.clone();
-                r["spec"]["replicas"] = json!(0);
-                write(store, &rsd, r);
-            }
-        }
-        let sum = |ptr: &str| owned.iter().map(|r| i(r, ptr)).sum::<i64>();
-        let updated = new_rs.as_ref().map_or(0, |r| i(r, "/status/replicas"));
-        let available = sum("/status/availableReplicas");
-        let complete =
-            updated == replicas && sum("/status/replicas") == replicas && new_available == replicas;
-        let generation = i(&d, "/metadata/generation");
-        let key = progress_key(&uid, generation, updated, available);
-        let before = progress_key(
-            &uid,
-            i(&d, "/status/observedGeneration"),
-            i(&d, "/status/updatedReplicas"),
-            i(&d, "/status/availableReplicas"),
-        );
-        if before != key {
-            ctx.forget(&before);
-        }
-        let deadline = d
-            .pointer("/spec/progressDeadlineSeconds")
-            .and_then(Value::as_u64)
-            .unwrap_or(600);
-        let timed_out = if complete {
-            ctx.forget(&key);
-            false
-        } else {
-            ctx.elapsed(&key, std::time::Duration::from_secs(deadline))
-        };
-        let (progress_reason, progress) = if complete {
-            ("NewReplicaSetAvailable", "has successfully progressed.")
-        } else if timed_out {
-            ("ProgressDeadlineExceeded", "has timed out progressing.")
-        } else {
-            ("ReplicaSetUpdated", "is progressing.")
-        };
-        let mut conds = vec![
-            condition(
-                "Available",
-                available >= replicas,
-                if available >= replicas {
-                    "MinimumReplicasAvailable"
-                } else {
-                    "MinimumReplicasUnavailable"
-                },
-                if available >= replicas {
-                    "Deployment has minimum availability."
-                } else {
-                    "Deployment does not have minimum availability."
-                },
-            ),
-            condition(
-                "Progressing",
-                !timed_out,
-                progress_reason,
-                &format!("ReplicaSet \"{rs_name}\" {progress}"),
-            ),
-        ];
-        keep_transitions(d.pointer("/status/conditions"), &mut conds);
-        let status = json!({
-            "observedGeneration": generation,
-            "replicas": sum("/status/replicas"), "updatedReplicas": updated,
-            "readyReplicas": sum("/status/readyReplicas"), "availableReplicas": available,
-            "unavailableReplicas": (replicas - available).max(0),
-            "conditions": conds,
-        });
-        set_status(store, &dd, &d, status);
-    }
+    });
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, d| {
+        deployment(store, ctx, &dd, &rsd, d);
+    });
 }
 
-fn replicasets(store: &mut Store, pd: &ResourceDef) {
+fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &ResourceDef, d: &Value) {
+    if being_deleted(d) {
+        return;
+    }
+    let uid = s(d, "/metadata/uid").to_string();
+    let ns = s(d, "/metadata/namespace").to_string();
+    let name = s(d, "/metadata/name").to_string();
+    let replicas = d
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let template = d
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let hash = template_hash(&template);
+    let rs_name = format!("{name}-{hash}");
+    let owned: Vec<Value> = store
+        .list(&rsd.gr(), Some(&ns))
+        .filter(|r| owned_by(r, &uid))
+        .cloned()
+        .collect();
+    let new_rs = owned
+        .iter()
+        .find(|r| s(r, "/metadata/name") == rs_name)
+        .cloned();
+    match &new_rs {
+        None => {
+            let mut t = template.clone();
+            t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut sel = d
+                .pointer("/spec/selector")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            sel["matchLabels"]["pod-template-hash"] = json!(hash);
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": rs_name, "namespace": ns, "labels": t["metadata"]["labels"].clone(), "ownerReferences": owner_ref(d),
+                    "annotations": {"deployment.kubernetes.io/revision": (owned.len() + 1).to_string()}},
+                "spec": {"replicas": replicas, "selector": sel, "template": t},
+            });
+            if let Err(e) = store.create(rsd, rs, Writer::CONTROLLER) {
+                tracing::debug!(error = %e.message, "replicaset create failed");
+                ctx.requeue();
+            }
+        }
+        Some(rs) if i(rs, "/spec/replicas") != replicas => {
+            let mut r = rs.clone();
+            r["spec"]["replicas"] = json!(replicas);
+            write_or_requeue(store, ctx, rsd, r);
+        }
+        Some(_) => {}
+    }
+    let new_available = new_rs
+        .as_ref()
+        .map_or(0, |r| i(r, "/status/availableReplicas"));
+    if new_available >= replicas {
+        for old in owned
+            .iter()
+            .filter(|r| s(r, "/metadata/name") != rs_name && i(r, "/spec/replicas") != 0)
+        {
+            let mut r = old.clone();
+            r["spec"]["replicas"] = json!(0);
+            write_or_requeue(store, ctx, rsd, r);
+        }
+    }
+    let sum = |ptr: &str| owned.iter().map(|r| i(r, ptr)).sum::<i64>();
+    let updated = new_rs.as_ref().map_or(0, |r| i(r, "/status/replicas"));
+    let available = sum("/status/availableReplicas");
+    let complete =
+        updated == replicas && sum("/status/replicas") == replicas && new_available == replicas;
+    let generation = i(d, "/metadata/generation");
+    let key = progress_key(&uid, generation, updated, available);
+    let before = progress_key(
+        &uid,
+        i(d, "/status/observedGeneration"),
+        i(d, "/status/updatedReplicas"),
+        i(d, "/status/availableReplicas"),
+    );
+    if before != key {
+        ctx.forget(&before);
+    }
+    let deadline = d
+        .pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(600);
+    let timed_out = if complete {
+        ctx.forget(&key);
+        false
+    } else {
+        ctx.elapsed(&key, std::time::Duration::from_secs(deadline))
+    };
+    let (progress_reason, progress) = if complete {
+        ("NewReplicaSetAvailable", "has successfully progressed.")
+    } else if timed_out {
+        ("ProgressDeadlineExceeded", "has timed out progressing.")
+    } else {
+        ("ReplicaSetUpdated", "is progressing.")
+    };
+    let mut conds = vec![
+        condition(
+            "Available",
+            available >= replicas,
+            if available >= replicas {
+                "MinimumReplicasAvailable"
+            } else {
+                "MinimumReplicasUnavailable"
+            },
+            if available >= replicas {
+                "Deployment has minimum availability."
+            } else {
+                "Deployment does not have minimum availability."
+            },
+        ),
+        condition(
+            "Progressing",
+            !timed_out,
+            progress_reason,
+            &format!("ReplicaSet \"{rs_name}\" {progress}"),
+        ),
+    ];
+    keep_transitions(d.pointer("/status/conditions"), &mut conds);
+    let status = json!({
+        "observedGeneration": generation,
+        "replicas": sum("/status/replicas"), "updatedReplicas": updated,
+        "readyReplicas": sum("/status/readyReplicas"), "availableReplicas": available,
+        "unavailableReplicas": (replicas - available).max(0),
+        "conditions": conds,
+    });
+    set_status(store, dd, d, status);
+}
+
+fn replicasets(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
     let Some(rsd) = def(store, "apps", "v1", "replicasets") else {
         return;
     };
-    let index = pods_by_owner(store, pd);
-    let sets: Vec<Value> = store.list(&rsd.gr(), None).cloned().collect();
-    for rs in sets {
-        if being_deleted(&rs) {
-            continue;
-        }
-        let replicas = rs
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-            .max(0) as usize;
-        let mut pods: Vec<Value> = index
-            .get(s(&rs, "/metadata/uid"))
-            .into_iter()
-            .flatten()
-            .filter(|p| active(p))
-            .cloned()
-            .collect();
-        if pods.len() < replicas {
-            let template = rs
-                .pointer("/spec/template")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            for _ in pods.len()..replicas {
-                create_pod(store, pd, new_pod(&rs, &template, None, &[], None));
-            }
-        } else if pods.len() > replicas {
-            pods.sort_by_key(pod_ready);
-            for p in pods.drain(..pods.len() - replicas) {
-                delete(store, pd, &p);
-            }
-        }
-        let ready = pods.iter().filter(|p| pod_ready(p)).count();
-        let status = json!({
-            "replicas": pods.len().max(replicas.min(pods.len())), "fullyLabeledReplicas": pods.len(),
-            "readyReplicas": ready, "availableReplicas": ready,
-            "observedGeneration": i(&rs, "/metadata/generation"),
-        });
-        set_status(store, &rsd, &rs, status);
+    let gr = rsd.gr();
+    let keys = take_workloads(store, ctx, queue, &gr, |_, _| {});
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, rs| {
+        replicaset(store, ctx, pd, &rsd, rs);
+    });
+}
+
+fn replicaset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, rsd: &ResourceDef, rs: &Value) {
+    if being_deleted(rs) {
+        return;
     }
+    let replicas = rs
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0) as usize;
+    let mut pods: Vec<Value> = pods_of(store, pd, rs).into_iter().filter(active).collect();
+    if pods.len() < replicas {
+        let template = rs
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        for _ in pods.len()..replicas {
+            create_pod(store, ctx, pd, new_pod(rs, &template, None, &[], None));
+        }
+    } else if pods.len() > replicas {
+        pods.sort_by_key(pod_ready);
+        for p in pods.drain(..pods.len() - replicas) {
+            delete(store, pd, &p);
+        }
+    }
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let status = json!({
+        "replicas": pods.len().max(replicas.min(pods.len())), "fullyLabeledReplicas": pods.len(),
+        "readyReplicas": ready, "availableReplicas": ready,
+        "observedGeneration": i(rs, "/metadata/generation"),
+    });
+    set_status(store, rsd, rs, status);
 }
 
 fn ordinal(pod: &Value, set: &str) -> Option<usize> {
@@ -324,87 +371,86 @@ fn ordinal(pod: &Value, set: &str) -> Option<usize> {
         .ok()
 }
 
-fn statefulsets(store: &mut Store, pd: &ResourceDef) {
+fn statefulsets(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
     let Some(sd) = def(store, "apps", "v1", "statefulsets") else {
         return;
     };
-    let index = pods_by_owner(store, pd);
-    let sets: Vec<Value> = store.list(&sd.gr(), None).cloned().collect();
-    for st in sets {
-        if being_deleted(&st) {
-            continue;
-        }
-        let name = s(&st, "/metadata/name").to_string();
-        let replicas = st
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-            .max(0) as usize;
-        let template = st
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let hash = template_hash(&template);
-        let revision = format!("{name}-{hash}");
-        let pods: Vec<Value> = index
-            .get(s(&st, "/metadata/uid"))
-            .into_iter()
-            .flatten()
-            .filter(|p| active(p))
-            .cloned()
-            .collect();
-        for n in 0..replicas {
-            if !pods.iter().any(|p| ordinal(p, &name) == Some(n)) {
-                let pname = format!("{name}-{n}");
-                let extra = [
-                    ("controller-revision-hash", revision.clone()),
-                    ("statefulset.kubernetes.io/pod-name", pname.clone()),
-                ];
-                create_pod(
-                    store,
-                    pd,
-                    new_pod(&st, &template, Some(pname), &extra, None),
-                );
-            }
-        }
-        for p in pods
-            .iter()
-            .filter(|p| ordinal(p, &name).is_none_or(|o| o >= replicas))
-        {
-            delete(store, pd, p);
-        }
-        let is_current = |p: &Value| {
-            p.pointer("/metadata/labels/controller-revision-hash")
-                .and_then(Value::as_str)
-                == Some(revision.as_str())
-        };
-        let all_ready = pods.len() == replicas && pods.iter().all(pod_ready);
-        if all_ready
-            && let Some(old) = pods
-                .iter()
-                .filter(|p| !is_current(p))
-                .max_by_key(|p| ordinal(p, &name))
-        {
-            delete(store, pd, old);
-        }
-        let ready = pods.iter().filter(|p| pod_ready(p)).count();
-        let updated = pods.iter().filter(|p| is_current(p)).count();
-        let current_rev = if updated == replicas {
-            revision.clone()
-        } else {
-            st.pointer("/status/currentRevision")
-                .and_then(Value::as_str)
-                .unwrap_or(&revision)
-                .to_string()
-        };
-        let status = json!({
-            "observedGeneration": i(&st, "/metadata/generation"), "replicas": pods.len(),
-            "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": if updated == replicas { updated } else { pods.len() - updated },
-            "updatedReplicas": updated, "currentRevision": current_rev, "updateRevision": revision,
-            "collisionCount": 0,
-        });
-        set_status(store, &sd, &st, status);
+    let gr = sd.gr();
+    let keys = take_workloads(store, ctx, queue, &gr, |_, _| {});
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, st| {
+        statefulset(store, ctx, pd, &sd, st);
+    });
+}
+
+fn statefulset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, sd: &ResourceDef, st: &Value) {
+    if being_deleted(st) {
+        return;
     }
+    let name = s(st, "/metadata/name").to_string();
+    let replicas = st
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0) as usize;
+    let template = st
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let hash = template_hash(&template);
+    let revision = format!("{name}-{hash}");
+    let pods: Vec<Value> = pods_of(store, pd, st).into_iter().filter(active).collect();
+    for n in 0..replicas {
+        if !pods.iter().any(|p| ordinal(p, &name) == Some(n)) {
+            let pname = format!("{name}-{n}");
+            let extra = [
+                ("controller-revision-hash", revision.clone()),
+                ("statefulset.kubernetes.io/pod-name", pname.clone()),
+            ];
+            create_pod(
+                store,
+                ctx,
+                pd,
+                new_pod(st, &template, Some(pname), &extra, None),
+            );
+        }
+    }
+    for p in pods
+        .iter()
+        .filter(|p| ordinal(p, &name).is_none_or(|o| o >= replicas))
+    {
+        delete(store, pd, p);
+    }
+    let is_current = |p: &Value| {
+        p.pointer("/metadata/labels/controller-revision-hash")
+            .and_then(Value::as_str)
+            == Some(revision.as_str())
+    };
+    let all_ready = pods.len() == replicas && pods.iter().all(pod_ready);
+    if all_ready
+        && let Some(old) = pods
+            .iter()
+            .filter(|p| !is_current(p))
+            .max_by_key(|p| ordinal(p, &name))
+    {
+        delete(store, pd, old);
+    }
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let updated = pods.iter().filter(|p| is_current(p)).count();
+    let current_rev = if updated == replicas {
+        revision.clone()
+    } else {
+        st.pointer("/status/currentRevision")
+            .and_then(Value::as_str)
+            .unwrap_or(&revision)
+            .to_string()
+    };
+    let status = json!({
+        "observedGeneration": i(st, "/metadata/generation"), "replicas": pods.len(),
+        "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": if updated == replicas { updated } else { pods.len() - updated },
+        "updatedReplicas": updated, "currentRevision": current_rev, "updateRevision": revision,
+        "collisionCount": 0,
+    });
+    set_status(store, sd, st, status);
 }
 
 fn node_selected(node: &Value, template: &Value) -> bool {
@@ -419,167 +465,185 @@ fn node_selected(node: &Value, template: &Value) -> bool {
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-fn daemonsets(store: &mut Store, pd: &ResourceDef) {
+fn daemonsets(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
     let Some(dsd) = def(store, "apps", "v1", "daemonsets") else {
         return;
     };
-    let index = pods_by_owner(store, pd);
-    let all_nodes = nodes::all(store);
-    let sets: Vec<Value> = store.list(&dsd.gr(), None).cloned().collect();
-    for ds in sets {
-        if being_deleted(&ds) {
-            continue;
+    let gr = dsd.gr();
+    let keys = take_workloads(store, ctx, queue, &gr, |ev, keys| {
+        // Which nodes a DaemonSet runs on.
+        if is_core(&ev.gr, "nodes") {
+            keys.extend(store.list(&gr, None).map(key_of));
         }
-        let template = ds
-            .pointer("/spec/template")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let hash = template_hash(&template);
-        let eligible: Vec<&Value> = all_nodes
-            .iter()
-            .filter(|n| {
-                nodes::is_ready(n)
-                    && n.pointer("/metadata/deletionTimestamp").is_none()
-                    && node_selected(n, &template)
-            })
-            .collect();
-        let pods: Vec<Value> = index
-            .get(s(&ds, "/metadata/uid"))
-            .into_iter()
-            .flatten()
-            .filter(|p| active(p))
-            .cloned()
-            .collect();
-        for n in &eligible {
-            let node = s(n, "/metadata/name");
-            if !pods.iter().any(|p| s(p, "/spec/nodeName") == node) {
-                create_pod(
-                    store,
-                    pd,
-                    new_pod(
-                        &ds,
-                        &template,
-                        None,
-                        &[("controller-revision-hash", hash.clone())],
-                        Some(node),
-                    ),
-                );
-            }
-        }
-        for p in &pods {
-            if !eligible
-                .iter()
-                .any(|n| s(n, "/metadata/name") == s(p, "/spec/nodeName"))
-            {
-                delete(store, pd, p);
-            }
-        }
-        let is_current = |p: &Value| {
-            p.pointer("/metadata/labels/controller-revision-hash")
-                .and_then(Value::as_str)
-                == Some(hash.as_str())
-        };
-        if pods.iter().all(pod_ready)
-            && let Some(old) = pods.iter().find(|p| !is_current(p))
-        {
-            delete(store, pd, old);
-        }
-        let ready = pods.iter().filter(|p| pod_ready(p)).count();
-        let status = json!({
-            "observedGeneration": i(&ds, "/metadata/generation"),
-            "desiredNumberScheduled": eligible.len(), "currentNumberScheduled": pods.len(),
-            "numberReady": ready, "numberAvailable": ready, "numberUnavailable": eligible.len().saturating_sub(ready),
-            "updatedNumberScheduled": pods.iter().filter(|p| is_current(p)).count(), "numberMisscheduled": 0,
-        });
-        set_status(store, &dsd, &ds, status);
+    });
+    if keys.is_empty() {
+        return;
     }
+    let all_nodes = nodes::all(store);
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, ds| {
+        daemonset(store, ctx, pd, &dsd, &all_nodes, ds);
+    });
 }
 
-fn jobs(store: &mut Store, pd: &ResourceDef) {
+fn daemonset(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    pd: &ResourceDef,
+    dsd: &ResourceDef,
+    all_nodes: &[Value],
+    ds: &Value,
+) {
+    if being_deleted(ds) {
+        return;
+    }
+    let template = ds
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let hash = template_hash(&template);
+    let eligible: Vec<&Value> = all_nodes
+        .iter()
+        .filter(|n| {
+            nodes::is_ready(n)
+                && n.pointer("/metadata/deletionTimestamp").is_none()
+                && node_selected(n, &template)
+        })
+        .collect();
+    let pods: Vec<Value> = pods_of(store, pd, ds).into_iter().filter(active).collect();
+    for n in &eligible {
+        let node = s(n, "/metadata/name");
+        if !pods.iter().any(|p| s(p, "/spec/nodeName") == node) {
+            create_pod(
+                store,
+                ctx,
+                pd,
+                new_pod(
+                    ds,
+                    &template,
+                    None,
+                    &[("controller-revision-hash", hash.clone())],
+                    Some(node),
+                ),
+            );
+        }
+    }
+    for p in &pods {
+        if !eligible
+            .iter()
+            .any(|n| s(n, "/metadata/name") == s(p, "/spec/nodeName"))
+        {
+            delete(store, pd, p);
+        }
+    }
+    let is_current = |p: &Value| {
+        p.pointer("/metadata/labels/controller-revision-hash")
+            .and_then(Value::as_str)
+            == Some(hash.as_str())
+    };
+    if pods.iter().all(pod_ready)
+        && let Some(old) = pods.iter().find(|p| !is_current(p))
+    {
+        delete(store, pd, old);
+    }
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let status = json!({
+        "observedGeneration": i(ds, "/metadata/generation"),
+        "desiredNumberScheduled": eligible.len(), "currentNumberScheduled": pods.len(),
+        "numberReady": ready, "numberAvailable": ready, "numberUnavailable": eligible.len().saturating_sub(ready),
+        "updatedNumberScheduled": pods.iter().filter(|p| is_current(p)).count(), "numberMisscheduled": 0,
+    });
+    set_status(store, dsd, ds, status);
+}
+
+fn jobs(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
     let Some(jd) = def(store, "batch", "v1", "jobs") else {
         return;
     };
-    let index = pods_by_owner(store, pd);
-    let list: Vec<Value> = store.list(&jd.gr(), None).cloned().collect();
-    for job in list {
-        if being_deleted(&job) {
-            continue;
-        }
-        let finished = job
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    matches!(s(c, "/type"), "Complete" | "Failed") && s(c, "/status") == "True"
-                })
-            });
-        if finished {
-            continue;
-        }
-        let completions = job
-            .pointer("/spec/completions")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let parallelism = job
-            .pointer("/spec/parallelism")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let backoff = job
-            .pointer("/spec/backoffLimit")
-            .and_then(Value::as_i64)
-            .unwrap_or(6);
-        let pods: Vec<Value> = index
-            .get(s(&job, "/metadata/uid"))
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        let count = |phase: &str| {
-            pods.iter()
-                .filter(|p| s(p, "/status/phase") == phase)
-                .count() as i64
-        };
-        let (succeeded, failed) = (count("Succeeded"), count("Failed"));
-        let running = pods.iter().filter(|p| active(p)).count() as i64;
-        let start = job
-            .pointer("/status/startTime")
-            .cloned()
-            .unwrap_or_else(|| json!(now()));
-        let mut status = json!({"startTime": start, "active": running, "succeeded": succeeded, "failed": failed,
-            "ready": pods.iter().filter(|p| pod_ready(p)).count()});
-        if succeeded >= completions {
-            status["active"] = json!(0);
-            status["completionTime"] = json!(now());
-            status["conditions"] =
-                json!([condition("Complete", true, "Completed", "Job completed")]);
-        } else if failed > backoff {
-            status["active"] = json!(0);
-            status["conditions"] = json!([condition(
-                "Failed",
-                true,
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit"
-            )]);
-        } else {
-            let want = parallelism.min(completions - succeeded) - running;
-            let template = job
-                .pointer("/spec/template")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            let name = s(&job, "/metadata/name").to_string();
-            for _ in 0..want.max(0) {
-                let extra = [
-                    ("job-name", name.clone()),
-                    ("batch.kubernetes.io/job-name", name.clone()),
-                ];
-                create_pod(store, pd, new_pod(&job, &template, None, &extra, None));
-            }
-        }
-        set_status(store, &jd, &job, status);
-    }
+    let gr = jd.gr();
+    let keys = take_workloads(store, ctx, queue, &gr, |_, _| {});
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, job| {
+        job_status(store, ctx, pd, &jd, job);
+    });
 }
 
-fn pod_status(pod: &Value, node: &Value, ready: bool, phase: &str, crash: bool) -> Value {
+fn job_status(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, jd: &ResourceDef, job: &Value) {
+    if being_deleted(job) {
+        return;
+    }
+    let finished = job
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                matches!(s(c, "/type"), "Complete" | "Failed") && s(c, "/status") == "True"
+            })
+        });
+    if finished {
+        return;
+    }
+    let completions = job
+        .pointer("/spec/completions")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let parallelism = job
+        .pointer("/spec/parallelism")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let backoff = job
+        .pointer("/spec/backoffLimit")
+        .and_then(Value::as_i64)
+        .unwrap_or(6);
+    let pods: Vec<Value> = pods_of(store, pd, job);
+    let count = |phase: &str| {
+        pods.iter()
+            .filter(|p| s(p, "/status/phase") == phase)
+            .count() as i64
+    };
+    let (succeeded, failed) = (count("Succeeded"), count("Failed"));
+    let running = pods.iter().filter(|p| active(p)).count() as i64;
+    let start = job
+        .pointer("/status/startTime")
+        .cloned()
+        .unwrap_or_else(|| json!(now()));
+    let mut status = json!({"startTime": start, "active": running, "succeeded": succeeded, "failed": failed,
+        "ready": pods.iter().filter(|p| pod_ready(p)).count()});
+    if succeeded >= completions {
+        status["active"] = json!(0);
+        status["completionTime"] = json!(now());
+        status["conditions"] = json!([condition("Complete", true, "Completed", "Job completed")]);
+    } else if failed > backoff {
+        status["active"] = json!(0);
+        status["conditions"] = json!([condition(
+            "Failed",
+            true,
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit"
+        )]);
+    } else {
+        let want = parallelism.min(completions - succeeded) - running;
+        let template = job
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let name = s(job, "/metadata/name").to_string();
+        for _ in 0..want.max(0) {
+            let extra = [
+                ("job-name", name.clone()),
+                ("batch.kubernetes.io/job-name", name.clone()),
+            ];
+            create_pod(store, ctx, pd, new_pod(job, &template, None, &extra, None));
+        }
+    }
+    set_status(store, jd, job, status);
+}
+
+fn pod_status(
+    pod: &Value,
+    host_ip: Option<&Value>,
+    ready: bool,
+    phase: &str,
+    crash: bool,
+) -> Value {
     let t = now();
     let containers: Vec<Value> = pod
         .pointer("/spec/containers")
@@ -609,98 +673,153 @@ fn pod_status(pod: &Value, node: &Value, ready: bool, phase: &str, crash: bool) 
     json!({
         "phase": phase,
         "conditions": [cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
-        "hostIP": node.pointer("/status/addresses/0/address"),
+        "hostIP": host_ip,
         "podIP": pod_ip,
         "startTime": pod.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(t)),
         "containerStatuses": containers, "qosClass": "BestEffort",
     })
 }
 
-fn pods(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef) {
-    let node_list = nodes::all(store);
-    let nodes: HashMap<&str, &Value> = node_list
-        .iter()
-        .map(|n| (s(n, "/metadata/name"), n))
-        .collect();
-    let all: Vec<Value> = store
-        .list(&pd.gr(), None)
-        .filter(|p| active(p))
-        .cloned()
-        .collect();
-    let mut load: HashMap<String, usize> = HashMap::new();
-    for p in &all {
-        *load.entry(s(p, "/spec/nodeName").to_string()).or_default() += 1;
+/// What scheduling and starting pods need to know of a node.
+struct NodeFacts {
+    name: String,
+    schedulable: bool,
+    /// Its first address (a pod's `hostIP`).
+    address: Option<Value>,
+}
+
+fn pods(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
+    let gr = pd.gr();
+    let keys = queue.take(store, &gr, ctx.now, |ev, keys| {
+        // A node came, went or changed: pods waiting for a node, and the node's own pods.
+        if is_core(&ev.gr, "nodes") {
+            let node = s(&ev.object, "/metadata/name");
+            keys.extend(
+                store
+                    .list(&gr, None)
+                    .filter(|p| active(p) && ["", node].contains(&s(p, "/spec/nodeName")))
+                    .map(key_of),
+            );
+        }
+    });
+    if keys.is_empty() {
+        return;
     }
-    for pod in all {
-        let uid = s(&pod, "/metadata/uid").to_string();
-        let node_name = s(&pod, "/spec/nodeName").to_string();
-        if node_name.is_empty() {
-            let candidate = node_list
-                .iter()
-                .filter(|n| nodes::is_schedulable(n))
-                .min_by_key(|n| load.get(s(n, "/metadata/name")).copied().unwrap_or(0));
-            match candidate {
-                Some(n) => {
-                    let name = s(n, "/metadata/name").to_string();
-                    *load.entry(name.clone()).or_default() += 1;
-                    let mut p = pod.clone();
-                    p["spec"]["nodeName"] = json!(name);
-                    if let Some(p) = write(store, pd, p) {
-                        let mut st = p
-                            .get("status")
-                            .cloned()
-                            .filter(Value::is_object)
-                            .unwrap_or_else(|| json!({}));
-                        st["phase"] = json!("Pending");
-                        st["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]);
-                        set_status(store, pd, &p, st);
-                    }
-                }
-                None => {
-                    let msg = format!(
-                        "0/{} nodes are available: no schedulable Ready node.",
-                        node_list.len()
-                    );
-                    let st = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]});
-                    if pod
-                        .pointer("/status/conditions/0/reason")
-                        .and_then(Value::as_str)
-                        != Some("Unschedulable")
-                    {
-                        set_status(store, pd, &pod, st);
-                    }
-                }
-            }
-            continue;
+    let node_list: Vec<NodeFacts> = match def(store, "", "v1", "nodes") {
+        Some(nd) => store
+            .list(&nd.gr(), None)
+            .map(|n| NodeFacts {
+                name: s(n, "/metadata/name").to_string(),
+                schedulable: nodes::is_schedulable(n),
+                address: n.pointer("/status/addresses/0/address").cloned(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    // Active pods per node, counted when a pod is to be scheduled.
+    let mut load: Option<HashMap<String, usize>> = None;
+    queue.reconcile(store, ctx, &gr, keys, |store, ctx, pod| {
+        if !active(pod) {
+            return;
         }
-        let Some(node) = nodes.get(node_name.as_str()) else {
-            delete(store, pd, &pod);
-            ctx.forget(&format!("pod-start/{uid}"));
-            continue;
-        };
-        let phase = s(&pod, "/status/phase").to_string();
-        let is_job = pod
-            .pointer("/metadata/ownerReferences/0/kind")
-            .and_then(Value::as_str)
-            == Some("Job");
-        let key = format!("pod-start/{uid}");
-        if phase == "Pending" || phase.is_empty() {
-            if ctx.elapsed(&key, durations::POD_START) {
-                let crash = failing(&pod) && !is_job;
-                set_status(
-                    store,
-                    pd,
-                    &pod,
-                    pod_status(&pod, node, !crash, "Running", crash),
-                );
-            }
-        } else if phase == "Running"
-            && is_job
-            && ctx.elapsed(&key, durations::POD_START + durations::JOB_RUN)
-        {
-            let end = if failing(&pod) { "Failed" } else { "Succeeded" };
-            set_status(store, pd, &pod, pod_status(&pod, node, false, end, false));
-            ctx.forget(&key);
+        if s(pod, "/spec/nodeName").is_empty() {
+            let load = load.get_or_insert_with(|| {
+                let mut load: HashMap<String, usize> = HashMap::new();
+                for p in store.list(&gr, None).filter(|p| active(p)) {
+                    *load.entry(s(p, "/spec/nodeName").to_string()).or_default() += 1;
+                }
+                load
+            });
+            schedule(store, ctx, pd, &node_list, load, pod);
+        } else {
+            start(store, ctx, pd, &node_list, pod);
         }
+    });
+}
+
+/// Puts a pod on the schedulable node with the fewest pods, or says why it cannot.
+fn schedule(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    pd: &ResourceDef,
+    node_list: &[NodeFacts],
+    load: &mut HashMap<String, usize>,
+    pod: &Value,
+) {
+    let candidate = node_list
+        .iter()
+        .filter(|n| n.schedulable)
+        .min_by_key(|n| load.get(&n.name).copied().unwrap_or(0));
+    match candidate {
+        Some(n) => {
+            *load.entry(n.name.clone()).or_default() += 1;
+            let mut p = pod.clone();
+            p["spec"]["nodeName"] = json!(n.name);
+            match write(store, pd, p) {
+                Some(p) => {
+                    let mut st = p
+                        .get("status")
+                        .cloned()
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| json!({}));
+                    st["phase"] = json!("Pending");
+                    st["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]);
+                    set_status(store, pd, &p, st);
+                }
+                None => ctx.requeue(),
+            }
+        }
+        None => {
+            // Nodes that come or become schedulable bring the pod back (see `pods`).
+            let msg = format!(
+                "0/{} nodes are available: no schedulable Ready node.",
+                node_list.len()
+            );
+            let st = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]});
+            if pod
+                .pointer("/status/conditions/0/reason")
+                .and_then(Value::as_str)
+                != Some("Unschedulable")
+            {
+                set_status(store, pd, pod, st);
+            }
+        }
+    }
+}
+
+/// Starts a scheduled pod after a while (Jobs' pods then finish after a while), or removes it
+/// when its node is gone.
+fn start(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, node_list: &[NodeFacts], pod: &Value) {
+    let uid = s(pod, "/metadata/uid");
+    let node_name = s(pod, "/spec/nodeName");
+    let Some(node) = node_list.iter().find(|n| n.name == node_name) else {
+        delete(store, pd, pod);
+        ctx.forget(&format!("pod-start/{uid}"));
+        return;
+    };
+    let host_ip = node.address.as_ref();
+    let phase = s(pod, "/status/phase");
+    let is_job = pod
+        .pointer("/metadata/ownerReferences/0/kind")
+        .and_then(Value::as_str)
+        == Some("Job");
+    let key = format!("pod-start/{uid}");
+    if phase == "Pending" || phase.is_empty() {
+        if ctx.elapsed(&key, durations::POD_START) {
+            let crash = failing(pod) && !is_job;
+            set_status(
+                store,
+                pd,
+                pod,
+                pod_status(pod, host_ip, !crash, "Running", crash),
+            );
+        }
+    } else if phase == "Running"
+        && is_job
+        && ctx.elapsed(&key, durations::POD_START + durations::JOB_RUN)
+    {
+        let end = if failing(pod) { "Failed" } else { "Succeeded" };
+        set_status(store, pd, pod, pod_status(pod, host_ip, false, end, false));
+        ctx.forget(&key);
     }
 }
