@@ -194,16 +194,7 @@ async fn converge(
         .get(keys::DRIFT_CHECKED)
         .and_then(|t| t.parse::<Timestamp>().ok())
         .is_none_or(|t| now.duration_since(t).unsigned_abs() >= drift_interval);
-    let plan_inputs: BTreeMap<String, Inputs> = inputs
-        .iter()
-        .map(|(name, i)| {
-            let i = match i {
-                Ok(i) => Inputs::Digest(i.digest.clone()),
-                Err(e) => Inputs::Unreadable(e.clone()),
-            };
-            (name.clone(), i)
-        })
-        .collect();
+    let plan_inputs = plan_inputs(&inputs);
 
     let base = plan::plan(&state, &observed, now);
     let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
@@ -454,6 +445,22 @@ async fn run_component_step<'a>(
             since,
         }),
     }
+}
+
+/// What the planner needs of the components' inputs: their digests.
+pub fn plan_inputs(
+    inputs: &BTreeMap<String, Result<ComponentInputs, String>>,
+) -> BTreeMap<String, Inputs> {
+    inputs
+        .iter()
+        .map(|(name, i)| {
+            let i = match i {
+                Ok(i) => Inputs::Digest(i.digest.clone()),
+                Err(e) => Inputs::Unreadable(e.clone()),
+            };
+            (name.clone(), i)
+        })
+        .collect()
 }
 
 /// The records of declared components, plus removed ones whose prune failed.

@@ -77,16 +77,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let now = jiff::Timestamp::now();
     let mut observed = observed;
     observed.drift_due = false;
-    let plan_inputs: BTreeMap<String, plan::Inputs> = inputs
-        .iter()
-        .map(|(name, i)| {
-            let i = match i {
-                Ok(i) => plan::Inputs::Digest(i.digest.clone()),
-                Err(e) => plan::Inputs::Unreadable(e.clone()),
-            };
-            (name.clone(), i)
-        })
-        .collect();
+    let plan_inputs = crate::pass::plan_inputs(&inputs);
     let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
     println!("phase: {}\nmessage: {}", p.phase, p.message);
     // What each component action would do: rendered with helm, compared with the cluster.

@@ -126,6 +126,25 @@ fn api_for(client: &kube::Client, ar: &ApiResource, namespace: Option<&str>) -> 
     }
 }
 
+/// The API of `obj`'s kind, in its namespace when the kind is namespaced.
+async fn api_of(
+    client: &kube::Client,
+    kinds: &mut Kinds,
+    obj: &RenderedObject,
+) -> Result<Api<DynamicObject>, ClusterError> {
+    let Some((ar, namespaced)) = kinds
+        .resolve(client, obj.group(), obj.version(), &obj.kind)
+        .await?
+    else {
+        return Err(ClusterError::UnknownKind(obj.key().to_string()));
+    };
+    Ok(api_for(
+        client,
+        &ar,
+        obj.namespace.as_deref().filter(|_| namespaced),
+    ))
+}
+
 /// Server-side applies `obj` (field manager `tidemark`, `force` as configured).
 pub async fn apply(
     client: &kube::Client,
@@ -134,18 +153,7 @@ pub async fn apply(
     force: bool,
 ) -> Result<(), ClusterError> {
     let key = obj.key().to_string();
-    let Some((ar, namespaced)) = kinds
-        .resolve(client, obj.group(), obj.version(), &obj.kind)
-        .await?
-    else {
-        return Err(ClusterError::UnknownKind(key));
-    };
-    let ns = if namespaced {
-        obj.namespace.as_deref()
-    } else {
-        None
-    };
-    let api = api_for(client, &ar, ns);
+    let api = api_of(client, kinds, obj).await?;
     let mut params = PatchParams::apply(FIELD_MANAGER);
     if force {
         params = params.force();
@@ -166,13 +174,7 @@ pub async fn replace(
     force: bool,
 ) -> Result<(), ClusterError> {
     let key = obj.key().to_string();
-    let Some((ar, namespaced)) = kinds
-        .resolve(client, obj.group(), obj.version(), &obj.kind)
-        .await?
-    else {
-        return Err(ClusterError::UnknownKind(key));
-    };
-    let api = api_for(client, &ar, obj.namespace.as_deref().filter(|_| namespaced));
+    let api = api_of(client, kinds, obj).await?;
     match api.delete(&obj.name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -400,59 +402,61 @@ const HEALTH_KINDS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// The health of component `name`: every Deployment, StatefulSet, DaemonSet, Job and CRD
-/// carrying its label, worst first. Failed and Progressing name the object and, for
-/// workloads, the reason a pod gives.
-pub async fn component_health(client: &kube::Client, name: &str) -> Result<Health, ClusterError> {
-    let selector = format!("{COMPONENT_LABEL}={name}");
-    let mut worst = Health::Healthy;
+/// Every Deployment, StatefulSet, DaemonSet, Job and CRD matching `selector`, with its
+/// health: one list per kind.
+async fn workloads(
+    client: &kube::Client,
+    selector: &str,
+) -> Result<Vec<(LiveObject, Health)>, ClusterError> {
+    let mut out = Vec::new();
     for (group, version, kind, plural) in HEALTH_KINDS {
         let ar =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
         let namespaced = *kind != "CustomResourceDefinition";
-        for obj in list_labelled(client, &ar, namespaced, &selector).await? {
+        for obj in list_labelled(client, &ar, namespaced, selector).await? {
             let h = health::object_health(&obj.body);
-            let rank = |h: &Health| match h {
-                Health::Healthy => 0,
-                Health::Progressing(_) => 1,
-                Health::Failed(_) => 2,
-            };
-            if rank(&h) > rank(&worst) {
-                worst = match h {
-                    Health::Progressing(m) => {
-                        Health::Progressing(with_pod_problem(client, &obj, m).await)
-                    }
-                    other => other,
-                };
-            }
+            out.push((obj, h));
         }
     }
-    Ok(worst)
+    Ok(out)
 }
 
-/// The health of every component at once (worst object first), with one list per
+/// How bad a health is, for picking the worst.
+fn severity(h: &Health) -> u8 {
+    match h {
+        Health::Healthy => 0,
+        Health::Progressing(_) => 1,
+        Health::Failed(_) => 2,
+    }
+}
+
+/// The health of component `name`: its worst workload, and for one still rolling out what
+/// its first troubled pod says.
+pub async fn component_health(client: &kube::Client, name: &str) -> Result<Health, ClusterError> {
+    let selector = format!("{COMPONENT_LABEL}={name}");
+    let worst = workloads(client, &selector)
+        .await?
+        .into_iter()
+        .max_by_key(|(_, h)| severity(h));
+    Ok(match worst {
+        None => Health::Healthy,
+        Some((obj, Health::Progressing(m))) => {
+            Health::Progressing(with_pod_problem(client, &obj, m).await)
+        }
+        Some((_, h)) => h,
+    })
+}
+
+/// The health of every component at once (its worst workload), with one list per
 /// workload kind: components without workloads are absent (healthy by existence).
 pub async fn health_by_component(
     client: &kube::Client,
 ) -> Result<BTreeMap<String, Health>, ClusterError> {
-    let rank = |h: &Health| match h {
-        Health::Healthy => 0,
-        Health::Progressing(_) => 1,
-        Health::Failed(_) => 2,
-    };
     let mut worst: BTreeMap<String, Health> = BTreeMap::new();
-    for (group, version, kind, plural) in HEALTH_KINDS {
-        let ar =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let namespaced = *kind != "CustomResourceDefinition";
-        for obj in list_labelled(client, &ar, namespaced, COMPONENT_LABEL).await? {
-            let h = health::object_health(&obj.body);
-            let entry = worst
-                .entry(obj.component.clone())
-                .or_insert(Health::Healthy);
-            if rank(&h) > rank(entry) {
-                *entry = h;
-            }
+    for (obj, h) in workloads(client, COMPONENT_LABEL).await? {
+        let entry = worst.entry(obj.component).or_insert(Health::Healthy);
+        if severity(&h) > severity(entry) {
+            *entry = h;
         }
     }
     Ok(worst)

@@ -71,6 +71,14 @@ impl PassScratch {
             ..Self::default()
         }
     }
+
+    /// Sweeps every labelled object of the cluster, once per pass (see `cluster::sweep`).
+    async fn sweep(&mut self, client: &kube::Client) -> Result<(), ClusterError> {
+        if self.swept.is_none() {
+            self.swept = Some(cluster::sweep(client).await?);
+        }
+        Ok(())
+    }
 }
 
 /// A render's raw output and parsed objects, or why it failed.
@@ -363,9 +371,7 @@ impl Runner {
         c: &DesiredComponent,
         objects: &[RenderedObject],
     ) -> Result<(), String> {
-        if scratch.swept.is_none() {
-            scratch.swept = Some(cluster::sweep(client).await.map_err(|e| e.to_string())?);
-        }
+        scratch.sweep(client).await.map_err(|e| e.to_string())?;
         let mut owners: HashMap<&manifest::ObjectKey, &str> = scratch
             .swept
             .iter()
@@ -815,9 +821,7 @@ impl Runner {
         name: &str,
         keep: Option<&[RenderedObject]>,
     ) -> Result<Vec<LiveObject>, ClusterError> {
-        if scratch.swept.is_none() {
-            scratch.swept = Some(cluster::sweep(client).await?);
-        }
+        scratch.sweep(client).await?;
         let keep: BTreeSet<manifest::ObjectKey> = keep
             .unwrap_or_default()
             .iter()
