@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tidemark_e2e::{
     SimProcess, WorkRepo, agent_log as log_of, fleet_yaml, spawn_agent,
     status_annotation as status, wait_until,
@@ -145,13 +145,32 @@ fn a_local_repo_change_triggers_a_pass_at_once() -> Result<()> {
     wait_until(Duration::from_secs(30), "the first pass", || {
         status(&sim, "applied-revision") == first
     })?;
-    repo.write("clusters/sim.yaml", &manifest("1.29.8"))?;
-    let second = repo.commit("1.29")?;
+    // Nothing changed: the agent reading the repo must not trigger passes of its own.
+    let addr = tidemark_e2e::agent_metrics_addr(dir.path(), "watcher")
+        .context("no metrics address in the log")?;
+    let passes = || -> Result<f64> {
+        let (_, body) = tidemark_e2e::http_get(&addr, "/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with("tidemark_passes_total{"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum())
+    };
+    let before = passes()?;
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = passes()? - before;
+    assert!(idle <= 1.0, "{idle} passes in 3 s with nothing changed");
+    // A change one pass converges (a 5-minute interval allows no second pass in time).
+    repo.write(
+        "clusters/sim.yaml",
+        &format!("{}  paused: false\n", manifest("1.28.9")),
+    )?;
+    let second = repo.commit("say paused: false")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let moved = Instant::now();
     let result = wait_until(
         Duration::from_secs(60),
-        "the upgrade after the tag moved",
+        "the change after the tag moved",
         || status(&sim, "applied-revision") == second,
     );
     let _ = agent.kill();

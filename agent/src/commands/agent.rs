@@ -231,9 +231,16 @@ fn watch_local_repo(
         path.to_path_buf()
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Object writes alone do not change what the agent follows; ref updates do.
+        // Object writes alone do not change what the agent follows; ref updates do. Reads
+        // are events too (inotify reports opens): every pass reads the refs of this very
+        // repository, so only a change may trigger, or each pass would trigger the next.
         let relevant = event.is_ok_and(|e| {
-            e.paths.iter().any(|p| {
+            matches!(
+                e.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            ) && e.paths.iter().any(|p| {
                 let p = p.to_string_lossy();
                 p.contains("/refs/") || p.ends_with("packed-refs") || p.ends_with("HEAD")
             })
