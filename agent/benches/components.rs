@@ -23,6 +23,8 @@
 //! `TIDEMARK_BIN` names another binary; `TIDEMARK_BENCH_SIM_SPEED` the sim's time factor
 //! (default 10; see [`SIM_SPEED`]).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -104,7 +106,7 @@ async fn run() -> Result<()> {
     let work = tempfile::tempdir()?;
     let repo = work.path().join("fleet");
     write_fleet(&repo)?;
-    commit_and_tag(&repo)?;
+    support::commit_fleet(&repo, &["canary"])?;
     println!(
         "components bench: {COMPONENTS} components x {OBJECTS_PER_COMPONENT} objects = {} rendered objects \
          (ConfigMaps, Services, ServiceAccounts, Deployments, Roles, RoleBindings), each in its own namespace; \
@@ -555,37 +557,6 @@ spec:
     Ok(())
 }
 
-fn commit_and_tag(repo: &Path) -> Result<()> {
-    let git = |args: &[&str]| -> Result<()> {
-        let ok = Command::new("git")
-            .args([
-                "-c",
-                "user.email=b@b",
-                "-c",
-                "user.name=bench",
-                "-c",
-                "tag.gpgSign=false",
-                "-c",
-                "commit.gpgSign=false",
-            ])
-            .args(args)
-            .current_dir(repo)
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("git {args:?} failed").into())
-        }
-    };
-    git(&["init", "-q", "-b", "main"])?;
-    git(&["add", "-A"])?;
-    git(&["commit", "-q", "-m", "fleet"])?;
-    git(&["tag", "-a", "wave/canary", "-m", "canary"])?;
-    Ok(())
-}
-
 /// A chart of [`OBJECTS_PER_COMPONENT`] objects: 16 ConfigMaps, 6 Services, a
 /// ServiceAccount, 2 Deployments, 6 Roles and 6 RoleBindings.
 fn chart_files(name: &str) -> Vec<(&'static str, String)> {
@@ -744,39 +715,21 @@ spec:
 
 /// Objects of the kinds the chart renders that carry the component label.
 async fn count_labelled(client: &kube::Client) -> Result<usize> {
-    let lp = ListParams::default().labels("tidemark.dev/component");
-    let mut n = 0;
-    n += Api::<ConfigMap>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    n += Api::<Service>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    n += Api::<k8s_openapi::api::core::v1::ServiceAccount>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    n += Api::<Deployment>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    n += Api::<Role>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    n += Api::<k8s_openapi::api::rbac::v1::RoleBinding>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items
-        .len();
-    Ok(n)
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    async fn count<K>(client: &kube::Client) -> Result<usize>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let lp = ListParams::default().labels("tidemark.dev/component");
+        Ok(Api::<K>::all(client.clone()).list(&lp).await?.items.len())
+    }
+    Ok(count::<ConfigMap>(client).await?
+        + count::<Service>(client).await?
+        + count::<ServiceAccount>(client).await?
+        + count::<Deployment>(client).await?
+        + count::<Role>(client).await?
+        + count::<RoleBinding>(client).await?)
 }
 
 /// What was changed by hand, to check it was put back.
@@ -1160,10 +1113,12 @@ fn measure(bin: &Path, args: &[String]) -> Result<Measured> {
         if let Some(s) = child.try_wait()? {
             break s;
         }
-        if let Ok(kib) = status_kib(pid, "VmHWM:") {
+        if let Ok(kib) = support::status_kib(pid, "VmHWM:") {
             peak_kib = peak_kib.max(kib);
         }
-        if let Ok(ticks) = children_cpu_ticks(pid) {
+        if let Ok(ticks) =
+            support::stat_field(pid, 16).and_then(|u| Ok(u + support::stat_field(pid, 17)?))
+        {
             children_ticks = children_ticks.max(ticks);
         }
         if t.elapsed() > Duration::from_secs(240) {
@@ -1188,24 +1143,4 @@ fn measure(bin: &Path, args: &[String]) -> Result<Measured> {
         children_cpu: Duration::from_millis(children_ticks * 10),
         peak_kib,
     })
-}
-
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(key))
-        .ok_or("no such field")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad line")?.parse()?)
-}
-
-/// cutime + cstime of a process: the CPU of its waited-for children, in clock ticks
-/// (100 Hz, Linux's USER_HZ).
-fn children_cpu_ticks(pid: u32) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = text.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let cutime: u64 = fields.get(13).ok_or("no cutime")?.parse()?;
-    let cstime: u64 = fields.get(14).ok_or("no cstime")?.parse()?;
-    Ok(cutime + cstime)
 }

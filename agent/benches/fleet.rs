@@ -6,6 +6,8 @@
 //! Targets on a 2-core machine: resolve < 100 ms, validate < 5 s, peak memory < 300 MiB,
 //! a poll with nothing moved transfers no objects.
 
+mod support;
+
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -203,32 +205,6 @@ spec:
             ),
         )?;
     }
-    let git = |args: &[&str]| -> Result<()> {
-        let ok = Command::new("git")
-            .args([
-                "-c",
-                "user.email=b@b",
-                "-c",
-                "user.name=bench",
-                "-c",
-                "tag.gpgSign=false",
-            ])
-            .args(args)
-            .current_dir(repo)
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("git {args:?} failed").into())
-        }
-    };
-    git(&["init", "-q", "-b", "main"])?;
-    git(&["add", "-A"])?;
-    git(&["commit", "-q", "-m", "fleet"])?;
-    for w in waves {
-        git(&["tag", "-a", &format!("wave/{w}"), "-m", w])?;
-    }
+    support::commit_fleet(repo, &waves)?;
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! Targets: < 30 MiB RSS, zero writes to the API server per idle pass, one ref listing
 //! per poll.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,31 +48,7 @@ async fn run() -> Result<()> {
         repo.join("clusters/sim.yaml"),
         "apiVersion: tidemark.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: sim\n  labels: {cluster: sim, tidemark.dev/wave: canary}\nspec:\n  provider: {kind: clusterapi, namespace: capi-system}\n  controlPlane: {version: \"1.29.8\"}\n  nodeGroups:\n    - {name: general, version: \"1.29.8\"}\n    - {name: gpu, version: \"1.29.8\"}\n",
     )?;
-    let git = |args: &[&str]| -> Result<()> {
-        let ok = Command::new("git")
-            .args([
-                "-c",
-                "user.email=b@b",
-                "-c",
-                "user.name=bench",
-                "-c",
-                "tag.gpgSign=false",
-            ])
-            .args(args)
-            .current_dir(&repo)
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("git {args:?} failed").into())
-        }
-    };
-    git(&["init", "-q", "-b", "main"])?;
-    git(&["add", "-A"])?;
-    git(&["commit", "-q", "-m", "fleet"])?;
-    git(&["tag", "-a", "wave/canary", "-m", "canary"])?;
+    support::commit_fleet(&repo, &["canary"])?;
 
     let sim = Sim::start(SimConfig {
         version: "1.29.8".into(),
@@ -182,8 +160,8 @@ async fn run() -> Result<()> {
     let measure = Duration::from_secs(20);
     tokio::time::sleep(measure).await;
     let cpu = cpu_seconds(pid)? - cpu_start;
-    let rss = status_kib(pid, "VmRSS:")?;
-    let hwm = status_kib(pid, "VmHWM:")?;
+    let rss = support::status_kib(pid, "VmRSS:")?;
+    let hwm = support::status_kib(pid, "VmHWM:")?;
     let _ = child.kill();
     let _ = child.wait();
     println!(
@@ -199,21 +177,8 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(key))
-        .ok_or("no such field")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad line")?.parse()?)
-}
-
 /// utime + stime of a process, in seconds (clock ticks of 100 Hz, Linux's USER_HZ).
 fn cpu_seconds(pid: u32) -> Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = text.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
+    let ticks = support::stat_field(pid, 14)? + support::stat_field(pid, 15)?;
+    Ok(ticks as f64 / 100.0)
 }
