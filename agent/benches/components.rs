@@ -5,7 +5,7 @@
 //! Targets: a no-change pass < 50 ms CPU, a drift pass < 5 s, < 60 MiB RSS.
 //!
 //! - in-process, against a simulated cluster, counting API requests (a counting layer on the
-//!   client) and `helm` processes ([`tidemark::component::helm::RENDERS`]):
+//!   client) and `helm` processes ((`Renderer::processes`)):
 //!   1. the first pass, which renders and applies everything, then passes until Converged;
 //!   2. no-change passes: wall and CPU time (the in-process sim shares the process, so its
 //!      CPU is in there too), API reads and writes, `helm` processes;
@@ -36,9 +36,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nix::sys::resource::{UsageWho, getrusage};
-use tidemark::component::helm::{Helm, RENDERS};
-use tidemark::component::{Runner, Settings};
-use tidemark::pass::{self, Ctx};
+use tidemark::component::helm::Helm;
+use tidemark::converge::Settings;
+use tidemark::desired::Source;
+use tidemark::pass;
 use tidemark::plan::Phase;
 use tidemark::source::{Auth, GitCache, SourceConfig};
 use tidemark_sim::{Sim, SimConfig};
@@ -122,28 +123,29 @@ async fn run() -> Result<()> {
 
     let counts = Arc::new(Counts::default());
     let client = counting_client(&kubeconfig, counts.clone()).await?;
-    let ctx = Ctx {
-        cache: GitCache::open(&SourceConfig {
-            url: repo.display().to_string(),
-            branch: None,
-            cache_dir: work.path().join("cache"),
-            auth: Auth::None,
-        })?,
+    let cache = GitCache::open(&SourceConfig {
+        url: repo.display().to_string(),
         branch: None,
-        selector: "cluster=sim".parse()?,
+        cache_dir: work.path().join("cache"),
+        auth: Auth::None,
+    })?;
+    let ctx = tidemark::config::pass_ctx(
+        Source::new(cache, None, "cluster=sim".parse()?),
         client,
-        status_namespace: "tidemark-system".into(),
-        kubeconfig: None,
-        components: Runner::new(Settings {
-            helm: Helm {
-                bin: helm_standin.clone(),
-                timeout: Duration::from_secs(60),
-            },
+        "tidemark-system".into(),
+        None,
+        Helm {
+            bin: helm_standin.clone(),
+            timeout: Duration::from_secs(60),
+        },
+        Settings {
             health_wait: Duration::from_secs(30),
             crd_wait: Duration::from_secs(30),
             drift_interval: DRIFT_INTERVAL,
-        }),
-    };
+        },
+        "bench",
+    );
+    let renders = || ctx.renderer.processes();
 
     // 1. First apply: everything rendered and applied.
     counts.take();
@@ -452,10 +454,6 @@ fn tidemark_bin() -> Result<PathBuf> {
         .into());
     }
     Ok(bin)
-}
-
-fn renders() -> u64 {
-    RENDERS.load(Ordering::Relaxed)
 }
 
 /// User + system CPU time of this process so far.

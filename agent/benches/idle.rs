@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tidemark::pass::{self, Ctx};
+use tidemark::pass;
 use tidemark::source::{Auth, GitCache, SourceConfig};
 use tidemark_sim::{Sim, SimConfig};
 
@@ -79,29 +79,29 @@ async fn run() -> Result<()> {
             },
         ))
         .build();
-    let ctx = Ctx {
-        cache: GitCache::open(&SourceConfig {
-            url: repo.display().to_string(),
-            branch: None,
-            cache_dir: work.path().join("cache"),
-            auth: Auth::None,
-        })?,
+    let cache = GitCache::open(&SourceConfig {
+        url: repo.display().to_string(),
         branch: None,
-        selector: "cluster=sim".parse()?,
+        cache_dir: work.path().join("cache"),
+        auth: Auth::None,
+    })?;
+    // No components in this fleet: helm is never run.
+    let ctx = tidemark::config::pass_ctx(
+        tidemark::desired::Source::new(cache, None, "cluster=sim".parse()?),
         client,
-        status_namespace: "tidemark-system".into(),
-        kubeconfig: None,
-        // No components in this fleet: helm is never run.
-        components: tidemark::component::Runner::new(tidemark::component::Settings {
-            helm: tidemark::component::helm::Helm {
-                bin: "helm".into(),
-                timeout: std::time::Duration::from_secs(60),
-            },
+        "tidemark-system".into(),
+        None,
+        tidemark::component::helm::Helm {
+            bin: "helm".into(),
+            timeout: std::time::Duration::from_secs(60),
+        },
+        tidemark::converge::Settings {
             health_wait: std::time::Duration::from_secs(5),
             crd_wait: std::time::Duration::from_secs(30),
             drift_interval: std::time::Duration::from_secs(600),
-        }),
-    };
+        },
+        "bench",
+    );
     // Converge (the first pass writes the status), then measure idle passes.
     for _ in 0..3 {
         pass::run(&ctx, jiff::Timestamp::now()).await;
@@ -129,7 +129,14 @@ async fn run() -> Result<()> {
         counts.reads.load(Ordering::Relaxed) as f64 / passes as f64,
         counts.writes.load(Ordering::Relaxed) as f64 / passes as f64,
     );
-    let sync = ctx.cache.sync(None, &["wave/*".to_string()])?;
+    // A second handle on the agent's cache: what one more poll costs now.
+    let sync = GitCache::open(&SourceConfig {
+        url: repo.display().to_string(),
+        branch: None,
+        cache_dir: work.path().join("cache"),
+        auth: Auth::None,
+    })?
+    .sync(None, &["wave/*".to_string()])?;
     println!(
         "git per poll: one ref listing; fetch skipped: {} (objects {})",
         !sync.fetched, sync.stats.received_objects

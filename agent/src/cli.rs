@@ -50,6 +50,7 @@ pub enum Command {
     Desired(DesiredArgs),
     /// Run the whole loop on this machine: simulated clusters for the example fleet, one
     /// agent each, an upgrade rolled out wave by wave.
+    #[cfg(feature = "sim")]
     Demo(DemoArgs),
     /// Run the control loop for this cluster (or one pass with --once).
     Agent(AgentArgs),
@@ -58,6 +59,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
     /// its simulated cloud (`tidemark sim ctl ...`).
+    #[cfg(feature = "sim")]
     Sim(SimArgs),
 }
 
@@ -102,27 +104,37 @@ pub struct ComponentArgs {
 }
 
 impl ComponentArgs {
-    /// The runner settings, or which flag is wrong.
-    pub fn settings(&self) -> anyhow::Result<crate::component::Settings> {
+    /// The helm executable and how component steps wait, or which flag is wrong.
+    pub fn settings(
+        &self,
+    ) -> anyhow::Result<(crate::component::helm::Helm, crate::converge::Settings)> {
         use anyhow::Context;
+        let Self {
+            helm_bin,
+            helm_timeout,
+            drift_interval,
+            component_wait,
+        } = self;
         let dur = |v: &str, flag: &str| -> anyhow::Result<std::time::Duration> {
             Ok(v.parse::<tidemark_schema::Duration>()
                 .with_context(|| format!("--{flag}"))?
                 .as_std())
         };
-        Ok(crate::component::Settings {
-            helm: crate::component::helm::Helm {
-                bin: self.helm_bin.clone(),
-                timeout: dur(&self.helm_timeout, "helm-timeout")?,
-            },
-            health_wait: dur(&self.component_wait, "component-wait")?,
+        let helm = crate::component::helm::Helm {
+            bin: helm_bin.clone(),
+            timeout: dur(helm_timeout, "helm-timeout")?,
+        };
+        let settings = crate::converge::Settings {
+            health_wait: dur(component_wait, "component-wait")?,
             crd_wait: std::time::Duration::from_secs(60),
-            drift_interval: dur(&self.drift_interval, "drift-interval")?,
-        })
+            drift_interval: dur(drift_interval, "drift-interval")?,
+        };
+        Ok((helm, settings))
     }
 }
 
 /// `tidemark demo`
+#[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The fleet repo to roll out (a directory; it is copied, not changed).
@@ -168,6 +180,7 @@ pub struct AgentArgs {
 }
 
 /// `tidemark sim`
+#[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SimArgs {
@@ -204,6 +217,7 @@ pub struct SimArgs {
 }
 
 /// `tidemark sim ctl`
+#[cfg(feature = "sim")]
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// `upgrade-control-plane [VERSION]`, `upgrade-node-group [GROUP [VERSION]]`, `state`;

@@ -7,6 +7,10 @@ use anyhow::{Context, bail};
 use tidemark_schema::LabelSelector;
 
 use crate::cli::{DesiredArgs, GitArgs};
+use crate::component::helm::Helm;
+use crate::converge::{self, render::Renderer};
+use crate::desired::Source;
+use crate::pass::Ctx;
 use crate::source::{Auth, GitCache, SourceConfig, auth_from_file};
 
 /// The git source described by `url`, `branch` and the git flags.
@@ -69,7 +73,7 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// The fleet repo's cache and the cluster's identity selector, from the flags that
 /// `desired`, `plan` and `agent` share.
-pub fn fleet_source(args: &DesiredArgs) -> anyhow::Result<(GitCache, LabelSelector)> {
+pub fn fleet_cache(args: &DesiredArgs) -> anyhow::Result<(GitCache, LabelSelector)> {
     let DesiredArgs {
         repo,
         selector,
@@ -79,4 +83,32 @@ pub fn fleet_source(args: &DesiredArgs) -> anyhow::Result<(GitCache, LabelSelect
     let selector: LabelSelector = selector.parse().context("--selector")?;
     let cache = GitCache::open(&source_config(repo, branch.clone(), git)?)?;
     Ok((cache, selector))
+}
+
+/// The fleet repo as this cluster's agent reads it (see [`fleet_cache`]).
+pub fn fleet_source(args: &DesiredArgs) -> anyhow::Result<Source> {
+    let (cache, selector) = fleet_cache(args)?;
+    Ok(Source::new(cache, args.branch.clone(), selector))
+}
+
+/// What a pass needs, for the agent, `plan` and the demo alike. `instance` names this
+/// replica in the Events it records.
+pub fn pass_ctx(
+    source: Source,
+    client: kube::Client,
+    status_namespace: String,
+    kubeconfig: Option<PathBuf>,
+    helm: Helm,
+    settings: converge::Settings,
+    instance: &str,
+) -> Ctx {
+    Ctx {
+        source,
+        events: crate::status::Events::new(client.clone(), instance),
+        client,
+        status_namespace,
+        kubeconfig,
+        renderer: Renderer::new(helm),
+        settings,
+    }
 }

@@ -4,12 +4,12 @@
 //! wave promoted when the previous one has converged.
 //!
 //! Nothing here is special to the demo but the orchestration: the agents run the same
-//! `pass::run` as `tidemark agent`, against clusters that speak the real API over HTTPS.
+//! runner and passes as `tidemark agent` (with a clock moved into each cluster's
+//! maintenance window), against clusters that speak the real API over HTTPS.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,11 @@ use jiff::{SignedDuration, Timestamp};
 use tidemark_schema::{Cluster, ComponentSet, FsTree, KubeVersion};
 use tidemark_sim::{Sim, SimConfig};
 
-use crate::keys::annotations as keys;
-use crate::pass::{self, Ctx};
+use crate::desired::Source;
+use crate::pass::PassReport;
 use crate::plan::Phase;
+use crate::runner::lease::LeaseConfig;
+use crate::runner::{self, Observers};
 use crate::source::{Auth, GitCache, SourceConfig};
 
 /// How the demo runs.
@@ -36,8 +38,10 @@ pub struct DemoConfig {
     pub timeout: Duration,
     /// The `tidemark` binary, for the `exec` provider's commands.
     pub binary: PathBuf,
-    /// How the agents render and check components.
-    pub components: crate::component::Settings,
+    /// The helm executable the agents render with.
+    pub helm: crate::component::helm::Helm,
+    /// How the agents wait for components.
+    pub settings: crate::converge::Settings,
 }
 
 /// One cluster as the demo tracks it.
@@ -123,7 +127,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
 
     // One simulated cluster and one agent per manifest.
     let board: Board = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sims = Vec::new();
     let mut agents = Vec::new();
     for (_, cluster) in &clusters {
@@ -168,8 +172,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             kubeconfig,
             offset,
             board: board.clone(),
-            stop: stop.clone(),
-            components: config.components.clone(),
+            stop: stopped.clone(),
+            helm: config.helm.clone(),
+            settings: config.settings.clone(),
         }));
         sims.push(sim);
     }
@@ -267,9 +272,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     }
     .await;
 
-    stop.store(true, Ordering::SeqCst);
+    let _ = stop.send(true);
     for a in agents {
-        let _ = tokio::task::spawn_blocking(move || a.join()).await;
+        let _ = a.await;
     }
     for sim in sims {
         sim.shutdown().await;
@@ -397,86 +402,94 @@ struct AgentSpec {
     kubeconfig: PathBuf,
     offset: Option<SignedDuration>,
     board: Board,
-    stop: Arc<AtomicBool>,
-    components: crate::component::Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+    helm: crate::component::helm::Helm,
+    settings: crate::converge::Settings,
 }
 
-/// One agent on its own thread (the git cache is not shared between threads), passing
-/// every 300 ms like `tidemark agent --interval 300ms` would.
-fn spawn_agent(spec: AgentSpec) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            let source = SourceConfig {
-                url: spec.repo.display().to_string(),
-                branch: None,
-                cache_dir: spec.cache.clone(),
-                auth: Auth::None,
-            };
-            let report = |phase: &str, message: String| {
-                if let Ok(mut rows) = spec.board.lock()
-                    && let Some(r) = rows.get_mut(&spec.name)
-                {
-                    r.phase = phase.to_string();
-                    r.message = message;
-                }
-            };
-            let (cache, client) = match (GitCache::open(&source), crate::k8s::client(Some(&spec.kubeconfig)).await) {
-                (Ok(c), Ok(k)) => (c, k),
-                (Err(e), _) => return report("Failed", e.to_string()),
-                (_, Err(e)) => return report("Failed", e.to_string()),
-            };
-            let ctx = Ctx {
-                cache,
-                branch: None,
-                selector: tidemark_schema::LabelSelector {
-                    match_labels: [("cluster".to_string(), spec.name.clone())].into(),
-                    ..Default::default()
-                },
-                client: client.clone(),
-                status_namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
-                kubeconfig: Some(spec.kubeconfig.clone()),
-                components: crate::component::Runner::new(spec.components.clone()),
-            };
-            while !spec.stop.load(Ordering::SeqCst) {
-                let now = spec.offset.and_then(|o| Timestamp::now().checked_add(o).ok()).unwrap_or_else(Timestamp::now);
-                let pass = pass::run(&ctx, now).await;
-                let notes = crate::status::read(&client, &ctx.status_namespace).await.unwrap_or_default();
-                if let Ok(mut rows) = spec.board.lock()
-                    && let Some(r) = rows.get_mut(&spec.name)
-                {
-                    r.phase = pass.phase.to_string();
-                    r.message = pass.message.clone();
-                    r.applied = notes.get(keys::APPLIED_REVISION).cloned().unwrap_or_default();
-                    r.metrics = notes
-                        .get(keys::COMPONENTS)
-                        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-                        .and_then(|v| {
-                            v.get("metrics-lite")?
-                                .get("chart")?
-                                .as_str()?
-                                .rsplit(' ')
-                                .next()
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_default();
-                    r.control_plane = notes
-                        .get(keys::CONTROL_PLANE)
-                        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-                        .and_then(|v| v.get("observed").and_then(|o| o.as_str()).map(str::to_string))
-                        .unwrap_or_default();
-                }
-                if pass.phase == Phase::Failed {
-                    tracing::debug!(cluster = %spec.name, message = %pass.message, "demo pass failed");
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+/// One agent: the runner of `tidemark agent --interval 300ms`, its clock moved into the
+/// cluster's maintenance window, its board row updated from each pass's status record.
+fn spawn_agent(spec: AgentSpec) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let report = |phase: &str, message: String| {
+            if let Ok(mut rows) = spec.board.lock()
+                && let Some(r) = rows.get_mut(&spec.name)
+            {
+                r.phase = phase.to_string();
+                r.message = message;
             }
-        });
+        };
+        let source = SourceConfig {
+            url: spec.repo.display().to_string(),
+            branch: None,
+            cache_dir: spec.cache.clone(),
+            auth: Auth::None,
+        };
+        let (cache, client) = match (
+            GitCache::open(&source),
+            crate::k8s::client(Some(&spec.kubeconfig)).await,
+        ) {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) => return report("Failed", e.to_string()),
+            (_, Err(e)) => return report("Failed", e.to_string()),
+        };
+        let selector = tidemark_schema::LabelSelector {
+            match_labels: [("cluster".to_string(), spec.name.clone())].into(),
+            ..Default::default()
+        };
+        let identity = format!("demo-{}", spec.name);
+        let ctx = crate::config::pass_ctx(
+            Source::new(cache, None, selector),
+            client,
+            crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
+            Some(spec.kubeconfig.clone()),
+            spec.helm.clone(),
+            spec.settings.clone(),
+            &identity,
+        );
+        let config = runner::Config {
+            interval: Duration::from_millis(300),
+            lease: LeaseConfig {
+                namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
+                name: crate::keys::LEASE_NAME.into(),
+                identity,
+                duration: Duration::from_secs(15),
+            },
+            clock_offset: spec.offset.unwrap_or(SignedDuration::ZERO),
+        };
+        let on_pass = |pass: &PassReport| {
+            if pass.phase == Phase::Failed {
+                tracing::debug!(cluster = %spec.name, message = %pass.message, "demo pass failed");
+            }
+            let Ok(mut rows) = spec.board.lock() else {
+                return;
+            };
+            let Some(r) = rows.get_mut(&spec.name) else {
+                return;
+            };
+            let record = &pass.record;
+            r.phase = pass.phase.to_string();
+            r.message = pass.message.clone();
+            r.applied = record.applied_revision.clone().unwrap_or_default();
+            r.metrics = record
+                .components
+                .get("metrics-lite")
+                .and_then(|c| c.chart.rsplit(' ').next())
+                .map(str::to_string)
+                .unwrap_or_default();
+            r.control_plane = record
+                .control_plane
+                .as_ref()
+                .map(|v| v.observed.clone())
+                .unwrap_or_default();
+        };
+        let observers = Observers {
+            metrics: None,
+            admin: None,
+            on_pass: Some(&on_pass),
+        };
+        let trigger = Arc::new(tokio::sync::Notify::new());
+        runner::run(&ctx, &config, observers, trigger, spec.stop.clone()).await;
     })
 }
 

@@ -1,10 +1,18 @@
 //! From a remote to one cluster's desired state: sync the cache, select the manifest on
-//! the default branch, read it at its wave tag. Used by `tidemark desired` and by every
-//! pass of the agent.
+//! the default branch, read it at its wave tag, and read its components' inputs at the
+//! same commit. Used by `tidemark desired`, `tidemark plan` and every pass of the agent.
+//!
+//! [`resolve`] is blocking (libgit2); [`Source`] runs it on the blocking pool so a slow
+//! fetch never holds the async executor (and the Lease renewal that shares it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tidemark_schema::fleet::WAVE_PLACEHOLDER;
 use tidemark_schema::{DesiredState, LabelSelector, Tree};
 
+use crate::component::inputs::{self, ComponentInputs, InputsError};
 use crate::select::{self, AtRevision, Selection};
 use crate::source::{self, GitCache, SyncReport};
 
@@ -45,6 +53,15 @@ pub enum Error {
     /// The repo or the selection is wrong.
     #[error(transparent)]
     Select(#[from] select::Error),
+    /// A chart could not be written out for helm.
+    #[error(transparent)]
+    Chart(#[from] InputsError),
+    /// The git work was cancelled or panicked on the blocking pool.
+    #[error("the git worker stopped before it finished")]
+    Worker(#[source] tokio::task::JoinError),
+    /// Another thread panicked while it held the git cache.
+    #[error("the git cache is unusable: a previous git operation panicked")]
+    Poisoned,
 }
 
 /// Syncs `cache` and resolves the desired state of the cluster matching `selector`.
@@ -134,4 +151,156 @@ fn cached_tag_glob(cache: &GitCache, branch: Option<&str>) -> Option<String> {
 /// The first 12 characters of a commit id.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+/// The desired state of one cluster with everything a pass needs from git.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// The manifest chosen on the default branch.
+    pub selection: Selection,
+    /// The branch followed.
+    pub branch: String,
+    /// The resolved state.
+    pub state: DesiredState,
+    /// The commit it comes from.
+    pub revision: String,
+    /// Each declared component's inputs at `revision`, or why they cannot be read.
+    pub inputs: InputsByName,
+    /// `Some(false)` when `revision` does not descend from the last applied commit (a wave
+    /// tag moved back): a new desired state like any other, versions never go down.
+    pub descends_from_applied: Option<bool>,
+}
+
+/// What applies to the cluster now, as a pass sees it.
+#[derive(Clone, Debug)]
+pub enum Resolution {
+    /// Converge toward this.
+    Desired(Box<Desired>),
+    /// Nothing to do yet (the wave's tag does not exist or does not hold the cluster).
+    NothingYet {
+        /// The manifest chosen on the default branch.
+        selection: Selection,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Component inputs by name; an error is shared (the same inputs fail every pass).
+pub type InputsByName = BTreeMap<String, Result<ComponentInputs, Arc<InputsError>>>;
+
+/// The fleet repo as one cluster's agent reads it: the git cache, the branch and the
+/// identity selector. Cheap to clone; every git operation runs on the blocking pool, one
+/// at a time per cache.
+#[derive(Clone)]
+pub struct Source {
+    inner: Arc<SourceInner>,
+}
+
+struct SourceInner {
+    cache: Mutex<GitCache>,
+    branch: Option<String>,
+    selector: LabelSelector,
+    /// The inputs of the last resolved revision and cluster: an idle pass reads no chart.
+    inputs: Mutex<Option<(String, InputsByName)>>,
+}
+
+impl Source {
+    /// The source of the cluster matching `selector` in `cache`, following `branch`.
+    pub fn new(cache: GitCache, branch: Option<String>, selector: LabelSelector) -> Self {
+        Self {
+            inner: Arc::new(SourceInner {
+                cache: Mutex::new(cache),
+                branch,
+                selector,
+                inputs: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The identity selector.
+    pub fn selector(&self) -> &LabelSelector {
+        &self.inner.selector
+    }
+
+    /// Syncs and resolves the desired state and its components' inputs. `applied` is the
+    /// last commit fully converged, to tell a tag that moved back.
+    pub async fn resolve(&self, applied: Option<String>) -> Result<Resolution, Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.resolve(applied.as_deref()))
+            .await
+            .map_err(Error::Worker)?
+    }
+
+    /// Writes the chart directory `path` of commit `revision` into `dest` (for helm).
+    pub async fn write_chart(&self, revision: &str, path: &str, dest: &Path) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        let (revision, path, dest): (String, String, PathBuf) =
+            (revision.into(), path.into(), dest.into());
+        tokio::task::spawn_blocking(move || {
+            let cache = inner.cache.lock().map_err(|_| Error::Poisoned)?;
+            let tree = cache.tree_at(&revision)?;
+            inputs::materialise(&tree, &path, &dest)?;
+            Ok(())
+        })
+        .await
+        .map_err(Error::Worker)?
+    }
+}
+
+impl SourceInner {
+    fn resolve(&self, applied: Option<&str>) -> Result<Resolution, Error> {
+        let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+        let resolved = resolve(&cache, self.branch.as_deref(), &self.selector)?;
+        let (state, revision) = match resolved.outcome {
+            Outcome::NothingYet { reason } => {
+                return Ok(Resolution::NothingYet {
+                    selection: resolved.selection,
+                    reason,
+                });
+            }
+            Outcome::Desired { state, revision } => (*state, revision),
+        };
+        let inputs = self.inputs(&cache, &revision, &state)?;
+        let descends_from_applied = applied
+            .filter(|a| *a != revision)
+            .and_then(|a| cache.descends_from(&revision, a).ok());
+        Ok(Resolution::Desired(Box::new(Desired {
+            selection: resolved.selection,
+            branch: resolved.sync.branch,
+            state,
+            revision,
+            inputs,
+            descends_from_applied,
+        })))
+    }
+
+    /// The inputs of every component of `state` at `revision`, read once per revision and
+    /// cluster.
+    fn inputs(
+        &self,
+        cache: &GitCache,
+        revision: &str,
+        state: &DesiredState,
+    ) -> Result<InputsByName, Error> {
+        let key = format!("{revision}/{}", state.cluster);
+        if let Ok(guard) = self.inputs.lock()
+            && let Some((k, v)) = guard.as_ref()
+            && *k == key
+        {
+            return Ok(v.clone());
+        }
+        let tree = cache.tree_at(revision)?;
+        let map: InputsByName = state
+            .components
+            .iter()
+            .map(|c| {
+                let read = inputs::gather(&tree, c).map_err(Arc::new);
+                (c.name.clone(), read)
+            })
+            .collect();
+        if let Ok(mut guard) = self.inputs.lock() {
+            *guard = Some((key, map.clone()));
+        }
+        Ok(map)
+    }
 }

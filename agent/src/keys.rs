@@ -1,4 +1,5 @@
-//! Every label, annotation and name tidemark writes or reads in a cluster, in one place.
+//! Every label, annotation, field manager, Event reason and object name tidemark writes or
+//! reads in a cluster, in one place.
 
 /// Annotations on the status object (default: the Namespace the agent runs in).
 pub mod annotations {
@@ -24,9 +25,40 @@ pub mod annotations {
     pub const DRIFT_CHECKED: &str = "tidemark.dev/drift-checked";
     /// Time of the last pass.
     pub const LAST_PASS: &str = "tidemark.dev/last-pass";
-    /// `"true"` stops all changes: a local veto set by a person.
+    /// Since when the phase has been `Converged` at the applied revision.
+    pub const CONVERGED_SINCE: &str = "tidemark.dev/converged-since";
+    /// `"true"` stops all changes: a local veto set by a person, never written by tidemark.
     pub const PAUSED: &str = "tidemark.dev/paused";
+    /// Prefix of every annotation tidemark reads on the status object.
+    pub const PREFIX: &str = "tidemark.dev/";
 }
+
+/// Labels tidemark puts on objects it applies.
+pub mod labels {
+    /// The component an applied object belongs to; prune and health select by it.
+    pub const COMPONENT: &str = "tidemark.dev/component";
+}
+
+/// Reasons of the Kubernetes Events tidemark records (phase changes use the phase's name).
+pub mod reasons {
+    /// A component became healthy.
+    pub const COMPONENT_HEALTHY: &str = "ComponentHealthy";
+    /// A component is rolling out.
+    pub const COMPONENT_PROGRESSING: &str = "ComponentProgressing";
+    /// A component failed to render, apply or become healthy.
+    pub const COMPONENT_FAILED: &str = "ComponentFailed";
+    /// The action of every Event: a pass converging the cluster.
+    pub const ACTION: &str = "Converge";
+}
+
+/// The field manager of every write tidemark makes (server-side apply).
+pub const FIELD_MANAGER: &str = "tidemark";
+
+/// The name the agent reports in Events (`reportingController`).
+pub const EVENT_REPORTER: &str = "tidemark";
+
+/// Name of the leader-election Lease in the status namespace.
+pub const LEASE_NAME: &str = "tidemark";
 
 /// Default namespace of the agent and of the status object.
 pub const DEFAULT_STATUS_NAMESPACE: &str = "tidemark-system";
@@ -39,4 +71,18 @@ pub mod capi {
     pub const CLUSTER_GROUP: &str = "cluster.x-k8s.io";
     /// Version of both.
     pub const VERSION: &str = "v1beta1";
+}
+
+/// Environment variables given to `exec` provider commands.
+pub mod exec_env {
+    /// The version asked for.
+    pub const TARGET_VERSION: &str = "TIDEMARK_TARGET_VERSION";
+    /// The node group, for node-group commands.
+    pub const NODE_GROUP: &str = "TIDEMARK_NODE_GROUP";
+    /// Nodes of the group that may be unavailable at once.
+    pub const MAX_UNAVAILABLE: &str = "TIDEMARK_MAX_UNAVAILABLE";
+    /// Longest drain of one node, in seconds.
+    pub const DRAIN_TIMEOUT_SECONDS: &str = "TIDEMARK_DRAIN_TIMEOUT_SECONDS";
+    /// The cluster's manifest name.
+    pub const CLUSTER: &str = "TIDEMARK_CLUSTER";
 }

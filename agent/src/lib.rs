@@ -1,26 +1,34 @@
 //! tidemark: a GitOps pull agent that upgrades the Kubernetes cluster it runs in.
 //!
 //! ```text
-//! source (git: list refs, fetch if moved) -> select (manifest by selector, wave tag)
-//!   -> desired state (schema::resolve)  -> [observe -> plan -> converge -> status: later]
+//! runner (time, Lease, triggers) -> pass:
+//!   status::read -> desired (source: git, select) -> observe (cluster, provider)
+//!   -> plan (pure) -> converge (provider steps, components) -> status::compose -> write
 //! ```
+//!
+//! See `docs/architecture.md` for the module map and the rules of dependency.
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod cli;
 pub mod commands;
 pub mod component;
 pub mod config;
+pub mod converge;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod desired;
+#[cfg(test)]
+mod fixtures;
 pub mod k8s;
 pub mod keys;
-pub mod lease;
 pub mod observe;
 pub mod pass;
 pub mod plan;
+pub mod process;
 pub mod provider;
+pub mod runner;
 pub mod select;
-pub mod server;
 pub mod source;
 pub mod status;
 pub mod telemetry;

@@ -1,44 +1,89 @@
-//! One pass of the agent: resolve the desired state from git, observe the cluster, plan,
-//! execute at most the next step, and report status, whatever happened.
+//! One pass of the agent: the pipeline every feature hangs off.
 //!
-//! A pass keeps nothing in memory for the next one: a restart (or `kill -9`) simply begins
-//! a new pass from what it observes.
+//! ```text
+//! read the status record -> resolve the desired state (git) -> observe (cluster, provider)
+//!   -> plan (pure) -> execute the next step(s) -> compose the next record (pure) -> write it
+//! ```
+//!
+//! A pass keeps nothing in memory for the next one but caches: a restart (or `kill -9`)
+//! simply begins a new pass from what it observes. The phase a pass ends in is decided
+//! here and only here: [`PassError::phase`] for a pass that stopped early, [`conclude`]
+//! for one that planned and executed.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use tidemark_schema::cluster::Provider as ProviderSpec;
-use tidemark_schema::resolve::{DesiredComponent, DesiredState};
-use tidemark_schema::{KubeVersion, LabelSelector};
+use tidemark_schema::resolve::DesiredState;
 use tracing::Instrument;
 
-use crate::component::inputs::ComponentInputs;
-use crate::component::{PassScratch, Runner, Settle, Target};
-use crate::desired::{self, Outcome};
-use crate::keys::annotations as keys;
-use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
-use crate::plan::{self, CheckReason, Inputs, Phase, Step};
-use crate::provider::{AnyProvider, Provider, RolloutLimits};
-use crate::source::GitCache;
-use crate::status::{self, PassOutcome, VersionsNote};
+use crate::converge::{self, Execution, Request, Target};
+use crate::desired::{self, Desired, Resolution, Source};
+use crate::observe::{self, model::Observed};
+use crate::plan::{self, Downgrade, Inputs, Phase, Plan};
+use crate::provider::AnyProvider;
+use crate::status::{self, ComponentHealth, Events, Record, Summary, Versions, describe};
 
-/// What a pass needs.
+/// What a pass needs; lives as long as the agent.
 pub struct Ctx {
-    /// The git cache of the fleet repo.
-    pub cache: GitCache,
-    /// Branch to follow (default: the remote's HEAD).
-    pub branch: Option<String>,
-    /// Identity selector of this cluster's manifest.
-    pub selector: LabelSelector,
+    /// The fleet repo.
+    pub source: Source,
     /// The cluster.
     pub client: kube::Client,
-    /// Namespace holding the status annotations.
+    /// Namespace holding the status annotations (and the Lease).
     pub status_namespace: String,
     /// The kubeconfig the agent was given, passed to `exec` provider commands as
     /// `KUBECONFIG` so they act on the same cluster.
     pub kubeconfig: Option<std::path::PathBuf>,
-    /// Renders and applies components; keeps the inputs and renders of earlier passes.
-    pub components: Runner,
+    /// Renders components and keeps their renders.
+    pub renderer: converge::render::Renderer,
+    /// How component steps wait.
+    pub settings: converge::Settings,
+    /// Records Events.
+    pub events: Events,
+}
+
+/// Why a pass stopped before it could plan. Each is classified in [`PassError::phase`].
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The status record could not be read (nor can anything be reported).
+    #[error(transparent)]
+    Status(#[from] status::Error),
+    /// The desired state could not be resolved.
+    #[error(transparent)]
+    Desired(#[from] desired::Error),
+    /// There is nothing to do yet.
+    #[error("nothing to do yet: {0}")]
+    NothingYet(String),
+    /// The cluster could not be observed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+}
+
+impl PassError {
+    /// The phase a pass that stopped with this error reports.
+    ///
+    /// - `Blocked`: a person must act (the repo or the selector is wrong);
+    /// - `Waiting`: nothing to do yet (the wave's tag does not hold the cluster);
+    /// - `Failed`: transient; retried with backoff (git, the API server, the provider).
+    pub fn phase(&self) -> Phase {
+        match self {
+            PassError::Desired(desired::Error::Select(_)) => Phase::Blocked,
+            PassError::NothingYet(_) => Phase::Waiting,
+            PassError::Status(_) | PassError::Desired(_) | PassError::Observe(_) => Phase::Failed,
+        }
+    }
+}
+
+/// A pass that planned and executed.
+pub struct Progress {
+    /// What git declares.
+    pub desired: Desired,
+    /// What the cluster looked like.
+    pub observed: Observed,
+    /// What the planner chose.
+    pub plan: Plan,
+    /// What executing it did.
+    pub execution: Execution,
 }
 
 /// The result of a pass, for the runner and for `--once`.
@@ -52,546 +97,533 @@ pub struct PassReport {
     pub executed: Vec<String>,
     /// Whether the status object was written.
     pub status_written: bool,
+    /// The record after the pass, as written (or as it would have been).
+    pub record: Record,
+}
+
+/// What a pass learned before it stopped, for the status of a pass that stopped early.
+#[derive(Default)]
+struct Trail {
+    cluster: Option<(String, Option<String>)>,
 }
 
 /// Runs one pass at `now`.
 pub async fn run(ctx: &Ctx, now: Timestamp) -> PassReport {
-    let span = tracing::info_span!("pass", selector = %ctx.selector);
+    let span = tracing::info_span!(
+        "pass",
+        cluster = tracing::field::Empty,
+        wave = tracing::field::Empty,
+        revision = tracing::field::Empty
+    );
     async {
-        let current = match status::read(&ctx.client, &ctx.status_namespace).await {
-            Ok(c) => c,
+        let record = match status::read(&ctx.client, &ctx.status_namespace).await {
+            Ok(r) => r,
             Err(e) => {
                 // Without the status object nothing can be reported either.
-                let message = format!(
-                    "failed to read the status namespace {}: {e}",
-                    ctx.status_namespace
-                );
+                let e = PassError::from(e);
+                let message = describe(&e);
                 tracing::warn!(%message, "pass failed");
                 return PassReport {
-                    phase: Phase::Failed,
+                    phase: e.phase(),
                     message,
                     executed: vec![],
                     status_written: false,
+                    record: Record::default(),
                 };
             }
         };
-        let (outcome, executed) = converge(ctx, &current, now).await;
-        let next = status::compose(&outcome, &current, now);
+        let mut trail = Trail::default();
+        let outcome = pipeline(ctx, &record, now, &mut trail).await;
+        let summary = summarise(&outcome, trail, now);
+        let next = status::compose(&record, &summary, now);
         let status_written =
-            match status::write(&ctx.client, &ctx.status_namespace, &current, &next).await {
+            match status::write(&ctx.client, &ctx.status_namespace, &record, &next, &ctx.events)
+                .await
+            {
                 Ok(w) => w,
                 Err(e) => {
-                    tracing::warn!(error = %e, "failed to write status");
+                    tracing::warn!(error = %describe(&e), "failed to write status");
                     false
                 }
             };
-        let phase = outcome.phase.unwrap_or(Phase::Failed);
-        tracing::info!(%phase, message = %outcome.message, steps = executed.len(), "pass finished");
+        let executed = outcome
+            .map(|p| p.execution.executed)
+            .unwrap_or_default();
+        tracing::info!(phase = %summary.phase, message = %summary.message, steps = executed.len(), "pass finished");
         PassReport {
-            phase,
-            message: outcome.message,
+            phase: summary.phase,
+            message: summary.message,
             executed,
             status_written,
+            record: next,
         }
     }
     .instrument(span)
     .await
 }
 
-/// Resolve, observe, plan, execute; every failure becomes a phase and a message.
-async fn converge(
+/// Resolve, observe, plan, execute.
+async fn pipeline(
     ctx: &Ctx,
-    current: &BTreeMap<String, String>,
+    record: &Record,
     now: Timestamp,
-) -> (PassOutcome, Vec<String>) {
-    let mut outcome = PassOutcome::default();
-    let fail = |mut o: PassOutcome, phase: Phase, message: String| {
-        o.phase = Some(phase);
-        o.message = message;
-        (o, vec![])
-    };
-    // git2 is blocking; the sync is one ref listing when nothing moved, so it runs inline.
-    let resolved = match desired::resolve(&ctx.cache, ctx.branch.as_deref(), &ctx.selector) {
-        Ok(r) => r,
-        Err(desired::Error::Select(e)) => return fail(outcome, Phase::Blocked, e.to_string()),
-        Err(e) => return fail(outcome, Phase::Failed, e.to_string()),
-    };
-    outcome.cluster = Some(resolved.selection.name.clone());
-    outcome.wave = resolved.selection.wave.clone();
-    let (state, revision) = match resolved.outcome {
-        Outcome::NothingYet { reason } => {
-            return fail(
-                outcome,
-                Phase::Waiting,
-                format!("nothing to do yet: {reason}"),
-            );
+    trail: &mut Trail,
+) -> Result<Progress, PassError> {
+    let desired = match ctx.source.resolve(record.applied_revision.clone()).await? {
+        Resolution::NothingYet { selection, reason } => {
+            trail.cluster = Some((selection.name, selection.wave));
+            return Err(PassError::NothingYet(reason));
         }
-        Outcome::Desired { state, revision } => (state, revision),
+        Resolution::Desired(d) => *d,
     };
-    outcome.desired_revision = Some(revision.clone());
+    let span = tracing::Span::current();
+    span.record("cluster", desired.selection.name.as_str());
+    span.record("wave", desired.selection.wave.as_deref().unwrap_or("-"));
+    span.record("revision", desired::short(&desired.revision));
+    trail.cluster = Some((
+        desired.selection.name.clone(),
+        desired.selection.wave.clone(),
+    ));
 
-    let mut observed =
-        match crate::observe::observe(&ctx.client, &state, &ctx.status_namespace).await {
-            Ok(o) => o,
-            Err(e) => return fail(outcome, Phase::Failed, describe(&e)),
-        };
-    let provider = AnyProvider::for_cluster(&ctx.client, &state, ctx.kubeconfig.as_deref());
-    if let AnyProvider::Exec(exec) = &provider {
-        match exec.busy().await {
-            Ok(busy) => observed.provider_busy = busy,
-            Err(e) => {
-                return fail(
-                    outcome,
-                    Phase::Failed,
-                    format!("provider status: {}", describe(&e)),
-                );
-            }
-        }
-    }
-    let in_flight = requests_in_flight(&state, &observed, current, now);
-    if let ProviderSpec::Exec(_) = state.provider {
-        observed.control_plane_requested = in_flight.control_plane;
-        for (group, v) in &in_flight.node_groups {
-            if let Some(g) = observed.node_groups.get_mut(group) {
-                g.requested = Some(*v);
-            }
-        }
-    }
-    for (group, at) in &in_flight.node_groups_at {
-        if let Some(g) = observed.node_groups.get_mut(group) {
-            g.requested_at = at.parse().ok();
-        }
-    }
-    outcome.control_plane = Some(VersionsNote {
-        requested: observed.control_plane_requested.map(|v| v.to_string()),
-        requested_at: in_flight.control_plane_at.clone(),
-        ..VersionsNote::new(Some(observed.control_plane), None, state.control_plane)
-    });
-    for g in &state.node_groups {
-        let o = observed.node_groups.get(&g.name);
-        let mut note = VersionsNote::new(
-            o.and_then(|o| o.min_kubelet),
-            o.and_then(|o| o.max_kubelet),
-            g.version,
-        );
-        note.requested = o
-            .and_then(|o| o.requested)
-            .filter(|r| {
-                o.and_then(|o| o.min_kubelet)
-                    .is_none_or(|m| r.is_newer_than(m))
-            })
-            .map(|v| v.to_string());
-        note.requested_at = in_flight.node_groups_at.get(&g.name).cloned();
-        outcome.node_groups.insert(g.name.clone(), note);
-    }
-
-    let inputs = match ctx.components.inputs(&ctx.cache, &revision, &state) {
-        Ok(i) => i,
-        Err(e) => return fail(outcome, Phase::Failed, describe(&e)),
-    };
-    let drift_interval = ctx.components.settings().drift_interval;
-    observed.drift_due = current
-        .get(keys::DRIFT_CHECKED)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_none_or(|t| now.duration_since(t).unsigned_abs() >= drift_interval);
-    let plan_inputs = plan_inputs(&inputs);
-
-    let base = plan::plan(&state, &observed, now);
-    let p = plan::plan_pass(&state, &plan_inputs, &observed, now);
-    tracing::debug!(plan = ?p, "planned");
-    let mut message = p.message.clone();
-    for note in &p.notes {
-        message.push_str("; ");
-        message.push_str(note);
-    }
-    outcome.phase = Some(p.phase);
-    outcome.message = message;
-
-    let mut work = ComponentWork {
-        records: observed.components.clone(),
-        scratch: PassScratch::new(state.components.iter().map(|c| c.name.clone())),
-    };
+    let provider = AnyProvider::for_cluster(&ctx.client, &desired.state, ctx.kubeconfig.as_deref());
+    let observed = observe::cluster(
+        &ctx.client,
+        &provider,
+        record,
+        ctx.settings.drift_interval,
+        now,
+    )
+    .await?;
+    let plan = plan::plan(&desired.state, &input_digests(&desired), &observed, now);
+    tracing::debug!(?plan, "planned");
     let target = Target {
         client: &ctx.client,
-        cache: &ctx.cache,
-        revision: &revision,
+        source: &ctx.source,
+        revision: &desired.revision,
+        renderer: &ctx.renderer,
+        settings: &ctx.settings,
     };
-    let mut executed = Vec::new();
-    // A component that ends its step unhealthy holds every later rank of this pass.
-    let mut held_by: Option<(u8, String)> = None;
-    let mut drift_checked = observed.drift_due && !state.components.is_empty();
-    let ranks: std::collections::BTreeSet<u8> = p.steps.iter().map(Step::rank).collect();
-    for rank in ranks {
-        let here: Vec<&Step> = p.steps.iter().filter(|s| s.rank() == rank).collect();
-        if let Some((_, why)) = &held_by {
-            for step in &here {
-                tracing::info!(%step, held_by = %why, "step held");
-                if matches!(
-                    step,
-                    Step::CheckComponent {
-                        reason: CheckReason::Drift,
-                        ..
-                    }
-                ) {
-                    drift_checked = false;
-                }
-            }
-            continue;
-        }
-        // Components of one rank are rendered together (several helm processes at once)
-        // and waited for together.
-        let renders: Vec<(&DesiredComponent, &ComponentInputs)> = here
-            .iter()
-            .filter_map(|step| match step {
-                Step::ApplyComponent { name, .. }
-                | Step::CheckComponent {
-                    name,
-                    reason: CheckReason::Drift,
-                    ..
-                } => {
-                    let c = state.components.iter().find(|c| &c.name == name)?;
-                    let i = inputs.get(name)?.as_ref().ok()?;
-                    Some((c, i))
-                }
-                _ => None,
-            })
-            .collect();
-        ctx.components
-            .prerender(target, &renders, &mut work.scratch)
-            .await;
-        let mut settle = Vec::new();
-        for step in here {
-            let span = tracing::info_span!("step", step = %step);
-            if !step.is_disruptive() {
-                let component =
-                    run_component_step(ctx, target, &state, &inputs, step, &mut work, now)
-                        .instrument(span)
-                        .await;
-                executed.extend(component.executed);
-                settle.extend(component.settle);
-                continue;
-            }
-            let result = execute(&provider, step).instrument(span).await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(%step, "step requested");
-                    executed.push(step.to_string());
-                    record_request(&mut outcome, step, now);
-                }
-                Err(e) => {
-                    tracing::warn!(%step, error = %e, "step failed");
-                    let phase = if e.needs_person() {
-                        Phase::Blocked
-                    } else {
-                        Phase::Failed
-                    };
-                    outcome.components = Some(keep_declared(work.records, &state));
-                    return (
-                        PassOutcome {
-                            phase: Some(phase),
-                            message: format!("{step}: {}", describe(&e)),
-                            ..outcome
-                        },
-                        executed,
-                    );
-                }
-            }
-        }
-        for (name, record) in ctx.components.settle(&ctx.client, settle, now).await {
-            if record.health != ComponentHealth::Healthy && held_by.is_none() {
-                held_by = Some((rank, record.describe(&name)));
-            }
-            work.records.insert(name, record);
-        }
-    }
-    let mut records = work.records;
-    for c in &state.components {
-        // Held before ever being applied: say so.
-        records
-            .entry(c.name.clone())
-            .or_insert_with(|| ComponentRecord {
-                chart: inputs
-                    .get(&c.name)
-                    .and_then(|i| i.as_ref().ok())
-                    .map(|i| i.display.clone())
-                    .unwrap_or_default(),
-                health: ComponentHealth::Pending,
-                message: Some(held_by.as_ref().map_or_else(
-                    || "waits for its phase".to_string(),
-                    |(_, why)| format!("held: {why}"),
-                )),
-                ..ComponentRecord::default()
-            });
-    }
-    let records = keep_declared(records, &state);
-    let (phase, message) = plan::conclude(
-        &base,
-        outcome.phase.unwrap_or(Phase::Failed),
-        &outcome.message,
-        &records,
-        &plan_inputs,
-        &state,
-    );
-    outcome.phase = Some(phase);
-    outcome.message = message;
-    outcome.components = Some(records);
-    if drift_checked {
-        outcome.drift_checked = Some(now.to_string());
-    }
-    (outcome, executed)
-}
-
-/// What a component step did: a line for the report, and the component to wait for.
-struct ComponentStepResult<'a> {
-    executed: Option<String>,
-    settle: Option<Settle<'a>>,
-}
-
-/// The component records and shared work of one pass.
-struct ComponentWork {
-    records: BTreeMap<String, ComponentRecord>,
-    scratch: PassScratch,
-}
-
-async fn run_component_step<'a>(
-    ctx: &Ctx,
-    target: Target<'_>,
-    state: &'a DesiredState,
-    inputs: &BTreeMap<String, Result<ComponentInputs, String>>,
-    step: &Step,
-    work: &mut ComponentWork,
-    now: Timestamp,
-) -> ComponentStepResult<'a> {
-    let runner = &ctx.components;
-    let (records, scratch) = (&mut work.records, &mut work.scratch);
-    let nothing = || ComponentStepResult {
-        executed: None,
-        settle: None,
-    };
-    let name = match step {
-        Step::ApplyComponent { name, .. }
-        | Step::CheckComponent { name, .. }
-        | Step::PruneComponent { name } => name.clone(),
-        _ => return nothing(),
-    };
-    if let Step::PruneComponent { .. } = step {
-        return match runner.prune_removed(&ctx.client, &name, scratch).await {
-            Ok(n) => {
-                records.remove(&name);
-                ComponentStepResult {
-                    executed: Some(format!("pruned component {name} ({n} objects)")),
-                    settle: None,
-                }
-            }
-            Err(e) => {
-                let r = records.entry(name.clone()).or_default();
-                r.health = ComponentHealth::Failed;
-                r.message = Some(format!("prune of removed component failed: {e}"));
-                nothing()
-            }
-        };
-    }
-    let Some(c) = state.components.iter().find(|c| c.name == name) else {
-        return nothing();
-    };
-    let own_inputs = inputs
-        .get(&name)
-        .map(|r| r.as_ref().map_err(String::as_str))
-        .unwrap_or(Err("component inputs missing"));
-    let previous = records.get(&name).cloned();
-    let applied_at = |r: &ComponentRecord| {
-        r.applied_at
-            .as_deref()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .unwrap_or(now)
-    };
-    let (record, since, executed) = match step {
-        Step::ApplyComponent { .. } => {
-            let r = runner
-                .apply(target, c, own_inputs, previous.as_ref(), scratch, now)
-                .await;
-            let line = (r.health != ComponentHealth::Failed)
-                .then(|| format!("applied component {name} ({} objects)", r.objects));
-            (r, now, line)
-        }
-        Step::CheckComponent {
-            reason: CheckReason::Drift,
-            ..
-        } => {
-            let (Ok(i), Some(prev)) = (own_inputs, previous.as_ref()) else {
-                return nothing();
-            };
-            let (r, corrected) = runner.check_drift(target, c, i, prev, scratch, now).await;
-            let line = (!corrected.is_empty()).then(|| {
-                format!(
-                    "corrected drift of component {name}: {}",
-                    corrected.join(", ")
-                )
-            });
-            // Waits for what a correction rolls out; otherwise a look at its health.
-            (r, now, line)
-        }
-        _ => {
-            let prev = previous.clone().unwrap_or_default();
-            let since = applied_at(&prev);
-            (prev, since, None)
-        }
-    };
-    ComponentStepResult {
-        executed,
-        settle: Some(Settle {
-            component: c,
-            record,
-            since,
-        }),
-    }
+    let execution = converge::execute(&target, &plan, &desired, &observed, &provider, now).await;
+    Ok(Progress {
+        desired,
+        observed,
+        plan,
+        execution,
+    })
 }
 
 /// What the planner needs of the components' inputs: their digests.
-pub fn plan_inputs(
-    inputs: &BTreeMap<String, Result<ComponentInputs, String>>,
-) -> BTreeMap<String, Inputs> {
-    inputs
+pub fn input_digests(desired: &Desired) -> BTreeMap<String, Inputs> {
+    desired
+        .inputs
         .iter()
         .map(|(name, i)| {
             let i = match i {
                 Ok(i) => Inputs::Digest(i.digest.clone()),
-                Err(e) => Inputs::Unreadable(e.clone()),
+                Err(e) => Inputs::Unreadable(describe(e.as_ref())),
             };
             (name.clone(), i)
         })
         .collect()
 }
 
-/// The records of declared components, plus removed ones whose prune failed.
-fn keep_declared(
-    mut records: BTreeMap<String, ComponentRecord>,
-    state: &DesiredState,
-) -> BTreeMap<String, ComponentRecord> {
-    records.retain(|name, r| {
-        state.components.iter().any(|c| &c.name == name) || r.health == ComponentHealth::Failed
-    });
-    records
-}
-
-async fn execute(provider: &AnyProvider, step: &Step) -> Result<(), crate::provider::Error> {
-    tracing::info!(%step, "executing step");
-    match step {
-        // Component steps are run by the component runner.
-        Step::ApplyComponent { .. } | Step::CheckComponent { .. } | Step::PruneComponent { .. } => {
-            Ok(())
-        }
-        Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
-        Step::UpgradeNodeGroup {
-            group,
-            to,
-            max_unavailable,
-            drain_timeout,
-            ..
-        } => {
-            let limits = RolloutLimits {
-                max_unavailable: *max_unavailable,
-                drain_timeout: *drain_timeout,
-            };
-            provider.upgrade_node_group(group, *to, limits).await
+/// The status summary of a pass.
+fn summarise(outcome: &Result<Progress, PassError>, trail: Trail, now: Timestamp) -> Summary {
+    match outcome {
+        Err(e) => Summary {
+            cluster: trail.cluster,
+            desired_revision: None,
+            phase: e.phase(),
+            message: describe(e),
+            versions: None,
+            components: None,
+            drift_checked: false,
+        },
+        Ok(p) => {
+            let (phase, message) = conclude(p);
+            Summary {
+                cluster: trail.cluster,
+                desired_revision: Some(p.desired.revision.clone()),
+                phase,
+                message,
+                versions: Some(versions(
+                    &p.desired.state,
+                    &p.observed,
+                    &p.plan.refused,
+                    &p.execution.requests,
+                    now,
+                )),
+                components: Some(p.execution.components.clone()),
+                drift_checked: p.execution.drift_checked,
+            }
         }
     }
 }
 
-/// Notes the request in the status so the next pass follows it rather than repeating it.
-fn record_request(outcome: &mut PassOutcome, step: &Step, now: Timestamp) {
-    let (note, to) = match step {
-        Step::UpgradeControlPlane { to, .. } => (outcome.control_plane.as_mut(), to),
-        Step::UpgradeNodeGroup { group, to, .. } => (outcome.node_groups.get_mut(group), to),
-        _ => return,
+/// The phase and message of a pass that planned and executed:
+///
+/// - a provider step that failed: `Blocked` when a person must act, else `Failed`;
+/// - a failed component fails the pass (a refused or paused plan keeps its phase);
+/// - while the control plane or node groups move, the plan's phase stands;
+/// - then components still rolling out keep it `Progressing`;
+/// - `Converged` only when the control plane, node groups and every component are.
+pub fn conclude(p: &Progress) -> (Phase, String) {
+    let Progress {
+        desired,
+        plan,
+        execution,
+        ..
+    } = p;
+    let mut notes = plan.notes.clone();
+    if desired.descends_from_applied == Some(false) {
+        notes.push(format!(
+            "the desired commit {} does not descend from the last applied one (the wave tag moved back): it is a new desired state, and versions never go down",
+            desired::short(&desired.revision)
+        ));
+    }
+    let with_notes = |message: String| {
+        std::iter::once(message)
+            .chain(notes.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ")
     };
-    if let Some(note) = note {
-        note.requested = Some(to.to_string());
-        note.requested_at = Some(now.to_string());
+    if let Some(failure) = &execution.failure {
+        let phase = if failure.error.needs_person() {
+            Phase::Blocked
+        } else {
+            Phase::Failed
+        };
+        return (
+            phase,
+            format!("{}: {}", failure.step, describe(&failure.error)),
+        );
     }
+    let message = with_notes(plan.message.clone());
+    let failed: Vec<String> = execution
+        .components
+        .iter()
+        .filter(|(_, r)| r.health == ComponentHealth::Failed)
+        .map(|(n, r)| r.describe(n))
+        .collect();
+    if !failed.is_empty() {
+        let joined = failed.join("; ");
+        return match plan.phase {
+            // A person must act, or has paused: that stays the phase.
+            Phase::Blocked | Phase::Paused => (plan.phase, format!("{message}; {joined}")),
+            _ if plan.versions.phase == Phase::Converged => (Phase::Failed, joined),
+            _ => (Phase::Failed, format!("{joined}; {message}")),
+        };
+    }
+    if plan.versions.phase != Phase::Converged || plan.phase == Phase::Paused {
+        return (plan.phase, message);
+    }
+    let digests = input_digests(desired);
+    let pending: Vec<String> = desired
+        .state
+        .components
+        .iter()
+        .filter_map(|c| {
+            let r = execution.components.get(&c.name)?;
+            let current =
+                matches!(digests.get(&c.name), Some(Inputs::Digest(d)) if r.is_healthy_at(d));
+            (!current).then(|| r.describe(&c.name))
+        })
+        .collect();
+    if !pending.is_empty() {
+        return (Phase::Progressing, pending.join("; "));
+    }
+    let healthy = desired.state.components.len();
+    let converged = if healthy == 0 {
+        plan.versions.message.clone()
+    } else {
+        format!("{}, {healthy} components healthy", plan.versions.message)
+    };
+    (Phase::Converged, with_notes(converged))
 }
 
-/// Requests recorded by earlier passes that are still in flight: newer than what runs and
-/// younger than the provider's timeout. The `exec` provider follows them instead of
-/// repeating a command; for every provider they date a node group's rollout.
-#[derive(Default)]
-struct InFlight {
-    control_plane: Option<KubeVersion>,
-    control_plane_at: Option<String>,
-    node_groups: BTreeMap<String, KubeVersion>,
-    node_groups_at: BTreeMap<String, String>,
-}
-
-fn requests_in_flight(
+/// The control-plane and node-group versions to record: what runs, what git declares,
+/// what was requested (in this pass, or earlier and still in flight), and, for a refused
+/// declaration, the one accepted before.
+pub fn versions(
     state: &DesiredState,
     observed: &Observed,
-    current: &BTreeMap<String, String>,
+    refused: &[Downgrade],
+    requests: &[Request],
     now: Timestamp,
-) -> InFlight {
-    // `exec` requests expire after the command timeout (the provider may have dropped
-    // them); Cluster API keeps its targets in its objects, so its requests only date the
-    // rollout (for the drain timeout) and never expire.
-    let timeout = match &state.provider {
-        ProviderSpec::Exec(exec) => exec
-            .timeout
-            .map(|t| t.as_std())
-            .unwrap_or(std::time::Duration::from_secs(1800)),
-        ProviderSpec::ClusterApi(_) => std::time::Duration::MAX,
+) -> (Versions, BTreeMap<String, Versions>) {
+    let previous = observed.previous_desired.as_ref();
+    let accepted = |group: Option<&str>, declared| {
+        refused
+            .iter()
+            .any(|d| d.node_group.as_deref() == group)
+            .then(|| match group {
+                None => previous.and_then(|p| p.control_plane),
+                Some(g) => previous.and_then(|p| p.node_groups.get(g).copied()),
+            })
+            .flatten()
+            .filter(|a| *a != declared)
     };
-    let fresh = |note: &serde_json::Value| -> Option<(KubeVersion, String)> {
-        let requested = KubeVersion::parse_observed(note.get("requested")?.as_str()?).ok()?;
-        let at_text = note.get("requestedAt")?.as_str()?.to_string();
-        let at: Timestamp = at_text.parse().ok()?;
-        (now.duration_since(at).unsigned_abs() < timeout).then_some((requested, at_text))
+    let requested_now = |group: Option<&str>| {
+        requests
+            .iter()
+            .find(|r| r.node_group.as_deref() == group)
+            .map(|r| r.version)
     };
-    let mut out = InFlight::default();
-    if let Some((v, at)) = current
-        .get(keys::CONTROL_PLANE)
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .and_then(|n| fresh(&n))
-        .filter(|(v, _)| v.is_newer_than(observed.control_plane))
-    {
-        out.control_plane = Some(v);
-        out.control_plane_at = Some(at);
-    }
-    let groups = current
-        .get(keys::NODE_GROUPS)
-        .and_then(|j| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(j).ok())
-        .unwrap_or_default();
-    for (name, note) in groups {
-        let Some((v, at)) = fresh(&note) else {
-            continue;
+    let now_or =
+        |group, earlier: Option<tidemark_schema::KubeVersion>, at| match requested_now(group) {
+            Some(v) => (Some(v), Some(now)),
+            None => (earlier, at),
         };
-        let min = observed.node_groups.get(&name).and_then(|g| g.min_kubelet);
-        if min.is_none_or(|m| v.is_newer_than(m)) {
-            out.node_groups.insert(name.clone(), v);
-            out.node_groups_at.insert(name, at);
+
+    let mut control_plane = Versions::new(Some(observed.control_plane), None, state.control_plane);
+    control_plane.accepted = accepted(None, state.control_plane);
+    (control_plane.requested, control_plane.requested_at) = now_or(
+        None,
+        observed.control_plane_requested,
+        observed.control_plane_requested_at,
+    );
+    let node_groups = state
+        .node_groups
+        .iter()
+        .map(|g| {
+            let o = observed.node_groups.get(&g.name);
+            let min = o.and_then(|o| o.min_kubelet);
+            let mut v = Versions::new(min, o.and_then(|o| o.max_kubelet), g.version);
+            v.accepted = accepted(Some(&g.name), g.version);
+            let earlier = o
+                .and_then(|o| o.requested)
+                .filter(|r| min.is_none_or(|m| r.is_newer_than(m)));
+            (v.requested, v.requested_at) =
+                now_or(Some(&g.name), earlier, o.and_then(|o| o.requested_at));
+            (g.name.clone(), v)
+        })
+        .collect();
+    (control_plane, node_groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use tidemark_schema::ComponentPhase;
+
+    use super::*;
+    use crate::converge::StepFailure;
+    use crate::fixtures::{DesiredExt, desired, now, observed, v, with_component};
+    use crate::observe::model::PreviousDesired;
+    use crate::select::Selection;
+    use crate::status::ComponentRecord;
+
+    fn wrap(state: DesiredState) -> Desired {
+        Desired {
+            selection: Selection {
+                name: state.cluster.clone(),
+                file: "clusters/test.yaml".into(),
+                wave: None,
+                tag: None,
+            },
+            branch: "main".into(),
+            revision: "abc".into(),
+            inputs: state
+                .components
+                .iter()
+                .map(|c| {
+                    let inputs = crate::component::inputs::ComponentInputs {
+                        digest: "d".into(),
+                        chart: crate::component::inputs::ChartSource::InRepo {
+                            path: format!("charts/{}", c.name),
+                        },
+                        version: None,
+                        display: format!("{} 1.0.0", c.name),
+                        values: serde_json::Map::new(),
+                    };
+                    (c.name.clone(), Ok(inputs))
+                })
+                .collect(),
+            state,
+            descends_from_applied: None,
         }
     }
-    out
-}
 
-/// The error and its causes, joined (`a: b: c`), for status messages.
-fn describe(e: &dyn std::error::Error) -> String {
-    let causes = source_chain(e);
-    if causes.is_empty() {
-        e.to_string()
-    } else {
-        format!("{e}: {causes}")
+    fn progress(state: DesiredState, observed: Observed) -> Progress {
+        let desired = wrap(state);
+        let plan = plan::plan(&desired.state, &input_digests(&desired), &observed, now());
+        Progress {
+            desired,
+            observed,
+            plan,
+            execution: Execution::default(),
+        }
     }
-}
 
-/// The causes of an error, joined (`b: c`).
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
+    fn record(health: ComponentHealth, inputs: &str, message: Option<&str>) -> ComponentRecord {
+        ComponentRecord {
+            chart: "dns 1.0.0".into(),
+            health,
+            inputs: Some(inputs.into()),
+            message: message.map(str::to_string),
+            ..ComponentRecord::default()
+        }
     }
-    if parts.is_empty() {
-        "no further detail".into()
-    } else {
-        parts.join(": ")
+
+    #[test]
+    fn a_pass_is_converged_only_when_every_component_is_applied_and_healthy() {
+        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
+        let mut p = progress(d, observed("1.30.4", &[]));
+        let mut set = |r: ComponentRecord| {
+            p.execution.components.insert("dns".into(), r);
+            conclude(&p)
+        };
+        assert_eq!(
+            set(record(ComponentHealth::Healthy, "d", None)),
+            (
+                Phase::Converged,
+                "converged: control plane 1.30.4, 1 components healthy".into()
+            )
+        );
+        assert_eq!(
+            set(record(
+                ComponentHealth::Progressing,
+                "d",
+                Some("Deployment a/b: 0 of 1 available")
+            )),
+            (
+                Phase::Progressing,
+                "component dns Progressing: Deployment a/b: 0 of 1 available".into()
+            )
+        );
+        // Healthy, but with the inputs of an earlier commit: not converged.
+        assert_eq!(
+            set(record(ComponentHealth::Healthy, "old", None)).0,
+            Phase::Progressing
+        );
+        assert_eq!(
+            set(record(
+                ComponentHealth::Failed,
+                "d",
+                Some("failed to render: boom")
+            )),
+            (
+                Phase::Failed,
+                "component dns Failed: failed to render: boom".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_failure_never_hides_a_refused_declaration_and_a_failed_step_names_itself() {
+        let d = with_component(
+            desired("1.29.8").group("general", "1.29.8"),
+            "dns",
+            ComponentPhase::AfterNodeGroups,
+        );
+        let mut p = progress(d, observed("1.30.4", &[("general", "1.30.4")]));
+        assert_eq!(p.plan.phase, Phase::Blocked);
+        p.execution.components.insert(
+            "dns".into(),
+            record(ComponentHealth::Failed, "d", Some("boom")),
+        );
+        let (phase, message) = conclude(&p);
+        assert_eq!(phase, Phase::Blocked);
+        assert!(
+            message.ends_with("; component dns Failed: boom"),
+            "{message}"
+        );
+
+        let mut p = progress(
+            desired("1.30.4").group("general", "1.29.8"),
+            observed("1.29.8", &[("general", "1.29.8")]),
+        );
+        let step = p.plan.steps[0].clone();
+        p.execution.failure = Some(StepFailure {
+            step,
+            error: crate::provider::Error::NeedsPatch(v("1.30")),
+        });
+        assert_eq!(
+            conclude(&p),
+            (
+                Phase::Blocked,
+                "upgrade control plane 1.29.8 -> 1.30.4: no patch release of 1.30 is known: list one in fleet.yaml spec.kubernetesVersions".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_tag_moved_back_is_said() {
+        let mut p = progress(desired("1.30.4"), observed("1.30.4", &[]));
+        p.desired.descends_from_applied = Some(false);
+        let (phase, message) = conclude(&p);
+        assert_eq!(phase, Phase::Converged);
+        assert!(
+            message.contains("does not descend from the last applied one"),
+            "{message}"
+        );
+    }
+
+    /// Defect of issue 9: a refused downgrade turned `Converged` on the next pass, because
+    /// the record kept the lowered declaration as "what was declared before".
+    #[test]
+    fn r9_a_refused_downgrade_stays_refused_on_every_pass() {
+        let lowered = with_component(
+            desired("1.29.8").group("general", "1.30.4"),
+            "dns",
+            ComponentPhase::BeforeControlPlane,
+        );
+        // Pass 1: git declared 1.30.4 before; now 1.29.8.
+        let mut o = observed("1.30.4", &[("general", "1.30.4")]);
+        o.previous_desired = Some(PreviousDesired {
+            control_plane: Some(v("1.30.4")),
+            node_groups: [("general".to_string(), v("1.30.4"))].into(),
+        });
+        let mut record = Record::default();
+        for pass in 1..=3 {
+            let p = progress(lowered.clone(), o.clone());
+            assert_eq!(p.plan.phase, Phase::Blocked, "pass {pass}");
+            assert!(p.plan.steps.is_empty(), "nothing of that commit is applied");
+            let (phase, _) = conclude(&p);
+            assert_eq!(phase, Phase::Blocked, "pass {pass}");
+            let (cp, groups) = versions(&p.desired.state, &p.observed, &p.plan.refused, &[], now());
+            assert_eq!(cp.desired, v("1.29.8"));
+            assert_eq!(cp.accepted, Some(v("1.30.4")), "pass {pass}");
+            assert_eq!(groups["general"].accepted, None);
+            let summary = Summary {
+                cluster: Some(("test".into(), None)),
+                desired_revision: Some("abc".into()),
+                phase,
+                message: String::new(),
+                versions: Some((cp, groups)),
+                components: None,
+                drift_checked: false,
+            };
+            record = status::compose(&record, &summary, now());
+            assert_eq!(record.applied_revision, None, "pass {pass}");
+            // The next pass observes what this one recorded.
+            o.previous_desired = Some(PreviousDesired {
+                control_plane: record.control_plane.as_ref().map(Versions::baseline),
+                node_groups: record
+                    .node_groups
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.baseline()))
+                    .collect(),
+            });
+        }
+        // Git declares the running version again: converged, and the refusal is gone.
+        let fixed = desired("1.30.4").group("general", "1.30.4");
+        let p = progress(fixed, o);
+        assert_eq!(p.plan.phase, Phase::Converged);
+        let (cp, _) = versions(&p.desired.state, &p.observed, &p.plan.refused, &[], now());
+        assert_eq!(cp.accepted, None);
+    }
+
+    #[test]
+    fn requests_made_now_are_dated_now() {
+        let state = desired("1.30.4").group("general", "1.29.8");
+        let o = observed("1.29.8", &[("general", "1.29.8")]);
+        let requests = [Request {
+            node_group: None,
+            version: v("1.30.4"),
+        }];
+        let (cp, groups) = versions(&state, &o, &[], &requests, now());
+        assert_eq!(cp.requested, Some(v("1.30.4")));
+        assert_eq!(cp.requested_at, Some(now()));
+        assert_eq!(groups["general"].requested, None);
     }
 }

@@ -29,7 +29,7 @@ pub struct Component {
     pub values_files: Vec<String>,
     /// When the component is applied relative to the control plane and node groups.
     #[serde(default)]
-    pub phase: Phase,
+    pub phase: ComponentPhase,
     /// Take over fields owned by other field managers on apply (server-side apply `force`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
@@ -97,7 +97,7 @@ impl ChartRef {
     JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub enum ComponentPhase {
     /// Before the control plane is upgraded (e.g. a CNI that must support the next minor).
     BeforeControlPlane,
     /// Right after each control-plane step.

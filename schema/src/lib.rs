@@ -29,7 +29,7 @@ pub mod version;
 pub mod window;
 
 pub use cluster::{Cluster, ClusterSpec, NodeGroup, Provider};
-pub use component::{ChartRef, Component, ComponentSet, Phase};
+pub use component::{ChartRef, Component, ComponentPhase, ComponentSet};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
 pub use fleet::Fleet;

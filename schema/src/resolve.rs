@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, Provider};
-use crate::component::{ChartRef, Component, ComponentSet, Phase};
+use crate::component::{ChartRef, Component, ComponentPhase, ComponentSet};
 use crate::duration::Duration;
 use crate::fleet::Fleet;
 use crate::selector::Labels;
@@ -92,7 +92,7 @@ pub struct DesiredComponent {
     /// Values, in the order they are given to helm (later wins).
     pub values: Vec<ValuesLayer>,
     /// Phase of the plan it is applied in.
-    pub phase: Phase,
+    pub phase: ComponentPhase,
     /// Server-side apply with `force`.
     pub force: bool,
     /// Health timeout.

@@ -172,12 +172,13 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     ])?;
     assert_eq!(rv, rv_after, "an idle pass must not write");
 
-    // Events record the phase transitions.
+    // Events record the phase transitions; an Event about the cluster-scoped status
+    // Namespace lives in `default`, as a real API server requires.
     let events = sim.kubectl(&[
         "get",
-        "events",
+        "events.v1.events.k8s.io",
         "-n",
-        "tidemark-system",
+        "default",
         "-o",
         "jsonpath={.items[*].reason}",
     ])?;
@@ -193,14 +194,24 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     )?;
     repo.commit("downgrade")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
-    let pass = once(&repo, &sim, cache.path())?;
-    assert_eq!(pass.phase, "Blocked");
-    assert!(pass.executed.is_empty());
-    assert_eq!(
-        pass.message,
-        "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later"
-    );
-    assert_eq!(annotation(&sim, "tidemark.dev/applied-revision")?, target);
+    // Every pass refuses it, not only the first (issue 9: the second pass used to read the
+    // lowered declaration as the previous one and report Converged).
+    for _ in 0..3 {
+        let pass = once(&repo, &sim, cache.path())?;
+        assert_eq!(pass.phase, "Blocked");
+        assert!(pass.executed.is_empty());
+        assert_eq!(
+            pass.message,
+            "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later; \
+             node group general runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades"
+        );
+        assert_eq!(annotation(&sim, "tidemark.dev/applied-revision")?, target);
+        assert_eq!(annotation(&sim, "tidemark.dev/phase")?, "Blocked");
+    }
+    let cp: serde_json::Value =
+        serde_json::from_str(&annotation(&sim, "tidemark.dev/control-plane")?)?;
+    assert_eq!(cp["desired"], "1.29.8");
+    assert_eq!(cp["accepted"], "1.30.4");
     Ok(())
 }
 

@@ -628,11 +628,11 @@ fn a_deployment_that_never_becomes_ready_fails_after_the_timeout() -> Result<()>
     // The health change is an Event too.
     let events = sim.kubectl(&[
         "get",
-        "events",
+        "events.v1.events.k8s.io",
         "-n",
-        "tidemark-system",
+        "default",
         "-o",
-        "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.type} {.reason}: {.note}{\"\\n\"}{end}",
     ])?;
     assert!(
         events

@@ -105,7 +105,9 @@ fn plan_honours_the_paused_annotation_set_with_kubectl_and_refuses_downgrades() 
     let run = plan(&older, &sim)?;
     assert!(
         run.stdout.contains(
-            "phase: Blocked\nmessage: control plane runs 1.29.8, newer than the declared 1.28.9: tidemark never downgrades; declare 1.29.8 or later\n"
+            "phase: Blocked\nmessage: control plane runs 1.29.8, newer than the declared 1.28.9: tidemark never downgrades; declare 1.29.8 or later; \
+             node group general runs 1.29.8, newer than the declared 1.28.9: tidemark never downgrades; \
+             node group gpu runs 1.29.8, newer than the declared 1.28.9: tidemark never downgrades\n"
         ),
         "{}",
         run.stdout

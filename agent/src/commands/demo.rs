@@ -25,11 +25,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let binary = std::env::current_exe().context("cannot find the tidemark binary")?;
     let helm_bin = helm_bin.unwrap_or_else(default_helm);
-    let components = crate::component::Settings {
-        helm: crate::component::helm::Helm {
-            bin: helm_bin,
-            timeout: std::time::Duration::from_secs(120),
-        },
+    let helm = crate::component::helm::Helm {
+        bin: helm_bin,
+        timeout: std::time::Duration::from_secs(120),
+    };
+    let settings = crate::converge::Settings {
         health_wait: std::time::Duration::from_secs(5),
         crd_wait: std::time::Duration::from_secs(30),
         drift_interval: std::time::Duration::from_secs(600),
@@ -40,7 +40,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes_per_group,
         timeout: timeout.as_std(),
         binary,
-        components,
+        helm,
+        settings,
     };
     super::runtime()?.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)

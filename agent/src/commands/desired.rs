@@ -6,7 +6,7 @@ use serde::Serialize;
 use tidemark_schema::DesiredState;
 
 use crate::cli::DesiredArgs;
-use crate::config::fleet_source;
+use crate::config::fleet_cache;
 use crate::desired::{self, Outcome};
 
 /// What the git sync did, so scripts (and tests) can see that an idle poll fetched nothing.
@@ -38,7 +38,7 @@ struct Output<'a> {
 }
 
 pub fn run(args: DesiredArgs) -> anyhow::Result<ExitCode> {
-    let (cache, selector) = fleet_source(&args)?;
+    let (cache, selector) = fleet_cache(&args)?;
     let branch = args.branch;
     let resolved = match desired::resolve(&cache, branch.as_deref(), &selector) {
         Ok(r) => r,

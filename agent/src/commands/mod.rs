@@ -1,10 +1,12 @@
 //! One module per subcommand; each turns its arguments into values and calls the library.
 
 mod agent;
+#[cfg(feature = "sim")]
 mod demo;
 mod desired;
 mod plan;
 mod schema;
+#[cfg(feature = "sim")]
 mod sim;
 mod validate;
 
@@ -19,8 +21,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema => schema::run(),
         Command::Desired(args) => desired::run(args),
         Command::Agent(args) => agent::run(args),
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
+        #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args),
     }
 }

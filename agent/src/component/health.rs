@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// Rollout state of one live object.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Health {
+pub enum ObjectHealth {
     /// Rolled out (or a kind without a rollout).
     Healthy,
     /// Not there yet; the message says what is awaited. Coming back later may help.
@@ -25,8 +25,8 @@ pub enum Health {
 /// - `apps` Deployment, StatefulSet, DaemonSet: rolled out as `kubectl rollout status` reads it.
 /// - `batch` Job: `Complete` condition.
 /// - `apiextensions.k8s.io` CustomResourceDefinition: `Established` condition.
-/// - anything else: [`Health::Healthy`] (existence is enough).
-pub fn object_health(obj: &Value) -> Health {
+/// - anything else: [`ObjectHealth::Healthy`] (existence is enough).
+pub fn object_health(obj: &Value) -> ObjectHealth {
     let group = match str_at(obj, &["apiVersion"]).split_once('/') {
         Some((group, _)) => group,
         None => "",
@@ -37,18 +37,18 @@ pub fn object_health(obj: &Value) -> Health {
         ("apps", "DaemonSet") => daemon_set(obj),
         ("batch", "Job") => job(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(obj),
-        _ => Health::Healthy,
+        _ => ObjectHealth::Healthy,
     }
 }
 
-fn deployment(d: &Value) -> Health {
+fn deployment(d: &Value) -> ObjectHealth {
     let name = display_name(d);
     // kubectl checks the deadline first: a Deployment past it stays "progressing" forever.
     if let Some(c) = condition(d, "Progressing")
         && c.status == "False"
         && c.reason == "ProgressDeadlineExceeded"
     {
-        return Health::Failed(format!(
+        return ObjectHealth::Failed(format!(
             "{name}: progress deadline exceeded: {}",
             or_default(c.message, "no message")
         ));
@@ -66,31 +66,31 @@ fn deployment(d: &Value) -> Health {
         ""
     };
     if updated != replicas {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {updated} of {replicas} replicas updated{paused}"
         ));
     }
     if total > replicas {
         // Old replicas still running (or, while scaling down, extra ones terminating).
         let old = total - replicas;
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {old} old replicas pending termination{paused}"
         ));
     }
     if total < replicas {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {total} of {replicas} replicas exist{paused}"
         ));
     }
     if available != replicas {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {available} of {replicas} updated replicas available{paused}"
         ));
     }
-    Health::Healthy
+    ObjectHealth::Healthy
 }
 
-fn stateful_set(s: &Value) -> Health {
+fn stateful_set(s: &Value) -> ObjectHealth {
     let name = display_name(s);
     if let Some(waiting) = generation_pending(s, &name) {
         return waiting;
@@ -100,11 +100,11 @@ fn stateful_set(s: &Value) -> Health {
     let updated = int_at(s, &["status", "updatedReplicas"]).unwrap_or(0);
     let strategy = str_at(s, &["spec", "updateStrategy", "type"]);
     if ready != replicas {
-        return Health::Progressing(format!("{name}: {ready} of {replicas} replicas ready"));
+        return ObjectHealth::Progressing(format!("{name}: {ready} of {replicas} replicas ready"));
     }
     if strategy == "OnDelete" {
         // Pods change only when someone deletes them: waiting for updates would never end.
-        return Health::Healthy;
+        return ObjectHealth::Healthy;
     }
     // With a partition only ordinals >= partition are updated; the rest keep the old revision
     // by design, and the revisions only converge once the partition is lowered.
@@ -113,24 +113,24 @@ fn stateful_set(s: &Value) -> Health {
         .clamp(0, replicas.max(0));
     let want_updated = replicas - partition;
     if updated < want_updated {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {updated} of {want_updated} replicas updated"
         ));
     }
     if partition > 0 {
-        return Health::Healthy;
+        return ObjectHealth::Healthy;
     }
     let current = str_at(s, &["status", "currentRevision"]);
     let update = str_at(s, &["status", "updateRevision"]);
     if !current.is_empty() && !update.is_empty() && current != update {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: rolling update to revision {update} not complete"
         ));
     }
-    Health::Healthy
+    ObjectHealth::Healthy
 }
 
-fn daemon_set(d: &Value) -> Health {
+fn daemon_set(d: &Value) -> ObjectHealth {
     let name = display_name(d);
     if let Some(waiting) = generation_pending(d, &name) {
         return waiting;
@@ -142,25 +142,25 @@ fn daemon_set(d: &Value) -> Health {
     // Nodes come and go while a DaemonSet rolls: more updated or available pods than desired
     // is a node that just left, not a rollout in progress, hence `<` rather than `!=`.
     if !on_delete && updated < desired {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {updated} of {desired} scheduled pods updated"
         ));
     }
     if available < desired {
-        return Health::Progressing(format!(
+        return ObjectHealth::Progressing(format!(
             "{name}: {available} of {desired} scheduled pods available"
         ));
     }
-    Health::Healthy
+    ObjectHealth::Healthy
 }
 
-fn job(j: &Value) -> Health {
+fn job(j: &Value) -> ObjectHealth {
     let name = display_name(j);
     if condition(j, "Complete").is_some_and(|c| c.status == "True") {
-        return Health::Healthy;
+        return ObjectHealth::Healthy;
     }
     if let Some(c) = condition(j, "Failed").filter(|c| c.status == "True") {
-        return Health::Failed(format!(
+        return ObjectHealth::Failed(format!(
             "{name}: {}: {}",
             or_default(c.reason, "Failed"),
             or_default(c.message, "no message")
@@ -174,23 +174,23 @@ fn job(j: &Value) -> Health {
     } else {
         ""
     };
-    Health::Progressing(format!(
+    ObjectHealth::Progressing(format!(
         "{name}: not complete: {active} active, {succeeded} succeeded, {failed} failed{suspended}"
     ))
 }
 
-fn crd(c: &Value) -> Health {
+fn crd(c: &Value) -> ObjectHealth {
     let name = display_name(c);
     if condition(c, "Established").is_some_and(|c| c.status == "True") {
-        return Health::Healthy;
+        return ObjectHealth::Healthy;
     }
     if let Some(names) = condition(c, "NamesAccepted").filter(|c| c.status == "False") {
-        return Health::Failed(format!(
+        return ObjectHealth::Failed(format!(
             "{name}: names not accepted: {}",
             or_default(names.message, or_default(names.reason, "no message"))
         ));
     }
-    Health::Progressing(format!("{name}: not established yet"))
+    ObjectHealth::Progressing(format!("{name}: not established yet"))
 }
 
 /// Why a pod is not ready, when it says so: a container waiting for a reason that needs a person
@@ -273,11 +273,11 @@ fn container_problem(status: &Value) -> Option<String> {
 
 /// `Progressing` while the controller has not yet seen the latest spec: every count in the
 /// status describes an older generation until it has.
-fn generation_pending(obj: &Value, name: &str) -> Option<Health> {
+fn generation_pending(obj: &Value, name: &str) -> Option<ObjectHealth> {
     let generation = int_at(obj, &["metadata", "generation"]).unwrap_or(0);
     let observed = int_at(obj, &["status", "observedGeneration"]).unwrap_or(0);
     (observed < generation).then(|| {
-        Health::Progressing(format!(
+        ObjectHealth::Progressing(format!(
             "{name}: generation {generation} not yet observed by its controller"
         ))
     })
@@ -347,16 +347,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn progressing(h: &Health) -> &str {
+    fn progressing(h: &ObjectHealth) -> &str {
         match h {
-            Health::Progressing(m) => m,
+            ObjectHealth::Progressing(m) => m,
             other => panic!("expected Progressing, got {other:?}"),
         }
     }
 
-    fn failed(h: &Health) -> &str {
+    fn failed(h: &ObjectHealth) -> &str {
         match h {
-            Health::Failed(m) => m,
+            ObjectHealth::Failed(m) => m,
             other => panic!("expected Failed, got {other:?}"),
         }
     }
@@ -382,7 +382,7 @@ mod tests {
             json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
                    "readyReplicas": 2, "availableReplicas": 2}),
         );
-        assert_eq!(object_health(&d), Health::Healthy);
+        assert_eq!(object_health(&d), ObjectHealth::Healthy);
     }
 
     #[test]
@@ -391,7 +391,7 @@ mod tests {
             None,
             json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}),
         );
-        assert_eq!(object_health(&d), Health::Healthy);
+        assert_eq!(object_health(&d), ObjectHealth::Healthy);
         let d = deployment(None, json!({"observedGeneration": 3}));
         assert_eq!(
             progressing(&object_health(&d)),
@@ -432,12 +432,12 @@ mod tests {
     #[test]
     fn deployment_scaled_to_zero_is_healthy_once_pods_are_gone() {
         let d = deployment(Some(0), json!({"observedGeneration": 3}));
-        assert_eq!(object_health(&d), Health::Healthy);
+        assert_eq!(object_health(&d), ObjectHealth::Healthy);
         let d = deployment(
             Some(0),
             json!({"observedGeneration": 3, "replicas": 1, "availableReplicas": 1}),
         );
-        assert!(matches!(object_health(&d), Health::Progressing(_)));
+        assert!(matches!(object_health(&d), ObjectHealth::Progressing(_)));
     }
 
     #[test]
@@ -466,7 +466,7 @@ mod tests {
             json!({"observedGeneration": 3, "conditions": [
                 {"type": "Progressing", "status": "False", "reason": "Something"}]}),
         );
-        assert!(matches!(object_health(&d), Health::Progressing(_)));
+        assert!(matches!(object_health(&d), ObjectHealth::Progressing(_)));
     }
 
     #[test]
@@ -492,7 +492,7 @@ mod tests {
                           "updatedReplicas": 3, "currentRevision": "db-2", "updateRevision": "db-2"});
         assert_eq!(
             object_health(&stateful_set(json!({"replicas": 3}), done)),
-            Health::Healthy
+            ObjectHealth::Healthy
         );
 
         let cases = [
@@ -527,7 +527,7 @@ mod tests {
             json!({"observedGeneration": 2, "readyReplicas": 1, "updatedReplicas": 1,
                    "updateRevision": "db-2"}),
         );
-        assert_eq!(object_health(&s), Health::Healthy);
+        assert_eq!(object_health(&s), ObjectHealth::Healthy);
     }
 
     #[test]
@@ -540,7 +540,7 @@ mod tests {
             json!({"observedGeneration": 2, "readyReplicas": 4, "updatedReplicas": 1,
                    "currentRevision": "db-1", "updateRevision": "db-2"}),
         );
-        assert_eq!(object_health(&s), Health::Healthy);
+        assert_eq!(object_health(&s), ObjectHealth::Healthy);
         let s = stateful_set(
             spec,
             json!({"observedGeneration": 2, "readyReplicas": 4, "updatedReplicas": 0,
@@ -555,7 +555,7 @@ mod tests {
             json!({"replicas": 2, "updateStrategy": {"rollingUpdate": {"partition": 5}}}),
             json!({"observedGeneration": 2, "readyReplicas": 2}),
         );
-        assert_eq!(object_health(&s), Health::Healthy);
+        assert_eq!(object_health(&s), ObjectHealth::Healthy);
     }
 
     #[test]
@@ -565,7 +565,7 @@ mod tests {
             json!({"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 0,
                    "currentRevision": "db-1", "updateRevision": "db-2"}),
         );
-        assert_eq!(object_health(&s), Health::Healthy);
+        assert_eq!(object_health(&s), ObjectHealth::Healthy);
     }
 
     fn daemon_set(strategy: &str, status: Value) -> Value {
@@ -585,7 +585,7 @@ mod tests {
             json!({"observedGeneration": 5, "desiredNumberScheduled": 3,
                    "updatedNumberScheduled": 3, "numberAvailable": 3}),
         );
-        assert_eq!(object_health(&ok), Health::Healthy);
+        assert_eq!(object_health(&ok), ObjectHealth::Healthy);
         let cases = [
             (
                 json!({"observedGeneration": 4, "desiredNumberScheduled": 3}),
@@ -614,13 +614,13 @@ mod tests {
             "RollingUpdate",
             json!({"observedGeneration": 5, "desiredNumberScheduled": 0}),
         );
-        assert_eq!(object_health(&none), Health::Healthy);
+        assert_eq!(object_health(&none), ObjectHealth::Healthy);
         let on_delete = daemon_set(
             "OnDelete",
             json!({"observedGeneration": 5, "desiredNumberScheduled": 2,
                    "updatedNumberScheduled": 0, "numberAvailable": 2}),
         );
-        assert_eq!(object_health(&on_delete), Health::Healthy);
+        assert_eq!(object_health(&on_delete), ObjectHealth::Healthy);
     }
 
     fn job(conditions: Value) -> Value {
@@ -636,7 +636,7 @@ mod tests {
     fn job_cases() {
         assert_eq!(
             object_health(&job(json!([{"type": "Complete", "status": "True"}]))),
-            Health::Healthy
+            ObjectHealth::Healthy
         );
         assert_eq!(
             failed(&object_health(&job(
@@ -652,7 +652,7 @@ mod tests {
         // Complete=False is not complete.
         assert!(matches!(
             object_health(&job(json!([{"type": "Complete", "status": "False"}]))),
-            Health::Progressing(_)
+            ObjectHealth::Progressing(_)
         ));
     }
 
@@ -671,7 +671,7 @@ mod tests {
             object_health(&crd(json!([
                 {"type": "NamesAccepted", "status": "True"},
                 {"type": "Established", "status": "True"}]))),
-            Health::Healthy
+            ObjectHealth::Healthy
         );
         assert_eq!(
             failed(&object_health(&crd(
@@ -696,7 +696,7 @@ mod tests {
             // The core group has no Deployment either.
             json!({"apiVersion": "v1", "kind": "Deployment"}),
         ] {
-            assert_eq!(object_health(&obj), Health::Healthy, "{obj}");
+            assert_eq!(object_health(&obj), ObjectHealth::Healthy, "{obj}");
         }
     }
 

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use tidemark_schema::resolve::{DesiredComponent, ValuesLayer};
 use tidemark_schema::tree::{EntryKind, MAX_VALUES_BYTES, Tree, TreeError, join, normalize};
 
-use super::helm::ChartArg;
 use super::values;
 
 /// Largest chart file tidemark reads from the repo.
@@ -218,17 +217,4 @@ pub fn materialise(tree: &dyn Tree, dir: &str, dest: &Path) -> Result<(), Inputs
         std::fs::write(&target, &bytes).map_err(write_err)?;
     }
     Ok(())
-}
-
-/// The chart argument of `helm template` for `source`, `dir` being where an in-repo chart
-/// was materialised.
-pub fn chart_arg(source: &ChartSource, dir: &Path) -> ChartArg {
-    match source {
-        ChartSource::InRepo { .. } => ChartArg::Dir(dir.to_path_buf()),
-        ChartSource::Repository { url, name } => ChartArg::Repo {
-            url: url.clone(),
-            name: name.clone(),
-        },
-        ChartSource::Oci { reference } => ChartArg::Oci(reference.clone()),
-    }
 }

@@ -15,8 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::values::{ConvertError, describe_yaml_error, json_kind, yaml_to_json};
 
-/// The label every applied object carries; prune deletes labelled objects no longer rendered.
-pub const COMPONENT_LABEL: &str = "tidemark.dev/component";
+use crate::keys::labels::COMPONENT as COMPONENT_LABEL;
 
 const CRD_GROUP: &str = "apiextensions.k8s.io";
 const CRD_KIND: &str = "CustomResourceDefinition";

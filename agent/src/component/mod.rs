@@ -1,21 +1,17 @@
 //! Components: helm charts rendered with `helm template` and applied by tidemark itself
-//! (DESIGN.md "Components"): render -> server-side apply -> prune -> health.
+//! (DESIGN.md "Components"). This module holds what a component *is*; executing component
+//! steps against the cluster is `converge`'s.
 //!
-//! Pure parts: [`values`] (merging values layers), [`manifest`] (parsing and ordering the
-//! rendered objects), [`health`] (an object's rollout state), [`drift`] (does a live object
-//! still hold what was applied).
-//!
-//! At the edges: [`inputs`] (chart and values read from git, their digest), [`helm`] (the
-//! `helm template` process), [`cluster`] (apply, prune, health through the API server) and
-//! [`runner`], which executes the component steps the planner chose.
+//! - Pure: [`values`] (merging values layers), [`manifest`] (parsing and ordering the
+//!   rendered objects), [`health`] (an object's rollout state), [`diff`] (does a live
+//!   object still hold what was applied).
+//! - Read through a tree: [`inputs`] (chart and values read from the fleet repo, their
+//!   digest).
+//! - A process: [`helm`] (`helm template`).
 
-pub mod cluster;
-pub mod drift;
+pub mod diff;
 pub mod health;
 pub mod helm;
 pub mod inputs;
 pub mod manifest;
-pub mod runner;
 pub mod values;
-
-pub use runner::{PassScratch, Runner, Settings, Settle, Target};

@@ -1,10 +1,15 @@
-//! The observed state of a cluster, as the planner needs it.
+//! The observed state of a cluster, as the planner needs it: domain types with versions
+//! parsed once, never Kubernetes API types.
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use tidemark_schema::KubeVersion;
 
-/// Everything one pass observed. Built by `observe` from the API server and the provider.
+pub use crate::status::{ComponentHealth, ComponentRecord};
+
+/// Everything one pass observed: built by `observe` from the API server, the provider and
+/// the status record, complete before planning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
     /// The API server's version (`/version`).
@@ -12,6 +17,8 @@ pub struct Observed {
     /// The version the provider has been asked for and is working toward, if it is not yet
     /// reached (`KubeadmControlPlane.spec.version`, or an `exec` request in progress).
     pub control_plane_requested: Option<KubeVersion>,
+    /// When tidemark requested it (from the status record), if it did.
+    pub control_plane_requested_at: Option<Timestamp>,
     /// Node groups by name (nodes matched by the provider's node-group label).
     pub node_groups: BTreeMap<String, NodeGroupObservation>,
     /// Nodes that are not Ready, by name (any group).
@@ -23,9 +30,9 @@ pub struct Observed {
     /// What the `exec` provider's status command reports while a request is in progress
     /// (it exits non-zero), if it has one and says so.
     pub provider_busy: Option<String>,
-    /// The versions the previous pass declared (from the status annotations), to tell a
-    /// lowered declaration (a downgrade: refused) from a version raised outside tidemark
-    /// (a foreign change: reported, never moved back down).
+    /// The versions tidemark last accepted (from the status record), to tell a lowered
+    /// declaration (a downgrade: refused) from a version raised outside tidemark (a foreign
+    /// change: reported, never moved back down).
     pub previous_desired: Option<PreviousDesired>,
     /// What earlier passes recorded about each component (`tidemark.dev/components`),
     /// including components no longer declared (they are pruned).
@@ -34,73 +41,7 @@ pub struct Observed {
     pub drift_due: bool,
 }
 
-/// How a component is doing, as recorded in `tidemark.dev/components`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ComponentHealth {
-    /// Never applied, or not yet.
-    #[default]
-    Pending,
-    /// Applied; its workloads are rolling out.
-    Progressing,
-    /// Applied and every workload is rolled out.
-    Healthy,
-    /// The render or the apply failed, or it did not become healthy within its timeout.
-    Failed,
-}
-
-impl std::fmt::Display for ComponentHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ComponentHealth::Pending => "Pending",
-            ComponentHealth::Progressing => "Progressing",
-            ComponentHealth::Healthy => "Healthy",
-            ComponentHealth::Failed => "Failed",
-        })
-    }
-}
-
-impl ComponentRecord {
-    /// `component NAME HEALTH[: message]`, as status messages and Events say it.
-    pub fn describe(&self, name: &str) -> String {
-        match &self.message {
-            Some(m) => format!("component {name} {}: {m}", self.health),
-            None => format!("component {name} {}", self.health),
-        }
-    }
-}
-
-/// One component's entry in `tidemark.dev/components` (compact JSON).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentRecord {
-    /// The chart, as people read it (`metrics-lite 0.2.0`).
-    #[serde(default)]
-    pub chart: String,
-    /// Health of the last apply.
-    #[serde(default)]
-    pub health: ComponentHealth,
-    /// What is wrong or what happens (the failing object and reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// sha256 of the inputs (chart, version, merged values) of the last complete apply:
-    /// equal to the desired inputs means no `helm` call and no apply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inputs: Option<String>,
-    /// sha256 of the inputs of the last attempt, when it failed (retried next pass).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_inputs: Option<String>,
-    /// sha256 of the rendered output of the last complete apply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rendered: Option<String>,
-    /// Objects applied.
-    #[serde(default)]
-    pub objects: u32,
-    /// When the last complete apply happened (the health timeout counts from here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_at: Option<String>,
-}
-
-/// Declared versions recorded by the previous pass.
+/// Declarations tidemark accepted on earlier passes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PreviousDesired {
     /// Declared control-plane version.
@@ -131,7 +72,7 @@ pub struct NodeGroupObservation {
     /// PodDisruptionBudget, a rejected version), if anything.
     pub provider_problem: Option<ProviderProblem>,
     /// When tidemark requested the version the group is rolling to (from the status).
-    pub requested_at: Option<jiff::Timestamp>,
+    pub requested_at: Option<Timestamp>,
 }
 
 /// A problem the provider reports for a node group's rollout.

@@ -13,14 +13,15 @@
 //!   other step.
 //! - Components recorded in the status but no longer declared are pruned.
 //! - Pausing (git or the local annotation) stops components too.
+//! - A refused declaration (a downgrade) refuses the whole commit: no component step.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use tidemark_schema::resolve::DesiredState;
 
-use super::{ComponentPhase, Phase, Plan, Step, plan};
-use crate::observe::model::{ComponentHealth, ComponentRecord, Observed};
+use super::{ComponentPhase, Phase, Plan, Step, plan_versions};
+use crate::observe::model::{ComponentHealth, Observed};
 
 /// The desired inputs of one component, as the pass read them from git.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,16 +52,16 @@ pub enum CheckReason {
     Drift,
 }
 
-/// The whole pass: control plane and node groups ([`plan`]) with the component steps
-/// woven in by phase.
-pub fn plan_pass(
+/// Plans one pass: the control plane and node groups with the component steps woven in
+/// by phase. `inputs` are the digests of the components' inputs at the desired commit.
+pub fn plan(
     desired: &DesiredState,
     inputs: &BTreeMap<String, Inputs>,
     observed: &Observed,
     now: Timestamp,
 ) -> Plan {
-    let mut base = plan(desired, observed, now);
-    if base.phase == Phase::Paused {
+    let mut base = plan_versions(desired, observed, now);
+    if base.phase == Phase::Paused || !base.refused.is_empty() {
         return base;
     }
     let cp_steps_left = base
@@ -205,56 +206,4 @@ fn weave(route: &[Step], components: impl Iterator<Item = Step>) -> Vec<Step> {
     }
     out.extend(last);
     out
-}
-
-/// The pass's phase and message once components are counted: a failed component fails
-/// the pass; a component still rolling out keeps it `Progressing`; the pass is
-/// `Converged` only when the control plane, node groups and every component are.
-/// `phase` and `message` are the pass's so far; `base` is the plan without components.
-pub fn conclude(
-    base: &Plan,
-    phase: Phase,
-    message: &str,
-    records: &BTreeMap<String, ComponentRecord>,
-    inputs: &BTreeMap<String, Inputs>,
-    state: &DesiredState,
-) -> (Phase, String) {
-    let failed: Vec<String> = records
-        .iter()
-        .filter(|(_, r)| r.health == ComponentHealth::Failed)
-        .map(|(n, r)| r.describe(n))
-        .collect();
-    let pending: Vec<String> = state
-        .components
-        .iter()
-        .filter_map(|c| {
-            let r = records.get(&c.name)?;
-            let applied = matches!(inputs.get(&c.name), Some(Inputs::Digest(d)) if r.inputs.as_ref() == Some(d));
-            (r.health != ComponentHealth::Failed
-                && !(applied && r.health == ComponentHealth::Healthy))
-                .then(|| r.describe(&c.name))
-        })
-        .collect();
-    if !failed.is_empty() {
-        let joined = failed.join("; ");
-        return match phase {
-            // A person must act, or has paused: that stays the phase.
-            Phase::Blocked | Phase::Paused => (phase, format!("{message}; {joined}")),
-            _ if base.phase == Phase::Converged => (Phase::Failed, joined),
-            _ => (Phase::Failed, format!("{joined}; {message}")),
-        };
-    }
-    if base.phase != Phase::Converged || phase == Phase::Paused {
-        return (phase, message.to_string());
-    }
-    if !pending.is_empty() {
-        return (Phase::Progressing, pending.join("; "));
-    }
-    let healthy = state.components.len();
-    let message = if healthy == 0 {
-        base.message.clone()
-    } else {
-        format!("{}, {healthy} components healthy", base.message)
-    };
-    (Phase::Converged, message)
 }

@@ -26,8 +26,9 @@ use tidemark_schema::resolve::DesiredState;
 
 use crate::observe::model::Observed;
 
-pub use components::{ApplyReason, CheckReason, Inputs, conclude, plan_pass};
-pub use tidemark_schema::component::Phase as ComponentPhase;
+pub use components::{ApplyReason, CheckReason, Inputs, plan};
+pub use skew::Downgrade;
+pub use tidemark_schema::ComponentPhase;
 
 /// The phase a pass ends in, as written to `tidemark.dev/phase`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,16 +47,44 @@ pub enum Phase {
     Paused,
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 6] = [
+        Phase::Converged,
+        Phase::Progressing,
+        Phase::Waiting,
+        Phase::Blocked,
+        Phase::Failed,
+        Phase::Paused,
+    ];
+
+    /// Its name, as written to `tidemark.dev/phase` and used as an Event reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Phase::Converged => "Converged",
             Phase::Progressing => "Progressing",
             Phase::Waiting => "Waiting",
             Phase::Blocked => "Blocked",
             Phase::Failed => "Failed",
             Phase::Paused => "Paused",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a phase"))
     }
 }
 
@@ -198,9 +227,14 @@ impl fmt::Display for Step {
 }
 
 /// The planner's answer for one pass.
+///
+/// - `steps` hold at most one disruptive step (control plane or node group);
+/// - while a declaration is refused (`refused`), `steps` and `remaining` are empty:
+///   nothing of that commit is applied, components included;
+/// - `phase` assumes the steps succeed; the pass concludes from what they did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The phase to report.
+    /// The phase to report if the steps succeed.
     pub phase: Phase,
     /// Steps to execute now, in order (at most one disruptive step).
     pub steps: Vec<Step>,
@@ -211,56 +245,63 @@ pub struct Plan {
     pub message: String,
     /// Things to report that do not change the phase (versions changed outside tidemark).
     pub notes: Vec<String>,
+    /// The control plane and node groups alone, components aside.
+    pub versions: Verdict,
+    /// Declarations refused because they would downgrade what runs.
+    pub refused: Vec<Downgrade>,
 }
 
-/// Plans the next step(s) of the control plane and node groups.
-pub fn plan(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {
+/// Where the control plane and node groups stand, components aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Their phase.
+    pub phase: Phase,
+    /// What happens or what blocks.
+    pub message: String,
+}
+
+impl Plan {
+    /// The message with its notes: `message; note; note`.
+    pub fn message_with_notes(&self) -> String {
+        std::iter::once(self.message.as_str())
+            .chain(self.notes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Plans the next step of the control plane and node groups (components are woven in by
+/// [`plan`]).
+fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {
     let notes = skew::foreign_changes(desired, observed);
+    let refused = skew::downgrades(desired, observed);
+    let answer = |phase: Phase, steps: Vec<Step>, remaining: Vec<Step>, message: String| Plan {
+        versions: Verdict {
+            phase,
+            message: message.clone(),
+        },
+        phase,
+        steps,
+        remaining,
+        message,
+        notes: notes.clone(),
+        refused: refused.clone(),
+    };
     if let Some(message) = gates::paused(desired, observed) {
         let remaining = skew::route(desired, observed).unwrap_or_default();
-        return Plan {
-            phase: Phase::Paused,
-            steps: vec![],
-            remaining,
-            message,
-            notes,
-        };
+        return answer(Phase::Paused, vec![], remaining, message);
     }
     let route = match skew::route(desired, observed) {
         Ok(route) => route,
-        Err(blocked) => {
-            return Plan {
-                phase: Phase::Blocked,
-                steps: vec![],
-                remaining: vec![],
-                message: blocked,
-                notes,
-            };
-        }
+        Err(blocked) => return answer(Phase::Blocked, vec![], vec![], blocked),
     };
     let Some(next) = route.first().cloned() else {
-        return Plan {
-            phase: Phase::Converged,
-            steps: vec![],
-            remaining: vec![],
-            message: format!("converged: control plane {}", observed.control_plane),
-            notes,
-        };
+        let message = format!("converged: control plane {}", observed.control_plane);
+        return answer(Phase::Converged, vec![], vec![], message);
     };
     if let Some((phase, message)) = gates::hold(desired, observed, &next, now) {
-        return Plan {
-            phase,
-            steps: vec![],
-            remaining: route,
-            message,
-            notes,
-        };
+        return answer(phase, vec![], route, message);
     }
-    Plan {
-        phase: Phase::Progressing,
-        steps: vec![next.clone()],
-        remaining: route,
-        message: next.to_string(),
-        notes,
-    }
+    let message = next.to_string();
+    answer(Phase::Progressing, vec![next], route, message)
 }

@@ -16,23 +16,13 @@ const MAX_ROUTE: usize = 512;
 /// Versions declared below what runs and not explained by a foreign change, or a group
 /// that cannot be placed: a person must act. `Err` carries the message.
 pub(super) fn route(desired: &DesiredState, observed: &Observed) -> Result<Vec<Step>, String> {
-    let previous = observed.previous_desired.as_ref();
-    let skew = allowed_lag(desired);
-
-    // Never downgrade. A declared version below the observed one is either a lowered
-    // declaration (refused) or the cluster was moved up outside tidemark (kept, reported).
-    let mut cp = observed.control_plane;
-    if cp.is_newer_than(desired.control_plane)
-        && lowered(
-            previous.and_then(|p| p.control_plane),
-            desired.control_plane,
-        )
-    {
-        return Err(format!(
-            "control plane runs {cp}, newer than the declared {}: tidemark never downgrades; declare {cp} or later",
-            desired.control_plane
-        ));
+    let refused = downgrades(desired, observed);
+    if !refused.is_empty() {
+        let reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        return Err(reasons.join("; "));
     }
+    let skew = allowed_lag(desired);
+    let mut cp = observed.control_plane;
     let mut groups: BTreeMap<&str, KubeVersion> = BTreeMap::new();
     for g in &desired.node_groups {
         let Some(obs) = observed.node_groups.get(&g.name) else {
@@ -47,18 +37,6 @@ pub(super) fn route(desired: &DesiredState, observed: &Observed) -> Result<Vec<S
                 g.name
             ));
         };
-        let newest = obs.max_kubelet.unwrap_or(v);
-        if newest.is_newer_than(g.version)
-            && lowered(
-                previous.and_then(|p| p.node_groups.get(&g.name).copied()),
-                g.version,
-            )
-        {
-            return Err(format!(
-                "node group {} runs {newest}, newer than the declared {}: tidemark never downgrades",
-                g.name, g.version
-            ));
-        }
         groups.insert(&g.name, v);
     }
     // The target of the control plane: the declared version, or what runs if that is newer
@@ -105,6 +83,80 @@ pub(super) fn route(desired: &DesiredState, observed: &Observed) -> Result<Vec<S
         groups.insert(&g.name, g.version);
     }
     Err("internal error: the upgrade route did not converge; please report this".into())
+}
+
+/// A declared version below what runs that git lowered (not explained by a foreign
+/// change): refused, and nothing of the commit that declares it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downgrade {
+    /// The node group, or `None` for the control plane.
+    pub node_group: Option<String>,
+    /// What runs (a group's newest kubelet).
+    pub running: KubeVersion,
+    /// What git declares.
+    pub declared: KubeVersion,
+}
+
+impl std::fmt::Display for Downgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            node_group,
+            running,
+            declared,
+        } = self;
+        match node_group {
+            None => write!(
+                f,
+                "control plane runs {running}, newer than the declared {declared}: tidemark never downgrades; declare {running} or later"
+            ),
+            Some(g) => write!(
+                f,
+                "node group {g} runs {running}, newer than the declared {declared}: tidemark never downgrades"
+            ),
+        }
+    }
+}
+
+/// Every lowered declaration: a version declared below what runs, where the declaration
+/// tidemark accepted before was not lower (so git lowered it; a version raised outside
+/// tidemark is a foreign change instead).
+pub(super) fn downgrades(desired: &DesiredState, observed: &Observed) -> Vec<Downgrade> {
+    let previous = observed.previous_desired.as_ref();
+    let mut out = Vec::new();
+    let cp = observed.control_plane;
+    if cp.is_newer_than(desired.control_plane)
+        && lowered(
+            previous.and_then(|p| p.control_plane),
+            desired.control_plane,
+        )
+    {
+        out.push(Downgrade {
+            node_group: None,
+            running: cp,
+            declared: desired.control_plane,
+        });
+    }
+    for g in &desired.node_groups {
+        let Some(obs) = observed.node_groups.get(&g.name) else {
+            continue;
+        };
+        let Some(newest) = obs.max_kubelet.or(obs.effective_version()) else {
+            continue;
+        };
+        if newest.is_newer_than(g.version)
+            && lowered(
+                previous.and_then(|p| p.node_groups.get(&g.name).copied()),
+                g.version,
+            )
+        {
+            out.push(Downgrade {
+                node_group: Some(g.name.clone()),
+                running: newest,
+                declared: g.version,
+            });
+        }
+    }
+    out
 }
 
 /// How many minors a group may lag the control plane. A provider skew of 0 (EKS managed

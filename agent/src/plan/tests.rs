@@ -4,115 +4,12 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use proptest::prelude::*;
-use tidemark_schema::cluster::{ClusterApiProvider, Provider};
-use tidemark_schema::resolve::{DesiredNodeGroup, DesiredState};
-use tidemark_schema::{Duration, KubeVersion, MaintenanceWindow};
+use tidemark_schema::resolve::DesiredState;
+use tidemark_schema::{KubeVersion, MaintenanceWindow};
 
-use super::{NodeGroupReason, Phase, Plan, Step, plan};
-use crate::observe::model::{NodeGroupObservation, Observed, PreviousDesired};
-
-fn v(s: &str) -> KubeVersion {
-    s.parse()
-        .unwrap_or_else(|e| panic!("bad test version {s}: {e}"))
-}
-
-fn now() -> Timestamp {
-    // A Tuesday.
-    "2026-11-24T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Builder: `desired("1.30.4").group("general", "1.30.4")`.
-fn desired(cp: &str) -> DesiredState {
-    DesiredState {
-        cluster: "test".into(),
-        labels: BTreeMap::new(),
-        wave: None,
-        provider: Provider::ClusterApi(ClusterApiProvider {
-            namespace: "capi-system".into(),
-            control_plane: None,
-            machine_deployments: BTreeMap::new(),
-            node_group_label: None,
-            max_kubelet_skew: None,
-        }),
-        control_plane: v(cp),
-        node_groups: vec![],
-        components: vec![],
-        maintenance_window: None,
-        paused: false,
-        patch_releases: vec![],
-    }
-}
-
-trait DesiredExt {
-    fn group(self, name: &str, version: &str) -> Self;
-    fn following(self, name: &str, version: &str) -> Self;
-    fn skew(self, n: u32) -> Self;
-}
-
-impl DesiredExt for DesiredState {
-    fn group(mut self, name: &str, version: &str) -> Self {
-        self.node_groups.push(DesiredNodeGroup {
-            name: name.into(),
-            version: v(version),
-            max_unavailable: 1,
-            drain_timeout: Duration::from_secs(600),
-            follow_control_plane: false,
-        });
-        self
-    }
-
-    fn following(mut self, name: &str, version: &str) -> Self {
-        self = self.group(name, version);
-        if let Some(g) = self.node_groups.last_mut() {
-            g.follow_control_plane = true;
-        }
-        self
-    }
-
-    fn skew(mut self, n: u32) -> Self {
-        if let Provider::ClusterApi(p) = &mut self.provider {
-            p.max_kubelet_skew = Some(n);
-        }
-        self
-    }
-}
-
-/// A healthy cluster: every node Ready, nothing rolling.
-fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
-    Observed {
-        control_plane: v(cp),
-        control_plane_requested: None,
-        node_groups: groups
-            .iter()
-            .map(|(name, ver)| {
-                let ver = v(ver);
-                (
-                    name.to_string(),
-                    NodeGroupObservation {
-                        min_kubelet: Some(ver),
-                        max_kubelet: Some(ver),
-                        nodes: 3,
-                        ready: 3,
-                        cordoned: 0,
-                        requested: Some(ver),
-                        provider_rolling: false,
-                        provider_problem: None,
-                        requested_at: None,
-                    },
-                )
-            })
-            .collect(),
-        nodes_not_ready: vec![],
-        api_healthy: true,
-        paused_annotation: false,
-        provider_busy: None,
-        previous_desired: None,
-        components: BTreeMap::new(),
-        drift_due: false,
-    }
-}
+use super::{NodeGroupReason, Phase, Plan, Step, plan_versions};
+use crate::fixtures::{DesiredExt, desired, now, observed, v};
+use crate::observe::model::{Observed, PreviousDesired};
 
 fn cp_step(from: &str, to: &str) -> Step {
     Step::UpgradeControlPlane {
@@ -134,7 +31,7 @@ fn group_step(group: &str, from: &str, to: &str, reason: NodeGroupReason) -> Ste
 
 #[test]
 fn converged_when_observed_meets_desired() {
-    let p = plan(
+    let p = plan_versions(
         &desired("1.30").group("general", "1.30"),
         &observed("1.30.4", &[("general", "1.30.4")]),
         now(),
@@ -146,7 +43,7 @@ fn converged_when_observed_meets_desired() {
 #[test]
 fn control_plane_moves_one_minor_at_a_time() {
     let d = desired("1.30.4").group("general", "1.30.4");
-    let p = plan(&d, &observed("1.28.9", &[("general", "1.28.9")]), now());
+    let p = plan_versions(&d, &observed("1.28.9", &[("general", "1.28.9")]), now());
     assert_eq!(p.phase, Phase::Progressing);
     assert_eq!(p.steps, [cp_step("1.28.9", "1.29")]);
     assert_eq!(
@@ -164,7 +61,7 @@ fn control_plane_moves_one_minor_at_a_time() {
 fn intermediate_hops_land_on_known_patch_releases() {
     let mut d = desired("1.31.2").group("g", "1.29.8");
     d.patch_releases = vec![v("1.29.8"), v("1.30.1"), v("1.30.6"), v("1.31.2")];
-    let p = plan(&d, &observed("1.28.9", &[("g", "1.28.9")]), now());
+    let p = plan_versions(&d, &observed("1.28.9", &[("g", "1.28.9")]), now());
     assert_eq!(
         p.remaining,
         [
@@ -179,7 +76,7 @@ fn intermediate_hops_land_on_known_patch_releases() {
 
 #[test]
 fn patch_upgrade_within_a_minor_is_one_step() {
-    let p = plan(
+    let p = plan_versions(
         &desired("1.29.8").group("g", "1.29.2"),
         &observed("1.29.2", &[("g", "1.29.2")]),
         now(),
@@ -192,7 +89,7 @@ fn node_group_brought_along_only_when_the_next_hop_breaks_skew() {
     // Upstream skew 3: a group at 1.26 may stay while the control plane goes to 1.29, but
     // must move before 1.30.
     let d = desired("1.30.4").group("old", "1.30.4");
-    let p = plan(&d, &observed("1.28.9", &[("old", "1.26.5")]), now());
+    let p = plan_versions(&d, &observed("1.28.9", &[("old", "1.26.5")]), now());
     assert_eq!(
         p.remaining,
         [
@@ -207,7 +104,7 @@ fn node_group_brought_along_only_when_the_next_hop_breaks_skew() {
 #[test]
 fn zero_skew_provider_moves_groups_before_every_hop() {
     let d = desired("1.30.4").group("ng", "1.30.4").skew(0);
-    let p = plan(&d, &observed("1.28.9", &[("ng", "1.28.9")]), now());
+    let p = plan_versions(&d, &observed("1.28.9", &[("ng", "1.28.9")]), now());
     assert_eq!(
         p.remaining,
         [
@@ -219,7 +116,7 @@ fn zero_skew_provider_moves_groups_before_every_hop() {
         ]
     );
     // Skew 0 and the group already behind the control plane: it moves first.
-    let p = plan(&d, &observed("1.29.8", &[("ng", "1.28.9")]), now());
+    let p = plan_versions(&d, &observed("1.29.8", &[("ng", "1.28.9")]), now());
     assert_eq!(
         p.steps,
         [group_step("ng", "1.28.9", "1.29.8", NodeGroupReason::Skew)]
@@ -231,7 +128,7 @@ fn following_groups_follow_every_hop() {
     let d = desired("1.31.1")
         .following("auto", "1.31.1")
         .group("fixed", "1.29.3");
-    let p = plan(
+    let p = plan_versions(
         &d,
         &observed("1.29.3", &[("auto", "1.29.3"), ("fixed", "1.29.3")]),
         now(),
@@ -256,7 +153,7 @@ fn following_groups_follow_every_hop() {
 fn group_never_goes_above_its_declared_version_when_brought_along() {
     // The group is declared at 1.27; skew 3 lets the control plane reach 1.30 with it.
     let d = desired("1.30.2").group("legacy", "1.27.16");
-    let p = plan(&d, &observed("1.28.9", &[("legacy", "1.26.15")]), now());
+    let p = plan_versions(&d, &observed("1.28.9", &[("legacy", "1.26.15")]), now());
     assert_eq!(
         p.remaining,
         [
@@ -274,15 +171,18 @@ fn downgrade_declared_is_blocked_and_nothing_changes() {
         control_plane: Some(v("1.30.4")),
         node_groups: BTreeMap::new(),
     });
-    let p = plan(&desired("1.29.8").group("general", "1.29.8"), &o, now());
+    let p = plan_versions(&desired("1.29.8").group("general", "1.29.8"), &o, now());
     assert_eq!(p.phase, Phase::Blocked);
     assert!(p.steps.is_empty());
+    // Every refused declaration is named.
     assert_eq!(
         p.message,
-        "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later"
+        "control plane runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades; declare 1.30.4 or later; \
+         node group general runs 1.30.4, newer than the declared 1.29.8: tidemark never downgrades"
     );
+    assert_eq!(p.refused.len(), 2);
     // Without any record, a declared version below the running one is refused too.
-    let p = plan(
+    let p = plan_versions(
         &desired("1.29.8").group("general", "1.29.8"),
         &observed("1.30.4", &[("general", "1.30.4")]),
         now(),
@@ -297,7 +197,7 @@ fn node_group_downgrade_is_blocked() {
         control_plane: Some(v("1.30.4")),
         node_groups: [("gpu".into(), v("1.30.4"))].into(),
     });
-    let p = plan(&desired("1.30.4").group("gpu", "1.29.1"), &o, now());
+    let p = plan_versions(&desired("1.30.4").group("gpu", "1.29.1"), &o, now());
     assert_eq!(p.phase, Phase::Blocked);
     assert_eq!(
         p.message,
@@ -313,7 +213,7 @@ fn foreign_change_is_reported_and_kept() {
         control_plane: Some(v("1.29.2")),
         node_groups: BTreeMap::new(),
     });
-    let p = plan(&desired("1.29.2").group("general", "1.29.2"), &o, now());
+    let p = plan_versions(&desired("1.29.2").group("general", "1.29.2"), &o, now());
     assert_eq!(p.phase, Phase::Converged);
     assert_eq!(
         p.notes,
@@ -327,7 +227,7 @@ fn foreign_change_is_reported_and_kept() {
 fn paused_in_git_or_by_annotation() {
     let mut d = desired("1.30.4").group("g", "1.30.4");
     d.paused = true;
-    let p = plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
+    let p = plan_versions(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
     assert_eq!(
         (p.phase, p.message.as_str()),
         (Phase::Paused, "paused in git (spec.paused: true)")
@@ -341,7 +241,7 @@ fn paused_in_git_or_by_annotation() {
 
     let mut o = observed("1.29.8", &[("g", "1.29.8")]);
     o.paused_annotation = true;
-    let p = plan(&desired("1.30.4").group("g", "1.30.4"), &o, now());
+    let p = plan_versions(&desired("1.30.4").group("g", "1.30.4"), &o, now());
     assert_eq!(p.phase, Phase::Paused);
     assert!(p.message.contains("tidemark.dev/paused"));
 }
@@ -352,7 +252,7 @@ fn outside_the_maintenance_window_waits() {
     d.maintenance_window =
         serde_yaml::from_str::<MaintenanceWindow>("{days: [Sat], start: \"02:00\", duration: 4h}")
             .ok();
-    let p = plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
+    let p = plan_versions(&d, &observed("1.29.8", &[("g", "1.29.8")]), now());
     assert_eq!(p.phase, Phase::Waiting);
     assert!(p.steps.is_empty());
     assert_eq!(
@@ -363,7 +263,7 @@ fn outside_the_maintenance_window_waits() {
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        plan(&d, &observed("1.29.8", &[("g", "1.29.8")]), saturday).phase,
+        plan_versions(&d, &observed("1.29.8", &[("g", "1.29.8")]), saturday).phase,
         Phase::Progressing
     );
 }
@@ -373,7 +273,7 @@ fn preflight_names_what_fails() {
     let d = desired("1.30.4").group("g", "1.30.4");
     let mut o = observed("1.29.8", &[("g", "1.29.8")]);
     o.nodes_not_ready = vec!["node-b".into(), "node-a".into()];
-    let p = plan(&d, &o, now());
+    let p = plan_versions(&d, &o, now());
     assert_eq!(
         (p.phase, p.message.as_str()),
         (
@@ -384,7 +284,7 @@ fn preflight_names_what_fails() {
     o.nodes_not_ready.clear();
     o.api_healthy = false;
     assert_eq!(
-        plan(&d, &o, now()).message,
+        plan_versions(&d, &o, now()).message,
         "pre-flight check failed: the API server is not ready (/readyz)"
     );
 }
@@ -394,7 +294,7 @@ fn a_request_in_flight_is_followed_not_repeated() {
     let d = desired("1.30.4").group("g", "1.30.4");
     let mut o = observed("1.29.8", &[("g", "1.29.8")]);
     o.control_plane_requested = Some(v("1.30.4"));
-    let p = plan(&d, &o, now());
+    let p = plan_versions(&d, &o, now());
     assert_eq!(
         (p.phase, p.message.as_str()),
         (
@@ -410,7 +310,7 @@ fn a_request_in_flight_is_followed_not_repeated() {
         g.requested = Some(v("1.30.4"));
         g.cordoned = 1;
     }
-    let p = plan(&d, &o, now());
+    let p = plan_versions(&d, &o, now());
     assert_eq!(p.phase, Phase::Progressing);
     assert!(p.steps.is_empty());
     assert!(
@@ -440,7 +340,7 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
         });
     }
     // Five minutes into a ten-minute drain timeout: still rolling, and the status says why.
-    let p = plan(&d, &o, now());
+    let p = plan_versions(&d, &o, now());
     assert_eq!(
         (p.phase, p.message.as_str()),
         (
@@ -452,7 +352,7 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
     let later: Timestamp = "2026-11-24T10:06:00Z"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
-    let p = plan(&d, &o, later);
+    let p = plan_versions(&d, &o, later);
     assert_eq!(p.phase, Phase::Blocked);
     assert_eq!(
         p.message,
@@ -464,7 +364,7 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
 fn a_busy_exec_provider_is_followed_not_asked_again() {
     let mut o = observed("1.29.8", &[("g", "1.29.8")]);
     o.provider_busy = Some("cluster update in progress".into());
-    let p = plan(&desired("1.30.4").group("g", "1.30.4"), &o, now());
+    let p = plan_versions(&desired("1.30.4").group("g", "1.30.4"), &o, now());
     assert_eq!(
         (p.phase, p.message.as_str()),
         (
@@ -477,7 +377,7 @@ fn a_busy_exec_provider_is_followed_not_asked_again() {
 
 #[test]
 fn missing_node_group_is_blocked() {
-    let p = plan(
+    let p = plan_versions(
         &desired("1.30.4").group("ghost", "1.30.4"),
         &observed("1.30.4", &[]),
         now(),
@@ -560,14 +460,14 @@ proptest! {
     fn executing_the_plan_step_by_step_is_safe_and_minimal((d, mut o) in scenario()) {
         let skew = super::skew::allowed_lag(&d);
         let start_cp = o.control_plane;
-        let first: Plan = plan(&d, &o, now());
+        let first: Plan = plan_versions(&d, &o, now());
         prop_assert_ne!(first.phase, Phase::Blocked, "{}", first.message);
         let planned = first.remaining.len();
         let mut executed = 0;
         let mut cp_steps = 0;
         let mut last_moved: Option<String> = None;
         for _ in 0..100 {
-            let p = plan(&d, &o, now());
+            let p = plan_versions(&d, &o, now());
             if p.phase == Phase::Converged {
                 break;
             }
@@ -600,7 +500,7 @@ proptest! {
                 prop_assert!(o.control_plane.minor_gap(g.min_kubelet.unwrap_or(kubelet)) <= skew, "{name} outside skew after {step}");
             }
         }
-        let end = plan(&d, &o, now());
+        let end = plan_versions(&d, &o, now());
         prop_assert_eq!(end.phase, Phase::Converged, "{}", end.message);
         prop_assert!(d.control_plane.satisfied_by(o.control_plane));
         for g in &d.node_groups {
@@ -618,32 +518,10 @@ proptest! {
 // ---- components in the plan ----
 
 mod components {
-    use tidemark_schema::component::ChartRef;
-    use tidemark_schema::resolve::DesiredComponent;
-
     use super::*;
+    use crate::fixtures::with_component;
     use crate::observe::model::{ComponentHealth, ComponentRecord};
-    use crate::plan::{ApplyReason, CheckReason, ComponentPhase, Inputs, plan_pass};
-
-    fn with_component(mut d: DesiredState, name: &str, phase: ComponentPhase) -> DesiredState {
-        d.components.push(DesiredComponent {
-            name: name.into(),
-            release: name.into(),
-            namespace: "addons".into(),
-            chart: ChartRef {
-                path: Some(format!("charts/{name}")),
-                repository: None,
-                name: None,
-                version: None,
-            },
-            values: vec![],
-            phase,
-            force: false,
-            timeout: Duration::from_secs(300),
-            origin: "cluster".into(),
-        });
-        d
-    }
+    use crate::plan::{ApplyReason, CheckReason, ComponentPhase, Inputs, plan};
 
     fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, Inputs> {
         pairs
@@ -678,7 +556,7 @@ mod components {
         let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
         let mut o = observed("1.30.4", &[]);
         applied(&mut o, "dns", "sha256:a", ComponentHealth::Healthy);
-        let p = plan_pass(&d, &inputs(&[("dns", "sha256:a")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "sha256:a")]), &o, now());
         assert_eq!(p.phase, Phase::Converged);
         assert!(p.steps.is_empty(), "{:?}", p.steps);
     }
@@ -688,7 +566,7 @@ mod components {
         let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
         let mut o = observed("1.30.4", &[]);
         applied(&mut o, "dns", "sha256:a", ComponentHealth::Healthy);
-        let p = plan_pass(&d, &inputs(&[("dns", "sha256:b")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "sha256:b")]), &o, now());
         assert_eq!(p.phase, Phase::Progressing);
         assert_eq!(
             p.steps,
@@ -698,7 +576,7 @@ mod components {
                 ApplyReason::Changed
             )]
         );
-        let new = plan_pass(
+        let new = plan(
             &d,
             &inputs(&[("dns", "sha256:b")]),
             &observed("1.30.4", &[]),
@@ -721,7 +599,7 @@ mod components {
         let d = with_component(d, "ingress", ComponentPhase::AfterNodeGroups);
         let o = observed("1.29.8", &[]);
         let digests = inputs(&[("cni", "c"), ("metrics", "m"), ("ingress", "i")]);
-        let p = plan_pass(&d, &digests, &o, now());
+        let p = plan(&d, &digests, &o, now());
         // The CNI goes first, in the same pass as the hop; the others wait for it.
         assert_eq!(
             p.steps,
@@ -754,7 +632,7 @@ mod components {
         // for the node group.
         let d = d.group("general", "1.30.4");
         let o = observed("1.30.4", &[("general", "1.29.8")]);
-        let p = plan_pass(&d, &digests, &o, now());
+        let p = plan(&d, &digests, &o, now());
         assert_eq!(
             p.steps,
             vec![
@@ -778,7 +656,7 @@ mod components {
         let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
         let mut o = observed("1.30.4", &[]);
         applied(&mut o, "dns", "d", ComponentHealth::Progressing);
-        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "d")]), &o, now());
         assert_eq!(
             p.steps,
             vec![Step::CheckComponent {
@@ -789,7 +667,7 @@ mod components {
         );
         applied(&mut o, "dns", "d", ComponentHealth::Healthy);
         o.drift_due = true;
-        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "d")]), &o, now());
         assert_eq!(
             p.steps,
             vec![Step::CheckComponent {
@@ -813,7 +691,7 @@ mod components {
                 ..ComponentRecord::default()
             },
         );
-        let p = plan_pass(&d, &inputs(&[("dns", "d")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "d")]), &o, now());
         assert_eq!(
             p.steps,
             vec![apply(
@@ -823,7 +701,7 @@ mod components {
             )]
         );
         // Other inputs after a failure: a fix, not a retry.
-        let p = plan_pass(&d, &inputs(&[("dns", "e")]), &o, now());
+        let p = plan(&d, &inputs(&[("dns", "e")]), &o, now());
         assert_eq!(
             p.steps,
             vec![apply(
@@ -837,7 +715,7 @@ mod components {
             Inputs::Unreadable("values/x.yaml: no such file".into()),
         )]
         .into();
-        let p = plan_pass(&d, &unreadable, &o, now());
+        let p = plan(&d, &unreadable, &o, now());
         assert_eq!(p.steps.len(), 1);
     }
 
@@ -846,80 +724,12 @@ mod components {
         let d = desired("1.30.4");
         let mut o = observed("1.30.4", &[]);
         applied(&mut o, "old", "x", ComponentHealth::Healthy);
-        let p = plan_pass(&d, &BTreeMap::new(), &o, now());
+        let p = plan(&d, &BTreeMap::new(), &o, now());
         assert_eq!(p.steps, vec![Step::PruneComponent { name: "old".into() }]);
         assert_eq!(p.phase, Phase::Progressing);
         o.paused_annotation = true;
-        let p = plan_pass(&d, &BTreeMap::new(), &o, now());
+        let p = plan(&d, &BTreeMap::new(), &o, now());
         assert_eq!(p.phase, Phase::Paused);
         assert!(p.steps.is_empty());
-    }
-
-    #[test]
-    fn a_pass_is_converged_only_when_every_component_is_applied_and_healthy() {
-        use crate::plan::conclude;
-        let d = with_component(desired("1.30.4"), "dns", ComponentPhase::AfterNodeGroups);
-        let o = observed("1.30.4", &[]);
-        let base = plan(&d, &o, now());
-        assert_eq!(base.phase, Phase::Converged);
-        let digests = inputs(&[("dns", "d")]);
-        let mut records = BTreeMap::new();
-        let record = |health, inputs: &str, message: Option<&str>| ComponentRecord {
-            chart: "dns 1.0.0".into(),
-            health,
-            inputs: Some(inputs.into()),
-            message: message.map(str::to_string),
-            ..ComponentRecord::default()
-        };
-        records.insert(
-            "dns".to_string(),
-            record(ComponentHealth::Healthy, "d", None),
-        );
-        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
-        assert_eq!(phase, Phase::Converged);
-        assert_eq!(
-            message,
-            "converged: control plane 1.30.4, 1 components healthy"
-        );
-
-        records.insert(
-            "dns".to_string(),
-            record(
-                ComponentHealth::Progressing,
-                "d",
-                Some("Deployment a/b: 0 of 1 available"),
-            ),
-        );
-        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
-        assert_eq!(phase, Phase::Progressing);
-        assert_eq!(
-            message,
-            "component dns Progressing: Deployment a/b: 0 of 1 available"
-        );
-
-        // Healthy, but with the inputs of an earlier commit: not converged.
-        records.insert(
-            "dns".to_string(),
-            record(ComponentHealth::Healthy, "old", None),
-        );
-        let (phase, _) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
-        assert_eq!(phase, Phase::Progressing);
-
-        records.insert(
-            "dns".to_string(),
-            record(ComponentHealth::Failed, "d", Some("render failed: boom")),
-        );
-        let (phase, message) = conclude(&base, Phase::Progressing, "apply", &records, &digests, &d);
-        assert_eq!(
-            (phase, message.as_str()),
-            (Phase::Failed, "component dns Failed: render failed: boom")
-        );
-        // A failure never hides a Blocked route.
-        let (phase, message) = conclude(&base, Phase::Blocked, "downgrade", &records, &digests, &d);
-        assert_eq!(phase, Phase::Blocked);
-        assert_eq!(
-            message,
-            "downgrade; component dns Failed: render failed: boom"
-        );
     }
 }

@@ -1,288 +1,315 @@
 //! Status: what the agent has seen and done, written as annotations on one object (the
-//! Namespace it runs in) after every pass, and a Kubernetes Event on each phase change.
-//! [`compose`] is pure; [`write`] patches only when something changed.
+//! Namespace it runs in) at the end of every pass, and a Kubernetes Event on each change of
+//! phase or of a component's health.
+//!
+//! - [`Record`] is the typed record and the only reader and writer of the annotations.
+//! - [`compose`] (pure) turns the previous record and what a pass found into the next one.
+//! - [`events`] (pure) names the Events between two records.
+//! - [`read`] and [`write`] talk to the API server: one read and at most one write per pass.
 
+pub mod record;
 mod write;
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
-use serde::Serialize;
-use tidemark_schema::KubeVersion;
 
-use crate::keys::annotations as keys;
-use crate::observe::model::ComponentRecord;
+use crate::keys::reasons;
 use crate::plan::Phase;
 
-pub use write::{read, write};
-
-/// What one pass found, as far as status is concerned.
-#[derive(Clone, Debug, Default)]
-pub struct PassOutcome {
-    /// The cluster's manifest name, when one was selected.
-    pub cluster: Option<String>,
-    /// Its wave.
-    pub wave: Option<String>,
-    /// Commit of the desired state, when there is one.
-    pub desired_revision: Option<String>,
-    /// Phase the pass ended in.
-    pub phase: Option<Phase>,
-    /// What happens or what blocks.
-    pub message: String,
-    /// Control plane versions, when observed.
-    pub control_plane: Option<VersionsNote>,
-    /// Node group versions, when observed.
-    pub node_groups: BTreeMap<String, VersionsNote>,
-    /// Components, when the pass got as far as them (else the recorded ones stay).
-    pub components: Option<BTreeMap<String, ComponentRecord>>,
-    /// When a drift check of every applied component completed in this pass.
-    pub drift_checked: Option<String>,
-}
-
-/// Observed, declared and requested versions of one thing, as compact JSON.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct VersionsNote {
-    /// What runs (`1.29.8`, or `1.28.9..1.29.8` while a group is mixed).
-    pub observed: String,
-    /// What git declares.
-    pub desired: String,
-    /// What the provider was asked for and has not reached yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requested: Option<String>,
-    /// When that request was made (`exec` provider: not repeated while in flight).
-    #[serde(rename = "requestedAt", skip_serializing_if = "Option::is_none")]
-    pub requested_at: Option<String>,
-}
-
-impl VersionsNote {
-    /// A note of `observed` (a range when the two differ) against `desired`.
-    pub fn new(min: Option<KubeVersion>, max: Option<KubeVersion>, desired: KubeVersion) -> Self {
-        let observed = match (min, max) {
-            (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
-            (Some(a), _) => a.to_string(),
-            _ => "none".into(),
-        };
-        Self {
-            observed,
-            desired: desired.to_string(),
-            requested: None,
-            requested_at: None,
-        }
-    }
-}
-
-/// Longest message of one component in `tidemark.dev/components`.
-pub const COMPONENT_MESSAGE_LIMIT: usize = 1024;
-
-/// Cuts `text` to at most `limit` bytes at a character boundary, marking the cut.
-fn truncate(text: &mut String, limit: usize) {
-    if text.len() <= limit {
-        return;
-    }
-    let mut cut = limit;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push_str(" [...]");
-}
+pub use record::{ComponentHealth, ComponentRecord, Record, Versions};
+pub use write::{Error, Events, read, write};
 
 /// How often `last-pass` is refreshed when nothing else changed: an idle agent does not
 /// write on every pass, but its status shows it is alive.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The annotations to hold after this pass, given the ones held now. Pure.
+/// What one pass found, as far as status is concerned.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The cluster's manifest name and wave, when one was selected.
+    pub cluster: Option<(String, Option<String>)>,
+    /// Commit of the desired state, when there is one.
+    pub desired_revision: Option<String>,
+    /// Phase the pass ended in.
+    pub phase: Phase,
+    /// What happens or what blocks.
+    pub message: String,
+    /// Control-plane and node-group versions, when observed.
+    pub versions: Option<(Versions, std::collections::BTreeMap<String, Versions>)>,
+    /// Components, when the pass got as far as them (else the recorded ones stay).
+    pub components: Option<std::collections::BTreeMap<String, ComponentRecord>>,
+    /// Whether a drift check of every applied component completed in this pass.
+    pub drift_checked: bool,
+}
+
+/// The record to hold after a pass that found `summary`, given the one held before. Pure.
 ///
+/// - What the pass did not get to (components, versions) stays as recorded;
 /// - `applied-revision` moves to the desired revision only when the pass converged;
+/// - `converged-since` is set when the phase becomes `Converged` (or converges at another
+///   revision) and kept while it stays so;
 /// - `last-pass` is refreshed when anything else changed, or after [`HEARTBEAT`].
-pub fn compose(
-    outcome: &PassOutcome,
-    current: &BTreeMap<String, String>,
-    now: Timestamp,
-) -> BTreeMap<String, String> {
-    let mut next = BTreeMap::new();
-    let mut set = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            next.insert(k.to_string(), v);
-        }
-    };
-    set(keys::CLUSTER, outcome.cluster.clone());
-    set(keys::WAVE, outcome.wave.clone());
-    set(keys::DESIRED_REVISION, outcome.desired_revision.clone());
-    let applied = match (outcome.phase, &outcome.desired_revision) {
-        (Some(Phase::Converged), Some(rev)) => Some(rev.clone()),
-        _ => current.get(keys::APPLIED_REVISION).cloned(),
-    };
-    set(keys::APPLIED_REVISION, applied);
-    set(keys::PHASE, outcome.phase.map(|p| p.to_string()));
-    set(keys::MESSAGE, Some(outcome.message.clone()));
-    set(
-        keys::CONTROL_PLANE,
-        outcome
-            .control_plane
-            .as_ref()
-            .and_then(|n| serde_json::to_string(n).ok()),
-    );
-    if !outcome.node_groups.is_empty() {
-        set(
-            keys::NODE_GROUPS,
-            serde_json::to_string(&outcome.node_groups).ok(),
-        );
+pub fn compose(previous: &Record, summary: &Summary, now: Timestamp) -> Record {
+    let mut next = previous.clone();
+    if let Some((cluster, wave)) = &summary.cluster {
+        next.cluster = Some(cluster.clone());
+        next.wave = wave.clone();
     }
-    set(
-        keys::COMPONENTS,
-        outcome.components.as_ref().and_then(|c| {
-            // Annotations share 256 KiB per object: a long helm error is cut, not lost
-            // from the log.
-            let mut c = c.clone();
-            for r in c.values_mut() {
-                if let Some(m) = r.message.as_mut() {
-                    truncate(m, COMPONENT_MESSAGE_LIMIT);
-                }
-            }
-            serde_json::to_string(&c).ok()
-        }),
-    );
-    set(keys::DRIFT_CHECKED, outcome.drift_checked.clone());
-    // Keep what this pass does not speak about.
-    for key in [keys::COMPONENTS, keys::DRIFT_CHECKED] {
-        if let Some(v) = current.get(key) {
-            next.entry(key.to_string()).or_insert_with(|| v.clone());
-        }
+    if let Some(rev) = &summary.desired_revision {
+        next.desired_revision = Some(rev.clone());
     }
-    let changed = next.iter().any(|(k, v)| current.get(k) != Some(v));
-    let stale = current
-        .get(keys::LAST_PASS)
-        .and_then(|t| t.parse::<Timestamp>().ok())
+    next.phase = Some(summary.phase);
+    next.message = Some(summary.message.clone());
+    if summary.phase == Phase::Converged
+        && let Some(rev) = &summary.desired_revision
+    {
+        next.applied_revision = Some(rev.clone());
+    }
+    next.converged_since = match summary.phase {
+        Phase::Converged
+            if previous.phase == Some(Phase::Converged)
+                && previous.applied_revision == next.applied_revision =>
+        {
+            previous.converged_since.or(Some(now))
+        }
+        Phase::Converged => Some(now),
+        _ => None,
+    };
+    if let Some((control_plane, node_groups)) = &summary.versions {
+        next.control_plane = Some(control_plane.clone());
+        next.node_groups = node_groups.clone();
+    }
+    if let Some(components) = &summary.components {
+        next.components = components.clone();
+    }
+    if summary.drift_checked {
+        next.drift_checked = Some(now);
+    }
+    let changed = Record {
+        last_pass: previous.last_pass,
+        ..next.clone()
+    } != *previous;
+    let stale = previous
+        .last_pass
         .is_none_or(|t| now.duration_since(t).unsigned_abs() >= HEARTBEAT);
-    let last = if changed || stale {
-        Some(now.to_string())
-    } else {
-        current.get(keys::LAST_PASS).cloned()
-    };
-    next.insert(
-        keys::LAST_PASS.to_string(),
-        last.unwrap_or_else(|| now.to_string()),
-    );
+    if changed || stale {
+        next.last_pass = Some(now);
+    }
     next
+}
+
+/// One Event to record on the status object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    /// A Warning (else Normal).
+    pub warning: bool,
+    /// Its reason (`Converged`, `ComponentFailed`, ...).
+    pub reason: &'static str,
+    /// What happened.
+    pub note: String,
+}
+
+/// The Events between two records: a change of phase, and each component whose health
+/// changed (to anything but `Pending`). Pure.
+pub fn events(before: &Record, after: &Record) -> Vec<EventNote> {
+    let mut out = Vec::new();
+    if let Some(phase) = after.phase
+        && before.phase != after.phase
+    {
+        out.push(EventNote {
+            warning: matches!(phase, Phase::Blocked | Phase::Failed),
+            reason: phase.as_str(),
+            note: after.message.clone().unwrap_or_default(),
+        });
+    }
+    for (name, record) in &after.components {
+        let was = before.components.get(name).map(|r| r.health);
+        if was == Some(record.health) || record.health == ComponentHealth::Pending {
+            continue;
+        }
+        let reason = match record.health {
+            ComponentHealth::Healthy => reasons::COMPONENT_HEALTHY,
+            ComponentHealth::Progressing => reasons::COMPONENT_PROGRESSING,
+            _ => reasons::COMPONENT_FAILED,
+        };
+        out.push(EventNote {
+            warning: record.health == ComponentHealth::Failed,
+            reason,
+            note: format!("{} ({})", record.describe(name), record.chart),
+        });
+    }
+    out
+}
+
+/// An error and its causes joined (`a: b: c`), as status messages and logs say them.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        // `#[error(transparent)]` wrappers repeat their source's text; say it once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use tidemark_schema::KubeVersion;
+
     use super::*;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn outcome(phase: Phase) -> PassOutcome {
-        PassOutcome {
-            cluster: Some("a".into()),
-            wave: Some("canary".into()),
+    fn summary(phase: Phase) -> Summary {
+        Summary {
+            cluster: Some(("a".into(), Some("canary".into()))),
             desired_revision: Some("abc".into()),
-            phase: Some(phase),
+            phase,
             message: "m".into(),
-            control_plane: Some(VersionsNote::new(
-                Some(KubeVersion::new(1, 29, 8)),
-                None,
-                KubeVersion::new(1, 30, 4),
+            versions: Some((
+                Versions::new(
+                    Some(KubeVersion::new(1, 29, 8)),
+                    None,
+                    KubeVersion::new(1, 30, 4),
+                ),
+                BTreeMap::new(),
             )),
-            node_groups: BTreeMap::new(),
             components: None,
-            drift_checked: None,
+            drift_checked: false,
         }
     }
 
     #[test]
-    fn applied_revision_moves_only_when_converged() {
+    fn applied_revision_and_converged_since_move_only_when_converged() {
         let t = at("2026-11-24T10:00:00Z");
-        let s = compose(&outcome(Phase::Progressing), &BTreeMap::new(), t);
-        assert_eq!(s.get(keys::APPLIED_REVISION), None);
-        assert_eq!(s.get(keys::PHASE).map(String::as_str), Some("Progressing"));
-        assert_eq!(
-            s.get(keys::CONTROL_PLANE).map(String::as_str),
-            Some(r#"{"observed":"1.29.8","desired":"1.30.4"}"#)
-        );
-        let s = compose(&outcome(Phase::Converged), &s, t);
-        assert_eq!(
-            s.get(keys::APPLIED_REVISION).map(String::as_str),
-            Some("abc")
-        );
-        let mut later = outcome(Phase::Progressing);
-        later.desired_revision = Some("def".into());
-        let s = compose(&later, &s, t);
-        assert_eq!(
-            s.get(keys::APPLIED_REVISION).map(String::as_str),
-            Some("abc")
-        );
+        let r = compose(&Record::default(), &summary(Phase::Progressing), t);
+        assert_eq!(r.applied_revision, None);
+        assert_eq!(r.phase, Some(Phase::Progressing));
+        assert_eq!(r.converged_since, None);
+        let t2 = at("2026-11-24T10:05:00Z");
+        let r = compose(&r, &summary(Phase::Converged), t2);
+        assert_eq!(r.applied_revision.as_deref(), Some("abc"));
+        assert_eq!(r.converged_since, Some(t2));
+        // Staying converged keeps the time; converging at another revision restarts it.
+        let r = compose(&r, &summary(Phase::Converged), at("2026-11-24T10:20:00Z"));
+        assert_eq!(r.converged_since, Some(t2));
+        let mut moved = summary(Phase::Converged);
+        moved.desired_revision = Some("def".into());
+        let t3 = at("2026-11-24T10:30:00Z");
+        let r = compose(&r, &moved, t3);
+        assert_eq!(r.converged_since, Some(t3));
+        let mut later = summary(Phase::Progressing);
+        later.desired_revision = Some("fed".into());
+        let r = compose(&r, &later, t3);
+        assert_eq!(r.applied_revision.as_deref(), Some("def"));
+        assert_eq!(r.converged_since, None);
     }
 
     #[test]
     fn idle_passes_change_nothing_until_the_heartbeat() {
         let t0 = at("2026-11-24T10:00:00Z");
-        let first = compose(&outcome(Phase::Converged), &BTreeMap::new(), t0);
+        let first = compose(&Record::default(), &summary(Phase::Converged), t0);
         let same = compose(
-            &outcome(Phase::Converged),
             &first,
+            &summary(Phase::Converged),
             at("2026-11-24T10:05:00Z"),
         );
         assert_eq!(same, first, "an idle pass writes nothing");
         let beat = compose(
-            &outcome(Phase::Converged),
             &first,
+            &summary(Phase::Converged),
             at("2026-11-24T10:10:00Z"),
         );
-        assert_eq!(
-            beat.get(keys::LAST_PASS).map(String::as_str),
-            Some("2026-11-24T10:10:00Z")
-        );
+        assert_eq!(beat.last_pass, Some(at("2026-11-24T10:10:00Z")));
     }
 
     #[test]
-    fn components_are_written_when_the_pass_got_to_them_and_kept_otherwise() {
+    fn what_a_pass_did_not_reach_stays_recorded() {
         let t = at("2026-11-24T10:00:00Z");
-        let mut o = outcome(Phase::Converged);
+        let mut s = summary(Phase::Converged);
         let record = ComponentRecord {
             chart: "dns 1.0.0".into(),
             inputs: Some("sha256:a".into()),
             objects: 3,
             ..ComponentRecord::default()
         };
-        o.components = Some([("dns".to_string(), record)].into());
-        o.drift_checked = Some("2026-11-24T10:00:00Z".into());
-        let s = compose(&o, &BTreeMap::new(), t);
-        assert_eq!(
-            s.get(keys::COMPONENTS).map(String::as_str),
-            Some(
-                r#"{"dns":{"chart":"dns 1.0.0","health":"Pending","inputs":"sha256:a","objects":3}}"#
-            )
-        );
-        assert_eq!(
-            s.get(keys::DRIFT_CHECKED).map(String::as_str),
-            Some("2026-11-24T10:00:00Z")
-        );
-        // Long messages are cut.
-        let mut long = o.clone();
-        if let Some(c) = long.components.as_mut() {
-            for r in c.values_mut() {
-                r.message = Some("é".repeat(COMPONENT_MESSAGE_LIMIT));
-            }
+        s.components = Some([("dns".to_string(), record)].into());
+        s.drift_checked = true;
+        let r = compose(&Record::default(), &s, t);
+        assert_eq!(r.drift_checked, Some(t));
+        let failed = Summary {
+            cluster: None,
+            desired_revision: None,
+            phase: Phase::Failed,
+            message: "git unreachable".into(),
+            versions: None,
+            components: None,
+            drift_checked: false,
+        };
+        let next = compose(&r, &failed, t);
+        assert_eq!(next.components, r.components);
+        assert_eq!(next.drift_checked, r.drift_checked);
+        assert_eq!(next.cluster, r.cluster);
+        assert_eq!(next.control_plane, r.control_plane);
+        assert_eq!(next.applied_revision, r.applied_revision);
+    }
+
+    #[test]
+    fn events_name_phase_changes_and_component_health_changes() {
+        let before = Record {
+            phase: Some(Phase::Progressing),
+            components: [(
+                "dns".to_string(),
+                ComponentRecord {
+                    health: ComponentHealth::Progressing,
+                    ..ComponentRecord::default()
+                },
+            )]
+            .into(),
+            ..Record::default()
+        };
+        let mut after = before.clone();
+        assert_eq!(events(&before, &after), vec![]);
+        after.phase = Some(Phase::Failed);
+        after.message = Some("component dns Failed: boom".into());
+        if let Some(r) = after.components.get_mut("dns") {
+            r.health = ComponentHealth::Failed;
+            r.message = Some("boom".into());
+            r.chart = "dns 1.0.0".into();
         }
-        let cut = compose(&long, &BTreeMap::new(), t);
-        let parsed: BTreeMap<String, ComponentRecord> = cut
-            .get(keys::COMPONENTS)
-            .and_then(|j| serde_json::from_str(j).ok())
-            .unwrap_or_default();
-        let message = parsed
-            .get("dns")
-            .and_then(|r| r.message.clone())
-            .unwrap_or_default();
-        assert!(message.ends_with(" [...]") && message.len() <= COMPONENT_MESSAGE_LIMIT + 6);
-        // A pass that failed before the components keeps what was recorded.
-        let mut failed = outcome(Phase::Failed);
-        failed.message = "git unreachable".into();
-        let next = compose(&failed, &s, t);
-        assert_eq!(next.get(keys::COMPONENTS), s.get(keys::COMPONENTS));
-        assert_eq!(next.get(keys::DRIFT_CHECKED), s.get(keys::DRIFT_CHECKED));
+        assert_eq!(
+            events(&before, &after),
+            vec![
+                EventNote {
+                    warning: true,
+                    reason: "Failed",
+                    note: "component dns Failed: boom".into()
+                },
+                EventNote {
+                    warning: true,
+                    reason: "ComponentFailed",
+                    note: "component dns Failed: boom (dns 1.0.0)".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn describe_joins_causes_and_adds_nothing_without_one() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to fetch")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(describe(&e), "failed to fetch: connection refused");
+        let alone = std::io::Error::other("no such thing");
+        assert_eq!(describe(&alone), "no such thing");
     }
 }

@@ -1,126 +1,139 @@
-//! Reading and writing the status annotations, and the Event of a phase change.
+//! Reading and writing the status record on the status Namespace, and its Events.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, Namespace, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::json;
 
-use crate::keys::annotations as keys;
-use crate::observe::model::{ComponentHealth, ComponentRecord};
+use super::{EventNote, Record};
+use crate::bounded;
+use crate::keys::{self, annotations, reasons};
 
-/// The `tidemark.dev/*` annotations of the status namespace (empty if it does not exist).
-pub async fn read(
-    client: &kube::Client,
-    namespace: &str,
-) -> Result<BTreeMap<String, String>, kube::Error> {
+/// Longest note of an `events.k8s.io/v1` Event (the API server refuses longer ones).
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// Errors of reading or writing the status record.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The status Namespace could not be read.
+    #[error("failed to read the status namespace {namespace}")]
+    Read {
+        /// The namespace.
+        namespace: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The status Namespace could not be written.
+    #[error("failed to write the status annotations of namespace {namespace}")]
+    Write {
+        /// The namespace.
+        namespace: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The status record on Namespace `namespace` (empty if the namespace does not exist).
+pub async fn read(client: &kube::Client, namespace: &str) -> Result<Record, Error> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns = api.get_opt(namespace).await?;
-    Ok(ns
+    let ns = api.get_opt(namespace).await.map_err(|source| Error::Read {
+        namespace: namespace.to_string(),
+        source,
+    })?;
+    let notes: BTreeMap<String, String> = ns
         .and_then(|n| n.metadata.annotations)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(k, _)| k.starts_with("tidemark.dev/"))
-        .collect())
+        .filter(|(k, _)| k.starts_with(annotations::PREFIX))
+        .collect();
+    Ok(Record::from_annotations(&notes))
 }
 
-/// Writes `next` if it differs from `current` (one merge patch), creating the namespace if
-/// needed, and records an Event when the phase changed. Returns whether it wrote.
+/// Writes `next` on Namespace `namespace` if its annotations differ from `before`'s:
+/// one server-side apply (field manager `tidemark`) of every annotation tidemark owns,
+/// which also creates the namespace if needed. Then records the Events between the two.
+/// Returns whether it wrote.
 pub async fn write(
     client: &kube::Client,
     namespace: &str,
-    current: &BTreeMap<String, String>,
-    next: &BTreeMap<String, String>,
-) -> Result<bool, kube::Error> {
-    let changed: BTreeMap<&String, &String> = next
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .collect();
-    if changed.is_empty() {
+    before: &Record,
+    next: &Record,
+    events: &Events,
+) -> Result<bool, Error> {
+    let annotations = next.to_annotations();
+    if annotations == before.to_annotations() {
         return Ok(false);
     }
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(namespace).await?.is_none() {
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.to_string()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        api.create(&PostParams::default(), &ns).await?;
-    }
-    let patch = serde_json::json!({"metadata": {"annotations": changed}});
-    api.patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-
-    let instance = next
-        .get(keys::CLUSTER)
-        .cloned()
-        .unwrap_or_else(|| "tidemark".into());
-    let (before, after) = (current.get(keys::PHASE), next.get(keys::PHASE));
-    if let Some(phase) = after
-        && before != after
-    {
-        let message = next.get(keys::MESSAGE).cloned().unwrap_or_default();
-        record_event(client, namespace, &instance, phase, &message).await;
-    }
-    // A component whose health changed gets an Event of its own.
-    let components = |m: &BTreeMap<String, String>| -> BTreeMap<String, ComponentRecord> {
-        m.get(keys::COMPONENTS)
-            .and_then(|j| serde_json::from_str(j).ok())
-            .unwrap_or_default()
-    };
-    let (was, now) = (components(current), components(next));
-    for (name, record) in &now {
-        if was.get(name).map(|r| r.health) != Some(record.health)
-            && record.health != ComponentHealth::Pending
-        {
-            let message = format!("{} ({})", record.describe(name), record.chart);
-            let reason = format!("Component{}", record.health);
-            record_event(client, namespace, &instance, &reason, &message).await;
-        }
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "annotations": annotations},
+    });
+    // Forced: these annotations are tidemark's; an earlier agent version (a merge patch)
+    // or a person may hold some of them, and the record must be written whole.
+    api.patch(
+        namespace,
+        &PatchParams::apply(keys::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        namespace: namespace.to_string(),
+        source,
+    })?;
+    for note in super::events(before, next) {
+        events.publish(namespace, &note).await;
     }
     Ok(true)
 }
 
-/// Records an Event on the status namespace. An Event is a courtesy: failing to record
-/// one must not fail the pass.
-async fn record_event(
-    client: &kube::Client,
-    namespace: &str,
-    instance: &str,
-    reason: &str,
-    message: &str,
-) {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let warning = matches!(reason, "Blocked" | "Failed" | "ComponentFailed");
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some("tidemark-".into()),
-            namespace: Some(namespace.to_string()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
+/// Records Events about the status Namespace (`events.k8s.io/v1`; a cluster-scoped object's
+/// Events live in namespace `default`, as the API server requires). Keeps the Recorder's
+/// series cache between passes.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// Events reported by `instance` (this replica).
+    pub fn new(client: kube::Client, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: keys::EVENT_REPORTER.into(),
+            instance: Some(instance.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    /// Records `note` about Namespace `namespace`. An Event is a courtesy: failing to record
+    /// one must not fail the pass.
+    pub async fn publish(&self, namespace: &str, note: &EventNote) {
+        let regarding = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Namespace".into()),
             name: Some(namespace.to_string()),
             ..ObjectReference::default()
-        },
-        reason: Some(reason.to_string()),
-        message: Some(message.to_string()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        reporting_component: Some("tidemark".into()),
-        reporting_instance: Some(instance.to_string()),
-        action: Some("Converge".into()),
-        count: Some(1),
-        ..Event::default()
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    if let Err(e) = events.create(&PostParams::default(), &event).await {
-        tracing::warn!(error = %e, "failed to record an Event");
+        };
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_string(),
+            note: Some(bounded::within(&note.note, EVENT_NOTE_LIMIT)),
+            action: reasons::ACTION.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &regarding).await {
+            tracing::warn!(error = %super::describe(&e), reason = note.reason, "failed to record an Event");
+        }
     }
 }

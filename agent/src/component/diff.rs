@@ -1,4 +1,4 @@
-//! Drift: does a live object still hold every field tidemark applied?
+//! Diff: does a live object still hold every field tidemark applied?
 //!
 //! Server-side apply makes tidemark the owner of exactly the fields it sent; the API server
 //! defaults others, and other managers (HPA, admission webhooks, people) add their own. So the
@@ -48,7 +48,7 @@ pub fn first_difference(applied: &Value, live: &Value) -> Option<String> {
 
 /// One step of a JSON path.
 #[derive(Clone, Debug)]
-enum Step {
+enum PathSegment {
     /// An object key.
     Key(String),
     /// A position in an unkeyed array.
@@ -91,7 +91,7 @@ fn normalise_applied(applied: &Value) -> Value {
     applied
 }
 
-fn diff(applied: &Value, live: Option<&Value>, path: &mut Vec<Step>) -> Option<String> {
+fn diff(applied: &Value, live: Option<&Value>, path: &mut Vec<PathSegment>) -> Option<String> {
     let live = match live {
         None | Some(Value::Null) => {
             return (!is_zero(applied)).then(|| format!("{}: missing", render(path)));
@@ -105,7 +105,7 @@ fn diff(applied: &Value, live: Option<&Value>, path: &mut Vec<Step>) -> Option<S
         (Value::String(s), _) if s.is_empty() => None,
         (Value::Object(a), Value::Object(l)) => {
             for (key, value) in a {
-                path.push(Step::Key(key.clone()));
+                path.push(PathSegment::Key(key.clone()));
                 let found = diff(value, l.get(key), path);
                 path.pop();
                 if found.is_some() {
@@ -133,7 +133,7 @@ enum ArrayKey {
     Port,
 }
 
-fn diff_array(applied: &[Value], live: &[Value], path: &mut Vec<Step>) -> Option<String> {
+fn diff_array(applied: &[Value], live: &[Value], path: &mut Vec<PathSegment>) -> Option<String> {
     match array_key(applied) {
         Some(key) => diff_keyed(applied, live, key, path),
         None => diff_subsequence(applied, live, path),
@@ -196,7 +196,7 @@ fn diff_keyed(
     applied: &[Value],
     live: &[Value],
     key: ArrayKey,
-    path: &mut Vec<Step>,
+    path: &mut Vec<PathSegment>,
 ) -> Option<String> {
     let live_labels: Vec<Option<String>> = live.iter().map(|l| element_label(l, key)).collect();
     let mut used = vec![false; live.len()];
@@ -210,7 +210,7 @@ fn diff_keyed(
         let candidates: Vec<usize> = (0..live.len())
             .filter(|&j| !used[j] && live_labels[j].as_ref() == Some(&label))
             .collect();
-        path.push(Step::Match(label));
+        path.push(PathSegment::Match(label));
         let found = match candidates
             .iter()
             .find(|&&j| diff(element, Some(&live[j]), path).is_none())
@@ -232,11 +232,15 @@ fn diff_keyed(
     None
 }
 
-fn diff_subsequence(applied: &[Value], live: &[Value], path: &mut Vec<Step>) -> Option<String> {
+fn diff_subsequence(
+    applied: &[Value],
+    live: &[Value],
+    path: &mut Vec<PathSegment>,
+) -> Option<String> {
     let mut next = 0;
     let mut used = vec![false; live.len()];
     for (i, element) in applied.iter().enumerate() {
-        path.push(Step::Index(i));
+        path.push(PathSegment::Index(i));
         let hit = (next..live.len()).find(|&j| diff(element, Some(&live[j]), path).is_none());
         let found = match hit {
             Some(j) => {
@@ -270,7 +274,7 @@ fn diff_subsequence(applied: &[Value], live: &[Value], path: &mut Vec<Step>) -> 
     None
 }
 
-fn mismatch(applied: &Value, live: &Value, path: &[Step]) -> String {
+fn mismatch(applied: &Value, live: &Value, path: &[PathSegment]) -> String {
     let (mut a, mut l) = (show(applied), show(live));
     if a == l {
         // `"true"` against `true`: only JSON tells them apart.
@@ -322,9 +326,9 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
 
 /// Whether the value at `path` is a resource quantity, which the API server rewrites into
 /// canonical form (`0.5` -> `500m`, `1024Mi` -> `1Gi`). Best effort: the common places only.
-fn is_quantity(path: &[Step]) -> bool {
+fn is_quantity(path: &[PathSegment]) -> bool {
     let key = |back: usize| match path.len().checked_sub(back).and_then(|i| path.get(i)) {
-        Some(Step::Key(k)) => Some(k.as_str()),
+        Some(PathSegment::Key(k)) => Some(k.as_str()),
         _ => None,
     };
     matches!(key(1), Some("sizeLimit"))
@@ -399,26 +403,26 @@ fn quantity_nanos(v: &Value) -> Option<i128> {
 
 /// The path as people write it: `spec.template.spec.containers[name=x].image`,
 /// `metadata.labels["app.kubernetes.io/name"]`, `args[1]`.
-fn render(path: &[Step]) -> String {
+fn render(path: &[PathSegment]) -> String {
     if path.is_empty() {
         return "(the object)".to_owned();
     }
     let mut out = String::new();
     for step in path {
         match step {
-            Step::Key(key) if is_plain(key) => {
+            PathSegment::Key(key) if is_plain(key) => {
                 if !out.is_empty() {
                     out.push('.');
                 }
                 out.push_str(key);
             }
-            Step::Key(key) => {
+            PathSegment::Key(key) => {
                 let _ = write!(out, "[{}]", Value::String(key.clone()));
             }
-            Step::Index(i) => {
+            PathSegment::Index(i) => {
                 let _ = write!(out, "[{i}]");
             }
-            Step::Match(label) => {
+            PathSegment::Match(label) => {
                 let _ = write!(out, "[{label}]");
             }
         }
@@ -1066,15 +1070,15 @@ mod tests {
     #[test]
     fn path_rendering() {
         let path = [
-            Step::Key("spec".into()),
-            Step::Key("containers".into()),
-            Step::Match("name=x".into()),
-            Step::Key("args".into()),
-            Step::Index(2),
-            Step::Key("a.b/c".into()),
+            PathSegment::Key("spec".into()),
+            PathSegment::Key("containers".into()),
+            PathSegment::Match("name=x".into()),
+            PathSegment::Key("args".into()),
+            PathSegment::Index(2),
+            PathSegment::Key("a.b/c".into()),
         ];
         assert_eq!(render(&path), r#"spec.containers[name=x].args[2]["a.b/c"]"#);
-        assert_eq!(render(&[Step::Key("x".into())]), "x");
-        assert_eq!(render(&[Step::Index(0)]), "[0]");
+        assert_eq!(render(&[PathSegment::Key("x".into())]), "x");
+        assert_eq!(render(&[PathSegment::Index(0)]), "[0]");
     }
 }

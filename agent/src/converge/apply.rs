@@ -1,0 +1,183 @@
+//! Apply: a component's render prepared for the cluster (kinds resolved, namespaces set,
+//! labelled, in order), checked for objects another component owns, then applied: the
+//! namespaces it needs, CRDs first (waited for until Established), then the rest.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tidemark_schema::resolve::DesiredComponent;
+
+use super::Scratch;
+use super::live::{self, ApiError, LiveError};
+use crate::component::manifest::{self, ManifestError, ObjectKey, RenderedObject};
+
+/// Errors of applying one component.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The kinds of the render could not be looked up.
+    #[error("failed to look up the kinds of the render")]
+    Kinds(#[source] ApiError),
+    /// The render holds objects that cannot be applied as they are.
+    #[error("the render cannot be applied")]
+    Manifest(#[source] ManifestError),
+    /// The objects tidemark applied could not be listed (to check who owns what).
+    #[error("failed to list the objects tidemark applied")]
+    Sweep(#[source] ApiError),
+    /// The render holds an object another declared component applied.
+    #[error(
+        "{object} is applied by component {owner}; one object cannot belong to two \
+         components (remove it from one of them)"
+    )]
+    Owned {
+        /// The object.
+        object: ObjectKey,
+        /// The component that applied it.
+        owner: String,
+    },
+    /// A namespace the render needs could not be created.
+    #[error("failed to create the namespaces of the render")]
+    Namespaces(#[source] ApiError),
+    /// Objects failed to apply; every object was tried, the first failure is the cause.
+    #[error("{failed} of {total} objects failed to apply; the first")]
+    Objects {
+        /// How many failed.
+        failed: usize,
+        /// How many were tried.
+        total: usize,
+        /// The first failure.
+        #[source]
+        first: LiveError,
+    },
+}
+
+/// Resolves the kinds of `objects` and prepares them for apply (`manifest::prepare`).
+pub async fn prepare(
+    client: &kube::Client,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    objects: Vec<RenderedObject>,
+) -> Result<Vec<RenderedObject>, ApplyError> {
+    let mut seen = BTreeSet::new();
+    for o in &objects {
+        if seen.insert((o.api_version.clone(), o.kind.clone())) {
+            scratch
+                .kinds
+                .of(client, o)
+                .await
+                .map_err(ApplyError::Kinds)?;
+        }
+    }
+    let kinds = &scratch.kinds;
+    manifest::prepare(objects, &c.name, &c.namespace, |o| kinds.namespaced(o))
+        .map_err(ApplyError::Manifest)
+}
+
+/// Refuses a render holding an object that another declared component applied: two
+/// components owning one object would overwrite each other on every change, and removing
+/// one would delete what the other still declares. A component no longer declared hands
+/// its objects over (a renamed component adopts them).
+pub async fn check_ownership(
+    client: &kube::Client,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    objects: &[RenderedObject],
+) -> Result<(), ApplyError> {
+    let swept = scratch.swept(client).await.map_err(ApplyError::Sweep)?;
+    let mut owners: HashMap<ObjectKey, String> = swept
+        .iter()
+        .filter(|o| o.applied_by_tidemark())
+        .map(|o| (o.key.clone(), o.component.clone()))
+        .collect();
+    owners.extend(scratch.applied.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for o in objects {
+        let key = o.key();
+        if let Some(owner) = owners.get(&key)
+            && *owner != c.name
+            && scratch.declared.contains(owner)
+        {
+            return Err(ApplyError::Owned {
+                object: key,
+                owner: owner.clone(),
+            });
+        }
+    }
+    scratch
+        .applied
+        .extend(objects.iter().map(|o| (o.key(), c.name.clone())));
+    Ok(())
+}
+
+/// Applies prepared objects: the namespaces they need first, then CRDs (waited for until
+/// Established, at most `crd_wait`), then the rest. Every object is tried; a Job whose
+/// template changed (immutable) is replaced.
+pub async fn apply_objects(
+    client: &kube::Client,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    objects: &[RenderedObject],
+    crd_wait: Duration,
+) -> Result<(), ApplyError> {
+    let rendered_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o.kind == "Namespace" && o.group().is_empty())
+        .map(|o| o.name.as_str())
+        .collect();
+    let mut needed: BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.namespace.as_deref())
+        .collect();
+    needed.insert(c.namespace.as_str());
+    needed.retain(|ns| !rendered_namespaces.contains(ns));
+    live::ensure_namespaces(client, needed)
+        .await
+        .map_err(ApplyError::Namespaces)?;
+
+    let total = objects.len();
+    let mut failures: Vec<LiveError> = Vec::new();
+    let mut crds_applied = false;
+    for o in objects.iter().filter(|o| manifest::is_crd(o)) {
+        let applied = live::apply(client, &mut scratch.kinds, o, c.force).await;
+        match applied {
+            Ok(()) => {
+                crds_applied = true;
+                if let Err(e) = live::wait_established(client, &o.name, crd_wait).await {
+                    failures.push(e);
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    if crds_applied {
+        scratch.kinds.forget_misses();
+    }
+    // Custom resources cannot be applied without their definitions.
+    if failures.is_empty() {
+        for o in objects.iter().filter(|o| !manifest::is_crd(o)) {
+            let result = match live::apply(client, &mut scratch.kinds, o, c.force).await {
+                // A Job's template is immutable: its new version replaces it.
+                Err(LiveError::Api(e)) if e.is_immutable() && is_job(o) => {
+                    tracing::info!(component = %c.name, object = %o.key(), "replacing (immutable)");
+                    live::replace(client, &mut scratch.kinds, o, c.force).await
+                }
+                other => other,
+            };
+            if let Err(e) = result {
+                tracing::warn!(component = %c.name, object = %o.key(), error = %crate::status::describe(&e), "apply failed");
+                failures.push(e);
+            }
+        }
+    }
+    let failed = failures.len();
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err(ApplyError::Objects {
+            failed,
+            total,
+            first,
+        }),
+    }
+}
+
+fn is_job(o: &RenderedObject) -> bool {
+    o.kind == "Job" && o.group() == "batch"
+}

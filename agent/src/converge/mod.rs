@@ -1,0 +1,616 @@
+//! Executing a plan: the provider steps of the control plane and node groups, and the
+//! component steps, rank by rank (DESIGN.md "Convergence order").
+//!
+//! - Steps run in rank order: components `before-control-plane`, the control plane,
+//!   components `after-control-plane`, node groups, components `after-node-groups` and
+//!   removed components.
+//! - The components of one rank render together, then apply one by one, then are waited
+//!   for together ([`settle`]); a component that ends its step unhealthy holds every
+//!   later rank of the pass.
+//! - A provider step that fails stops the pass; what earlier ranks did is kept.
+//! - Every step is idempotent: a pass killed at any point is completed by the next one.
+//!
+//! The stages of a component step each have a module: [`render`], [`apply`], [`prune`],
+//! [`settle`], [`drift`], and [`preview`] for `tidemark plan`; [`live`] is their access to
+//! the API server.
+
+pub mod apply;
+pub mod drift;
+pub mod live;
+pub mod preview;
+pub mod prune;
+pub mod render;
+pub mod settle;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tidemark_schema::KubeVersion;
+use tidemark_schema::resolve::DesiredComponent;
+use tracing::Instrument;
+
+use crate::component::inputs::{ComponentInputs, InputsError};
+use crate::component::manifest::{ObjectKey, RenderedObject};
+use crate::desired::{Desired, Source};
+use crate::observe::model::Observed;
+use crate::plan::{CheckReason, Plan, Step};
+use crate::provider::{self, AnyProvider, Provider, RolloutLimits};
+use crate::status::{ComponentHealth, ComponentRecord, describe};
+use live::{ApiError, Kinds, LiveError, LiveIndex, LiveObject};
+use render::{Render, RenderError, Rendered, Renderer};
+use settle::Settle;
+
+/// How component steps wait.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Longest a pass waits for a component to become healthy before reporting it
+    /// `Progressing` and moving on (later passes check again, up to its `timeout`).
+    pub health_wait: Duration,
+    /// Longest a CRD may take to become Established.
+    pub crd_wait: Duration,
+    /// How often applied components are compared with their render.
+    pub drift_interval: Duration,
+}
+
+/// What a pass executes against: the cluster, the fleet repo at the desired commit, and
+/// the renderer with the renders it keeps.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// The cluster.
+    pub client: &'a kube::Client,
+    /// The fleet repo (charts are read from it).
+    pub source: &'a Source,
+    /// The desired commit.
+    pub revision: &'a str,
+    /// Renders components.
+    pub renderer: &'a Renderer,
+    /// How component steps wait.
+    pub settings: &'a Settings,
+}
+
+/// Errors of one component's step: the component is `Failed` with this message, the rest
+/// of the pass goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// Its inputs could not be read from the fleet repo.
+    #[error("failed to read its inputs from the fleet repo")]
+    Inputs(#[source] Arc<InputsError>),
+    /// The render failed.
+    #[error("failed to render")]
+    Render(#[source] RenderError),
+    /// The render could not be applied.
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    /// Objects it no longer renders could not be pruned.
+    #[error(transparent)]
+    Prune(#[from] prune::PruneError),
+}
+
+/// Work shared by the component steps of one pass.
+#[derive(Default)]
+pub struct Scratch {
+    /// Kinds resolved by discovery.
+    pub kinds: Kinds,
+    /// Live objects listed per kind.
+    pub live: LiveIndex,
+    swept: Option<Vec<LiveObject>>,
+    /// Objects applied in this pass, by the component that applied them.
+    pub applied: HashMap<ObjectKey, String>,
+    /// The components declared now (an object of one that is not may be adopted).
+    pub declared: BTreeSet<String>,
+    /// Renders made ahead for this pass's steps.
+    pub rendered: HashMap<String, Result<Rendered, RenderError>>,
+}
+
+/// What the cluster holds for a rendered object.
+pub enum Lookup {
+    /// The API server does not serve its kind (yet).
+    NotServed,
+    /// No such object labelled for the component.
+    Absent,
+    /// The live object.
+    Found(serde_json::Value),
+}
+
+impl Scratch {
+    /// Scratch for a pass in which `declared` are the declared components.
+    pub fn new(declared: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            declared: declared.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Every labelled object of the cluster, swept once per pass (see [`live::sweep`]).
+    pub async fn swept(&mut self, client: &kube::Client) -> Result<&[LiveObject], ApiError> {
+        if self.swept.is_none() {
+            self.swept = Some(live::sweep(client).await?);
+        }
+        Ok(self.swept.as_deref().unwrap_or_default())
+    }
+
+    /// The live object of component `component` that `obj` renders to.
+    pub async fn lookup(
+        &mut self,
+        client: &kube::Client,
+        component: &str,
+        obj: &RenderedObject,
+    ) -> Result<Lookup, LiveError> {
+        let Some((ar, namespaced)) = self.kinds.of(client, obj).await? else {
+            return Ok(Lookup::NotServed);
+        };
+        let index = self.live.of_kind(client, &ar, namespaced).await?;
+        Ok(match index.get(&(component.to_string(), obj.key())) {
+            Some(l) => Lookup::Found(l.body.clone()),
+            None => Lookup::Absent,
+        })
+    }
+}
+
+/// A provider request made in this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The node group, or `None` for the control plane.
+    pub node_group: Option<String>,
+    /// The version asked for.
+    pub version: KubeVersion,
+}
+
+/// A provider step that failed; the pass stopped there.
+#[derive(Debug)]
+pub struct StepFailure {
+    /// The step.
+    pub step: Step,
+    /// Why.
+    pub error: provider::Error,
+}
+
+/// What executing a plan did.
+#[derive(Debug, Default)]
+pub struct Execution {
+    /// What was done, one line per step that changed something.
+    pub executed: Vec<String>,
+    /// Provider requests made.
+    pub requests: Vec<Request>,
+    /// The provider step that failed, if one did.
+    pub failure: Option<StepFailure>,
+    /// Every declared component's record after the pass (plus removed components whose
+    /// prune failed).
+    pub components: BTreeMap<String, ComponentRecord>,
+    /// Whether every applied component was checked for drift in this pass.
+    pub drift_checked: bool,
+}
+
+/// Executes the steps of `plan` for `desired`, observed as `observed`.
+pub async fn execute(
+    target: &Target<'_>,
+    plan: &Plan,
+    desired: &Desired,
+    observed: &Observed,
+    provider: &AnyProvider,
+    now: Timestamp,
+) -> Execution {
+    let state = &desired.state;
+    let mut scratch = Scratch::new(state.components.iter().map(|c| c.name.clone()));
+    let mut out = Execution {
+        components: observed.components.clone(),
+        drift_checked: observed.drift_due && !state.components.is_empty(),
+        ..Execution::default()
+    };
+    // A component that ends its step unhealthy holds every later rank of this pass.
+    let mut held_by: Option<String> = None;
+    let ranks: BTreeSet<u8> = plan.steps.iter().map(Step::rank).collect();
+    for rank in ranks {
+        let here: Vec<&Step> = plan.steps.iter().filter(|s| s.rank() == rank).collect();
+        if let Some(why) = &held_by {
+            for step in &here {
+                tracing::info!(%step, held_by = %why, "step held");
+                if is_drift_check(step) {
+                    out.drift_checked = false;
+                }
+            }
+            continue;
+        }
+        // The components of one rank are rendered together and waited for together.
+        let jobs: Vec<(&DesiredComponent, &ComponentInputs)> = here
+            .iter()
+            .filter(|s| matches!(s, Step::ApplyComponent { .. }) || is_drift_check(s))
+            .filter_map(|s| component_of(s, desired))
+            .filter_map(|(c, i)| Some((c, i.ok()?)))
+            .collect();
+        scratch.rendered = target
+            .renderer
+            .render_all(target.source, target.revision, &jobs)
+            .await;
+        let mut waiting = Vec::new();
+        for step in here {
+            let span = tracing::info_span!("step", %step);
+            if step.is_disruptive() {
+                if let Err(error) = request(provider, step).instrument(span).await {
+                    tracing::warn!(%step, error = %describe(&error), "step failed");
+                    out.failure = Some(StepFailure {
+                        step: step.clone(),
+                        error,
+                    });
+                    return finish(out, desired, held_by);
+                }
+                tracing::info!(%step, "step requested");
+                out.executed.push(step.to_string());
+                out.requests.extend(requested(step));
+                continue;
+            }
+            let done = component_step(target, &mut scratch, step, desired, &out.components, now)
+                .instrument(span)
+                .await;
+            match done {
+                StepDone::Settle { settle, line } => {
+                    out.executed.extend(line);
+                    waiting.push(settle);
+                }
+                StepDone::Pruned { name, line } => {
+                    out.executed.push(line);
+                    out.components.remove(&name);
+                }
+                StepDone::Record { name, record } => {
+                    out.components.insert(name, record);
+                }
+                StepDone::Nothing => {}
+            }
+        }
+        let settled =
+            settle::settle(target.client, waiting, target.settings.health_wait, now).await;
+        for (name, record) in settled {
+            if record.health != ComponentHealth::Healthy && held_by.is_none() {
+                held_by = Some(record.describe(&name));
+            }
+            out.components.insert(name, record);
+        }
+    }
+    finish(out, desired, held_by)
+}
+
+/// Records for declared components never reached in this pass, and only the records of
+/// declared components (and removed ones whose prune failed).
+fn finish(mut out: Execution, desired: &Desired, held_by: Option<String>) -> Execution {
+    for c in &desired.state.components {
+        out.components
+            .entry(c.name.clone())
+            .or_insert_with(|| ComponentRecord {
+                chart: desired
+                    .inputs
+                    .get(&c.name)
+                    .and_then(|i| i.as_ref().ok())
+                    .map(|i| i.display.clone())
+                    .unwrap_or_default(),
+                health: ComponentHealth::Pending,
+                message: Some(held_by.as_ref().map_or_else(
+                    || "waits for its phase".to_string(),
+                    |why| format!("held: {why}"),
+                )),
+                ..ComponentRecord::default()
+            });
+    }
+    let declared: BTreeSet<&str> = desired
+        .state
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    out.components
+        .retain(|name, r| declared.contains(name.as_str()) || r.health == ComponentHealth::Failed);
+    out
+}
+
+fn is_drift_check(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::CheckComponent {
+            reason: CheckReason::Drift,
+            ..
+        }
+    )
+}
+
+/// The declared component a step is about, with its inputs.
+fn component_of<'a>(
+    step: &Step,
+    desired: &'a Desired,
+) -> Option<(
+    &'a DesiredComponent,
+    Result<&'a ComponentInputs, &'a Arc<InputsError>>,
+)> {
+    let name = match step {
+        Step::ApplyComponent { name, .. } | Step::CheckComponent { name, .. } => name,
+        _ => return None,
+    };
+    let c = desired.state.components.iter().find(|c| &c.name == name)?;
+    let inputs = desired.inputs.get(name)?.as_ref();
+    Some((c, inputs))
+}
+
+/// Asks the provider for a control-plane or node-group step.
+async fn request(provider: &AnyProvider, step: &Step) -> Result<(), provider::Error> {
+    tracing::info!(%step, "executing step");
+    match step {
+        Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
+        Step::UpgradeNodeGroup {
+            group,
+            to,
+            max_unavailable,
+            drain_timeout,
+            ..
+        } => {
+            let limits = RolloutLimits {
+                max_unavailable: *max_unavailable,
+                drain_timeout: *drain_timeout,
+            };
+            provider.upgrade_node_group(group, *to, limits).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The request a provider step makes.
+fn requested(step: &Step) -> Option<Request> {
+    match step {
+        Step::UpgradeControlPlane { to, .. } => Some(Request {
+            node_group: None,
+            version: *to,
+        }),
+        Step::UpgradeNodeGroup { group, to, .. } => Some(Request {
+            node_group: Some(group.clone()),
+            version: *to,
+        }),
+        _ => None,
+    }
+}
+
+/// What a component step did.
+enum StepDone<'a> {
+    /// Wait for the component's health (after an apply, a drift check or for a rollout).
+    Settle {
+        settle: Settle<'a>,
+        line: Option<String>,
+    },
+    /// A removed component was pruned.
+    Pruned { name: String, line: String },
+    /// A record to keep as it is (a failed prune).
+    Record {
+        name: String,
+        record: ComponentRecord,
+    },
+    /// Nothing to do (inputs missing for a drift check).
+    Nothing,
+}
+
+async fn component_step<'a>(
+    target: &Target<'_>,
+    scratch: &mut Scratch,
+    step: &Step,
+    desired: &'a Desired,
+    records: &BTreeMap<String, ComponentRecord>,
+    now: Timestamp,
+) -> StepDone<'a> {
+    if let Step::PruneComponent { name } = step {
+        target.renderer.forget(name);
+        return match prune::prune(target.client, scratch, name, None).await {
+            Ok(n) => StepDone::Pruned {
+                name: name.clone(),
+                line: format!("pruned component {name} ({n} objects)"),
+            },
+            Err(e) => {
+                let mut record = records.get(name).cloned().unwrap_or_default();
+                record.health = ComponentHealth::Failed;
+                record.message = Some(format!(
+                    "prune of removed component failed: {}",
+                    describe(&e)
+                ));
+                StepDone::Record {
+                    name: name.clone(),
+                    record,
+                }
+            }
+        };
+    }
+    let Some((c, inputs)) = component_of(step, desired) else {
+        return StepDone::Nothing;
+    };
+    let previous = records.get(&c.name);
+    match step {
+        Step::ApplyComponent { .. } => {
+            let record = apply_component(target, scratch, c, inputs, previous, now).await;
+            let line = (record.health != ComponentHealth::Failed)
+                .then(|| format!("applied component {} ({} objects)", c.name, record.objects));
+            StepDone::Settle {
+                settle: Settle {
+                    component: c,
+                    record,
+                    since: now,
+                },
+                line,
+            }
+        }
+        Step::CheckComponent {
+            reason: CheckReason::Drift,
+            ..
+        } => {
+            let (Ok(inputs), Some(previous)) = (inputs, previous) else {
+                return StepDone::Nothing;
+            };
+            let (record, corrected) = check_drift(target, scratch, c, inputs, previous, now).await;
+            let line = (!corrected.is_empty()).then(|| {
+                format!(
+                    "corrected drift of component {}: {}",
+                    c.name,
+                    corrected.join(", ")
+                )
+            });
+            // Waits for what a correction rolls out; otherwise a look at its health.
+            StepDone::Settle {
+                settle: Settle {
+                    component: c,
+                    record,
+                    since: now,
+                },
+                line,
+            }
+        }
+        _ => {
+            let record = previous.cloned().unwrap_or_default();
+            let since = record.applied_at.unwrap_or(now);
+            StepDone::Settle {
+                settle: Settle {
+                    component: c,
+                    record,
+                    since,
+                },
+                line: None,
+            }
+        }
+    }
+}
+
+/// Renders (or takes the render made ahead), prepares, checks ownership, applies and
+/// prunes one component. The record is `Progressing` (the pass then waits for its health)
+/// or `Failed`; a failed attempt keeps the last complete apply recorded.
+async fn apply_component(
+    target: &Target<'_>,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    inputs: Result<&ComponentInputs, &Arc<InputsError>>,
+    previous: Option<&ComponentRecord>,
+    now: Timestamp,
+) -> ComponentRecord {
+    let attempted = inputs.ok().map(|i| i.digest.clone());
+    let display = inputs.map(|i| i.display.clone()).unwrap_or_default();
+    match try_apply(target, scratch, c, inputs).await {
+        Ok(render) => {
+            let record = ComponentRecord {
+                chart: display,
+                health: ComponentHealth::Progressing,
+                message: None,
+                failed_inputs: None,
+                inputs: Some(render.inputs.clone()),
+                rendered: Some(render.rendered.clone()),
+                objects: u32::try_from(render.objects.len()).unwrap_or(u32::MAX),
+                applied_at: Some(now),
+            };
+            tracing::info!(component = %c.name, objects = record.objects, "applied");
+            target.renderer.keep(&c.name, render);
+            record
+        }
+        Err(e) => {
+            tracing::warn!(component = %c.name, error = %describe(&e), "component failed");
+            ComponentRecord {
+                chart: display,
+                health: ComponentHealth::Failed,
+                message: Some(describe(&e)),
+                // The last complete apply stays recorded: a failed attempt changes nothing
+                // of what runs, and the same inputs are tried again next pass.
+                failed_inputs: attempted,
+                ..previous.cloned().unwrap_or_default()
+            }
+        }
+    }
+}
+
+async fn try_apply(
+    target: &Target<'_>,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    inputs: Result<&ComponentInputs, &Arc<InputsError>>,
+) -> Result<Render, ComponentError> {
+    let inputs = inputs.map_err(|e| ComponentError::Inputs(e.clone()))?;
+    let render = render_prepared(target, scratch, c, inputs).await?;
+    apply::check_ownership(target.client, scratch, c, &render.objects).await?;
+    apply::apply_objects(
+        target.client,
+        scratch,
+        c,
+        &render.objects,
+        target.settings.crd_wait,
+    )
+    .await?;
+    let pruned = prune::prune(target.client, scratch, &c.name, Some(&render.objects)).await?;
+    if pruned > 0 {
+        tracing::info!(component = %c.name, pruned, "pruned what the render no longer holds");
+    }
+    Ok(render)
+}
+
+/// The render of `c` made ahead for this pass, or a new one, prepared for apply.
+async fn render_prepared(
+    target: &Target<'_>,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    inputs: &ComponentInputs,
+) -> Result<Render, ComponentError> {
+    let rendered = match scratch.rendered.remove(&c.name) {
+        Some(r) => r,
+        None => {
+            target
+                .renderer
+                .render(target.source, target.revision, c, inputs)
+                .await
+        }
+    }
+    .map_err(ComponentError::Render)?;
+    let objects = apply::prepare(target.client, scratch, c, rendered.objects).await?;
+    Ok(Render {
+        inputs: inputs.digest.clone(),
+        rendered: rendered.digest,
+        objects,
+    })
+}
+
+/// Checks an applied component for drift against its recorded render: the kept one, or a
+/// new render that must equal the recorded one (else it is applied in full, as a change).
+async fn check_drift(
+    target: &Target<'_>,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    inputs: &ComponentInputs,
+    record: &ComponentRecord,
+    now: Timestamp,
+) -> (ComponentRecord, Vec<String>) {
+    let render = match target.renderer.kept(&c.name, &inputs.digest) {
+        Some(r) => r,
+        None => {
+            let fresh = match render_prepared(target, scratch, c, inputs).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let failed = ComponentRecord {
+                        health: ComponentHealth::Failed,
+                        message: Some(describe(&e)),
+                        ..record.clone()
+                    };
+                    return (failed, vec![]);
+                }
+            };
+            if !drift::matches_record(&fresh, inputs, record) {
+                // Same inputs, different output (a chart using randomness, another helm):
+                // apply it as a change.
+                tracing::info!(component = %c.name, "render differs from the recorded one");
+                scratch
+                    .rendered
+                    .insert(c.name.clone(), Ok(rendered_of(&fresh)));
+                let applied =
+                    apply_component(target, scratch, c, Ok(inputs), Some(record), now).await;
+                return (applied, vec!["render changed; re-applied".into()]);
+            }
+            target.renderer.keep(&c.name, fresh.clone());
+            fresh
+        }
+    };
+    drift::check(target, scratch, c, &render, record, now).await
+}
+
+/// A prepared render handed back to apply as if just rendered (preparing is idempotent).
+fn rendered_of(render: &Render) -> Rendered {
+    Rendered {
+        digest: render.rendered.clone(),
+        objects: render.objects.clone(),
+    }
+}
