@@ -88,6 +88,7 @@ async fn run() -> Result<()> {
         })?,
         branch: None,
         selector: "cluster=sim".parse()?,
+        allowed_signers: None,
         client,
         status_namespace: "tidemark-system".into(),
         kubeconfig: None,

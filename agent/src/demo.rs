@@ -438,6 +438,7 @@ fn spawn_agent(spec: AgentSpec) -> std::thread::JoinHandle<()> {
                     match_labels: [("cluster".to_string(), spec.name.clone())].into(),
                     ..Default::default()
                 },
+                allowed_signers: None,
                 client: client.clone(),
                 status_namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
                 kubeconfig: Some(spec.kubeconfig.clone()),

@@ -30,6 +30,8 @@ pub struct Ctx {
     pub branch: Option<String>,
     /// Identity selector of this cluster's manifest.
     pub selector: LabelSelector,
+    /// With a policy, the wave tag must be signed by one of these keys.
+    pub allowed_signers: Option<crate::trust::AllowedSigners>,
     /// The cluster.
     pub client: kube::Client,
     /// Namespace holding the status annotations.
@@ -111,9 +113,18 @@ async fn converge(
         (o, vec![])
     };
     // git2 is blocking; the sync is one ref listing when nothing moved, so it runs inline.
-    let resolved = match desired::resolve(&ctx.cache, ctx.branch.as_deref(), &ctx.selector) {
+    let resolved = match desired::resolve(
+        &ctx.cache,
+        ctx.branch.as_deref(),
+        &ctx.selector,
+        ctx.allowed_signers.as_ref(),
+        now,
+    ) {
         Ok(r) => r,
         Err(desired::Error::Select(e)) => return fail(outcome, Phase::Blocked, e.to_string()),
+        Err(e @ desired::Error::Untrusted { .. }) => {
+            return fail(outcome, Phase::Blocked, describe(&e));
+        }
         Err(e) => return fail(outcome, Phase::Failed, e.to_string()),
     };
     outcome.cluster = Some(resolved.selection.name.clone());

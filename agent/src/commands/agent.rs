@@ -38,7 +38,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         lease_duration,
         metrics_addr,
     } = args;
-    let (cache, selector) = fleet_source(&source)?;
+    let (cache, selector, allowed_signers) = fleet_source(&source)?;
     let branch = source.branch;
     let repo = source.repo;
     let interval: Duration = interval.parse().context("--interval")?;
@@ -56,6 +56,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             cache,
             branch,
             selector,
+            allowed_signers,
             client: client.clone(),
             status_namespace,
             kubeconfig,

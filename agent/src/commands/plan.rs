@@ -17,16 +17,22 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         status_namespace,
         components,
     } = args;
-    let (cache, selector) = fleet_source(&source)?;
+    let (cache, selector, signers) = fleet_source(&source)?;
     let branch = source.branch;
-    let resolved = match desired::resolve(&cache, branch.as_deref(), &selector) {
-        Ok(r) => r,
-        Err(desired::Error::Select(e)) => {
-            println!("phase: Blocked\nmessage: {e}");
-            return Ok(ExitCode::from(1));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let now = jiff::Timestamp::now();
+    let resolved =
+        match desired::resolve(&cache, branch.as_deref(), &selector, signers.as_ref(), now) {
+            Ok(r) => r,
+            Err(desired::Error::Select(e)) => {
+                println!("phase: Blocked\nmessage: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e @ desired::Error::Untrusted { .. }) => {
+                println!("phase: Blocked\nmessage: {:#}", anyhow::Error::from(e));
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e.into()),
+        };
     let s = &resolved.selection;
     println!(
         "cluster: {} ({}, wave {})",

@@ -23,6 +23,25 @@ pub struct FetchStats {
     pub received_bytes: usize,
 }
 
+/// What a tag ref points at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagTarget {
+    /// An annotated tag: a tag object, whose raw bytes carry the signature, if any.
+    Annotated {
+        /// The tag object's id.
+        id: String,
+        /// The tag object as git stores it (`git cat-file tag`).
+        object: Vec<u8>,
+    },
+    /// A lightweight tag: the ref names a commit (or another object) directly.
+    Lightweight {
+        /// The object's id.
+        id: String,
+        /// Its type (`commit`, `tree`, `blob`).
+        kind: String,
+    },
+}
+
 /// A bare repository caching one remote.
 pub struct GitCache {
     repo: Repository,
@@ -268,6 +287,35 @@ impl GitCache {
     /// The commit of tag `tag` (`wave/canary`), if the cache has the tag.
     pub fn tag_commit(&self, tag: &str) -> Result<Option<String>> {
         self.commit_of(&format!("refs/tags/{tag}"))
+    }
+
+    /// What tag `tag` (`wave/canary`) points at, read raw so its signature can be checked;
+    /// `None` if the cache has no such tag.
+    pub fn tag_target(&self, tag: &str) -> Result<Option<TagTarget>> {
+        let refname = format!("refs/tags/{tag}");
+        let Ok(reference) = self.repo.find_reference(&refname) else {
+            return Ok(None);
+        };
+        let id = reference
+            .resolve()
+            .map_err(|e| self.read_err(&refname, e))?
+            .target()
+            .ok_or_else(|| Error::Read {
+                what: refname.clone(),
+                message: "the ref has no target".into(),
+            })?;
+        let odb = self.repo.odb().map_err(|e| self.read_err(&refname, e))?;
+        let object = odb.read(id).map_err(|e| self.read_err(&refname, e))?;
+        Ok(Some(match object.kind() {
+            git2::ObjectType::Tag => TagTarget::Annotated {
+                id: id.to_string(),
+                object: object.data().to_vec(),
+            },
+            kind => TagTarget::Lightweight {
+                id: id.to_string(),
+                kind: kind.str().to_string(),
+            },
+        }))
     }
 
     /// Whether `ancestor` is `descendant` or one of its ancestors.
