@@ -10,7 +10,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use super::auth::{Auth, host_key_known, redact_url, scrub};
+use super::auth::{Auth, HostKeyStatus, check_host_key, known_hosts_name, redact_url, scrub};
 use super::{Error, RemoteRefs, Result, SourceConfig, SyncReport};
 use crate::source::GitTree;
 
@@ -401,11 +401,20 @@ impl GitCache {
             let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
-            match host_key_known(known_hosts, host, ssh_port(&url), hostkey) {
-                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => Err(rejection.record(format!(
-                    "host key of {host} is not in {}",
-                    known_hosts.display()
+            let name = known_hosts_name(host, ssh_port(&url));
+            let file = known_hosts.display();
+            match check_host_key(known_hosts, &name, hostkey) {
+                Ok(HostKeyStatus::Known) => Ok(CertificateCheckStatus::CertificateOk),
+                Ok(HostKeyStatus::Revoked { line }) => Err(rejection.record(format!(
+                    "host key of {name} is marked @revoked in {file}:{line}; refusing to connect"
+                ))),
+                Ok(HostKeyStatus::Unknown {
+                    cert_authority: None,
+                }) => Err(rejection.record(format!("host key of {name} is not in {file}"))),
+                Ok(HostKeyStatus::Unknown {
+                    cert_authority: Some(line),
+                }) => Err(rejection.record(format!(
+                    "host key of {name} is not in {file}; line {line} trusts a @cert-authority for it, but host certificates are not supported (libgit2's SSH transport never receives one): list the host's key itself"
                 ))),
                 Err(e) => Err(rejection.record(e)),
             }
