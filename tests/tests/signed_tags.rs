@@ -463,6 +463,29 @@ fn unsigned_lightweight_wrong_key_tampered_and_foreign_namespace_tags_are_refuse
             "{message:?} does not start with {why:?}"
         );
     }
+    // `plan` refuses the last tag (the foreign-namespace one) the same way.
+    let run = tidemark_in(
+        &[
+            "plan",
+            "--repo",
+            &f.url,
+            "--selector",
+            "cluster=sim",
+            "--cache-dir",
+            &f.cache.path().display().to_string(),
+            "--allowed-signers",
+            &allowed,
+        ],
+        None,
+        &[("KUBECONFIG", &f.sim.kubeconfig().display().to_string())],
+    )?;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stdout.starts_with(&format!(
+            "phase: Blocked\nmessage: refusing to follow wave tag wave/canary: key {files} (files@example.com) is allowed only for namespaces"
+        )),
+        "{run:?}"
+    );
     let version = f.sim.kubectl(&["version", "-o", "json"])?;
     let v: Value = serde_json::from_str(&version)?;
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.28.9");
