@@ -130,7 +130,7 @@ async fn run() -> Result<()> {
         auth: Auth::None,
     })?;
     let ctx = tidemark::config::pass_ctx(
-        Source::new(cache, None, "cluster=sim".parse()?),
+        Source::new(cache, None, "cluster=sim".parse()?, None),
         client,
         "tidemark-system".into(),
         None,

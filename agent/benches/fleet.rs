@@ -90,7 +90,7 @@ fn measure_source(port: u16, work: &Path, clusters: usize) -> Result<()> {
     let cache = GitCache::open(&config)?;
     let selector = format!("cluster=c{:05}", clusters / 2).parse()?;
     let t = Instant::now();
-    let cold = desired::resolve(&cache, None, &selector)?;
+    let cold = desired::resolve(&cache, None, &selector, None, jiff::Timestamp::now())?;
     println!(
         "first resolve (clone {} objects): {:.0} ms",
         cold.sync.stats.received_objects,
@@ -101,7 +101,7 @@ fn measure_source(port: u16, work: &Path, clusters: usize) -> Result<()> {
     let mut last = None;
     for _ in 0..10 {
         let t = Instant::now();
-        let r = desired::resolve(&cache, None, &selector)?;
+        let r = desired::resolve(&cache, None, &selector, None, jiff::Timestamp::now())?;
         polls.push(t.elapsed());
         last = Some(r);
     }

@@ -87,7 +87,7 @@ async fn run() -> Result<()> {
     })?;
     // No components in this fleet: helm is never run.
     let ctx = tidemark::config::pass_ctx(
-        tidemark::desired::Source::new(cache, None, "cluster=sim".parse()?),
+        tidemark::desired::Source::new(cache, None, "cluster=sim".parse()?, None),
         client,
         "tidemark-system".into(),
         None,

@@ -244,6 +244,10 @@ pub struct ValidateArgs {
     /// Branch to check when REPO is a git remote; default the remote's HEAD.
     #[arg(long)]
     pub branch: Option<String>,
+    /// Also check that every wave tag is signed by a key in this allowed-signers file, as
+    /// `agent --allowed-signers` requires (REPO must then be a git repository).
+    #[arg(long)]
+    pub allowed_signers: Option<PathBuf>,
     /// Git access.
     #[command(flatten)]
     pub git: GitArgs,
@@ -261,6 +265,11 @@ pub struct DesiredArgs {
     /// Branch to follow; default the remote's HEAD.
     #[arg(long, env = "TIDEMARK_BRANCH")]
     pub branch: Option<String>,
+    /// Follow a wave tag only when it is an annotated tag signed with SSH (namespace `git`)
+    /// by a key in this file (the `ssh-keygen` allowed-signers format). Clusters without a
+    /// wave follow the branch and are not affected.
+    #[arg(long, env = "TIDEMARK_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
     /// Git access.
     #[command(flatten)]
     pub git: GitArgs,

@@ -1,10 +1,10 @@
 //! Turns command-line arguments into validated configuration values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
-use tidemark_schema::LabelSelector;
+use tidemark_schema::{Diagnostics, LabelSelector};
 
 use crate::cli::{DesiredArgs, GitArgs};
 use crate::component::helm::Helm;
@@ -12,6 +12,7 @@ use crate::converge::{self, render::Renderer};
 use crate::desired::Source;
 use crate::pass::Ctx;
 use crate::source::{Auth, GitCache, SourceConfig, auth_from_file};
+use crate::trust::AllowedSigners;
 
 /// The git source described by `url`, `branch` and the git flags.
 pub fn source_config(
@@ -71,24 +72,47 @@ pub fn default_cache_dir() -> PathBuf {
     std::env::temp_dir().join("tidemark-cache")
 }
 
-/// The fleet repo's cache and the cluster's identity selector, from the flags that
-/// `desired`, `plan` and `agent` share.
-pub fn fleet_cache(args: &DesiredArgs) -> anyhow::Result<(GitCache, LabelSelector)> {
+/// The fleet repo's cache, the cluster's identity selector and the signers its wave tag
+/// must be signed by, from the flags that `desired`, `plan` and `agent` share.
+pub fn fleet_cache(
+    args: &DesiredArgs,
+) -> anyhow::Result<(GitCache, LabelSelector, Option<AllowedSigners>)> {
     let DesiredArgs {
         repo,
         selector,
         branch,
+        allowed_signers,
         git,
     } = args;
     let selector: LabelSelector = selector.parse().context("--selector")?;
+    let signers = match allowed_signers {
+        None => None,
+        Some(path) => Some(
+            read_allowed_signers(path)?
+                .map_err(|diags| anyhow!("invalid allowed signers file:\n{diags}"))
+                .context("--allowed-signers")?,
+        ),
+    };
     let cache = GitCache::open(&source_config(repo, branch.clone(), git)?)?;
-    Ok((cache, selector))
+    Ok((cache, selector, signers))
+}
+
+/// Reads an allowed-signers file: an error if it cannot be read, the diagnostics if it is
+/// invalid. Times without a zone are read in the system's time zone, as ssh-keygen does.
+pub fn read_allowed_signers(path: &Path) -> anyhow::Result<Result<AllowedSigners, Diagnostics>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the allowed signers file {}", path.display()))?;
+    Ok(AllowedSigners::parse(
+        &path.display().to_string(),
+        &text,
+        &jiff::tz::TimeZone::system(),
+    ))
 }
 
 /// The fleet repo as this cluster's agent reads it (see [`fleet_cache`]).
 pub fn fleet_source(args: &DesiredArgs) -> anyhow::Result<Source> {
-    let (cache, selector) = fleet_cache(args)?;
-    Ok(Source::new(cache, args.branch.clone(), selector))
+    let (cache, selector, signers) = fleet_cache(args)?;
+    Ok(Source::new(cache, args.branch.clone(), selector, signers))
 }
 
 /// What a pass needs, for the agent, `plan` and the demo alike. `instance` names this

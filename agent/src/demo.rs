@@ -439,7 +439,7 @@ fn spawn_agent(spec: AgentSpec) -> tokio::task::JoinHandle<()> {
         };
         let identity = format!("demo-{}", spec.name);
         let ctx = crate::config::pass_ctx(
-            Source::new(cache, None, selector),
+            Source::new(cache, None, selector, None),
             client,
             crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
             Some(spec.kubeconfig.clone()),

@@ -2,6 +2,10 @@
 //! the default branch, read it at its wave tag, and read its components' inputs at the
 //! same commit. Used by `tidemark desired`, `tidemark plan` and every pass of the agent.
 //!
+//! With an allowed-signers policy, the wave tag is followed only when its SSH signature is
+//! accepted ([`crate::trust`]); the commit read is the one the signed tag object names. A
+//! cluster without a wave follows the branch, and the policy does not apply to it.
+//!
 //! [`resolve`] is blocking (libgit2); [`Source`] runs it on the blocking pool so a slow
 //! fetch never holds the async executor (and the Lease renewal that shares it).
 
@@ -9,12 +13,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use jiff::Timestamp;
 use tidemark_schema::fleet::WAVE_PLACEHOLDER;
 use tidemark_schema::{DesiredState, LabelSelector, Tree};
 
 use crate::component::inputs::{self, ComponentInputs, InputsError};
 use crate::select::{self, AtRevision, Selection};
-use crate::source::{self, GitCache, SyncReport};
+use crate::source::{self, GitCache, SyncReport, TagTarget};
+use crate::trust::{self, AllowedSigners, VerifiedTag};
 
 /// The desired state of one cluster, or why there is none yet.
 #[derive(Debug)]
@@ -25,6 +31,8 @@ pub struct Resolved {
     pub selection: Selection,
     /// What applies now.
     pub outcome: Outcome,
+    /// Who signed the wave tag, when a policy asked for a signature and it was accepted.
+    pub signer: Option<trust::Signer>,
 }
 
 /// What applies to the cluster now.
@@ -62,13 +70,25 @@ pub enum Error {
     /// Another thread panicked while it held the git cache.
     #[error("the git cache is unusable: a previous git operation panicked")]
     Poisoned,
+    /// The wave tag's signature is missing or not accepted; nothing of its commit applies.
+    #[error("refusing to follow wave tag {tag}")]
+    Untrusted {
+        /// The tag, e.g. `wave/canary`.
+        tag: String,
+        /// Why (boxed: a refusal carries key details and is larger than the other errors).
+        #[source]
+        refusal: Box<trust::Refusal>,
+    },
 }
 
-/// Syncs `cache` and resolves the desired state of the cluster matching `selector`.
+/// Syncs `cache` and resolves the desired state of the cluster matching `selector`. With
+/// `signers`, a wave tag must carry a signature they accept at `now`.
 pub fn resolve(
     cache: &GitCache,
     branch: Option<&str>,
     selector: &LabelSelector,
+    signers: Option<&AllowedSigners>,
+    now: Timestamp,
 ) -> Result<Resolved, Error> {
     // The tag pattern lives in fleet.yaml on the branch: use the cached one to sync the
     // tags in the same round trip, and sync again only if the pattern changed.
@@ -91,12 +111,13 @@ pub fn resolve(
     let selection = select::select(&branch_tree, &fleet, selector)?;
 
     let (revision, tree_owner);
+    let mut signer = None;
     let tree: &dyn Tree = match &selection.tag {
         None => {
             revision = sync.branch_commit.clone();
             &branch_tree
         }
-        Some(tag) => match cache.tag_commit(tag)? {
+        Some(tag) => match tag_commit(cache, tag, signers, now)? {
             None => {
                 let reason = format!(
                     "wave `{}`: tag {tag} does not exist yet",
@@ -106,9 +127,11 @@ pub fn resolve(
                     sync,
                     selection,
                     outcome: Outcome::NothingYet { reason },
+                    signer: None,
                 });
             }
-            Some(commit) => {
+            Some((commit, signed_by)) => {
+                signer = signed_by;
                 tree_owner = cache.tree_at(&commit)?;
                 revision = commit;
                 &tree_owner
@@ -130,7 +153,53 @@ pub fn resolve(
         sync,
         selection,
         outcome,
+        signer,
     })
+}
+
+/// The commit of wave tag `tag` and, with `signers`, who signed it; `None` when the cache
+/// has no such tag.
+fn tag_commit(
+    cache: &GitCache,
+    tag: &str,
+    signers: Option<&AllowedSigners>,
+    now: Timestamp,
+) -> Result<Option<(String, Option<trust::Signer>)>, Error> {
+    let Some(signers) = signers else {
+        return Ok(cache.tag_commit(tag)?.map(|c| (c, None)));
+    };
+    Ok(verify_wave_tag(cache, tag, signers, now)?.map(|v| (v.commit, Some(v.signer))))
+}
+
+/// Checks the signature of tag `tag` in `cache` against `signers` at `now`; `None` when
+/// the cache has no such tag. A refusal is [`Error::Untrusted`].
+pub fn verify_wave_tag(
+    cache: &GitCache,
+    tag: &str,
+    signers: &AllowedSigners,
+    now: Timestamp,
+) -> Result<Option<VerifiedTag>, Error> {
+    let untrusted = |refusal| Error::Untrusted {
+        tag: tag.to_string(),
+        refusal: Box::new(refusal),
+    };
+    match cache.tag_target(tag)? {
+        None => Ok(None),
+        Some(TagTarget::Lightweight { kind, .. }) => {
+            Err(untrusted(trust::Refusal::Lightweight { target: kind }))
+        }
+        Some(TagTarget::Annotated { id, object }) => {
+            let verified = signers.verify_tag(tag, &object, now).map_err(untrusted)?;
+            tracing::debug!(
+                %tag,
+                object = %id,
+                commit = %verified.commit,
+                signer = %verified.signer,
+                "wave tag signature accepted"
+            );
+            Ok(Some(verified))
+        }
+    }
 }
 
 /// The ref glob of all wave tags of a pattern (`wave/{wave}` -> `wave/*`).
@@ -200,18 +269,26 @@ struct SourceInner {
     cache: Mutex<GitCache>,
     branch: Option<String>,
     selector: LabelSelector,
+    signers: Option<AllowedSigners>,
     /// The inputs of the last resolved revision and cluster: an idle pass reads no chart.
     inputs: Mutex<Option<(String, InputsByName)>>,
 }
 
 impl Source {
-    /// The source of the cluster matching `selector` in `cache`, following `branch`.
-    pub fn new(cache: GitCache, branch: Option<String>, selector: LabelSelector) -> Self {
+    /// The source of the cluster matching `selector` in `cache`, following `branch`; with
+    /// `signers`, its wave tag must be signed by one of them.
+    pub fn new(
+        cache: GitCache,
+        branch: Option<String>,
+        selector: LabelSelector,
+        signers: Option<AllowedSigners>,
+    ) -> Self {
         Self {
             inner: Arc::new(SourceInner {
                 cache: Mutex::new(cache),
                 branch,
                 selector,
+                signers,
                 inputs: Mutex::new(None),
             }),
         }
@@ -222,11 +299,16 @@ impl Source {
         &self.inner.selector
     }
 
-    /// Syncs and resolves the desired state and its components' inputs. `applied` is the
-    /// last commit fully converged, to tell a tag that moved back.
-    pub async fn resolve(&self, applied: Option<String>) -> Result<Resolution, Error> {
+    /// Syncs and resolves the desired state and its components' inputs at `now` (signature
+    /// validity is judged then). `applied` is the last commit fully converged, to tell a tag
+    /// that moved back.
+    pub async fn resolve(
+        &self,
+        applied: Option<String>,
+        now: Timestamp,
+    ) -> Result<Resolution, Error> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.resolve(applied.as_deref()))
+        tokio::task::spawn_blocking(move || inner.resolve(applied.as_deref(), now))
             .await
             .map_err(Error::Worker)?
     }
@@ -248,9 +330,15 @@ impl Source {
 }
 
 impl SourceInner {
-    fn resolve(&self, applied: Option<&str>) -> Result<Resolution, Error> {
+    fn resolve(&self, applied: Option<&str>, now: Timestamp) -> Result<Resolution, Error> {
         let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-        let resolved = resolve(&cache, self.branch.as_deref(), &self.selector)?;
+        let resolved = resolve(
+            &cache,
+            self.branch.as_deref(),
+            &self.selector,
+            self.signers.as_ref(),
+            now,
+        )?;
         let (state, revision) = match resolved.outcome {
             Outcome::NothingYet { reason } => {
                 return Ok(Resolution::NothingYet {

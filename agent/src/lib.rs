@@ -32,3 +32,4 @@ pub mod select;
 pub mod source;
 pub mod status;
 pub mod telemetry;
+pub mod trust;

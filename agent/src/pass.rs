@@ -62,12 +62,15 @@ pub enum PassError {
 impl PassError {
     /// The phase a pass that stopped with this error reports.
     ///
-    /// - `Blocked`: a person must act (the repo or the selector is wrong);
+    /// - `Blocked`: a person must act (the repo or the selector is wrong, the wave tag is not
+    ///   signed by an allowed key);
     /// - `Waiting`: nothing to do yet (the wave's tag does not hold the cluster);
     /// - `Failed`: transient; retried with backoff (git, the API server, the provider).
     pub fn phase(&self) -> Phase {
         match self {
-            PassError::Desired(desired::Error::Select(_)) => Phase::Blocked,
+            PassError::Desired(desired::Error::Select(_) | desired::Error::Untrusted { .. }) => {
+                Phase::Blocked
+            }
             PassError::NothingYet(_) => Phase::Waiting,
             PassError::Status(_) | PassError::Desired(_) | PassError::Observe(_) => Phase::Failed,
         }
@@ -169,7 +172,11 @@ async fn pipeline(
     now: Timestamp,
     trail: &mut Trail,
 ) -> Result<Progress, PassError> {
-    let desired = match ctx.source.resolve(record.applied_revision.clone()).await? {
+    let desired = match ctx
+        .source
+        .resolve(record.applied_revision.clone(), now)
+        .await?
+    {
         Resolution::NothingYet { selection, reason } => {
             trail.cluster = Some((selection.name, selection.wave));
             return Err(PassError::NothingYet(reason));

@@ -516,6 +516,11 @@ impl SshServer {
         format!("ssh://{user}@127.0.0.1:{}{}", self.port, path.display())
     }
 
+    /// The port sshd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The client's private key.
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("client_key")
@@ -547,6 +552,42 @@ impl SshServer {
                 bail!("ssh-keygen -H failed");
             }
         }
+        Ok(path)
+    }
+
+    /// A known_hosts file that lists this server's key for its address and also marks
+    /// that key `@revoked` (for any host).
+    pub fn revoked_known_hosts(&self) -> Result<PathBuf> {
+        let pubkey = std::fs::read_to_string(self.dir.path().join("host_key.pub"))?;
+        let key = pubkey
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let path = self.dir.path().join("known_hosts_revoked");
+        std::fs::write(
+            &path,
+            format!(
+                "[127.0.0.1]:{} {key}
+@revoked * {key}
+",
+                self.port
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// A known_hosts file that trusts a certificate authority for this server's address
+    /// (`@cert-authority`) and does not list the server's own key.
+    pub fn cert_authority_known_hosts(&self) -> Result<PathBuf> {
+        let ca = self.dir.path().join("host_ca");
+        keygen(&ca, "ed25519")?;
+        let pubkey = std::fs::read_to_string(ca.with_extension("pub"))?;
+        let path = self.dir.path().join("known_hosts_ca");
+        std::fs::write(
+            &path,
+            format!("@cert-authority [127.0.0.1]:{} {pubkey}", self.port),
+        )?;
         Ok(path)
     }
 

@@ -425,8 +425,36 @@ fn ssh_remote_with_key_and_known_hosts() -> Result<()> {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(
         run.stderr.contains(&format!(
-            "host key of 127.0.0.1 is not in {}",
+            "host key of [127.0.0.1]:{} is not in {}",
+            sshd.port(),
             wrong.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    // r9: a key marked @revoked is refused, even where another line lists it.
+    let revoked = sshd.revoked_known_hosts()?;
+    let run = desired(&revoked)?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "host key of [127.0.0.1]:{} is marked @revoked in {}:2",
+            sshd.port(),
+            revoked.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    // A @cert-authority entry cannot vouch for the server: libgit2 never gets a host
+    // certificate. Refused, and the message says so.
+    let ca = sshd.cert_authority_known_hosts()?;
+    let run = desired(&ca)?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "host key of [127.0.0.1]:{} is not in {}; line 1 trusts a @cert-authority for it, but host certificates are not supported",
+            sshd.port(),
+            ca.display()
         )),
         "{}",
         run.stderr

@@ -8,4 +8,5 @@ mod desired;
 mod helm_standin;
 mod lease;
 mod plan;
+mod signed_tags;
 mod validate;

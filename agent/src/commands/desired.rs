@@ -19,6 +19,14 @@ struct Sync {
     pruned_tags: Vec<String>,
 }
 
+/// Who signed the wave tag, with `--allowed-signers`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignedBy<'a> {
+    fingerprint: &'a str,
+    principals: &'a str,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Output<'a> {
@@ -30,6 +38,8 @@ struct Output<'a> {
     branch_revision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_by: Option<SignedBy<'a>>,
     sync: Sync,
     #[serde(skip_serializing_if = "Option::is_none")]
     nothing_to_do: Option<&'a str>,
@@ -38,16 +48,22 @@ struct Output<'a> {
 }
 
 pub fn run(args: DesiredArgs) -> anyhow::Result<ExitCode> {
-    let (cache, selector) = fleet_cache(&args)?;
+    let (cache, selector, signers) = fleet_cache(&args)?;
     let branch = args.branch;
-    let resolved = match desired::resolve(&cache, branch.as_deref(), &selector) {
-        Ok(r) => r,
-        Err(desired::Error::Select(e)) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let now = jiff::Timestamp::now();
+    let resolved =
+        match desired::resolve(&cache, branch.as_deref(), &selector, signers.as_ref(), now) {
+            Ok(r) => r,
+            Err(desired::Error::Select(e)) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e @ desired::Error::Untrusted { .. }) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e.into()),
+        };
     let s = &resolved.selection;
     let (revision, nothing, state) = match &resolved.outcome {
         Outcome::Desired { state, revision } => {
@@ -63,6 +79,10 @@ pub fn run(args: DesiredArgs) -> anyhow::Result<ExitCode> {
         branch: &resolved.sync.branch,
         branch_revision: &resolved.sync.branch_commit,
         revision,
+        signed_by: resolved.signer.as_ref().map(|s| SignedBy {
+            fingerprint: &s.fingerprint,
+            principals: &s.principals,
+        }),
         sync: Sync {
             fetched: resolved.sync.fetched,
             received_objects: resolved.sync.stats.received_objects,

@@ -25,7 +25,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let client = k8s::client(kubeconfig.as_deref()).await?;
         let record = status::read(&client, &status_namespace).await?;
-        let desired = match source.resolve(record.applied_revision.clone()).await {
+        let now = jiff::Timestamp::now();
+        let desired = match source.resolve(record.applied_revision.clone(), now).await {
             Ok(Resolution::Desired(d)) => *d,
             Ok(Resolution::NothingYet { selection, reason }) => {
                 print_selection(&selection);
@@ -34,6 +35,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
             Err(desired::Error::Select(e)) => {
                 println!("phase: Blocked\nmessage: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e @ desired::Error::Untrusted { .. }) => {
+                println!("phase: Blocked\nmessage: {}", status::describe(&e));
                 return Ok(ExitCode::from(1));
             }
             Err(e) => return Err(e.into()),
@@ -46,7 +51,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             desired::short(&desired.revision),
             state.control_plane
         );
-        let now = jiff::Timestamp::now();
         let provider = AnyProvider::for_cluster(&client, state, kubeconfig.as_deref());
         let mut observed =
             observe::cluster(&client, &provider, &record, settings.drift_interval, now).await?;

@@ -10,7 +10,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use super::auth::{Auth, host_key_known, redact_url, scrub};
+use super::auth::{Auth, HostKeyStatus, check_host_key, known_hosts_name, redact_url, scrub};
 use super::{Error, RemoteRefs, Result, SourceConfig, SyncReport};
 use crate::source::GitTree;
 
@@ -21,6 +21,25 @@ pub struct FetchStats {
     pub received_objects: usize,
     /// Bytes received from the remote.
     pub received_bytes: usize,
+}
+
+/// What a tag ref points at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagTarget {
+    /// An annotated tag: a tag object, whose raw bytes carry the signature, if any.
+    Annotated {
+        /// The tag object's id.
+        id: String,
+        /// The tag object as git stores it (`git cat-file tag`).
+        object: Vec<u8>,
+    },
+    /// A lightweight tag: the ref names a commit (or another object) directly.
+    Lightweight {
+        /// The object's id.
+        id: String,
+        /// Its type (`commit`, `tree`, `blob`).
+        kind: String,
+    },
 }
 
 /// A bare repository caching one remote.
@@ -270,6 +289,35 @@ impl GitCache {
         self.commit_of(&format!("refs/tags/{tag}"))
     }
 
+    /// What tag `tag` (`wave/canary`) points at, read raw so its signature can be checked;
+    /// `None` if the cache has no such tag.
+    pub fn tag_target(&self, tag: &str) -> Result<Option<TagTarget>> {
+        let refname = format!("refs/tags/{tag}");
+        let Ok(reference) = self.repo.find_reference(&refname) else {
+            return Ok(None);
+        };
+        let id = reference
+            .resolve()
+            .map_err(|e| self.read_err(&refname, e))?
+            .target()
+            .ok_or_else(|| Error::Read {
+                what: refname.clone(),
+                message: "the ref has no target".into(),
+            })?;
+        let odb = self.repo.odb().map_err(|e| self.read_err(&refname, e))?;
+        let object = odb.read(id).map_err(|e| self.read_err(&refname, e))?;
+        Ok(Some(match object.kind() {
+            git2::ObjectType::Tag => TagTarget::Annotated {
+                id: id.to_string(),
+                object: object.data().to_vec(),
+            },
+            kind => TagTarget::Lightweight {
+                id: id.to_string(),
+                kind: kind.str().to_string(),
+            },
+        }))
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     pub fn descends_from(&self, descendant: &str, ancestor: &str) -> Result<bool> {
         let (Ok(d), Ok(a)) = (
@@ -353,11 +401,20 @@ impl GitCache {
             let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
-            match host_key_known(known_hosts, host, ssh_port(&url), hostkey) {
-                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => Err(rejection.record(format!(
-                    "host key of {host} is not in {}",
-                    known_hosts.display()
+            let name = known_hosts_name(host, ssh_port(&url));
+            let file = known_hosts.display();
+            match check_host_key(known_hosts, &name, hostkey) {
+                Ok(HostKeyStatus::Known) => Ok(CertificateCheckStatus::CertificateOk),
+                Ok(HostKeyStatus::Revoked { line }) => Err(rejection.record(format!(
+                    "host key of {name} is marked @revoked in {file}:{line}; refusing to connect"
+                ))),
+                Ok(HostKeyStatus::Unknown {
+                    cert_authority: None,
+                }) => Err(rejection.record(format!("host key of {name} is not in {file}"))),
+                Ok(HostKeyStatus::Unknown {
+                    cert_authority: Some(line),
+                }) => Err(rejection.record(format!(
+                    "host key of {name} is not in {file}; line {line} trusts a @cert-authority for it, but host certificates are not supported (libgit2's SSH transport never receives one): list the host's key itself"
                 ))),
                 Err(e) => Err(rejection.record(e)),
             }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use auth::{Auth, read_secret_file as auth_from_file, redact_url};
-pub use cache::{FetchStats, GitCache};
+pub use cache::{FetchStats, GitCache, TagTarget};
 pub use tree::GitTree;
 
 /// Where the fleet repo is and how to reach it.
