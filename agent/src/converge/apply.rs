@@ -181,3 +181,175 @@ pub async fn apply_objects(
 fn is_job(o: &RenderedObject) -> bool {
     o.kind == "Job" && o.group() == "batch"
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::Method;
+    use serde_json::json;
+    use tidemark_schema::ComponentPhase;
+
+    use super::*;
+    use crate::converge::scripted::{self, discovery, on, on_with};
+    use crate::fixtures::{desired, with_component};
+
+    fn component() -> DesiredComponent {
+        let mut c = with_component(desired("1.30.4"), "jobs", ComponentPhase::AfterNodeGroups)
+            .components[0]
+            .clone();
+        c.namespace = "apps".into();
+        c
+    }
+
+    fn job() -> Vec<RenderedObject> {
+        let text = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate, namespace: apps}\n\
+                    spec: {template: {spec: {restartPolicy: Never, containers: [{name: m, image: m:2}]}}}\n";
+        manifest::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const JOB: &str = "/apis/batch/v1/namespaces/apps/jobs/migrate";
+
+    /// A Job whose template changed is refused as immutable; tidemark deletes it, waits
+    /// until it is gone and applies the new one, all as field manager `tidemark`.
+    #[tokio::test]
+    async fn an_immutable_job_is_replaced() {
+        let patches = AtomicUsize::new(0);
+        let (client, log) = scripted::client(vec![
+            on(
+                Method::GET,
+                "/api/v1/namespaces/apps",
+                200,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+            ),
+            discovery("batch/v1", &[("Job", "jobs", true)]),
+            on_with(Method::PATCH, JOB, move |_| {
+                if patches.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (
+                        422,
+                        scripted::status(
+                            422,
+                            "Invalid",
+                            "Job.batch \"migrate\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{}: field is immutable",
+                        ),
+                    )
+                } else {
+                    (
+                        200,
+                        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "apps", "uid": "u2"}}),
+                    )
+                }
+            }),
+            on(
+                Method::DELETE,
+                JOB,
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": "migrate", "group": "batch", "kind": "jobs", "uid": "u1"}}),
+            ),
+            on(
+                Method::GET,
+                "/apis/batch/v1/namespaces/apps/jobs",
+                200,
+                scripted::empty_list("JobList"),
+            ),
+        ]);
+        let mut scratch = Scratch::default();
+        let c = component();
+        let objects = job();
+        scripted::within(apply_objects(
+            &client,
+            &mut scratch,
+            &c,
+            &objects,
+            Duration::from_secs(1),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}", crate::status::describe(&e)));
+        let seen = scripted::requests(&log);
+        let writes: Vec<String> = seen
+            .iter()
+            .filter(|s| s.method != Method::GET)
+            .map(scripted::Seen::line)
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                format!("PATCH {JOB}"),
+                format!("DELETE {JOB}"),
+                format!("PATCH {JOB}")
+            ]
+        );
+        for patch in seen.iter().filter(|s| s.method == Method::PATCH) {
+            assert!(
+                patch.has_query("fieldManager", "tidemark"),
+                "{}",
+                patch.query
+            );
+            assert_eq!(patch.content_type, "application/apply-patch+yaml");
+            assert_eq!(patch.body["metadata"]["name"], "migrate");
+        }
+        let delete = seen.iter().find(|s| s.method == Method::DELETE);
+        assert!(
+            delete.is_some_and(|d| d.body["propagationPolicy"] == "Background"),
+            "{delete:?}"
+        );
+    }
+
+    /// Other failures are reported, not retried as a replace, and every object is tried.
+    #[tokio::test]
+    async fn a_refused_object_fails_the_apply_naming_it() {
+        let (client, log) = scripted::client(vec![
+            on(
+                Method::GET,
+                "/api/v1/namespaces/apps",
+                404,
+                scripted::status(404, "NotFound", "namespaces \"apps\" not found"),
+            ),
+            on(
+                Method::POST,
+                "/api/v1/namespaces",
+                201,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+            ),
+            discovery("batch/v1", &[("Job", "jobs", true)]),
+            on(
+                Method::PATCH,
+                JOB,
+                422,
+                scripted::status(
+                    422,
+                    "Invalid",
+                    "Job.batch \"migrate\" is invalid: spec.backoffLimit: Invalid value: -1",
+                ),
+            ),
+        ]);
+        let mut scratch = Scratch::default();
+        let e = scripted::within(apply_objects(
+            &client,
+            &mut scratch,
+            &component(),
+            &job(),
+            Duration::from_secs(1),
+        ))
+        .await
+        .err()
+        .map(|e| crate::status::describe(&e));
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "1 of 1 objects failed to apply; the first: failed to apply Job.batch/apps/migrate: \
+                 Job.batch \"migrate\" is invalid: spec.backoffLimit: Invalid value: -1 (422 Invalid)"
+            )
+        );
+        let lines = scripted::lines(&log);
+        assert!(
+            lines.contains(&"POST /api/v1/namespaces".to_string()),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+        let created = scripted::requests(&log)
+            .into_iter()
+            .find(|s| s.method == Method::POST);
+        assert!(created.is_some_and(|c| c.has_query("fieldManager", "tidemark")));
+    }
+}

@@ -614,3 +614,6 @@ fn rendered_of(render: &Render) -> Rendered {
         objects: render.objects.clone(),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod scripted;

@@ -63,3 +63,105 @@ pub async fn prune(
     }
     Ok(doomed.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::component::manifest;
+    use crate::converge::scripted::{self, discovery, on};
+
+    fn cm(name: &str, component: &str, managers: Value, extra: Value) -> Value {
+        let mut meta = json!({
+            "name": name, "namespace": "ns",
+            "labels": {"tidemark.dev/component": component},
+            "managedFields": managers,
+        });
+        if let (Some(m), Some(e)) = (meta.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        json!({"metadata": meta, "data": {}})
+    }
+
+    /// Only objects tidemark applied, still labelled for the component, not rendered, not
+    /// controlled, not already terminating are deleted; each with one foreground DELETE.
+    #[tokio::test]
+    async fn prune_deletes_only_what_tidemark_applied_and_no_longer_renders() {
+        let ours = json!([{"manager": "tidemark", "operation": "Apply"}]);
+        let theirs = json!([{"manager": "kubectl-client-side-apply", "operation": "Update"}]);
+        let items = json!([
+            cm("gone", "web", ours.clone(), json!({})),
+            cm("hand-made", "web", theirs, json!({})),
+            cm(
+                "controlled",
+                "web",
+                ours.clone(),
+                json!({"ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u", "controller": true}]})
+            ),
+            cm(
+                "terminating",
+                "web",
+                ours.clone(),
+                json!({"deletionTimestamp": "2026-11-24T10:00:00Z"})
+            ),
+            cm("other-component", "db", ours.clone(), json!({})),
+            cm("kept", "web", ours, json!({})),
+        ]);
+        let (client, log) = scripted::client(vec![
+            on(
+                Method::GET,
+                "/api",
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            ),
+            on(
+                Method::GET,
+                "/apis",
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+            ),
+            discovery("v1", &[("ConfigMap", "configmaps", true)]),
+            on(
+                Method::GET,
+                "/api/v1/configmaps",
+                200,
+                json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {}, "items": items}),
+            ),
+            on(
+                Method::DELETE,
+                "/api/v1/namespaces/ns/configmaps/gone",
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        ]);
+        let kept = manifest::parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: ns}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut scratch = Scratch::default();
+        let pruned = scripted::within(prune(&client, &mut scratch, "web", Some(&kept)))
+            .await
+            .unwrap_or_else(|e| panic!("{}", crate::status::describe(&e)));
+        assert_eq!(pruned, 1);
+        let deletes: Vec<scripted::Seen> = scripted::requests(&log)
+            .into_iter()
+            .filter(|s| s.method == Method::DELETE)
+            .collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0].path, "/api/v1/namespaces/ns/configmaps/gone");
+        assert_eq!(deletes[0].body["propagationPolicy"], "Foreground");
+        // The sweep listed by the component label, once.
+        let lists: Vec<scripted::Seen> = scripted::requests(&log)
+            .into_iter()
+            .filter(|s| s.path == "/api/v1/configmaps")
+            .collect();
+        assert_eq!(lists.len(), 1);
+        assert!(
+            lists[0].has_query("labelSelector", "tidemark.dev%2Fcomponent"),
+            "{}",
+            lists[0].query
+        );
+    }
+}

@@ -243,3 +243,128 @@ async fn with_pod_problem(client: &kube::Client, obj: &LiveObject, message: Stri
         .map(|problem| format!("{message}: {problem}"))
         .unwrap_or(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+    use tidemark_schema::ComponentPhase;
+
+    use super::*;
+    use crate::converge::scripted::{self, on};
+    use crate::fixtures::{desired, now, with_component};
+
+    /// A real API server's lists: built-in items carry no apiVersion or kind.
+    fn cluster_with_an_unavailable_deployment() -> kube::Client {
+        let deployment = json!({
+            "metadata": {"name": "web", "namespace": "addons", "generation": 1,
+                         "labels": {"tidemark.dev/component": "web"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                                      {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]},
+        });
+        let pod = json!({
+            "metadata": {"name": "web-1", "namespace": "addons", "labels": {"app": "web"}},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "web", "ready": false, "restartCount": 4,
+                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}}}]},
+        });
+        let list = |kind: &str, items: serde_json::Value| json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "9"}, "items": items});
+        let (client, _) = scripted::client(vec![
+            on(
+                Method::GET,
+                "/apis/apps/v1/deployments",
+                200,
+                list("DeploymentList", json!([deployment])),
+            ),
+            on(
+                Method::GET,
+                "/apis/apps/v1/statefulsets",
+                200,
+                list("StatefulSetList", json!([])),
+            ),
+            on(
+                Method::GET,
+                "/apis/apps/v1/daemonsets",
+                200,
+                list("DaemonSetList", json!([])),
+            ),
+            on(
+                Method::GET,
+                "/apis/batch/v1/jobs",
+                200,
+                list("JobList", json!([])),
+            ),
+            on(
+                Method::GET,
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                200,
+                list("CustomResourceDefinitionList", json!([])),
+            ),
+            on(
+                Method::GET,
+                "/api/v1/namespaces/addons/pods",
+                200,
+                list("PodList", json!([pod])),
+            ),
+        ]);
+        client
+    }
+
+    fn web(since: Timestamp) -> (DesiredComponent, ComponentRecord, Timestamp) {
+        let c = with_component(desired("1.30.4"), "web", ComponentPhase::AfterNodeGroups)
+            .components[0]
+            .clone();
+        let record = ComponentRecord {
+            health: ComponentHealth::Progressing,
+            ..ComponentRecord::default()
+        };
+        (c, record, since)
+    }
+
+    /// Issue 10: health read list items' missing type fields as "any other kind" and called
+    /// every component Healthy. A Deployment with no available replica is Progressing, and
+    /// Failed once its timeout has passed, naming what its pod says.
+    #[tokio::test]
+    async fn a_deployment_without_an_available_replica_is_never_healthy() {
+        let client = cluster_with_an_unavailable_deployment();
+        let (c, record, _) = web(now());
+        let settled = scripted::within(settle(
+            &client,
+            vec![Settle {
+                component: &c,
+                record: record.clone(),
+                since: now(),
+            }],
+            Duration::ZERO,
+            now(),
+        ))
+        .await;
+        let (name, r) = &settled[0];
+        assert_eq!(name, "web");
+        assert_eq!(r.health, ComponentHealth::Progressing);
+        let message = r.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("Deployment") && message.contains("CrashLoopBackOff"),
+            "{message}"
+        );
+
+        // Applied longer ago than its timeout (5m): Failed.
+        let long_ago = now() - jiff::SignedDuration::from_secs(600);
+        let settled = scripted::within(settle(
+            &client,
+            vec![Settle {
+                component: &c,
+                record,
+                since: long_ago,
+            }],
+            Duration::ZERO,
+            now(),
+        ))
+        .await;
+        let r = &settled[0].1;
+        assert_eq!(r.health, ComponentHealth::Failed);
+        let message = r.message.clone().unwrap_or_default();
+        assert!(message.starts_with("not healthy within 5m: "), "{message}");
+    }
+}

@@ -277,3 +277,70 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod actuation_tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::converge::scripted::{self, on};
+    use crate::fixtures::{DesiredExt, desired};
+
+    /// The version is set by server-side apply of that field alone, as field manager
+    /// `tidemark` (forced: the field was its creator's until tidemark manages it).
+    #[tokio::test]
+    async fn versions_are_set_by_server_side_apply_of_tidemarks_fields() {
+        let kcp = "/apis/controlplane.cluster.x-k8s.io/v1beta1/namespaces/capi-system/kubeadmcontrolplanes/test";
+        let md =
+            "/apis/cluster.x-k8s.io/v1beta1/namespaces/capi-system/machinedeployments/test-general";
+        let (client, log) = scripted::client(vec![
+            on(
+                Method::PATCH,
+                kcp,
+                200,
+                json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta1", "kind": "KubeadmControlPlane", "metadata": {"name": "test"}}),
+            ),
+            on(
+                Method::PATCH,
+                md,
+                200,
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineDeployment", "metadata": {"name": "test-general"}}),
+            ),
+        ]);
+        let state = desired("1.30.4").group("general", "1.30.4");
+        let tidemark_schema::Provider::ClusterApi(spec) = &state.provider else {
+            panic!("the fixture is a Cluster API cluster");
+        };
+        let capi = ClusterApi::new(client, &state, spec);
+        scripted::within(capi.upgrade_control_plane(KubeVersion::new(1, 30, 4)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let limits = RolloutLimits {
+            max_unavailable: 2,
+            drain_timeout: std::time::Duration::from_secs(600),
+        };
+        scripted::within(capi.upgrade_node_group("general", KubeVersion::new(1, 30, 4), limits))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seen = scripted::requests(&log);
+        assert_eq!(seen.len(), 2);
+        for s in &seen {
+            assert_eq!(s.content_type, "application/apply-patch+yaml");
+            assert!(s.has_query("fieldManager", "tidemark") && s.has_query("force", "true"));
+        }
+        assert_eq!(
+            seen[0].body,
+            json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta1", "kind": "KubeadmControlPlane",
+                   "metadata": {"name": "test", "namespace": "capi-system"}, "spec": {"version": "v1.30.4"}})
+        );
+        assert_eq!(
+            seen[1].body["spec"]["template"]["spec"]["version"],
+            "v1.30.4"
+        );
+        assert_eq!(
+            seen[1].body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+            2
+        );
+    }
+}

@@ -137,3 +137,103 @@ impl Events {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::converge::scripted::{self, on};
+    use crate::plan::Phase;
+
+    /// The record is written with one server-side apply of tidemark's annotations (field
+    /// manager `tidemark`, forced), and not at all when nothing changed; a phase change is
+    /// an events.k8s.io Event in `default` (the Namespace is cluster-scoped).
+    #[tokio::test]
+    async fn writes_once_by_server_side_apply_and_only_on_change() {
+        let (client, log) = scripted::client(vec![
+            on(
+                Method::PATCH,
+                "/api/v1/namespaces/tidemark-system",
+                200,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark-system"}}),
+            ),
+            on(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                201,
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}}),
+            ),
+        ]);
+        let events = Events::new(client.clone(), "replica-1");
+        let before = Record {
+            paused: true,
+            ..Record::default()
+        };
+        let next = Record {
+            phase: Some(Phase::Converged),
+            message: Some("converged".into()),
+            ..before.clone()
+        };
+        let written = scripted::within(write(&client, "tidemark-system", &before, &next, &events))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(written);
+        let seen = scripted::requests(&log);
+        assert_eq!(
+            seen.iter().map(scripted::Seen::line).collect::<Vec<_>>(),
+            [
+                "PATCH /api/v1/namespaces/tidemark-system",
+                "POST /apis/events.k8s.io/v1/namespaces/default/events"
+            ]
+        );
+        let apply = &seen[0];
+        assert_eq!(apply.content_type, "application/apply-patch+yaml");
+        assert!(apply.has_query("fieldManager", "tidemark") && apply.has_query("force", "true"));
+        assert_eq!(
+            apply.body,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark-system",
+                   "annotations": {"tidemark.dev/message": "converged", "tidemark.dev/phase": "Converged"}}}),
+            "only tidemark's annotations, never the person's paused veto"
+        );
+        let event = &seen[1];
+        assert_eq!(event.body["reason"], "Converged");
+        assert_eq!(event.body["regarding"]["kind"], "Namespace");
+        assert_eq!(event.body["reportingController"], "tidemark");
+
+        let again = scripted::within(write(&client, "tidemark-system", &next, &next, &events))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!again);
+        assert_eq!(
+            scripted::requests(&log).len(),
+            2,
+            "no request when nothing changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_note_is_cut_to_what_the_api_server_accepts() {
+        let (client, log) = scripted::client(vec![on(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        )]);
+        let events = Events::new(client, "replica-1");
+        let note = EventNote {
+            warning: true,
+            reason: "Failed",
+            note: "é".repeat(1000),
+        };
+        scripted::within(events.publish("tidemark-system", &note)).await;
+        let seen = scripted::requests(&log);
+        let sent = seen[0].body["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(sent.len() <= EVENT_NOTE_LIMIT, "{}", sent.len());
+        assert_eq!(seen[0].body["type"], "Warning");
+    }
+}
