@@ -960,3 +960,73 @@ generated: \"2025-01-01T00:00:00Z\"
 "
     )
 }
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that can hold new connections: while
+/// stalled, a connection is accepted but nothing is forwarded until the stall ends (a slow
+/// or hung git server, as the client sees it).
+pub struct StallingProxy {
+    port: u16,
+    stall_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl StallingProxy {
+    /// Proxies 127.0.0.1:PORT to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stall_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+        let stall = stall_until.clone();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let stall = stall.clone();
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let until = stall.lock().ok().and_then(|s| *s);
+                        match until {
+                            Some(t) if Instant::now() < t => {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            _ => break,
+                        }
+                    }
+                    let Ok(server) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                        return;
+                    };
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut s2);
+                        let _ = s2.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut client, mut server) = (client, server);
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        Ok(Self { port, stall_until })
+    }
+
+    /// Holds every connection opened from now on for `how_long` (from now).
+    pub fn stall_for(&self, how_long: Duration) {
+        if let Ok(mut s) = self.stall_until.lock() {
+            *s = Some(Instant::now() + how_long);
+        }
+    }
+
+    /// `host:port` of the proxy.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl GitDaemon {
+    /// `host:port` the daemon listens on.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}

@@ -241,3 +241,90 @@ fn outside_the_maintenance_window_the_agent_waits_then_proceeds() -> Result<()> 
     );
     Ok(())
 }
+
+/// Issue 9: the Lease used to be renewed on the same task as the pass, which ran git on
+/// the async executor: a fetch that hung longer than the Lease let it expire, a standby
+/// replica took over, and both replicas then acted. Renewal has its own task now and git
+/// runs on the blocking pool: the holder keeps the Lease through the stall, and the
+/// provider is asked exactly once.
+#[test]
+fn a_fetch_stalled_longer_than_the_lease_does_not_let_two_replicas_act() -> Result<()> {
+    let sim = SimProcess::start(&["--version", "1.29.8", "--node-groups", "general=1"])?;
+    let dir = tempfile::tempdir()?;
+    let requests = dir.path().join("requests.log");
+    let script = dir.path().join("upgrade");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$TIDEMARK_TARGET_VERSION\" >> {}\n",
+            requests.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let exec = format!(
+        "{{kind: exec, upgradeControlPlane: [\"{s}\"], upgradeNodeGroup: [\"{s}\"], timeout: 10m}}",
+        s = script.display()
+    );
+    let manifest = |cp: &str| tidemark_e2e::sim_manifest(&exec, cp, &[("general", "1.29.8")]);
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write("clusters/sim.yaml", &manifest("1.29.8"))?;
+    let first = repo.commit("as it runs")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let daemon = tidemark_e2e::GitDaemon::start(&repo.base_dir())?;
+    let proxy = tidemark_e2e::StallingProxy::start(&daemon.addr())?;
+    let url = format!("git://{}/{}", proxy.addr(), repo.name());
+
+    std::fs::create_dir_all(dir.path().join("a"))?;
+    std::fs::create_dir_all(dir.path().join("b"))?;
+    let mut a = spawn_agent(
+        std::path::Path::new(&url),
+        &sim,
+        "agent-a",
+        &dir.path().join("a"),
+    )?;
+    wait_until(Duration::from_secs(60), "agent-a converged", || {
+        status(&sim, "applied-revision") == first && holder(&sim) == "agent-a"
+    })?;
+    let mut b = spawn_agent(
+        std::path::Path::new(&url),
+        &sim,
+        "agent-b",
+        &dir.path().join("b"),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Git hangs for four Lease durations while the next commit asks for an upgrade.
+    proxy.stall_for(Duration::from_secs(8));
+    repo.write("clusters/sim.yaml", &manifest("1.30.4"))?;
+    repo.commit("upgrade")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    // Who holds the Lease while git hangs, as kubectl sees it.
+    let mut holders = std::collections::BTreeSet::new();
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_secs(8) {
+        holders.insert(holder(&sim));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let asked = || std::fs::read_to_string(&requests).unwrap_or_default();
+    wait_until(Duration::from_secs(60), "the upgrade requested", || {
+        !asked().is_empty()
+    })?;
+    // Time for a second replica to act, if one could.
+    std::thread::sleep(Duration::from_secs(4));
+    let held = holder(&sim);
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+    assert_eq!(asked(), "1.30.4\n", "the provider was asked exactly once");
+    assert_eq!(
+        held, "agent-a",
+        "the holder kept the Lease through the stall"
+    );
+    assert!(
+        !log_of(&dir.path().join("b"), "agent-b").contains("executing step"),
+        "the standby never acted"
+    );
+    Ok(())
+}

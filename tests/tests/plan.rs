@@ -141,3 +141,77 @@ fn sim_ctl_upgrades_through_the_simulated_cloud() -> Result<()> {
     assert_eq!(json["serverVersion"]["gitVersion"], "v1.29.4");
     Ok(())
 }
+
+/// Issue 9: `plan` used to skip the requests in flight that the agent's pass follows, so it
+/// could show a step the agent would not take. Both observe through the same function now.
+#[test]
+fn plan_and_the_agent_see_the_same_request_in_flight() -> Result<()> {
+    let sim = SimProcess::start(&["--version", "1.29.8", "--node-groups", "general=1,gpu=1"])?;
+    let dir = tempfile::tempdir()?;
+    // A provider command that takes the request and returns; the cluster moves later (here:
+    // never), as a cloud API does.
+    let requests = dir.path().join("requests.log");
+    let script = dir.path().join("upgrade");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$TIDEMARK_TARGET_VERSION\" >> {}\n",
+            requests.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let exec = format!(
+        "{{kind: exec, upgradeControlPlane: [\"{s}\"], upgradeNodeGroup: [\"{s}\"], timeout: 10m}}",
+        s = script.display()
+    );
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write(
+        "clusters/sim.yaml",
+        &tidemark_e2e::sim_manifest(&exec, "1.30.4", &[("general", "1.29.8"), ("gpu", "1.29.8")]),
+    )?;
+    repo.commit("exec fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let cache = tempfile::tempdir()?;
+    let agent = || {
+        tidemark_e2e::tidemark_in(
+            &[
+                "agent",
+                "--once",
+                "--repo",
+                &repo.path().display().to_string(),
+                "--selector",
+                "cluster=sim",
+                "--cache-dir",
+                &cache.path().display().to_string(),
+            ],
+            None,
+            &[("KUBECONFIG", &kubeconfig)],
+        )
+    };
+    let first = tidemark_e2e::Pass::parse(&agent()?.stdout);
+    assert_eq!(first.executed, ["upgrade control plane 1.29.8 -> 1.30.4"]);
+    assert_eq!(std::fs::read_to_string(&requests)?, "1.30.4\n");
+
+    // The request is in flight: plan and the agent agree there is nothing to do now.
+    let run = plan(&repo, &sim)?;
+    assert!(
+        run.stdout
+            .contains("phase: Progressing\nmessage: control plane upgrading 1.29.8 -> 1.30.4\n")
+            && run.stdout.contains("next: nothing now\n"),
+        "{}",
+        run.stdout
+    );
+    let second = tidemark_e2e::Pass::parse(&agent()?.stdout);
+    assert_eq!(second.phase, "Progressing");
+    assert_eq!(second.message, "control plane upgrading 1.29.8 -> 1.30.4");
+    assert!(second.executed.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&requests)?,
+        "1.30.4\n",
+        "the request was not issued twice"
+    );
+    Ok(())
+}
