@@ -432,10 +432,11 @@ async fn status_time(client: &kube::Client) -> Result<jiff::Timestamp> {
     let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .get("tidemark-system")
         .await?;
-    let annotations = ns.metadata.annotations.unwrap_or_default();
-    ["tidemark.dev/last-pass", "tidemark.dev/drift-checked"]
-        .iter()
-        .filter_map(|k| annotations.get(*k)?.parse::<jiff::Timestamp>().ok())
+    let record =
+        tidemark::status::Record::from_annotations(&ns.metadata.annotations.unwrap_or_default());
+    [record.last_pass, record.drift_checked]
+        .into_iter()
+        .flatten()
         .max()
         .ok_or_else(|| "the status has no last-pass".into())
 }

@@ -730,6 +730,21 @@ pub fn agent_log(dir: &Path, identity: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()
 }
 
+/// The agent's status record, read with kubectl and parsed by the agent's own type.
+pub fn status_record(sim: &SimProcess) -> Result<tidemark::status::Record> {
+    let json = sim.kubectl(&["get", "namespace", "tidemark-system", "-o", "json"])?;
+    let ns: serde_json::Value = serde_json::from_str(&json)?;
+    let annotations: std::collections::BTreeMap<String, String> = ns["metadata"]["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(tidemark::status::Record::from_annotations(&annotations))
+}
+
 /// A `tidemark.dev/KEY` status annotation read with kubectl ("" if unreadable).
 pub fn status_annotation(sim: &SimProcess, key: &str) -> String {
     sim.kubectl(&[

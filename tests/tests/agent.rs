@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tidemark_e2e::{Pass, Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
 
 fn manifest(provider: &str, cp: &str, general: &str, gpu: &str) -> String {
@@ -208,10 +208,14 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
         assert_eq!(annotation(&sim, "tidemark.dev/applied-revision")?, target);
         assert_eq!(annotation(&sim, "tidemark.dev/phase")?, "Blocked");
     }
-    let cp: serde_json::Value =
-        serde_json::from_str(&annotation(&sim, "tidemark.dev/control-plane")?)?;
-    assert_eq!(cp["desired"], "1.29.8");
-    assert_eq!(cp["accepted"], "1.30.4");
+    let cp = tidemark_e2e::status_record(&sim)?
+        .control_plane
+        .context("no control-plane status")?;
+    assert_eq!(cp.desired.to_string(), "1.29.8");
+    assert_eq!(
+        cp.accepted.map(|v| v.to_string()).as_deref(),
+        Some("1.30.4")
+    );
     Ok(())
 }
 

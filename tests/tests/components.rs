@@ -127,10 +127,11 @@ fn start_sim() -> Result<SimProcess> {
     ])
 }
 
-/// The `tidemark.dev/components` annotation, parsed.
+/// The components of the status record (read through the agent's `Record`), as JSON for
+/// compact assertions.
 fn components(sim: &SimProcess) -> Result<Value> {
-    let text = tidemark_e2e::status_annotation(sim, "components");
-    serde_json::from_str(&text).with_context(|| format!("components annotation {text:?}"))
+    let record = tidemark_e2e::status_record(sim)?;
+    serde_json::to_value(&record.components).context("components of the status record")
 }
 
 /// Writes to the API server so far (every verb that changes something), leaving out the
