@@ -294,11 +294,6 @@ impl Source {
         }
     }
 
-    /// The identity selector.
-    pub fn selector(&self) -> &LabelSelector {
-        &self.inner.selector
-    }
-
     /// Syncs and resolves the desired state and its components' inputs at `now` (signature
     /// validity is judged then). `applied` is the last commit fully converged, to tell a tag
     /// that moved back.

@@ -260,16 +260,6 @@ pub struct Verdict {
     pub message: String,
 }
 
-impl Plan {
-    /// The message with its notes: `message; note; note`.
-    pub fn message_with_notes(&self) -> String {
-        std::iter::once(self.message.as_str())
-            .chain(self.notes.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
 /// Plans the next step of the control plane and node groups (components are woven in by
 /// [`plan`]).
 fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {

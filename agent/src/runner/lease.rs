@@ -218,11 +218,6 @@ impl Keeper {
         }
     }
 
-    /// This replica's standing, as last established.
-    pub fn standing(&self) -> Standing {
-        self.standing.borrow().clone()
-    }
-
     /// Waits until the first attempt has answered, and returns the standing.
     pub async fn settled(&mut self) -> Standing {
         match self.standing.wait_for(|s| *s != Standing::Unknown).await {
