@@ -5,7 +5,7 @@ mod agent;
 mod chaos;
 mod components;
 mod desired;
-mod helm_standin;
+mod helm;
 mod lease;
 mod plan;
 mod signed_tags;
