@@ -6,6 +6,7 @@ mod chaos;
 mod components;
 mod desired;
 mod helm;
+mod helm_compat;
 mod lease;
 mod plan;
 mod signed_tags;
