@@ -48,7 +48,7 @@ if [[ "${#need[@]}" -gt 0 ]]; then
         log "missing: ${need[*]} (Debian package names); this machine has no apt-get: install them by hand"
         exit 1
     fi
-    if [[ "$(id -u)" -eq 0 ]]; then
+    if [[ "$EUID" -eq 0 ]]; then
         as_root=()
     elif command -v sudo >/dev/null 2>&1; then
         as_root=(sudo)
