@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the repo's Python virtualenv, `.venv/` at the repository root, with
-# the tools the tests use:
-#   - check-jsonschema: validates the fleet-repo-example manifests against the generated
-#     JSON Schema (schema/tests/validate.rs);
-#   - helm-python-sdk: Helm's own Go template engine, shipped as a shared library inside
-#     the wheel; the `helm template` stand-in for machines without a helm binary.
+# check-jsonschema, which validates the fleet-repo-example manifests against the generated
+# JSON Schema (schema/tests/validate.rs): an independent validator for our schema.
 #
 # Idempotent: when `.venv/` already holds exactly these requirements (a stamp file records
 # their hash and the interpreter), it does nothing and only prints the venv's path.
@@ -17,8 +14,7 @@ venv="$root/.venv"
 stamp="$venv/.tidemark-requirements.sha256"
 
 # Exact versions, verified together. Change them here only.
-requirements="check-jsonschema==0.39.0
-helm-python-sdk==0.2.2"
+requirements="check-jsonschema==0.39.0"
 
 log() { printf 'setup-python: %s\n' "$*" >&2; }
 
@@ -51,12 +47,10 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" \
     exit 0
 fi
 
-if [[ ! -x "$venv/bin/python" ]] \
-    || ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-    log "creating $venv with $python"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-fi
+# Made anew, so that it holds these requirements and nothing left over from older ones.
+log "creating $venv with $python"
+rm -rf "$venv"
+"$python" -m venv "$venv"
 
 rm -f "$stamp"
 log "installing: $(echo "$requirements" | tr '\n' ' ')"
@@ -65,9 +59,8 @@ trap 'rm -f "$req_file"' EXIT
 printf '%s\n' "$requirements" >"$req_file"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req_file" >&2
 
-# Fail here, not in a test, if an install is broken (helm-python-sdk loads a Go library; its module is helm_python).
+# Fail here, not in a test, if an install is broken.
 "$venv/bin/check-jsonschema" --version >/dev/null
-"$venv/bin/python" -c 'import helm_python' >/dev/null
 
 printf '%s\n' "$want" >"$stamp"
 log "ready"

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Provisions what the tests need, then runs the whole test suite.
-# This is the README's test command and exactly what CI (.ci/run) runs.
+# The README's test command, and exactly what CI (.ci/run) runs: provisions everything the
+# tests need on a fresh clone (system packages, the Python venv, the helm binaries), then
+# runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Python virtualenv with check-jsonschema and the helm-python-sdk stand-in for `helm`.
-scripts/setup-python.sh
+# Debian packages (git daemon, sshd, python3-venv, libssl-dev, npm, unzip, ...) when missing.
+scripts/setup-system.sh tests
+# .venv/ with check-jsonschema (schema tests).
+scripts/setup-python.sh >/dev/null
+# The official helm v4.1.4 (the tests' helm) and v3.17.2 (compatibility test) in .tools/helm/.
+scripts/setup-helm.sh >/dev/null
 
 # The e2e tests run the real binary: build it first.
 cargo build --locked --bin tidemark

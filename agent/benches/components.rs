@@ -1,6 +1,7 @@
 //! Figures of a cluster with 40 helm components, about 1,500 rendered objects: first apply,
 //! a no-change pass, a drift pass, memory. Run: `cargo bench -p tidemark --bench components`
-//! (needs the helm stand-in's virtualenv: `scripts/setup-python.sh`).
+//! (renders with the official helm v4.1.4 that `scripts/setup-helm.sh` provisions into
+//! `.tools/helm/`, or the one `TIDEMARK_HELM_BIN` names).
 //!
 //! Targets: a no-change pass < 50 ms CPU, a drift pass < 5 s, < 60 MiB RSS.
 //!
@@ -94,14 +95,7 @@ async fn run() -> Result<()> {
         .parent()
         .ok_or("no workspace root")?
         .to_path_buf();
-    let helm_standin = workspace.join("scripts/helm");
-    if !workspace.join(".venv/bin/python").is_file() {
-        return Err(format!(
-            "the helm stand-in needs {}: run scripts/setup-python.sh first",
-            workspace.join(".venv").display()
-        )
-        .into());
-    }
+    let helm_bin = helm_bin(&workspace)?;
     let bin = tidemark_bin()?;
 
     let work = tempfile::tempdir()?;
@@ -111,9 +105,10 @@ async fn run() -> Result<()> {
     println!(
         "components bench: {COMPONENTS} components x {OBJECTS_PER_COMPONENT} objects = {} rendered objects \
          (ConfigMaps, Services, ServiceAccounts, Deployments, Roles, RoleBindings), each in its own namespace; \
-         helm = {} (the stand-in)",
+         helm = {} ({})",
         COMPONENTS * OBJECTS_PER_COMPONENT,
-        helm_standin.display()
+        helm_bin.display(),
+        helm_version(&helm_bin)
     );
 
     let sim = Sim::start(sim_config()).await?;
@@ -135,7 +130,7 @@ async fn run() -> Result<()> {
         "tidemark-system".into(),
         None,
         Helm {
-            bin: helm_standin.clone(),
+            bin: helm_bin.clone(),
             timeout: Duration::from_secs(60),
         },
         Settings {
@@ -252,7 +247,7 @@ async fn run() -> Result<()> {
     // that one records a drift check in the future, which would make these due for one.)
     pass::run(&ctx, jiff::Timestamp::now()).await;
     let helm_log = work.path().join("helm.log");
-    let wrapper = helm_wrapper(work.path(), &helm_standin, &helm_log)?;
+    let wrapper = helm_wrapper(work.path(), &helm_bin, &helm_log)?;
     let agent = BinaryAgent {
         bin: bin.clone(),
         repo: repo.clone(),
@@ -873,15 +868,43 @@ impl Tampered {
     }
 }
 
-/// A `helm` that logs each invocation to `log` and runs the stand-in.
-fn helm_wrapper(dir: &Path, standin: &Path, log: &Path) -> Result<PathBuf> {
+/// The helm the bench renders with: `TIDEMARK_HELM_BIN`, else the Helm 4 that
+/// `scripts/setup-helm.sh` provisions.
+fn helm_bin(workspace: &Path) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDEMARK_HELM_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let provisioned = workspace.join(".tools/helm/v4.1.4/helm");
+    if !provisioned.is_file() {
+        return Err(format!(
+            "helm v4.1.4 not found at {}: run scripts/setup-helm.sh, or set TIDEMARK_HELM_BIN",
+            provisioned.display()
+        )
+        .into());
+    }
+    Ok(provisioned)
+}
+
+/// `helm version --short`, for the header.
+fn helm_version(helm: &Path) -> String {
+    Command::new(helm)
+        .args(["version", "--short"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|| "version unknown".into())
+}
+
+/// A `helm` that logs each invocation to `log` and runs `helm`.
+fn helm_wrapper(dir: &Path, helm: &Path, log: &Path) -> Result<PathBuf> {
     let wrapper = dir.join("helm");
     std::fs::write(
         &wrapper,
         format!(
             "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
             log.display(),
-            standin.display()
+            helm.display()
         ),
     )?;
     let mut perms = std::fs::metadata(&wrapper)?.permissions();

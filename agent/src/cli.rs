@@ -150,7 +150,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "110s")]
     pub timeout: String,
     /// The `helm` executable that renders components (`helm template`); default `helm`
-    /// on PATH, else the repository's stand-in `scripts/helm`.
+    /// on PATH, else `.tools/helm/v4.1.4/helm` (provisioned by `scripts/setup-helm.sh`).
     #[arg(long, env = "TIDEMARK_HELM_BIN")]
     pub helm_bin: Option<PathBuf>,
 }

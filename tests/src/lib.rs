@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod charts;
+
 /// Path of the `tidemark` binary: `TIDEMARK_BIN`, else `target/<profile>/tidemark` next to
 /// this test executable (`target/<profile>/deps/e2e-...`).
 pub fn tidemark_bin() -> Result<PathBuf> {
@@ -467,7 +469,7 @@ impl SshServer {
             .into_iter()
             .find(|p| Path::new(p).is_file());
         let Some(sshd) = sshd else {
-            bail!("sshd not found: install openssh-server (.ci/run does)");
+            bail!("sshd not found: install openssh-server (scripts/setup-system.sh does)");
         };
         let dir = tempfile::tempdir()?;
         let d = dir.path();
@@ -838,19 +840,77 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
-// ---- helm stand-in (scripts/helm) --------------------------------------------------------
-// Added for tests/helm_standin.rs; everything above is the shared harness.
+// ---- helm ---------------------------------------------------------------------------
 
-/// `<workspace>/scripts/helm`: the `helm template` stand-in built on helm-python-sdk (needs
-/// the venv that `scripts/setup-python.sh` creates).
-pub fn helm_standin() -> PathBuf {
-    workspace_root().join("scripts/helm")
+/// Helm 4, the version the tests, benches and the demo use.
+pub const HELM4_VERSION: &str = "v4.1.4";
+/// Helm 3, rendered with too by the compatibility test.
+pub const HELM3_VERSION: &str = "v3.17.2";
+
+/// The official helm binary of `version`: the path in `env_var` when set, else
+/// `.tools/helm/<version>/helm` as `scripts/setup-helm.sh` provisions it. Errors (naming both
+/// ways to get one) when neither exists.
+fn provisioned_helm(env_var: &str, version: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{env_var}={} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    let path = workspace_root().join(format!(".tools/helm/{version}/helm"));
+    if !path.is_file() {
+        bail!(
+            "helm {version} not found at {}: run scripts/setup-helm.sh (scripts/test.sh does), \
+             or set {env_var} to a helm {version} binary",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
-/// Runs `helm ARGS` through [`helm_standin`] in `dir`, with a timeout of 60 s and no
-/// `HELM_*` variables inherited.
-pub fn helm_in(args: &[&str], dir: &Path) -> Result<Run> {
-    let mut cmd = Command::new(helm_standin());
+/// The helm the tests use (Helm 4): `TIDEMARK_TEST_HELM`, else the provisioned
+/// `.tools/helm/v4.1.4/helm`.
+pub fn helm_bin() -> Result<PathBuf> {
+    provisioned_helm("TIDEMARK_TEST_HELM", HELM4_VERSION)
+}
+
+/// Helm 3 for the compatibility test: `TIDEMARK_TEST_HELM3`, else the provisioned
+/// `.tools/helm/v3.17.2/helm`.
+pub fn helm3_bin() -> Result<PathBuf> {
+    provisioned_helm("TIDEMARK_TEST_HELM3", HELM3_VERSION)
+}
+
+/// Writes `helm.log` and an executable `helm` into `dir`: a wrapper that logs every
+/// invocation (one line of arguments) and runs the test's helm ([`helm_bin`]) with its
+/// cache, config and data directories inside `dir` (nothing shared between tests, nothing
+/// written to the user's home). Returns the wrapper's path.
+pub fn helm_wrapper(dir: &Path) -> Result<PathBuf> {
+    let helm = helm_bin()?;
+    let wrapper = dir.join("helm");
+    let home = dir.join("helm-home");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{log}'\n\
+             HELM_CACHE_HOME='{home}/cache' HELM_CONFIG_HOME='{home}/config' \
+             HELM_DATA_HOME='{home}/data' exec '{helm}' \"$@\"\n",
+            log = dir.join("helm.log").display(),
+            home = home.display(),
+            helm = helm.display(),
+        ),
+    )?;
+    let mut perms = std::fs::metadata(&wrapper)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms)?;
+    Ok(wrapper)
+}
+
+/// Runs `HELM ARGS` in `dir` with a timeout of 60 s, no `HELM_*` variables inherited and
+/// helm's cache, config and data directories in a fresh temporary directory.
+pub fn helm_run(helm: &Path, args: &[&str], dir: &Path) -> Result<Run> {
+    let home = tempfile::tempdir()?;
+    let mut cmd = Command::new(helm);
     cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -861,12 +921,20 @@ pub fn helm_in(args: &[&str], dir: &Path) -> Result<Run> {
             cmd.env_remove(key);
         }
     }
+    cmd.env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"));
     let out = wait_with_timeout(cmd.spawn()?, Duration::from_secs(60))?;
     Ok(Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Runs `helm ARGS` with the tests' helm ([`helm_bin`]) in `dir` (see [`helm_run`]).
+pub fn helm_in(args: &[&str], dir: &Path) -> Result<Run> {
+    helm_run(&helm_bin()?, args, dir)
 }
 
 // ---- chart repositories -------------------------------------------------------------

@@ -275,7 +275,12 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
 #[test]
 fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
     let root = tidemark_e2e::workspace_root();
-    let run = tidemark_in(&["demo", "--timeout", "100s"], Some(&root), &[])?;
+    let helm = tidemark_e2e::helm_bin()?.display().to_string();
+    let run = tidemark_in(
+        &["demo", "--timeout", "100s", "--helm-bin", &helm],
+        Some(&root),
+        &[],
+    )?;
     assert_eq!(run.code, Some(0), "{run:?}");
     let lines: Vec<&str> = run.stdout.lines().collect();
     let promoted: Vec<&str> = lines

@@ -1,16 +1,17 @@
 //! Helm components end to end: the real `tidemark agent --once` renders charts with the
-//! `helm template` stand-in (Helm's Go engine), applies them to a `tidemark sim` process,
-//! prunes, checks health and drift; kubectl reads the cluster independently. A counting
-//! wrapper around the stand-in counts `helm` processes; the sim counts API requests.
+//! official helm (v4, provisioned by scripts/setup-helm.sh), applies them to a `tidemark sim`
+//! process, prunes, checks health and drift; kubectl reads the cluster independently. A
+//! counting wrapper around helm counts `helm` processes; the sim counts API requests.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use tidemark_e2e::charts::{self, TestChart};
 use tidemark_e2e::{
-    CLUSTERAPI, HttpServer, Pass, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, index_yaml,
-    package_metrics_lite, sim_manifest, tidemark_in, workspace_root,
+    CLUSTERAPI, HttpServer, Pass, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, helm_wrapper,
+    index_yaml, package_metrics_lite, sim_manifest, tidemark_in, workspace_root,
 };
 
 /// A fleet repo with one cluster (`sim`, wave `canary`) and the example charts.
@@ -60,19 +61,7 @@ struct Agent {
 impl Agent {
     fn new() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let standin = workspace_root().join("scripts/helm");
-        let wrapper = dir.path().join("helm");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-                dir.path().join("helm.log").display(),
-                standin.display()
-            ),
-        )?;
-        let mut perms = std::fs::metadata(&wrapper)?.permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&wrapper, perms)?;
+        helm_wrapper(dir.path())?;
         Ok(Self { dir })
     }
 
@@ -294,7 +283,7 @@ fn example_charts_apply_upgrade_change_values_prune_and_idle() -> Result<()> {
         .remove("charts/metrics-lite/templates/service.yaml")?;
     fleet.repo.write(
         "charts/metrics-lite/templates/dashboards.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-dashboards\ndata:\n  main.json: '{}'\n",
+        charts::METRICS_LITE_DASHBOARDS,
     )?;
     fleet.components = fleet.components.replace(
         "chart: {path: charts/metrics-lite}",
@@ -392,33 +381,17 @@ fn example_charts_apply_upgrade_change_values_prune_and_idle() -> Result<()> {
     Ok(())
 }
 
-/// Writes a chart `name` into the fleet repo: `Chart.yaml` plus `files` (path, text).
-fn write_chart(fleet: &Fleet, name: &str, files: &[(&str, &str)]) -> Result<()> {
-    fleet.repo.write(
-        &format!("charts/{name}/Chart.yaml"),
-        &format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n"),
-    )?;
-    for (path, text) in files {
-        fleet.repo.write(&format!("charts/{name}/{path}"), text)?;
+/// Writes `chart` into the fleet repo, at `charts/<name>`.
+fn write_chart(fleet: &Fleet, chart: &TestChart) -> Result<()> {
+    let dir = format!("charts/{}", chart.name);
+    fleet
+        .repo
+        .write(&format!("{dir}/Chart.yaml"), &chart.chart_yaml())?;
+    for (path, text) in chart.files {
+        fleet.repo.write(&format!("{dir}/{path}"), text)?;
     }
     Ok(())
 }
-
-const WIDGET_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-";
 
 #[test]
 fn a_chart_with_crds_and_custom_resources_using_them() -> Result<()> {
@@ -429,22 +402,7 @@ fn a_chart_with_crds_and_custom_resources_using_them() -> Result<()> {
       namespace: widgets
 ",
     )?;
-    write_chart(
-        &fleet,
-        "widgets",
-        &[
-            ("crds/widget.yaml", WIDGET_CRD),
-            (
-                "templates/widget.yaml",
-                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}-main\nspec:\n  size: 3\n",
-            ),
-            // A `helm test` hook: rendered by helm, never applied.
-            (
-                "templates/tests/check.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: widgets-test\n  annotations:\n    helm.sh/hook: test\ndata:\n  a: b\n",
-            ),
-        ],
-    )?;
+    write_chart(&fleet, &charts::WIDGETS)?;
     fleet.release("widgets")?;
     let agent = Agent::new()?;
     let pass = agent.once(&fleet, &sim, &[])?;
@@ -472,20 +430,7 @@ fn render_errors_fail_one_component_and_hold_later_phases() -> Result<()> {
       namespace: broken
 ";
     let mut fleet = Fleet::new(&format!("{METRICS_LITE}{broken}"))?;
-    write_chart(
-        &fleet,
-        "broken",
-        &[
-            (
-                "templates/cm.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  a: b\n",
-            ),
-            (
-                "templates/bad.yaml",
-                "{{ fail \"the chart refuses these values\" }}\n",
-            ),
-        ],
-    )?;
+    write_chart(&fleet, &charts::BROKEN)?;
     fleet.release("a broken chart")?;
     let agent = Agent::new()?;
     let pass = agent.once(&fleet, &sim, &[])?;
@@ -568,14 +513,7 @@ fn rejected_apply_is_reported_and_retried_next_pass() -> Result<()> {
       values: {name: Bad_Name}
 ",
     )?;
-    write_chart(
-        &fleet,
-        "named",
-        &[(
-            "templates/cm.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.name }}\ndata:\n  a: b\n",
-        )],
-    )?;
+    write_chart(&fleet, &charts::NAMED)?;
     fleet.release("an invalid name")?;
     let agent = Agent::new()?;
     let pass = agent.once(&fleet, &sim, &[])?;
@@ -820,26 +758,7 @@ fn a_job_whose_template_changed_is_replaced() -> Result<()> {
         )
     };
     let mut fleet = Fleet::new(&component("1"))?;
-    write_chart(
-        &fleet,
-        "migrate",
-        &[(
-            "templates/job.yaml",
-            "apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {{ .Release.Name }}-schema
-spec:
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: migrate
-          image: registry.example.com/migrate:1.0
-          args: [\"--step\", \"{{ .Values.step }}\"]
-",
-        )],
-    )?;
+    write_chart(&fleet, &charts::MIGRATE)?;
     fleet.release("migration step 1")?;
     let agent = Agent::new()?;
     let pass = agent.once(&fleet, &sim, &[])?;
@@ -878,22 +797,8 @@ fn one_object_cannot_belong_to_two_components_but_a_renamed_component_adopts_its
             .collect::<String>()
     };
     let mut fleet = Fleet::new(&declare(&[("one", "one"), ("two", "two")]))?;
-    let configmap = |name: &str| {
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n")
-    };
-    write_chart(
-        &fleet,
-        "one",
-        &[("templates/cm.yaml", &configmap("shared"))],
-    )?;
-    write_chart(
-        &fleet,
-        "two",
-        &[
-            ("templates/cm.yaml", &configmap("shared")),
-            ("templates/own.yaml", &configmap("two-own")),
-        ],
-    )?;
+    write_chart(&fleet, &charts::ONE)?;
+    write_chart(&fleet, &charts::TWO)?;
     fleet.release("two components, one object")?;
     let agent = Agent::new()?;
     let pass = agent.once(&fleet, &sim, &[])?;

@@ -47,15 +47,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `helm` on PATH, else the stand-in `scripts/helm` of this repository (run from its root).
+/// `helm` on PATH, else the helm that `scripts/setup-helm.sh` provisions into this
+/// repository (run from its root).
 fn default_helm() -> std::path::PathBuf {
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("helm").is_file()));
     if on_path {
         "helm".into()
     } else {
-        std::path::PathBuf::from("scripts/helm")
+        std::path::PathBuf::from(".tools/helm/v4.1.4/helm")
             .canonicalize()
-            .unwrap_or_else(|_| "scripts/helm".into())
+            .unwrap_or_else(|_| ".tools/helm/v4.1.4/helm".into())
     }
 }

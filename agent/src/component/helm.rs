@@ -1,5 +1,6 @@
 //! The `helm template` wrapper: one process per render, argv only (no shell), a timeout,
-//! stderr's tail in the error (through [`crate::process`]).
+//! stderr's tail in the error (through [`crate::process`]). Tested with the official helm
+//! v4.1.4 and v3.17.2.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
