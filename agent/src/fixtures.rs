@@ -9,7 +9,7 @@ use tidemark_schema::component::ChartRef;
 use tidemark_schema::resolve::{DesiredComponent, DesiredNodeGroup, DesiredState};
 use tidemark_schema::{ComponentPhase, Duration, KubeVersion};
 
-use crate::observe::model::{NodeGroupObservation, Observed};
+use crate::observe::model::{Capabilities, NodeGroupObservation, Observed};
 
 /// Builder: `desired("1.30.4").group("general", "1.30.4")`.
 pub fn v(s: &str) -> KubeVersion {
@@ -112,6 +112,10 @@ pub fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
         previous_desired: None,
         components: BTreeMap::new(),
         drift_due: false,
+        capabilities: Capabilities {
+            kube_version: Some(v(cp)),
+            group_versions: ["v1".to_string(), "apps/v1".to_string()].into(),
+        },
     }
 }
 

@@ -1,6 +1,16 @@
 //! The Kubernetes client: built from a kubeconfig file or the in-cluster environment.
+//!
+//! - Every request says who sends it: `User-Agent: tidemark/<version>` (audit logs).
+//! - Retries are bounded: 429, 503 and 504 are retried at most three times within a few
+//!   seconds (honouring `Retry-After`). kube's default policy retries for many minutes, and
+//!   one unavailable aggregated API (503 until its pod runs) would stall every pass; a
+//!   failed pass is retried by the runner's backoff instead.
 
 use std::path::Path;
+use std::time::Duration;
+
+use kube::client::ClientBuilder;
+use kube::client::retry::RetryPolicy;
 
 /// Errors of connecting to a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +33,15 @@ pub enum Error {
     Client(String),
 }
 
+/// The User-Agent of every request.
+pub fn user_agent() -> String {
+    format!("tidemark/{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// A client for the cluster of `kubeconfig`, or the one inferred from the environment
 /// (`KUBECONFIG`, `~/.kube/config`, the in-cluster service account).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
                 path: path.display().to_string(),
@@ -41,5 +56,16 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| Error::Infer(e.to_string()))?,
     };
-    kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+    config.default_retry = false;
+    let agent =
+        http::HeaderValue::from_str(&user_agent()).map_err(|e| Error::Client(e.to_string()))?;
+    config.headers.push((http::header::USER_AGENT, agent));
+    let retry = RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 3, true)
+        .map_err(|e| Error::Client(e.to_string()))?;
+    let builder = ClientBuilder::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
+    // The retry layer clones its service: a buffer in front of kube's stack makes it so.
+    Ok(builder
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(retry))
+        .build())
 }

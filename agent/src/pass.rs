@@ -209,6 +209,7 @@ async fn pipeline(
         revision: &desired.revision,
         renderer: &ctx.renderer,
         settings: &ctx.settings,
+        capabilities: &observed.capabilities,
     };
     let execution = converge::execute(&target, &plan, &desired, &observed, &provider, now).await;
     Ok(Progress {

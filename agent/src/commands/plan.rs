@@ -85,6 +85,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             revision: &desired.revision,
             renderer: &renderer,
             settings: &settings,
+            capabilities: &observed.capabilities,
         };
         let mut scratch = Scratch::new(state.components.iter().map(|c| c.name.clone()));
         let mut previews: BTreeMap<String, String> = BTreeMap::new();

@@ -32,6 +32,11 @@ pub struct RenderRequest<'a> {
     pub version: Option<&'a str>,
     /// The merged values file.
     pub values_file: &'a Path,
+    /// The Kubernetes version to render for (`--kube-version`), the cluster's.
+    pub kube_version: Option<&'a str>,
+    /// The API versions to render for (`--api-versions`): `group/version` and
+    /// `group/version/Kind` the cluster serves.
+    pub api_versions: &'a [String],
 }
 
 /// Errors of a render.
@@ -87,6 +92,12 @@ impl Helm {
             req.values_file.display().to_string(),
             "--include-crds".to_string(),
         ]);
+        if let Some(v) = req.kube_version {
+            args.extend(["--kube-version".to_string(), v.to_string()]);
+        }
+        if !req.api_versions.is_empty() {
+            args.extend(["--api-versions".to_string(), req.api_versions.join(",")]);
+        }
         args
     }
 
@@ -121,6 +132,8 @@ mod tests {
             chart_dir: Path::new("/tmp/chart"),
             version: None,
             values_file: values,
+            kube_version: None,
+            api_versions: &[],
         }
     }
 
@@ -176,6 +189,21 @@ mod tests {
             Helm::args(&req).join(" "),
             "template metrics ingress-nginx --namespace monitoring --version 4.11.2 \
              --repo https://charts.example -f /tmp/v.yaml --include-crds"
+        );
+        let apis = [
+            "v1".to_string(),
+            "apps/v1".to_string(),
+            "apps/v1/Deployment".to_string(),
+        ];
+        let for_cluster = RenderRequest {
+            kube_version: Some("1.29.8"),
+            api_versions: &apis,
+            ..request(&in_repo, &values)
+        };
+        assert_eq!(
+            Helm::args(&for_cluster).join(" "),
+            "template metrics /tmp/chart --namespace monitoring -f /tmp/v.yaml --include-crds \
+             --kube-version 1.29.8 --api-versions v1,apps/v1,apps/v1/Deployment"
         );
         let oci = ChartSource::Oci {
             reference: "oci://registry.example/charts/app".into(),

@@ -7,7 +7,7 @@
 //! - A live object's group, version and kind come from the request that listed it, never
 //!   from the list item (a real API server leaves them out of built-in kinds' items).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -435,40 +435,129 @@ pub async fn list_labelled(
         .collect())
 }
 
-/// Every object of every served kind that carries the component label, found with
-/// discovery: one list per listable, deletable resource. Used to prune and to check that
-/// one object has one owner.
-pub async fn sweep(client: &kube::Client) -> Result<Vec<LiveObject>, ApiError> {
-    let discovery = kube::Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(|e| ApiError::new("discover the served kinds", e))?;
-    let mut resources: Vec<(ApiResource, ApiCapabilities)> = Vec::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            // Events carry no labels of ours: skip what cannot be ours cheaply.
-            if ar.plural == "events"
-                || !caps.supports_operation(verbs::LIST)
-                || !caps.supports_operation(verbs::DELETE)
+/// What the API server serves: every group/version and kind whose discovery answered, and
+/// the group/versions whose discovery failed this pass.
+///
+/// Written here rather than with `kube::Discovery`, which fails as a whole when one group
+/// fails: an aggregated API whose backend is not running yet (metrics-server's, until its
+/// pod is ready) answers 503, and must not stop every component of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Served {
+    /// Per group, its resources at the preferred version (and kinds only other versions
+    /// have, at the first of those), with their capabilities.
+    pub resources: Vec<(ApiResource, ApiCapabilities)>,
+    /// Every served group/version (`v1`, `apps/v1`, ...) and `group/version/Kind`.
+    pub api_versions: BTreeSet<String>,
+    /// Group/versions whose discovery failed, and why.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+impl Served {
+    /// Discovers what the API server serves (one request for the core group's versions,
+    /// one for the group list, one per group/version).
+    pub async fn discover(client: &kube::Client) -> Result<Self, ApiError> {
+        let mut out = Self::default();
+        let core = client
+            .list_core_api_versions()
+            .await
+            .map_err(|e| ApiError::new("discover the core API versions", e))?;
+        let groups = client
+            .list_api_groups()
+            .await
+            .map_err(|e| ApiError::new("discover the API groups", e))?;
+        let mut versions_of: Vec<(String, Vec<String>)> =
+            vec![(String::new(), core.versions.clone())];
+        for g in groups.groups {
+            let mut versions: Vec<String> =
+                g.versions.iter().map(|v| v.group_version.clone()).collect();
+            // Preferred first: its resources are the ones to use.
+            if let Some(p) = g
+                .preferred_version
+                .as_ref()
+                .map(|p| p.group_version.clone())
             {
-                continue;
+                versions.retain(|v| *v != p);
+                versions.insert(0, p);
             }
-            resources.push((ar, caps));
+            versions_of.push((g.name, versions));
         }
+        for (group, versions) in versions_of {
+            let mut kinds_seen = BTreeSet::new();
+            for gv in versions {
+                let list = if group.is_empty() {
+                    client.list_core_api_resources(&gv).await
+                } else {
+                    client.list_api_group_resources(&gv).await
+                };
+                let list = match list {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let e = ApiError::new(format!("discover {gv}"), e);
+                        tracing::warn!(group_version = %gv, error = %crate::status::describe(&e), "API group unavailable; skipped this pass");
+                        out.unavailable.insert(gv, crate::status::describe(&e));
+                        continue;
+                    }
+                };
+                out.api_versions.insert(gv.clone());
+                for r in list.resources.iter().filter(|r| !r.name.contains('/')) {
+                    out.api_versions.insert(format!("{gv}/{}", r.kind));
+                    if !kinds_seen.insert(r.kind.clone()) {
+                        continue;
+                    }
+                    let (g, v) = gv.split_once('/').unwrap_or(("", gv.as_str()));
+                    let ar = ApiResource {
+                        group: g.to_string(),
+                        version: v.to_string(),
+                        api_version: gv.clone(),
+                        kind: r.kind.clone(),
+                        plural: r.name.clone(),
+                    };
+                    let caps = ApiCapabilities {
+                        scope: if r.namespaced {
+                            Scope::Namespaced
+                        } else {
+                            Scope::Cluster
+                        },
+                        subresources: vec![],
+                        operations: r.verbs.clone(),
+                    };
+                    out.resources.push((ar, caps));
+                }
+            }
+        }
+        Ok(out)
     }
+
+    /// Why the group/version of `api_version` could not be discovered this pass, if it
+    /// could not.
+    pub fn unavailable(&self, api_version: &str) -> Option<&str> {
+        self.unavailable.get(api_version).map(String::as_str)
+    }
+}
+
+/// Every object of every served kind that carries the component label: one list per
+/// listable, deletable resource. Used to prune and to check that one object has one owner.
+pub async fn sweep(client: &kube::Client, served: &Served) -> Vec<LiveObject> {
     let mut out = Vec::new();
-    for (ar, caps) in resources {
+    for (ar, caps) in &served.resources {
+        // Events carry no labels of ours: skip what cannot be ours cheaply.
+        if ar.plural == "events"
+            || !caps.supports_operation(verbs::LIST)
+            || !caps.supports_operation(verbs::DELETE)
+        {
+            continue;
+        }
         let namespaced = caps.scope == Scope::Namespaced;
-        match list_labelled(client, &ar, namespaced, keys::labels::COMPONENT).await {
+        match list_labelled(client, ar, namespaced, keys::labels::COMPONENT).await {
             Ok(found) => out.extend(found),
-            // A resource that refuses a list (aggregated API down) cannot be swept now;
-            // what it holds is pruned on a later pass.
+            // A resource that refuses a list cannot be swept now; what it holds is pruned
+            // on a later pass.
             Err(e) => {
                 tracing::warn!(resource = %ar.plural, error = %crate::status::describe(&e), "cannot list for prune")
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Deletes `obj` (foreground: its dependents go with it). Gone already is fine.

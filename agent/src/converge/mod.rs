@@ -34,12 +34,12 @@ use tracing::Instrument;
 use crate::component::inputs::{ComponentInputs, InputsError};
 use crate::component::manifest::{ObjectKey, RenderedObject};
 use crate::desired::{Desired, Source};
-use crate::observe::model::Observed;
+use crate::observe::model::{Capabilities, Observed};
 use crate::plan::{CheckReason, Plan, Step};
 use crate::provider::{self, AnyProvider, Provider, RolloutLimits};
 use crate::status::{ComponentHealth, ComponentRecord, describe};
 use live::{ApiError, Kinds, LiveError, LiveIndex, LiveObject};
-use render::{Render, RenderError, Rendered, Renderer};
+use render::{Render, RenderCapabilities, RenderError, Rendered, Renderer};
 use settle::Settle;
 
 /// How component steps wait.
@@ -68,6 +68,8 @@ pub struct Target<'a> {
     pub renderer: &'a Renderer,
     /// How component steps wait.
     pub settings: &'a Settings,
+    /// What the cluster offers charts (as observed for this pass).
+    pub capabilities: &'a Capabilities,
 }
 
 /// Errors of one component's step: the component is `Failed` with this message, the rest
@@ -95,6 +97,7 @@ pub struct Scratch {
     pub kinds: Kinds,
     /// Live objects listed per kind.
     pub live: LiveIndex,
+    served: Option<live::Served>,
     swept: Option<Vec<LiveObject>>,
     /// Objects applied in this pass, by the component that applied them.
     pub applied: HashMap<ObjectKey, String>,
@@ -102,6 +105,7 @@ pub struct Scratch {
     pub declared: BTreeSet<String>,
     /// Renders made ahead for this pass's steps.
     pub rendered: HashMap<String, Result<Rendered, RenderError>>,
+    render_capabilities: Option<Result<RenderCapabilities, Arc<ApiError>>>,
 }
 
 /// What the cluster holds for a rendered object.
@@ -123,10 +127,44 @@ impl Scratch {
         }
     }
 
+    /// What the API server serves, discovered once per pass.
+    pub async fn served(&mut self, client: &kube::Client) -> Result<&live::Served, ApiError> {
+        if self.served.is_none() {
+            self.served = Some(live::Served::discover(client).await?);
+        }
+        Ok(self.served.get_or_insert_with(live::Served::default))
+    }
+
+    /// What charts are rendered for in this pass: `capabilities`' Kubernetes version and
+    /// every group/version and kind the cluster serves (discovered once per pass, and only
+    /// when something is rendered).
+    pub async fn render_capabilities(
+        &mut self,
+        client: &kube::Client,
+        capabilities: &Capabilities,
+    ) -> Result<RenderCapabilities, RenderError> {
+        if self.render_capabilities.is_none() {
+            let found = match self.served(client).await {
+                Ok(served) => Ok(RenderCapabilities {
+                    kube_version: capabilities.kube_version.map(|v| v.to_string()),
+                    api_versions: served.api_versions.iter().cloned().collect(),
+                }),
+                Err(e) => Err(Arc::new(e)),
+            };
+            self.render_capabilities = Some(found);
+        }
+        match &self.render_capabilities {
+            Some(Ok(c)) => Ok(c.clone()),
+            Some(Err(e)) => Err(RenderError::Discovery(e.clone())),
+            None => Ok(RenderCapabilities::default()),
+        }
+    }
+
     /// Every labelled object of the cluster, swept once per pass (see [`live::sweep`]).
     pub async fn swept(&mut self, client: &kube::Client) -> Result<&[LiveObject], ApiError> {
         if self.swept.is_none() {
-            self.swept = Some(live::sweep(client).await?);
+            let served = self.served(client).await?.clone();
+            self.swept = Some(live::sweep(client, &served).await);
         }
         Ok(self.swept.as_deref().unwrap_or_default())
     }
@@ -220,10 +258,24 @@ pub async fn execute(
             .filter_map(|s| component_of(s, desired))
             .filter_map(|(c, i)| Some((c, i.ok()?)))
             .collect();
-        scratch.rendered = target
-            .renderer
-            .render_all(target.source, target.revision, &jobs)
-            .await;
+        if !jobs.is_empty() {
+            scratch.rendered = match scratch
+                .render_capabilities(target.client, target.capabilities)
+                .await
+            {
+                Ok(caps) => {
+                    target
+                        .renderer
+                        .render_all(target.source, target.revision, &caps, &jobs)
+                        .await
+                }
+                Err(RenderError::Discovery(e)) => jobs
+                    .iter()
+                    .map(|(c, _)| (c.name.clone(), Err(RenderError::Discovery(e.clone()))))
+                    .collect(),
+                Err(_) => HashMap::new(),
+            };
+        }
         let mut waiting = Vec::new();
         for step in here {
             let span = tracing::info_span!("step", %step);
@@ -458,7 +510,14 @@ async fn component_step<'a>(
             }
         }
         _ => {
-            let record = previous.cloned().unwrap_or_default();
+            // Git wants what was last applied completely: a failed attempt of other inputs
+            // (a change since reverted) no longer matters, and the health is read afresh,
+            // never carried over (issue 10: a reverted change stayed Failed for ever).
+            let mut record = previous.cloned().unwrap_or_default();
+            record.failed_inputs = None;
+            if record.health == ComponentHealth::Failed {
+                record.health = ComponentHealth::Progressing;
+            }
             let since = record.applied_at.unwrap_or(now);
             StepDone::Settle {
                 settle: Settle {
@@ -485,14 +544,29 @@ async fn apply_component(
 ) -> ComponentRecord {
     let attempted = inputs.ok().map(|i| i.digest.clone());
     let display = inputs.map(|i| i.display.clone()).unwrap_or_default();
-    match try_apply(target, scratch, c, inputs).await {
-        Ok(render) => {
+    match try_apply(target, scratch, c, inputs, previous).await {
+        Ok(Applied::Unchanged(render)) => {
+            // Rendered again (new capabilities, or inputs that do not change the output):
+            // the objects are the ones applied last time. Nothing to write.
+            tracing::info!(component = %c.name, "rendered again; unchanged, nothing to apply");
+            let record = ComponentRecord {
+                chart: display,
+                inputs: Some(render.inputs.clone()),
+                capabilities: Some(target.capabilities.digest()),
+                failed_inputs: None,
+                ..previous.cloned().unwrap_or_default()
+            };
+            target.renderer.keep(&c.name, render);
+            record
+        }
+        Ok(Applied::Applied(render)) => {
             let record = ComponentRecord {
                 chart: display,
                 health: ComponentHealth::Progressing,
                 message: None,
                 failed_inputs: None,
                 inputs: Some(render.inputs.clone()),
+                capabilities: Some(target.capabilities.digest()),
                 rendered: Some(render.rendered.clone()),
                 objects: u32::try_from(render.objects.len()).unwrap_or(u32::MAX),
                 applied_at: Some(now),
@@ -516,14 +590,26 @@ async fn apply_component(
     }
 }
 
+/// What an apply did.
+enum Applied {
+    /// The render was applied (and what it no longer holds pruned).
+    Applied(Render),
+    /// The render is the one applied last time: nothing was written.
+    Unchanged(Render),
+}
+
 async fn try_apply(
     target: &Target<'_>,
     scratch: &mut Scratch,
     c: &DesiredComponent,
     inputs: Result<&ComponentInputs, &Arc<InputsError>>,
-) -> Result<Render, ComponentError> {
+    previous: Option<&ComponentRecord>,
+) -> Result<Applied, ComponentError> {
     let inputs = inputs.map_err(|e| ComponentError::Inputs(e.clone()))?;
     let render = render_prepared(target, scratch, c, inputs).await?;
+    if previous.is_some_and(|p| p.rendered.as_deref() == Some(render.rendered.as_str())) {
+        return Ok(Applied::Unchanged(render));
+    }
     apply::check_ownership(target.client, scratch, c, &render.objects).await?;
     apply::apply_objects(
         target.client,
@@ -537,7 +623,7 @@ async fn try_apply(
     if pruned > 0 {
         tracing::info!(component = %c.name, pruned, "pruned what the render no longer holds");
     }
-    Ok(render)
+    Ok(Applied::Applied(render))
 }
 
 /// The render of `c` made ahead for this pass, or a new one, prepared for apply.
@@ -549,12 +635,18 @@ async fn render_prepared(
 ) -> Result<Render, ComponentError> {
     let rendered = match scratch.rendered.remove(&c.name) {
         Some(r) => r,
-        None => {
-            target
-                .renderer
-                .render(target.source, target.revision, c, inputs)
-                .await
-        }
+        None => match scratch
+            .render_capabilities(target.client, target.capabilities)
+            .await
+        {
+            Ok(caps) => {
+                target
+                    .renderer
+                    .render(target.source, target.revision, &caps, c, inputs)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
     }
     .map_err(ComponentError::Render)?;
     let objects = apply::prepare(target.client, scratch, c, rendered.objects).await?;

@@ -52,9 +52,12 @@ pub async fn preview(
     inputs: &ComponentInputs,
 ) -> Result<Preview, PreviewError> {
     let client = target.client;
+    let capabilities = scratch
+        .render_capabilities(client, target.capabilities)
+        .await?;
     let rendered = target
         .renderer
-        .render(target.source, target.revision, c, inputs)
+        .render(target.source, target.revision, &capabilities, c, inputs)
         .await?;
     let objects = apply::prepare(client, scratch, c, rendered.objects).await?;
     let mut preview = Preview {

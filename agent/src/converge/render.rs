@@ -48,6 +48,18 @@ pub enum RenderError {
     /// helm's output is not a set of Kubernetes objects.
     #[error("failed to read the render")]
     Manifest(#[source] ManifestError),
+    /// The APIs the cluster serves could not be discovered (the render must be for them).
+    #[error("failed to discover the APIs the cluster serves")]
+    Discovery(#[source] std::sync::Arc<super::live::ApiError>),
+}
+
+/// What a chart is rendered for: the cluster's Kubernetes version and served APIs.
+#[derive(Clone, Debug, Default)]
+pub struct RenderCapabilities {
+    /// `--kube-version`.
+    pub kube_version: Option<String>,
+    /// `--api-versions`: served `group/version` and `group/version/Kind`.
+    pub api_versions: Vec<String>,
 }
 
 /// What helm printed, parsed, before it is prepared for the cluster.
@@ -107,6 +119,7 @@ impl Renderer {
         &self,
         source: &Source,
         revision: &str,
+        capabilities: &RenderCapabilities,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
     ) -> Result<Rendered, RenderError> {
@@ -141,6 +154,8 @@ impl Renderer {
             chart_dir: &chart_dir,
             version: inputs.version.as_deref(),
             values_file: &values_file,
+            kube_version: capabilities.kube_version.as_deref(),
+            api_versions: &capabilities.api_versions,
         };
         self.processes.inc();
         let out = self.helm.render(&req).await?;
@@ -159,6 +174,7 @@ impl Renderer {
         &self,
         source: &Source,
         revision: &str,
+        capabilities: &RenderCapabilities,
         jobs: &[(&DesiredComponent, &ComponentInputs)],
     ) -> HashMap<String, Result<Rendered, RenderError>> {
         // Futures built by a named function, not a closure: rustc cannot prove a
@@ -166,7 +182,7 @@ impl Renderer {
         let renders: Vec<_> = jobs
             .iter()
             .filter(|(c, i)| self.kept(&c.name, &i.digest).is_none())
-            .map(|(c, i)| self.render_named(source, revision, c, i))
+            .map(|(c, i)| self.render_named(source, revision, capabilities, c, i))
             .collect();
         futures::stream::iter(renders)
             .buffer_unordered(RENDER_CONCURRENCY)
@@ -178,13 +194,12 @@ impl Renderer {
         &self,
         source: &Source,
         revision: &str,
+        capabilities: &RenderCapabilities,
         c: &DesiredComponent,
         inputs: &ComponentInputs,
     ) -> (String, Result<Rendered, RenderError>) {
-        (
-            c.name.clone(),
-            self.render(source, revision, c, inputs).await,
-        )
+        let rendered = self.render(source, revision, capabilities, c, inputs).await;
+        (c.name.clone(), rendered)
     }
 
     /// The kept render of `name`, if it was made from inputs `digest`.

@@ -1,6 +1,6 @@
-//! Reading the cluster: the API server's version and health, nodes by node group, what the
-//! provider knows of changes in progress, and what the status record says earlier passes
-//! did. Only reads; every Kubernetes type stops here and becomes [`Observed`], complete
+//! Reading the cluster: the API server's version, served APIs and health, nodes by node
+//! group, what the provider knows of changes in progress, and what the status record says
+//! earlier passes did. Only reads; every Kubernetes type stops here and becomes [`Observed`], complete
 //! before planning: `tidemark plan` and the agent's pass call the same [`cluster`], so they
 //! see the same world.
 
@@ -16,7 +16,7 @@ use tidemark_schema::KubeVersion;
 
 use crate::provider::{AnyProvider, GroupProgress, Provider};
 use crate::status::Record;
-use model::{NodeGroupObservation, Observed, PreviousDesired};
+use model::{Capabilities, NodeGroupObservation, Observed, PreviousDesired};
 
 /// Errors of observing. All are transient from the planner's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,24 @@ pub async fn cluster(
     let control_plane = KubeVersion::parse_observed(&info.git_version)
         .map_err(|_| Error::Version(info.git_version.clone()))?;
     let api_healthy = readyz(client).await;
+    let groups = client
+        .list_api_groups()
+        .await
+        .map_err(|source| Error::Api {
+            what: "the API group list",
+            source,
+        })?;
+    let capabilities = Capabilities {
+        kube_version: Some(control_plane),
+        group_versions: std::iter::once("v1".to_string())
+            .chain(
+                groups
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.versions.iter().map(|v| v.group_version.clone())),
+            )
+            .collect(),
+    };
     let (mut node_groups, nodes_not_ready) = nodes(client, provider).await?;
 
     let progress = provider
@@ -107,6 +125,7 @@ pub async fn cluster(
         drift_due: record
             .drift_checked
             .is_none_or(|t| now.duration_since(t).unsigned_abs() >= drift_interval),
+        capabilities,
     })
 }
 

@@ -39,6 +39,39 @@ pub struct Observed {
     pub components: BTreeMap<String, ComponentRecord>,
     /// Whether applied components are due for a drift check (every `--drift-interval`).
     pub drift_due: bool,
+    /// What charts are rendered for: the control plane's version and the served APIs.
+    pub capabilities: Capabilities,
+}
+
+/// What the cluster offers a chart (helm's `.Capabilities`): the Kubernetes version and the
+/// API group/versions it serves. Part of a component's inputs: when it changes (a
+/// control-plane minor, a new API), components are rendered again, and applied if their
+/// render changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The API server's version.
+    pub kube_version: Option<KubeVersion>,
+    /// Served group/versions (`v1`, `apps/v1`, ...), from the API group list.
+    pub group_versions: std::collections::BTreeSet<String>,
+}
+
+impl Capabilities {
+    /// sha256 of the control plane's minor and the served group/versions. (A patch release
+    /// does not re-render: charts gate on minors. Kinds added to a served group/version do
+    /// not either: finding them needs a discovery request per group, too many for every
+    /// pass.)
+    pub fn digest(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        if let Some(v) = self.kube_version {
+            h.update(format!("kube {}.{}\n", v.major, v.minor));
+        }
+        for gv in &self.group_versions {
+            h.update(gv.as_bytes());
+            h.update(b"\n");
+        }
+        format!("sha256:{:x}", h.finalize())
+    }
 }
 
 /// Declarations tidemark accepted on earlier passes.

@@ -2,8 +2,9 @@
 //! control-plane and node-group steps.
 //!
 //! - A component whose inputs (chart, version, merged values: their sha256, computed from
-//!   git by the pass) differ from the inputs of its last complete apply is applied; equal
-//!   inputs mean no render and no apply.
+//!   git by the pass) or whose cluster capabilities (control-plane minor, served APIs)
+//!   differ from those of its last complete apply is applied; equal inputs mean no render
+//!   and no apply.
 //! - An applied component that is not yet healthy is checked (read-only); a healthy one is
 //!   checked for drift when the drift interval has passed.
 //! - Phases (DESIGN.md "Convergence order"): `before-control-plane` components may always
@@ -41,6 +42,9 @@ pub enum ApplyReason {
     Changed,
     /// The last apply of these inputs failed.
     Retry,
+    /// The cluster's version or served APIs changed: rendered again (applied only if the
+    /// render changed).
+    Capabilities,
 }
 
 /// What a component check looks at.
@@ -76,10 +80,14 @@ pub fn plan(
 
     let mut now_steps: Vec<Step> = Vec::new();
     let mut held: Vec<Step> = Vec::new();
+    let capabilities = observed.capabilities.digest();
     for c in &desired.components {
         let record = observed.components.get(&c.name);
+        let rendered_for_now = record.and_then(|r| r.capabilities.as_ref()) == Some(&capabilities);
         let step = match inputs.get(&c.name) {
-            Some(Inputs::Digest(d)) if record.and_then(|r| r.inputs.as_ref()) == Some(d) => {
+            Some(Inputs::Digest(d))
+                if record.and_then(|r| r.inputs.as_ref()) == Some(d) && rendered_for_now =>
+            {
                 let health = record.map(|r| r.health).unwrap_or_default();
                 if health != ComponentHealth::Healthy {
                     Some(Step::CheckComponent {
@@ -108,6 +116,7 @@ pub fn plan(
                         ApplyReason::Retry
                     }
                     Some(r) if r.inputs.is_none() => ApplyReason::New,
+                    Some(r) if r.inputs.as_ref() == digest => ApplyReason::Capabilities,
                     Some(_) => ApplyReason::Changed,
                 };
                 Some(Step::ApplyComponent {

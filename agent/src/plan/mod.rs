@@ -212,6 +212,9 @@ impl fmt::Display for Step {
                     ApplyReason::New => "new",
                     ApplyReason::Changed => "chart, version or values changed",
                     ApplyReason::Retry => "retrying the last failed apply",
+                    ApplyReason::Capabilities => {
+                        "rendered again for the cluster's Kubernetes version and APIs"
+                    }
                 };
                 write!(f, "apply component {name} ({why})")
             }

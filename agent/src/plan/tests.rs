@@ -537,6 +537,7 @@ mod components {
                 chart: format!("{name} 1.0.0"),
                 health,
                 inputs: Some(digest.into()),
+                capabilities: Some(o.capabilities.digest()),
                 objects: 3,
                 ..ComponentRecord::default()
             },

@@ -145,6 +145,10 @@ pub struct ComponentRecord {
     /// equal to the desired inputs means no `helm` call and no apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// sha256 of the cluster's capabilities (control-plane minor, served APIs) the last
+    /// complete apply was rendered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<String>,
     /// sha256 of the inputs of the last failed attempt, when it failed (so the same
     /// failure is retried, not mistaken for a new change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
