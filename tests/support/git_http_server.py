@@ -3,9 +3,11 @@
 `git http-backend` (git's own CGI program) does the protocol; this server adds HTTP basic
 auth so credential handling can be tested. Usage:
 
-    python3 git_http_server.py ROOT USER PASSWORD
+    python3 git_http_server.py ROOT USER PASSWORD [v0]
 
-Prints `listening PORT` when ready; serves until killed.
+With `v0`, the client's `Git-Protocol` header is ignored, so `git http-backend` answers
+with protocol v0 (a server that does not speak v2). Prints `listening PORT` when ready;
+serves until killed.
 """
 
 import base64
@@ -15,6 +17,7 @@ import subprocess
 import sys
 
 ROOT, USER, PASSWORD = sys.argv[1], sys.argv[2], sys.argv[3]
+V0_ONLY = sys.argv[4:] == ["v0"]
 BACKEND = os.path.join(
     subprocess.check_output(["git", "--exec-path"]).decode().strip(), "git-http-backend"
 )
@@ -67,7 +70,7 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
             "REMOTE_USER": USER,
             "REMOTE_ADDR": "127.0.0.1",
         }
-        if self.headers.get("Git-Protocol"):
+        if self.headers.get("Git-Protocol") and not V0_ONLY:
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         out = subprocess.run([BACKEND], input=body, env=env, capture_output=True).stdout
         sep = out.find(b"\r\n\r\n")
