@@ -471,6 +471,7 @@ struct ProxyCounts {
     down: std::sync::atomic::AtomicU64,
     up: std::sync::atomic::AtomicU64,
     open: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -492,6 +493,7 @@ impl CountingProxy {
                     continue;
                 };
                 shared.open.fetch_add(2, Ordering::SeqCst);
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 for (from, to, down) in [(&client, &server, false), (&server, &client, true)] {
                     let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                         shared.open.fetch_sub(1, Ordering::SeqCst);
@@ -511,6 +513,13 @@ impl CountingProxy {
     /// The port to connect to instead of the upstream's.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counts
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until every connection has closed, then returns the bytes sent by the server
@@ -572,27 +581,70 @@ pub fn git_daemon_path() -> Result<PathBuf> {
 pub struct GitHttpServer {
     child: Child,
     port: u16,
+    /// With TLS: the directory holding its self-signed certificate.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl GitHttpServer {
     /// Serves the repositories under `base`, accepting only `user`/`password`.
     pub fn start(base: &Path, user: &str, password: &str) -> Result<Self> {
-        Self::start_with(base, user, password, false)
+        Self::start_with(base, user, password, false, None)
+    }
+
+    /// Like [`Self::start`], over HTTPS with a fresh self-signed certificate for
+    /// 127.0.0.1 (see [`Self::ca_file`]).
+    pub fn start_tls(base: &Path, user: &str, password: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem"))
+                .stdin(Stdio::null()),
+        )?;
+        Self::start_with(base, user, password, false, Some(dir))
     }
 
     /// Like [`Self::start`], but the server ignores the client's `Git-Protocol` header,
     /// so `git http-backend` answers with protocol v0.
     pub fn start_v0(base: &Path, user: &str, password: &str) -> Result<Self> {
-        Self::start_with(base, user, password, true)
+        Self::start_with(base, user, password, true, None)
     }
 
-    fn start_with(base: &Path, user: &str, password: &str, v0_only: bool) -> Result<Self> {
+    fn start_with(
+        base: &Path,
+        user: &str,
+        password: &str,
+        v0_only: bool,
+        tls: Option<tempfile::TempDir>,
+    ) -> Result<Self> {
         let script = workspace_root().join("tests/support/git_http_server.py");
+        let mut options = Vec::new();
+        if v0_only {
+            options.push("v0".to_string());
+        }
+        if let Some(dir) = &tls {
+            options.push(format!(
+                "tls={},{}",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+        }
         let mut child = Command::new("python3")
             .arg(script)
             .arg(base)
             .args([user, password])
-            .args(if v0_only { &["v0"][..] } else { &[][..] })
+            .args(&options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -611,12 +663,19 @@ impl GitHttpServer {
             let _ = child.kill();
             bail!("git http server did not start: {text:?}");
         };
-        Ok(Self { child, port })
+        Ok(Self { child, port, tls })
     }
 
-    /// `http://127.0.0.1:PORT/NAME`
+    /// `http://127.0.0.1:PORT/NAME` (`https://` when started with TLS)
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The certificate a client must trust to reach a server started with TLS (as
+    /// `SSL_CERT_FILE`, which openssl reads for every client in the process).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|d| d.path().join("cert.pem"))
     }
 
     /// The port it listens on.

@@ -6,8 +6,8 @@
 use anyhow::{Result, ensure};
 use serde_yaml::Value;
 use tidemark_e2e::{
-    CountingProxy, GitDaemon, GitHttpServer, Run, SshServer, WorkRepo, cluster_yaml, fleet_yaml,
-    tidemark, tidemark_in,
+    CLUSTERAPI, CountingProxy, GitDaemon, GitHttpServer, Pass, Run, SimProcess, SshServer,
+    WorkRepo, cluster_yaml, fleet_yaml, sim_manifest, tidemark, tidemark_in,
 };
 
 /// A fleet with three waves, all tagged; cluster `a` is in `canary`.
@@ -261,5 +261,104 @@ fn local_remotes_are_read_in_process() -> Result<()> {
     let (out, _) = ok(run)?;
     assert_eq!(field(&out, "revision").as_str(), Some(first.as_str()));
     assert_eq!(field(&out, "sync.protocol").as_str(), Some("local"));
+    Ok(())
+}
+
+#[test]
+fn agent_polls_over_http_from_inside_its_async_runtime() -> Result<()> {
+    // The HTTP client (reqwest, blocking) runs on a thread of its own: a pass, which runs
+    // on the agent's tokio runtime, must still be able to list refs over it.
+    let sim = SimProcess::start(&["--version", "1.28.9", "--node-groups", "general=1"])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    repo.write(
+        "clusters/sim.yaml",
+        &sim_manifest(CLUSTERAPI, "1.28.9", &[("general", "1.28.9")]),
+    )?;
+    repo.commit("fleet")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let server = GitHttpServer::start(&repo.base_dir(), "ci-bot", "agent-t0ken")?;
+    let cache = tempfile::tempdir()?;
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let url = server.url(&repo.name());
+    let cache_dir = cache.path().display().to_string();
+    for _ in 0..2 {
+        let run = tidemark_in(
+            &[
+                "agent",
+                "--once",
+                "--repo",
+                &url,
+                "--selector",
+                "cluster=sim",
+                "--cache-dir",
+                &cache_dir,
+                "--git-username",
+                "ci-bot",
+            ],
+            None,
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("TIDEMARK_GIT_PASSWORD", "agent-t0ken"),
+            ],
+        )?;
+        ensure!(run.code == Some(0), "agent --once failed: {run:?}");
+        let pass = Pass::parse(&run.stdout);
+        assert_eq!(
+            (pass.phase.as_str(), pass.message.as_str()),
+            ("Converged", "converged: control plane 1.28.9"),
+            "{run:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn https_with_the_system_trust_of_openssl() -> Result<()> {
+    let (repo, first) = fleet_with_three_wave_tags()?;
+    let secret = "tls-s3cr3t-t0ken";
+    let server = GitHttpServer::start_tls(&repo.base_dir(), "ci-bot", secret)?;
+    let ca = server
+        .ca_file()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let proxy = CountingProxy::start(server.port())?;
+    let url = format!("https://127.0.0.1:{}/{}", proxy.port(), repo.name());
+    let user = ["--git-username", "ci-bot"];
+    let cache = tempfile::tempdir()?;
+
+    // The listing (reqwest on native-tls) and the fetch (libgit2) are both openssl: one
+    // trust store, here the test CA given the way openssl takes it.
+    let env = [
+        ("TIDEMARK_GIT_PASSWORD", secret),
+        ("SSL_CERT_FILE", ca.as_str()),
+    ];
+    let (out, stderr) = ok(desired(&url, cache.path(), &user, &env)?)?;
+    assert_eq!(field(&out, "revision").as_str(), Some(first.as_str()));
+    assert_eq!(field(&out, "sync.protocol").as_str(), Some("v2"));
+    assert!(!stderr.contains(secret), "{stderr}");
+
+    // An untrusted certificate needs a person: a clear error, no retries, no secret.
+    let before = proxy.connections();
+    let run = desired(
+        &url,
+        cache.path(),
+        &user,
+        &[
+            ("TIDEMARK_GIT_PASSWORD", secret),
+            ("SSL_CERT_FILE", "/dev/null"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    )?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("failed to list refs of {url}"))
+            && run.stderr.contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(secret), "{}", run.stderr);
+    assert_eq!(proxy.connections() - before, 1, "one attempt, no retries");
     Ok(())
 }

@@ -423,10 +423,14 @@ fn transport_failure(e: &(dyn std::error::Error + 'static), has_identity: bool) 
         let text = err.to_string();
         if message.is_empty() {
             message = text;
-        } else if !message.ends_with(&text) {
+        } else if !message.contains(&text) {
             message = format!("{message}: {text}");
         }
         next = err.source();
+    }
+    // Like libgit2's certificate errors: an untrusted server needs a person.
+    if message.contains("certificate verify failed") {
+        return Failure::permanent(message);
     }
     if unauthorized {
         return Failure::permanent(
