@@ -240,6 +240,22 @@ fn ssh_server_refusing_git_protocol_falls_back_to_v0() -> Result<()> {
         let (out, _) = ok(run)?;
         assert_eq!(field(&out, "revision").as_str(), Some(first.as_str()));
         assert_eq!(field(&out, "sync.protocol").as_str(), Some(protocol));
+
+        // What upload-pack says on stderr reaches the error.
+        let missing = repo.path().join("missing");
+        let run = desired(
+            &sshd.url(&user, &missing),
+            cache.path(),
+            &["--git-ssh-key", &key, "--git-known-hosts", &known_hosts],
+            &[],
+        )?;
+        assert_eq!(run.code, Some(2), "{run:?}");
+        assert!(
+            run.stderr
+                .contains("does not appear to be a git repository"),
+            "{}",
+            run.stderr
+        );
     }
     Ok(())
 }

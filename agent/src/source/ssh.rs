@@ -73,6 +73,8 @@ impl UploadPack {
     /// What the server wrote on stderr (e.g. "fatal: ... does not appear to be a git
     /// repository"), to explain a failed handshake.
     pub fn stderr(&mut self) -> String {
+        // Our end of stdin closed, upload-pack exits if it has not yet: stderr then ends.
+        let _ = self.channel.send_eof();
         let mut text = String::new();
         let _ = self.channel.stderr().take(4096).read_to_string(&mut text);
         text.trim().to_string()
