@@ -302,6 +302,35 @@ impl WorkRepo {
     pub fn delete_tag(&self, tag: &str) -> Result<()> {
         self.git(&["tag", "-d", tag]).map(drop)
     }
+
+    /// Creates `count` lightweight tags `PREFIX0`, `PREFIX1`, ... at HEAD in one
+    /// transaction and packs all refs, as a server holding many release tags or
+    /// pull-request refs does.
+    pub fn add_tags(&self, prefix: &str, count: usize) -> Result<()> {
+        use std::io::Write;
+        let head = self.git(&["rev-parse", "HEAD"])?;
+        let mut child = Command::new("git")
+            .args(["update-ref", "--stdin"])
+            .current_dir(self.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        {
+            let mut stdin = child.stdin.take().context("no stdin")?;
+            for i in 0..count {
+                writeln!(stdin, "create refs/tags/{prefix}{i} {head}")?;
+            }
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "git update-ref failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.git(&["pack-refs", "--all"]).map(drop)
+    }
 }
 
 /// Copies a directory tree (files and directories only).
@@ -330,13 +359,44 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Serves the repositories under `base` (`git://127.0.0.1:PORT/<dir name>`).
     pub fn start(base: &Path) -> Result<Self> {
+        Self::start_with(base, false)
+    }
+
+    /// Like [`Self::start`], but its upload-pack speaks protocol v0 only, as a git server
+    /// from before 2018 (or one that forbids v2) does: `git daemon` finds `git` on `PATH`,
+    /// and a wrapper there drops the `GIT_PROTOCOL` the client asked for.
+    pub fn start_v0(base: &Path) -> Result<Self> {
+        Self::start_with(base, true)
+    }
+
+    fn start_with(base: &Path, v0_only: bool) -> Result<Self> {
         let log_dir = tempfile::tempdir()?;
         let log = log_dir.path().join("daemon.log");
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        if v0_only {
+            let git = run_ok(Command::new("sh").args(["-c", "command -v git"]))?;
+            let wrapper_dir = log_dir.path().join("bin");
+            std::fs::create_dir_all(&wrapper_dir)?;
+            let wrapper = wrapper_dir.join("git");
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nunset GIT_PROTOCOL\nexec {} \"$@\"\n",
+                    git.trim()
+                ),
+            )?;
+            run_ok(Command::new("chmod").arg("+x").arg(&wrapper))?;
+            let mut joined = wrapper_dir.into_os_string();
+            joined.push(":");
+            joined.push(&path);
+            path = joined;
+        }
         for _ in 0..5 {
             let port = free_port()?;
             // Run git-daemon itself, not the `git` wrapper: killing the wrapper would
             // leave the daemon running.
             let child = Command::new(git_daemon_path()?)
+                .env("PATH", &path)
                 .args([
                     "--reuseaddr",
                     "--export-all",
@@ -379,6 +439,11 @@ impl GitDaemon {
         format!("git://127.0.0.1:{}/{name}", self.port)
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// How many upload-pack requests (ref listings and fetches) the daemon has served.
     pub fn upload_pack_requests(&self) -> Result<usize> {
         Ok(std::fs::read_to_string(&self.log)?
@@ -392,6 +457,112 @@ impl Drop for GitDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TCP proxy on 127.0.0.1 that counts the bytes crossing it in each direction: what a
+/// git client really downloads, whatever the protocol.
+pub struct CountingProxy {
+    port: u16,
+    counts: std::sync::Arc<ProxyCounts>,
+}
+
+#[derive(Default)]
+struct ProxyCounts {
+    down: std::sync::atomic::AtomicU64,
+    up: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl CountingProxy {
+    /// Forwards connections on a fresh port to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        let counts = std::sync::Arc::new(ProxyCounts::default());
+        let shared = counts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                shared.open.fetch_add(2, Ordering::SeqCst);
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                for (from, to, down) in [(&client, &server, false), (&server, &client, true)] {
+                    let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+                        shared.open.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    };
+                    let counts = shared.clone();
+                    std::thread::spawn(move || {
+                        pump(from, to, if down { &counts.down } else { &counts.up });
+                        counts.open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }
+        });
+        Ok(Self { port, counts })
+    }
+
+    /// The port to connect to instead of the upstream's.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counts
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every connection has closed, then returns the bytes sent by the server
+    /// to clients (down) and by clients to the server (up) since the last call.
+    pub fn take(&self) -> Result<(u64, u64)> {
+        use std::sync::atomic::Ordering;
+        wait_until(
+            Duration::from_secs(30),
+            "proxied connections to close",
+            || self.counts.open.load(Ordering::SeqCst) == 0,
+        )?;
+        Ok((
+            self.counts.down.swap(0, Ordering::SeqCst),
+            self.counts.up.swap(0, Ordering::SeqCst),
+        ))
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.counts
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, count: &std::sync::atomic::AtomicU64) {
+    use std::io::Write;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                count.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 /// `$(git --exec-path)/git-daemon`
@@ -410,16 +581,70 @@ pub fn git_daemon_path() -> Result<PathBuf> {
 pub struct GitHttpServer {
     child: Child,
     port: u16,
+    /// With TLS: the directory holding its self-signed certificate.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl GitHttpServer {
     /// Serves the repositories under `base`, accepting only `user`/`password`.
     pub fn start(base: &Path, user: &str, password: &str) -> Result<Self> {
+        Self::start_with(base, user, password, false, None)
+    }
+
+    /// Like [`Self::start`], over HTTPS with a fresh self-signed certificate for
+    /// 127.0.0.1 (see [`Self::ca_file`]).
+    pub fn start_tls(base: &Path, user: &str, password: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem"))
+                .stdin(Stdio::null()),
+        )?;
+        Self::start_with(base, user, password, false, Some(dir))
+    }
+
+    /// Like [`Self::start`], but the server ignores the client's `Git-Protocol` header,
+    /// so `git http-backend` answers with protocol v0.
+    pub fn start_v0(base: &Path, user: &str, password: &str) -> Result<Self> {
+        Self::start_with(base, user, password, true, None)
+    }
+
+    fn start_with(
+        base: &Path,
+        user: &str,
+        password: &str,
+        v0_only: bool,
+        tls: Option<tempfile::TempDir>,
+    ) -> Result<Self> {
         let script = workspace_root().join("tests/support/git_http_server.py");
+        let mut options = Vec::new();
+        if v0_only {
+            options.push("v0".to_string());
+        }
+        if let Some(dir) = &tls {
+            options.push(format!(
+                "tls={},{}",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+        }
         let mut child = Command::new("python3")
             .arg(script)
             .arg(base)
             .args([user, password])
+            .args(&options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -438,12 +663,24 @@ impl GitHttpServer {
             let _ = child.kill();
             bail!("git http server did not start: {text:?}");
         };
-        Ok(Self { child, port })
+        Ok(Self { child, port, tls })
     }
 
-    /// `http://127.0.0.1:PORT/NAME`
+    /// `http://127.0.0.1:PORT/NAME` (`https://` when started with TLS)
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The certificate a client must trust to reach a server started with TLS (as
+    /// `SSL_CERT_FILE`, which openssl reads for every client in the process).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|d| d.path().join("cert.pem"))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -463,8 +700,19 @@ pub struct SshServer {
 
 impl SshServer {
     /// Starts `sshd` with a fresh host key; `client_key` (a private key file path) is
-    /// created and authorised.
+    /// created and authorised. It accepts `GIT_PROTOCOL` from clients (as GitHub's and
+    /// GitLab's do), so git over it can speak protocol v2.
     pub fn start() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    /// Like [`Self::start`], but with a stock sshd's environment policy: `GIT_PROTOCOL` is
+    /// refused, so git over it speaks protocol v0.
+    pub fn start_v0() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    fn start_with(accept_git_protocol: bool) -> Result<Self> {
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
             .into_iter()
             .find(|p| Path::new(p).is_file());
@@ -485,9 +733,14 @@ impl SshServer {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                      PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n\
-                     LogLevel ERROR\n",
+                     LogLevel ERROR\n{accept}",
                     hk = d.join("host_key").display(),
                     ak = d.join("authorized_keys").display(),
+                    accept = if accept_git_protocol {
+                        "AcceptEnv GIT_PROTOCOL\n"
+                    } else {
+                        ""
+                    },
                 ),
             )?;
             let mut child = Command::new(sshd)

@@ -3,18 +3,24 @@
 `git http-backend` (git's own CGI program) does the protocol; this server adds HTTP basic
 auth so credential handling can be tested. Usage:
 
-    python3 git_http_server.py ROOT USER PASSWORD
+    python3 git_http_server.py ROOT USER PASSWORD [v0] [tls=CERT,KEY]
 
-Prints `listening PORT` when ready; serves until killed.
+With `v0`, the client's `Git-Protocol` header is ignored, so `git http-backend` answers
+with protocol v0 (a server that does not speak v2). With `tls=CERT,KEY` it serves HTTPS
+with that certificate. Prints `listening PORT` when ready; serves until killed.
 """
 
 import base64
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 
 ROOT, USER, PASSWORD = sys.argv[1], sys.argv[2], sys.argv[3]
+OPTIONS = sys.argv[4:]
+V0_ONLY = "v0" in OPTIONS
+TLS = next((o[len("tls="):].split(",") for o in OPTIONS if o.startswith("tls=")), None)
 BACKEND = os.path.join(
     subprocess.check_output(["git", "--exec-path"]).decode().strip(), "git-http-backend"
 )
@@ -67,7 +73,7 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
             "REMOTE_USER": USER,
             "REMOTE_ADDR": "127.0.0.1",
         }
-        if self.headers.get("Git-Protocol"):
+        if self.headers.get("Git-Protocol") and not V0_ONLY:
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         out = subprocess.run([BACKEND], input=body, env=env, capture_output=True).stdout
         sep = out.find(b"\r\n\r\n")
@@ -89,5 +95,9 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GitHandler)
+if TLS:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS[0], TLS[1])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

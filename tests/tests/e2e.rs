@@ -9,5 +9,6 @@ mod helm;
 mod helm_compat;
 mod lease;
 mod plan;
+mod polling;
 mod signed_tags;
 mod validate;

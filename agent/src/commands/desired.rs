@@ -17,6 +17,9 @@ struct Sync {
     received_objects: usize,
     received_bytes: usize,
     pruned_tags: Vec<String>,
+    /// How the remote's refs were listed: `v2` (`ls-refs`), `v0` (the whole
+    /// advertisement) or `local`.
+    protocol: &'static str,
 }
 
 /// Who signed the wave tag, with `--allowed-signers`.
@@ -88,6 +91,7 @@ pub fn run(args: DesiredArgs) -> anyhow::Result<ExitCode> {
             received_objects: resolved.sync.stats.received_objects,
             received_bytes: resolved.sync.stats.received_bytes,
             pruned_tags: resolved.sync.pruned.clone(),
+            protocol: resolved.sync.protocol.as_str(),
         },
         nothing_to_do: nothing,
         desired: state,

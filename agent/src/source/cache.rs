@@ -1,17 +1,20 @@
 //! The bare cache of one remote: list refs, fetch only what moved, prune deleted tags.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions,
-    RemoteCallbacks, Repository,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks,
+    Repository,
 };
 use sha2::{Digest, Sha256};
 
-use super::auth::{Auth, HostKeyStatus, check_host_key, known_hosts_name, redact_url, scrub};
-use super::{Error, RemoteRefs, Result, SourceConfig, SyncReport};
+use super::auth::{Auth, redact_url, scrub};
+use super::refs::{self, Listing};
+use super::ssh::{HostKeyVerdict, host_key_verdict};
+use super::{Error, Protocol, RemoteRefs, Result, SourceConfig, SyncReport};
 use crate::source::GitTree;
 
 /// What one fetch transferred.
@@ -48,6 +51,10 @@ pub struct GitCache {
     url: String,
     auth: Auth,
     path: PathBuf,
+    /// Ref prefixes followed besides the branch and the wave tags.
+    extra_prefixes: Vec<String>,
+    /// Whether the "server speaks only protocol v0" warning was logged.
+    warned_v0: AtomicBool,
 }
 
 impl std::fmt::Debug for GitCache {
@@ -89,7 +96,19 @@ impl GitCache {
             url,
             auth: config.auth.clone(),
             path,
+            extra_prefixes: Vec::new(),
+            warned_v0: AtomicBool::new(false),
         })
+    }
+
+    /// Also follows the refs under `prefix` (e.g. `refs/tidemark/status/`): each sync lists
+    /// them with the branch and the wave tags, fetches those that moved and deletes
+    /// locally those the remote no longer has.
+    pub fn follow_prefix(&mut self, prefix: impl Into<String>) {
+        let prefix = prefix.into();
+        if !self.extra_prefixes.contains(&prefix) {
+            self.extra_prefixes.push(prefix);
+        }
     }
 
     /// The remote URL with credentials removed.
@@ -102,49 +121,45 @@ impl GitCache {
         &self.path
     }
 
-    /// Lists the remote's refs (one round trip, no objects), retrying transient failures.
+    /// Lists all of the remote's refs (no objects), retrying transient failures.
     pub fn list_remote(&self) -> Result<RemoteRefs> {
-        (|| self.list_once())
-            .retry(backoff())
-            .when(Error::is_transient)
-            .call()
+        Ok(self.list(None)?.refs)
     }
 
-    fn list_once(&self) -> Result<RemoteRefs> {
-        let rejection = HostKeyRejection::default();
-        let fail = |e: git2::Error| Error::List {
-            url: self.display_url(),
-            message: rejection
-                .reason()
-                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
-            transient: is_transient(&e),
-        };
-        let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks(&rejection)), None)
-            .map_err(fail)?;
-        let mut out = RemoteRefs::default();
-        for head in conn.list().map_err(fail)? {
-            let name = head.name();
-            if name.ends_with("^{}") {
-                continue;
-            }
-            out.refs.insert(name.to_string(), head.oid().to_string());
+    /// Lists the remote's refs under `prefixes` (all for `None`), retrying transient
+    /// failures. Warns once per cache when the server answers with protocol v0.
+    fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
+        let listing = (|| {
+            refs::list(&self.url, &self.auth, prefixes).map_err(|f| Error::List {
+                url: self.display_url(),
+                message: scrub(&f.message, &self.url, &self.auth),
+                transient: f.transient,
+            })
+        })
+        .retry(backoff())
+        .when(Error::is_transient)
+        .call()?;
+        if listing.protocol == Protocol::V0 && !self.warned_v0.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                url = %self.display_url(),
+                "the git server does not speak protocol v2: every poll downloads its whole ref advertisement"
+            );
         }
-        out.head_branch = conn.default_branch().ok().and_then(|b| {
-            b.as_str()
-                .ok()
-                .and_then(|s| s.strip_prefix("refs/heads/"))
-                .map(str::to_string)
-        });
-        Ok(out)
+        Ok(listing)
     }
 
     /// Brings the cache up to date for `branch` (default: the remote's HEAD) and the tags
     /// matching `tag_globs` (e.g. `wave/*`). Lists the remote first and fetches only if a
     /// wanted ref moved or appeared; tags deleted on the remote are deleted locally.
     pub fn sync(&self, branch: Option<&str>, tag_globs: &[String]) -> Result<SyncReport> {
-        let remote = self.list_remote()?;
+        let Listing {
+            refs: remote,
+            protocol,
+        } = self.list(Some(&followed_prefixes(
+            branch,
+            tag_globs,
+            &self.extra_prefixes,
+        )))?;
         let branch = match branch {
             Some(b) => b.to_string(),
             None => remote.head_branch.clone().ok_or_else(|| Error::NoHead {
@@ -163,11 +178,20 @@ impl GitCache {
             name.strip_prefix("refs/tags/")
                 .is_some_and(|t| tag_globs.iter().any(|g| glob_match(g, t)))
         };
+        let extra = |name: &str| {
+            self.extra_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+        };
         let mut refspecs = Vec::new();
         if self.local_ref(&branch_ref).as_deref() != Some(remote_branch.as_str()) {
             refspecs.push(format!("+{branch_ref}:{branch_ref}"));
         }
-        for (name, oid) in remote.refs.iter().filter(|(n, _)| wanted_tag(n)) {
+        for (name, oid) in remote
+            .refs
+            .iter()
+            .filter(|(n, _)| wanted_tag(n) || extra(n))
+        {
             if self.local_ref(name).as_deref() != Some(oid.as_str()) {
                 refspecs.push(format!("+{name}:{name}"));
             }
@@ -175,13 +199,13 @@ impl GitCache {
 
         // Tags gone from the remote: "nothing to do yet" for their wave, so drop them.
         let mut pruned = Vec::new();
-        let local_tags = self
+        let local_refs = self
             .repo
-            .references_glob("refs/tags/*")
-            .map_err(|e| self.read_err("tags", e))?;
-        for r in local_tags.flatten() {
+            .references()
+            .map_err(|e| self.read_err("refs", e))?;
+        for r in local_refs.flatten() {
             if let Ok(name) = r.name()
-                && wanted_tag(name)
+                && (wanted_tag(name) || extra(name))
                 && !remote.refs.contains_key(name)
             {
                 pruned.push(name.to_string());
@@ -191,7 +215,7 @@ impl GitCache {
             if let Ok(mut r) = self.repo.find_reference(name) {
                 r.delete().map_err(|e| self.read_err(name, e))?;
             }
-            tracing::info!(tag = %name, "tag deleted on the remote, pruned from the cache");
+            tracing::info!(r#ref = %name, "ref deleted on the remote, pruned from the cache");
         }
 
         let mut stats = FetchStats::default();
@@ -236,6 +260,7 @@ impl GitCache {
             fetched,
             stats,
             pruned,
+            protocol,
         })
     }
 
@@ -391,32 +416,13 @@ impl GitCache {
         let url = self.url.clone();
         let rejection = rejection.clone();
         cb.certificate_check(move |cert, host| {
-            let Auth::SshKey {
-                known_hosts: Some(known_hosts),
-                ..
-            } = &auth
-            else {
-                return Ok(CertificateCheckStatus::CertificatePassthrough);
-            };
             let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
-            let name = known_hosts_name(host, ssh_port(&url));
-            let file = known_hosts.display();
-            match check_host_key(known_hosts, &name, hostkey) {
-                Ok(HostKeyStatus::Known) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(HostKeyStatus::Revoked { line }) => Err(rejection.record(format!(
-                    "host key of {name} is marked @revoked in {file}:{line}; refusing to connect"
-                ))),
-                Ok(HostKeyStatus::Unknown {
-                    cert_authority: None,
-                }) => Err(rejection.record(format!("host key of {name} is not in {file}"))),
-                Ok(HostKeyStatus::Unknown {
-                    cert_authority: Some(line),
-                }) => Err(rejection.record(format!(
-                    "host key of {name} is not in {file}; line {line} trusts a @cert-authority for it, but host certificates are not supported (libgit2's SSH transport never receives one): list the host's key itself"
-                ))),
-                Err(e) => Err(rejection.record(e)),
+            match host_key_verdict(&auth, host, ssh_port(&url), hostkey) {
+                HostKeyVerdict::Known => Ok(CertificateCheckStatus::CertificateOk),
+                HostKeyVerdict::Refused(reason) => Err(rejection.record(reason)),
+                HostKeyVerdict::UserDefault => Ok(CertificateCheckStatus::CertificatePassthrough),
             }
         });
         cb
@@ -442,9 +448,26 @@ impl HostKeyRejection {
     }
 }
 
+/// The `ref-prefix`es of a sync: the branch (HEAD when none is given, to learn the default
+/// branch), the literal part of each tag glob, the extra prefixes.
+fn followed_prefixes(branch: Option<&str>, tag_globs: &[String], extra: &[String]) -> Vec<String> {
+    let mut prefixes = vec![match branch {
+        Some(b) => format!("refs/heads/{b}"),
+        None => "HEAD".to_string(),
+    }];
+    for glob in tag_globs {
+        let literal = glob.split('*').next().unwrap_or_default();
+        prefixes.push(format!("refs/tags/{literal}"));
+    }
+    prefixes.extend(extra.iter().cloned());
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+}
+
 /// Rejected credentials and unknown host keys need a person; anything else (network,
 /// server errors) may pass on a retry.
-fn is_transient(e: &git2::Error) -> bool {
+pub(super) fn is_transient(e: &git2::Error) -> bool {
     !matches!(
         e.code(),
         git2::ErrorCode::Auth | git2::ErrorCode::Certificate
@@ -473,7 +496,7 @@ fn normalize_local(url: &str) -> String {
 }
 
 /// `user@host:path`, git's scp-like ssh syntax.
-fn is_scp_like(url: &str) -> bool {
+pub(super) fn is_scp_like(url: &str) -> bool {
     match (url.find(':'), url.find('/')) {
         (Some(colon), Some(slash)) => colon < slash && url[..colon].contains('@'),
         (Some(colon), None) => url[..colon].contains('@'),
@@ -523,6 +546,72 @@ mod tests {
         assert!(glob_match("release-*-x", "release-main-x"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn prefixes_follow_the_branch_the_tag_globs_and_extras() {
+        let globs = [
+            "wave/*".to_string(),
+            "release-*-x".to_string(),
+            "pinned".to_string(),
+        ];
+        assert_eq!(
+            followed_prefixes(None, &globs, &["refs/tidemark/status/".into()]),
+            [
+                "HEAD",
+                "refs/tags/pinned",
+                "refs/tags/release-",
+                "refs/tags/wave/",
+                "refs/tidemark/status/"
+            ]
+        );
+        assert_eq!(
+            followed_prefixes(Some("main"), &[], &[]),
+            ["refs/heads/main"]
+        );
+    }
+
+    /// A local remote with one commit on `main`; returns the repository and the commit.
+    fn remote_with_commit(dir: &Path) -> Result<(Repository, git2::Oid), git2::Error> {
+        let repo = Repository::init(dir)?;
+        let sig = git2::Signature::now("t", "t@example.com")?;
+        let commit = {
+            let tree = repo.find_tree(repo.index()?.write_tree()?)?;
+            repo.commit(Some("refs/heads/main"), &sig, &sig, "fleet", &tree, &[])?
+        };
+        repo.set_head("refs/heads/main")?;
+        Ok((repo, commit))
+    }
+
+    #[test]
+    fn extra_prefixes_are_listed_fetched_and_pruned() -> Result<(), Box<dyn std::error::Error>> {
+        let remote_dir = tempfile::tempdir()?;
+        let (remote, commit) = remote_with_commit(remote_dir.path())?;
+        remote.reference("refs/tidemark/status/a", commit, false, "status")?;
+        remote.reference("refs/other/b", commit, false, "not followed")?;
+        let cache_dir = tempfile::tempdir()?;
+        let mut cache = GitCache::open(&SourceConfig {
+            url: remote_dir.path().display().to_string(),
+            branch: None,
+            cache_dir: cache_dir.path().to_path_buf(),
+            auth: Auth::None,
+        })?;
+        cache.follow_prefix("refs/tidemark/status/");
+
+        let report = cache.sync(None, &[])?;
+        assert_eq!(report.protocol, Protocol::Local);
+        assert_eq!(report.branch, "main");
+        assert!(report.fetched);
+        let status = cache.local_ref("refs/tidemark/status/a");
+        assert_eq!(status, Some(commit.to_string()));
+        assert_eq!(cache.local_ref("refs/other/b"), None);
+
+        remote.find_reference("refs/tidemark/status/a")?.delete()?;
+        let report = cache.sync(None, &[])?;
+        assert!(!report.fetched);
+        assert_eq!(report.pruned, ["refs/tidemark/status/a"]);
+        assert_eq!(cache.local_ref("refs/tidemark/status/a"), None);
+        Ok(())
     }
 
     #[test]

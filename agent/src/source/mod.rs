@@ -2,10 +2,14 @@
 //! work tree. This module is the only one that names `git2` types.
 //!
 //! A sync lists the remote's refs first and fetches only when a wanted ref (the default
-//! branch, the wave tags) moved; deleted tags are pruned locally without a fetch.
+//! branch, the wave tags) moved; deleted tags are pruned locally without a fetch. The
+//! listing asks for the followed refs only (protocol v2 `ls-refs`, see [`refs`]); the
+//! fetch and the object store are git2's.
 
 mod auth;
 mod cache;
+mod refs;
+mod ssh;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -37,6 +41,34 @@ pub struct RemoteRefs {
     pub refs: BTreeMap<String, String>,
 }
 
+/// How a remote's refs were listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Read in-process from a local repository (a path or `file://`).
+    Local,
+    /// Protocol v2 `ls-refs`: only the refs asked for crossed the wire.
+    V2,
+    /// The server spoke protocol v0/v1: it advertised every ref it has.
+    V0,
+}
+
+impl Protocol {
+    /// `local`, `v2` or `v0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Local => "local",
+            Protocol::V2 => "v2",
+            Protocol::V0 => "v0",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of one sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncReport {
@@ -50,6 +82,8 @@ pub struct SyncReport {
     pub stats: FetchStats,
     /// Local tags that were deleted because the remote no longer has them.
     pub pruned: Vec<String>,
+    /// How the remote's refs were listed.
+    pub protocol: Protocol,
 }
 
 /// Errors of the git side. Messages never contain credentials.
