@@ -134,6 +134,7 @@ pub fn with_component(mut d: DesiredState, name: &str, phase: ComponentPhase) ->
         values: vec![],
         phase,
         force: false,
+        prune_crds: false,
         timeout: Duration::from_secs(300),
         origin: "cluster".into(),
     });

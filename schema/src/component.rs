@@ -33,6 +33,11 @@ pub struct Component {
     /// Take over fields owned by other field managers on apply (server-side apply `force`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Delete CustomResourceDefinitions the chart no longer renders (or all of the
+    /// component's, when the component is removed). Off by default: deleting a CRD deletes
+    /// every custom resource of its kind, in the whole cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune_crds: bool,
     /// How long to wait for the component to become healthy. Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,

@@ -95,6 +95,8 @@ pub struct DesiredComponent {
     pub phase: ComponentPhase,
     /// Server-side apply with `force`.
     pub force: bool,
+    /// Delete CRDs the chart no longer renders.
+    pub prune_crds: bool,
     /// Health timeout.
     pub timeout: Duration,
     /// Where it was declared: `cluster` or `componentSet/<name>`.
@@ -226,6 +228,7 @@ fn desired_component(c: &Component, origin: String) -> DesiredComponent {
         values,
         phase: c.phase,
         force: c.force,
+        prune_crds: c.prune_crds,
         timeout: c.timeout.unwrap_or(DEFAULT_COMPONENT_TIMEOUT),
         origin,
     }

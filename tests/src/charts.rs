@@ -195,8 +195,129 @@ pub const TWO: TestChart = TestChart {
 /// The template metrics-lite 0.4.0 adds in the upgrade tests.
 pub const METRICS_LITE_DASHBOARDS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-dashboards\ndata:\n  main.json: '{}'\n";
 
+/// A ConfigMap whose data depends on the Kubernetes version it is rendered for.
+pub const VERSIONED: TestChart = TestChart {
+    name: "versioned",
+    files: &[(
+        "templates/cm.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}
+data:
+  api: {{ if semverCompare \">=1.29-0\" .Capabilities.KubeVersion.Version }}new{{ else }}old{{ end }}
+",
+    )],
+    values: &["{}"],
+};
+
+/// Helm's lifecycle: a pre-install/pre-upgrade hook ConfigMap (weight -1, kept between
+/// applies), a pre-install/pre-upgrade hook Job deleted once it succeeded (weight 0), an
+/// ordinary ConfigMap, a post-install/post-upgrade hook ConfigMap, a Job that deletes
+/// itself when finished (`ttlSecondsAfterFinished: 0`), and, with `keep: true` and
+/// `crd: true`, an object marked `helm.sh/resource-policy: keep` and a CRD in templates.
+pub const LIFECYCLE: TestChart = TestChart {
+    name: "lifecycle",
+    files: &[
+        (
+            "templates/hooks.yaml",
+            "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-pre
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: \"-1\"
+data:
+  when: pre
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-migrate
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-delete-policy: hook-succeeded
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: registry.example.com/migrate:1.0
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-post
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+data:
+  when: post
+",
+        ),
+        (
+            "templates/main.yaml",
+            "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-main
+data:
+  when: main
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-once
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: once
+          image: registry.example.com/once:1.0
+",
+        ),
+        (
+            "templates/optional.yaml",
+            "{{- if .Values.keep }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-kept
+  annotations:
+    helm.sh/resource-policy: keep
+data:
+  a: b
+{{- end }}
+{{- if .Values.crd }}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget, listKind: GadgetList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+{{- end }}
+",
+        ),
+    ],
+    values: &["keep: true\ncrd: true\n", "{}"],
+};
+
 /// Every chart above.
 pub const ALL: &[&TestChart] = &[
+    &VERSIONED,
+    &LIFECYCLE,
     &WIDGETS,
     &HOOKED_WIDGETS,
     &BROKEN,

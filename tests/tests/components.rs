@@ -836,3 +836,282 @@ fn one_object_cannot_belong_to_two_components_but_a_renamed_component_adopts_its
     );
     Ok(())
 }
+
+/// `metadata.resourceVersion` of an object, as a number (the order the API server stored
+/// writes in).
+fn resource_version(sim: &SimProcess, args: &[&str]) -> Result<u64> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    let obj = kubectl_json(sim, &all)?;
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no resourceVersion: {obj}"))
+}
+
+/// Issue 10: hooks were applied as plain objects. Now: pre-install hooks (by weight) before
+/// the other objects, post-install after; a hook with `hook-succeeded` is gone once it
+/// succeeded; hooks are not drift; `resource-policy: keep` objects and CRDs leaving the
+/// render stay (and the status says so); a Job deleted by its own TTL is not created again.
+#[test]
+fn helm_hooks_keep_policy_crds_and_ttl_jobs() -> Result<()> {
+    let sim = start_sim()?;
+    let mut fleet = Fleet::new(
+        "    - name: life
+      chart: {path: charts/lifecycle}
+      namespace: life
+      values: {keep: true, crd: true}
+",
+    )?;
+    write_chart(&fleet, &charts::LIFECYCLE)?;
+    fleet.release("install")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert!(
+        pass.executed
+            .iter()
+            .any(|e| e.starts_with("applied component life")),
+        "{pass:?}"
+    );
+    let cm = |name: &str| ["configmap", "-n", "life", name].map(str::to_string);
+    let rv = |name: &str| -> Result<u64> {
+        let args = cm(name);
+        resource_version(&sim, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (pre, main, post) = (rv("life-pre")?, rv("life-main")?, rv("life-post")?);
+    assert!(
+        pre < main && main < post,
+        "pre {pre}, main {main}, post {post}"
+    );
+    // The hook Job ran and, having succeeded, was deleted (hook-succeeded).
+    assert!(!exists(&sim, &["get", "job", "-n", "life", "life-migrate"]));
+    let hook_writes = sim_writes(&sim, "jobs")?;
+    assert!(hook_writes >= 2, "created and deleted: {hook_writes}");
+
+    // The TTL Job finishes and deletes itself (here kubectl does what the TTL controller
+    // does); drift checks do not create it again, and hooks are not drift.
+    tidemark_e2e::wait_until(Duration::from_secs(60), "life-once complete", || {
+        sim.kubectl(&[
+            "get",
+            "job",
+            "-n",
+            "life",
+            "life-once",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Complete\")].status}",
+        ])
+        .is_ok_and(|s| s == "True")
+    })?;
+    sim.kubectl(&["delete", "job", "-n", "life", "life-once"])?;
+    sim.kubectl(&["delete", "configmap", "-n", "life", "life-post"])?;
+    let jobs_before = sim_writes(&sim, "jobs")?;
+    let pass = agent.once(&fleet, &sim, &["--drift-interval", "1s"])?;
+    assert!(
+        !pass.executed.iter().any(|e| e.contains("corrected drift")),
+        "{pass:?}"
+    );
+    assert_eq!(sim_writes(&sim, "jobs")?, jobs_before, "no Job written");
+    assert!(!exists(&sim, &["get", "job", "-n", "life", "life-once"]));
+    assert!(!exists(
+        &sim,
+        &["get", "configmap", "-n", "life", "life-post"]
+    ));
+
+    // An upgrade: the object marked keep and the CRD leave the render and stay; the
+    // pre-upgrade hook runs again (recreated: before-hook-creation).
+    let pre_uid = kubectl_json(&sim, &["get", "configmap", "-n", "life", "life-pre"])?;
+    fleet.components = "    - name: life
+      chart: {path: charts/lifecycle}
+      namespace: life
+"
+    .into();
+    fleet.release("upgrade without the optional objects")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert!(
+        pass.executed
+            .iter()
+            .any(|e| e.starts_with("applied component life")),
+        "{pass:?}"
+    );
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "life", "life-kept"]
+    ));
+    assert!(exists(
+        &sim,
+        &["get", "customresourcedefinition", "gadgets.example.com"]
+    ));
+    let status = components(&sim)?;
+    assert_eq!(
+        status["life"]["retained"],
+        serde_json::json!([
+            "ConfigMap/life/life-kept",
+            "CustomResourceDefinition.apiextensions.k8s.io/gadgets.example.com"
+        ]),
+        "{status}"
+    );
+    let pre_again = kubectl_json(&sim, &["get", "configmap", "-n", "life", "life-pre"])?;
+    assert_ne!(
+        pre_uid["metadata"]["uid"], pre_again["metadata"]["uid"],
+        "the pre-upgrade hook was created anew"
+    );
+    assert!(exists(
+        &sim,
+        &["get", "configmap", "-n", "life", "life-post"]
+    ));
+    Ok(())
+}
+
+/// Writes to `resource` the sim counted (create, update, patch, delete).
+fn sim_writes(sim: &SimProcess, resource: &str) -> Result<u64> {
+    let run = tidemark_in(
+        &["sim", "ctl", "state"],
+        None,
+        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
+    )?;
+    let state: Value = serde_json::from_str(&run.stdout)?;
+    let mut n = 0;
+    for (key, count) in state["requestsByResource"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let (verb, res) = key.split_once(' ').unwrap_or((key, ""));
+        if res == resource && matches!(verb, "create" | "update" | "patch" | "delete") {
+            n += count.as_u64().unwrap_or(0);
+        }
+    }
+    Ok(n)
+}
+
+/// Issue 10: with the last good inputs back, a component that failed stayed Failed for
+/// ever. Reverting a failed change makes it Healthy and the pass Converged again.
+#[test]
+fn reverting_a_failed_change_clears_failed() -> Result<()> {
+    let sim = start_sim()?;
+    let mut fleet = Fleet::new(
+        "    - name: named
+      chart: {path: charts/named}
+      namespace: named
+      values: {name: good-name}
+",
+    )?;
+    write_chart(&fleet, &charts::NAMED)?;
+    fleet.release("good")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    fleet.components = fleet.components.replace("good-name", "Bad_Name");
+    fleet.release("bad")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    fleet.components = fleet.components.replace("Bad_Name", "good-name");
+    fleet.release("revert")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let status = components(&sim)?;
+    assert_eq!(status["named"]["health"], "Healthy", "{status}");
+    assert!(status["named"].get("failedInputs").is_none(), "{status}");
+    Ok(())
+}
+
+/// Issue 10: charts rendered for helm's built-in Kubernetes version. Now for the cluster's:
+/// a chart gated on `.Capabilities.KubeVersion` renders for 1.28, and after the control
+/// plane's hop to 1.29 is rendered again and applied; a chart that does not depend on the
+/// version is rendered again too, and nothing of it is written.
+#[test]
+fn components_render_for_the_clusters_kubernetes_version() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "50",
+    ])?;
+    let bin = tidemark_e2e::tidemark_bin()?.display().to_string();
+    let exec = format!(
+        "{{kind: exec, upgradeControlPlane: [\"{bin}\", sim, ctl, upgrade-control-plane], upgradeNodeGroup: [\"{bin}\", sim, ctl, upgrade-node-group], timeout: 1m}}"
+    );
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    for chart in [&charts::VERSIONED, &charts::ONE] {
+        chart.write_to(&repo.path().join("charts").join(chart.name))?;
+    }
+    let manifest = |cp: &str| {
+        let mut m = sim_manifest(&exec, cp, &[("general", "1.28.9")]);
+        m.push_str(
+            "  components:
+    - {name: versioned, chart: {path: charts/versioned}, namespace: caps, phase: after-control-plane}
+    - {name: static, chart: {path: charts/one}, namespace: caps, phase: after-control-plane}
+",
+        );
+        m
+    };
+    repo.write("clusters/sim.yaml", &manifest("1.28.9"))?;
+    repo.commit("1.28")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let agent = Agent::new()?;
+    let fleet = Fleet {
+        repo,
+        control_plane: "1.28.9".into(),
+        components: String::new(),
+    };
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let api = |sim: &SimProcess| {
+        sim.kubectl(&[
+            "get",
+            "configmap",
+            "-n",
+            "caps",
+            "versioned",
+            "-o",
+            "jsonpath={.data.api}",
+        ])
+    };
+    assert_eq!(api(&sim)?, "old");
+    let static_rv = resource_version(&sim, &["configmap", "-n", "caps", "shared"])?;
+    let helm_before = agent.helm_runs();
+
+    fleet.repo.write("clusters/sim.yaml", &manifest("1.29.8"))?;
+    fleet.repo.commit("1.29")?;
+    fleet.repo.tag_annotated("wave/canary", "HEAD")?;
+    let started = std::time::Instant::now();
+    let mut executed = Vec::new();
+    loop {
+        let pass = agent.once(&fleet, &sim, &[])?;
+        executed.extend(pass.executed.clone());
+        if pass.phase == "Converged" {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!("not converged: {pass:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(api(&sim)?, "new", "rendered for 1.29: {executed:?}");
+    assert_eq!(
+        agent.helm_runs() - helm_before,
+        2,
+        "both rendered again, once each"
+    );
+    assert_eq!(
+        resource_version(&sim, &["configmap", "-n", "caps", "shared"])?,
+        static_rv,
+        "an unchanged render writes nothing"
+    );
+    assert!(
+        executed
+            .iter()
+            .any(|e| e.starts_with("applied component versioned")),
+        "{executed:?}"
+    );
+    assert!(
+        !executed
+            .iter()
+            .any(|e| e.starts_with("applied component static")),
+        "{executed:?}"
+    );
+    Ok(())
+}

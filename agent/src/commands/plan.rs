@@ -109,10 +109,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     (name, detail)
                 }
                 Step::PruneComponent { name } if !previews.contains_key(name) => {
-                    let detail = match prune::prunable(&client, &mut scratch, name, None).await {
-                        Ok(objects) => format!("delete {} objects", objects.len()),
-                        Err(e) => format!("cannot list its objects: {}", status::describe(&e)),
-                    };
+                    let detail =
+                        match prune::prunable(&client, &mut scratch, name, None, false).await {
+                            Ok(found) => format!("delete {} objects", found.doomed.len()),
+                            Err(e) => format!("cannot list its objects: {}", status::describe(&e)),
+                        };
                     (name, detail)
                 }
                 _ => continue,

@@ -4,7 +4,7 @@
 //!
 //! - Pure: [`values`] (merging values layers), [`manifest`] (parsing and ordering the
 //!   rendered objects), [`health`] (an object's rollout state), [`diff`] (does a live
-//!   object still hold what was applied).
+//!   object still hold what was applied), [`hooks`] (helm's lifecycle annotations).
 //! - Read through a tree: [`inputs`] (chart and values read from the fleet repo, their
 //!   digest).
 //! - A process: [`helm`] (`helm template`).
@@ -12,6 +12,7 @@
 pub mod diff;
 pub mod health;
 pub mod helm;
+pub mod hooks;
 pub mod inputs;
 pub mod manifest;
 pub mod values;

@@ -9,6 +9,7 @@ use tidemark_schema::resolve::DesiredComponent;
 
 use super::Scratch;
 use super::live::{self, ApiError, LiveError};
+use crate::component::diff;
 use crate::component::manifest::{self, ManifestError, ObjectKey, RenderedObject};
 
 /// Errors of applying one component.
@@ -109,36 +110,26 @@ pub async fn check_ownership(
 
 /// Applies prepared objects: the namespaces they need first, then CRDs (waited for until
 /// Established, at most `crd_wait`), then the rest. Every object is tried; a Job whose
-/// template changed (immutable) is replaced.
+/// template changed (immutable) is replaced. Each applied object's body becomes what the
+/// server kept of it ([`diff::kept_by_server`]), the reference later drift checks compare
+/// with.
 pub async fn apply_objects(
     client: &kube::Client,
     scratch: &mut Scratch,
     c: &DesiredComponent,
-    objects: &[RenderedObject],
+    objects: &mut [RenderedObject],
     crd_wait: Duration,
 ) -> Result<(), ApplyError> {
-    let rendered_namespaces: BTreeSet<&str> = objects
-        .iter()
-        .filter(|o| o.kind == "Namespace" && o.group().is_empty())
-        .map(|o| o.name.as_str())
-        .collect();
-    let mut needed: BTreeSet<&str> = objects
-        .iter()
-        .filter_map(|o| o.namespace.as_deref())
-        .collect();
-    needed.insert(c.namespace.as_str());
-    needed.retain(|ns| !rendered_namespaces.contains(ns));
-    live::ensure_namespaces(client, needed)
-        .await
-        .map_err(ApplyError::Namespaces)?;
+    ensure_namespaces(client, scratch, c, objects).await?;
 
     let total = objects.len();
     let mut failures: Vec<LiveError> = Vec::new();
     let mut crds_applied = false;
-    for o in objects.iter().filter(|o| manifest::is_crd(o)) {
+    for o in objects.iter_mut().filter(|o| manifest::is_crd(o)) {
         let applied = live::apply(client, &mut scratch.kinds, o, c.force).await;
         match applied {
-            Ok(()) => {
+            Ok(stored) => {
+                o.body = diff::kept_by_server(&o.body, &stored);
                 crds_applied = true;
                 if let Err(e) = live::wait_established(client, &o.name, crd_wait).await {
                     failures.push(e);
@@ -152,7 +143,7 @@ pub async fn apply_objects(
     }
     // Custom resources cannot be applied without their definitions.
     if failures.is_empty() {
-        for o in objects.iter().filter(|o| !manifest::is_crd(o)) {
+        for o in objects.iter_mut().filter(|o| !manifest::is_crd(o)) {
             let result = match live::apply(client, &mut scratch.kinds, o, c.force).await {
                 // A Job's template is immutable: its new version replaces it.
                 Err(LiveError::Api(e)) if e.is_immutable() && is_job(o) => {
@@ -161,9 +152,12 @@ pub async fn apply_objects(
                 }
                 other => other,
             };
-            if let Err(e) = result {
-                tracing::warn!(component = %c.name, object = %o.key(), error = %crate::status::describe(&e), "apply failed");
-                failures.push(e);
+            match result {
+                Ok(stored) => o.body = diff::kept_by_server(&o.body, &stored),
+                Err(e) => {
+                    tracing::warn!(component = %c.name, object = %o.key(), error = %crate::status::describe(&e), "apply failed");
+                    failures.push(e);
+                }
             }
         }
     }
@@ -176,6 +170,40 @@ pub async fn apply_objects(
             first,
         }),
     }
+}
+
+/// Creates the namespaces `objects` need (and the component's own) that the render does
+/// not create itself, once per pass.
+pub async fn ensure_namespaces(
+    client: &kube::Client,
+    scratch: &mut Scratch,
+    c: &DesiredComponent,
+    objects: &[RenderedObject],
+) -> Result<(), ApplyError> {
+    let rendered_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o.kind == "Namespace" && o.group().is_empty())
+        .map(|o| o.name.as_str())
+        .collect();
+    let mut needed: BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.namespace.as_deref())
+        .collect();
+    needed.insert(c.namespace.as_str());
+    let needed: Vec<String> = needed
+        .into_iter()
+        .filter(|ns| !rendered_namespaces.contains(ns) && !scratch.namespaces.contains(*ns))
+        .map(str::to_string)
+        .collect();
+    // A plain loop over owned names: a future holding a closure-made iterator would not be
+    // `Send` for every lifetime (rust-lang/rust#64552).
+    for ns in needed {
+        live::ensure_namespaces(client, [ns.as_str()])
+            .await
+            .map_err(ApplyError::Namespaces)?;
+        scratch.namespaces.insert(ns);
+    }
+    Ok(())
 }
 
 fn is_job(o: &RenderedObject) -> bool {
@@ -255,12 +283,12 @@ mod tests {
         ]);
         let mut scratch = Scratch::default();
         let c = component();
-        let objects = job();
+        let mut objects = job();
         scripted::within(apply_objects(
             &client,
             &mut scratch,
             &c,
-            &objects,
+            &mut objects,
             Duration::from_secs(1),
         ))
         .await
@@ -328,7 +356,7 @@ mod tests {
             &client,
             &mut scratch,
             &component(),
-            &job(),
+            &mut job(),
             Duration::from_secs(1),
         ))
         .await

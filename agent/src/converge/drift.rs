@@ -12,30 +12,38 @@ use tidemark_schema::resolve::DesiredComponent;
 use super::live::{self, LiveError, LiveObject};
 use super::render::Render;
 use super::{Lookup, Scratch, Target};
-use crate::component::diff;
 use crate::component::inputs::ComponentInputs;
 use crate::component::manifest::{ObjectKey, RenderedObject};
+use crate::component::{diff, hooks};
 use crate::status::{ComponentHealth, ComponentRecord, describe};
 
 /// Checks `c` (applied with `record`) for drift and corrects it; `render` is its prepared
-/// render, the one recorded. Returns the new record and each correction as `object (why)`.
+/// render, the one recorded (a corrected object's body becomes what the server kept of
+/// it). Returns the new record and each correction as `object (why)`.
 pub async fn check(
     target: &Target<'_>,
     scratch: &mut Scratch,
     c: &DesiredComponent,
-    render: &Render,
+    render: &mut Render,
     record: &ComponentRecord,
     now: Timestamp,
 ) -> (ComponentRecord, Vec<String>) {
     let client = target.client;
     let mut corrected = Vec::new();
     let mut errors: Vec<LiveError> = Vec::new();
-    for o in &render.objects {
+    for o in &mut render.objects {
+        // Hooks run with an apply and are then theirs (a delete policy may remove them).
+        if hooks::is_hook(&o.body) {
+            continue;
+        }
         let why = match scratch.lookup(client, &c.name, o).await {
             Ok(Lookup::NotServed) => {
                 corrected.push(format!("{} (kind not served)", o.key()));
                 continue;
             }
+            // A Job deleted by its own `ttlSecondsAfterFinished` finished: creating it again
+            // would run it again.
+            Ok(Lookup::Absent) if deleted_by_its_ttl(o) => None,
             Ok(Lookup::Absent) => Some("deleted".to_string()),
             Ok(Lookup::Found(live)) => diff::first_difference(&o.body, &live),
             Err(e) => {
@@ -48,11 +56,14 @@ pub async fn check(
         // The fields were tidemark's and someone changed them by hand (taking them over as
         // their field manager): correcting drift takes them back.
         match live::apply(client, &mut scratch.kinds, o, true).await {
-            Ok(()) => corrected.push(format!("{} ({why})", o.key())),
+            Ok(stored) => {
+                o.body = diff::kept_by_server(&o.body, &stored);
+                corrected.push(format!("{} ({why})", o.key()));
+            }
             Err(e) => errors.push(e),
         }
     }
-    match leftovers(client, scratch, &c.name, &render.objects).await {
+    match leftovers(client, scratch, c, &render.objects).await {
         Ok(found) => {
             for l in &found {
                 match live::delete(client, l).await {
@@ -75,14 +86,15 @@ pub async fn check(
     (next, corrected)
 }
 
-/// Objects of the kinds the render has, labelled for component `name`, applied by tidemark
-/// and not rendered.
+/// Objects of the kinds the render has, labelled for component `c`, applied by tidemark and
+/// not rendered (never hooks, objects marked `keep`, or CRDs without `pruneCRDs`).
 async fn leftovers(
     client: &kube::Client,
     scratch: &mut Scratch,
-    name: &str,
+    c: &DesiredComponent,
     objects: &[RenderedObject],
 ) -> Result<Vec<LiveObject>, LiveError> {
+    let name = c.name.as_str();
     let keep: BTreeSet<ObjectKey> = objects.iter().map(RenderedObject::key).collect();
     let mut out: Vec<LiveObject> = Vec::new();
     for o in objects {
@@ -102,6 +114,15 @@ async fn leftovers(
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out.dedup_by(|a, b| a.key == b.key);
     Ok(out)
+}
+
+/// Whether `o` is a Job that deletes itself when finished (`ttlSecondsAfterFinished`).
+fn deleted_by_its_ttl(o: &RenderedObject) -> bool {
+    o.kind == "Job"
+        && o.group() == "batch"
+        && o.body
+            .pointer("/spec/ttlSecondsAfterFinished")
+            .is_some_and(|t| !t.is_null())
 }
 
 /// Whether a new render of `inputs` is the one recorded (same output digest).

@@ -209,33 +209,34 @@ async fn api_of(
 }
 
 /// Server-side applies `obj` with field manager `tidemark` (`force` takes over fields other
-/// managers own).
+/// managers own). Returns the object as the server stored it.
 pub async fn apply(
     client: &kube::Client,
     kinds: &mut Kinds,
     obj: &RenderedObject,
     force: bool,
-) -> Result<(), LiveError> {
+) -> Result<Value, LiveError> {
     let api = api_of(client, kinds, obj).await?;
     let mut params = PatchParams::apply(keys::FIELD_MANAGER);
     if force {
         params = params.force();
     }
-    api.patch(&obj.name, &params, &Patch::Apply(&obj.body))
+    let stored = api
+        .patch(&obj.name, &params, &Patch::Apply(&obj.body))
         .await
         .map_err(|e| ApiError::new(format!("apply {}", obj.key()), e))?;
-    Ok(())
+    Ok(serde_json::to_value(stored).unwrap_or(Value::Null))
 }
 
 /// Replaces `obj`: deletes it (its dependents are collected in the background), waits
-/// until it is gone, then applies it. For Jobs, whose template cannot change: a chart's
+/// until it is gone, then applies it (returning the object as stored). For Jobs, whose template cannot change: a chart's
 /// new Job version is a new Job, as `kubectl replace --force` would make it.
 pub async fn replace(
     client: &kube::Client,
     kinds: &mut Kinds,
     obj: &RenderedObject,
     force: bool,
-) -> Result<(), LiveError> {
+) -> Result<Value, LiveError> {
     let api = api_of(client, kinds, obj).await?;
     let key = obj.key().to_string();
     let uid = match api.delete(&obj.name, &DeleteParams::background()).await {

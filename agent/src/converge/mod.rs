@@ -10,12 +10,13 @@
 //! - A provider step that fails stops the pass; what earlier ranks did is kept.
 //! - Every step is idempotent: a pass killed at any point is completed by the next one.
 //!
-//! The stages of a component step each have a module: [`render`], [`apply`], [`prune`],
-//! [`settle`], [`drift`], and [`preview`] for `tidemark plan`; [`live`] is their access to
-//! the API server.
+//! The stages of a component step each have a module: [`render`], [`hooks`] (helm hooks
+//! before and after), [`apply`], [`prune`], [`settle`], [`drift`], and [`preview`] for
+//! `tidemark plan`; [`live`] is their access to the API server.
 
 pub mod apply;
 pub mod drift;
+pub mod hooks;
 pub mod live;
 pub mod preview;
 pub mod prune;
@@ -31,6 +32,7 @@ use tidemark_schema::KubeVersion;
 use tidemark_schema::resolve::DesiredComponent;
 use tracing::Instrument;
 
+use crate::component::hooks::{Role, When};
 use crate::component::inputs::{ComponentInputs, InputsError};
 use crate::component::manifest::{ObjectKey, RenderedObject};
 use crate::desired::{Desired, Source};
@@ -88,6 +90,9 @@ pub enum ComponentError {
     /// Objects it no longer renders could not be pruned.
     #[error(transparent)]
     Prune(#[from] prune::PruneError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
 }
 
 /// Work shared by the component steps of one pass.
@@ -101,6 +106,8 @@ pub struct Scratch {
     swept: Option<Vec<LiveObject>>,
     /// Objects applied in this pass, by the component that applied them.
     pub applied: HashMap<ObjectKey, String>,
+    /// Namespaces known to exist (created or found) in this pass.
+    pub namespaces: BTreeSet<String>,
     /// The components declared now (an object of one that is not may be adopted).
     pub declared: BTreeSet<String>,
     /// Renders made ahead for this pass's steps.
@@ -447,10 +454,18 @@ async fn component_step<'a>(
 ) -> StepDone<'a> {
     if let Step::PruneComponent { name } = step {
         target.renderer.forget(name);
-        return match prune::prune(target.client, scratch, name, None).await {
-            Ok(n) => StepDone::Pruned {
+        // A removed component's CRDs stay: its `pruneCRDs` is gone with it.
+        return match prune::prune(target.client, scratch, name, None, false).await {
+            Ok((n, retained)) => StepDone::Pruned {
                 name: name.clone(),
-                line: format!("pruned component {name} ({n} objects)"),
+                line: if retained.is_empty() {
+                    format!("pruned component {name} ({n} objects)")
+                } else {
+                    format!(
+                        "pruned component {name} ({n} objects; kept: {})",
+                        retained.join(", ")
+                    )
+                },
             },
             Err(e) => {
                 let mut record = records.get(name).cloned().unwrap_or_default();
@@ -472,14 +487,16 @@ async fn component_step<'a>(
     let previous = records.get(&c.name);
     match step {
         Step::ApplyComponent { .. } => {
-            let record = apply_component(target, scratch, c, inputs, previous, now).await;
-            let line = (record.health != ComponentHealth::Failed)
+            let (record, written) =
+                apply_component(target, scratch, c, inputs, previous, now).await;
+            let line = (written && record.health != ComponentHealth::Failed)
                 .then(|| format!("applied component {} ({} objects)", c.name, record.objects));
+            let since = record.applied_at.unwrap_or(now);
             StepDone::Settle {
                 settle: Settle {
                     component: c,
                     record,
-                    since: now,
+                    since,
                 },
                 line,
             }
@@ -533,7 +550,8 @@ async fn component_step<'a>(
 
 /// Renders (or takes the render made ahead), prepares, checks ownership, applies and
 /// prunes one component. The record is `Progressing` (the pass then waits for its health)
-/// or `Failed`; a failed attempt keeps the last complete apply recorded.
+/// or `Failed`; a failed attempt keeps the last complete apply recorded. Returns whether
+/// anything was written (a render equal to the last one applied writes nothing).
 async fn apply_component(
     target: &Target<'_>,
     scratch: &mut Scratch,
@@ -541,7 +559,7 @@ async fn apply_component(
     inputs: Result<&ComponentInputs, &Arc<InputsError>>,
     previous: Option<&ComponentRecord>,
     now: Timestamp,
-) -> ComponentRecord {
+) -> (ComponentRecord, bool) {
     let attempted = inputs.ok().map(|i| i.digest.clone());
     let display = inputs.map(|i| i.display.clone()).unwrap_or_default();
     match try_apply(target, scratch, c, inputs, previous).await {
@@ -557,10 +575,11 @@ async fn apply_component(
                 ..previous.cloned().unwrap_or_default()
             };
             target.renderer.keep(&c.name, render);
-            record
+            (record, false)
         }
-        Ok(Applied::Applied(render)) => {
+        Ok(Applied::Applied(render, retained)) => {
             let record = ComponentRecord {
+                retained,
                 chart: display,
                 health: ComponentHealth::Progressing,
                 message: None,
@@ -573,11 +592,11 @@ async fn apply_component(
             };
             tracing::info!(component = %c.name, objects = record.objects, "applied");
             target.renderer.keep(&c.name, render);
-            record
+            (record, true)
         }
         Err(e) => {
             tracing::warn!(component = %c.name, error = %describe(&e), "component failed");
-            ComponentRecord {
+            let record = ComponentRecord {
                 chart: display,
                 health: ComponentHealth::Failed,
                 message: Some(describe(&e)),
@@ -585,15 +604,17 @@ async fn apply_component(
                 // of what runs, and the same inputs are tried again next pass.
                 failed_inputs: attempted,
                 ..previous.cloned().unwrap_or_default()
-            }
+            };
+            (record, false)
         }
     }
 }
 
 /// What an apply did.
 enum Applied {
-    /// The render was applied (and what it no longer holds pruned).
-    Applied(Render),
+    /// The render was applied (and what it no longer holds pruned, except what it keeps:
+    /// CRDs without `pruneCRDs`, `helm.sh/resource-policy: keep`).
+    Applied(Render, Vec<String>),
     /// The render is the one applied last time: nothing was written.
     Unchanged(Render),
 }
@@ -606,24 +627,56 @@ async fn try_apply(
     previous: Option<&ComponentRecord>,
 ) -> Result<Applied, ComponentError> {
     let inputs = inputs.map_err(|e| ComponentError::Inputs(e.clone()))?;
-    let render = render_prepared(target, scratch, c, inputs).await?;
+    let mut render = render_prepared(target, scratch, c, inputs).await?;
     if previous.is_some_and(|p| p.rendered.as_deref() == Some(render.rendered.as_str())) {
         return Ok(Applied::Unchanged(render));
     }
     apply::check_ownership(target.client, scratch, c, &render.objects).await?;
+    apply::ensure_namespaces(target.client, scratch, c, &render.objects).await?;
+    // Hooks of this apply (an install is the component's first apply) around the others.
+    let install = previous.is_none_or(|p| p.inputs.is_none());
+    let (mut ordinary, mut pre, mut post, mut skipped) = (vec![], vec![], vec![], vec![]);
+    for o in std::mem::take(&mut render.objects) {
+        match crate::component::hooks::role(&o.body, install) {
+            Role::Ordinary => ordinary.push(o),
+            Role::Hook(h) if h.when == When::Pre => pre.push((o, h)),
+            Role::Hook(h) => post.push((o, h)),
+            Role::Skipped => skipped.push(o),
+        }
+    }
+    let timeout = c.timeout.as_std();
+    let mut refs: Vec<_> = pre.iter_mut().map(|(o, h)| (o, *h)).collect();
+    hooks::run(target.client, scratch, c.force, &mut refs, timeout).await?;
     apply::apply_objects(
         target.client,
         scratch,
         c,
-        &render.objects,
+        &mut ordinary,
         target.settings.crd_wait,
     )
     .await?;
-    let pruned = prune::prune(target.client, scratch, &c.name, Some(&render.objects)).await?;
+    let mut rendered_now = ordinary.clone();
+    rendered_now.extend(pre.iter().chain(&post).map(|(o, _)| o.clone()));
+    rendered_now.extend(skipped.iter().cloned());
+    let (pruned, retained) = prune::prune(
+        target.client,
+        scratch,
+        &c.name,
+        Some(&rendered_now),
+        c.prune_crds,
+    )
+    .await?;
     if pruned > 0 {
         tracing::info!(component = %c.name, pruned, "pruned what the render no longer holds");
     }
-    Ok(Applied::Applied(render))
+    let mut refs: Vec<_> = post.iter_mut().map(|(o, h)| (o, *h)).collect();
+    hooks::run(target.client, scratch, c.force, &mut refs, timeout).await?;
+    render.objects = ordinary;
+    render
+        .objects
+        .extend(pre.into_iter().chain(post).map(|(o, _)| o));
+    render.objects.extend(skipped);
+    Ok(Applied::Applied(render, retained))
 }
 
 /// The render of `c` made ahead for this pass, or a new one, prepared for apply.
@@ -667,7 +720,7 @@ async fn check_drift(
     record: &ComponentRecord,
     now: Timestamp,
 ) -> (ComponentRecord, Vec<String>) {
-    let render = match target.renderer.kept(&c.name, &inputs.digest) {
+    let mut render = match target.renderer.kept(&c.name, &inputs.digest) {
         Some(r) => r,
         None => {
             let fresh = match render_prepared(target, scratch, c, inputs).await {
@@ -688,15 +741,16 @@ async fn check_drift(
                 scratch
                     .rendered
                     .insert(c.name.clone(), Ok(rendered_of(&fresh)));
-                let applied =
+                let (applied, _) =
                     apply_component(target, scratch, c, Ok(inputs), Some(record), now).await;
                 return (applied, vec!["render changed; re-applied".into()]);
             }
-            target.renderer.keep(&c.name, fresh.clone());
             fresh
         }
     };
-    drift::check(target, scratch, c, &render, record, now).await
+    let checked = drift::check(target, scratch, c, &mut render, record, now).await;
+    target.renderer.keep(&c.name, render);
+    checked
 }
 
 /// A prepared render handed back to apply as if just rendered (preparing is idempotent).

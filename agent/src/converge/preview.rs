@@ -79,8 +79,9 @@ pub async fn preview(
             Lookup::Found(_) => preview.unchanged += 1,
         }
     }
-    preview.prune = prune::prunable(client, scratch, &c.name, Some(&objects))
+    preview.prune = prune::prunable(client, scratch, &c.name, Some(&objects), c.prune_crds)
         .await?
+        .doomed
         .iter()
         .map(|o| o.key.to_string())
         .collect();

@@ -3,12 +3,15 @@
 //!
 //! Only objects tidemark applied are candidates (labelled for the component, applied by
 //! the `tidemark` field manager, owned by no controller), and never one another component
-//! adopted in the same pass or one already being deleted.
+//! adopted in the same pass or one already being deleted. Never pruned either: helm hooks,
+//! objects marked `helm.sh/resource-policy: keep`, and CustomResourceDefinitions unless the
+//! component opts in (`pruneCRDs`): deleting a CRD deletes every resource of its kind.
 
 use std::collections::BTreeSet;
 
 use super::Scratch;
 use super::live::{self, ApiError, LiveObject};
+use crate::component::hooks;
 use crate::component::manifest::{ObjectKey, RenderedObject};
 
 /// Errors of pruning.
@@ -22,14 +25,25 @@ pub enum PruneError {
     Delete(#[source] ApiError),
 }
 
+/// What a prune found.
+#[derive(Debug, Default)]
+pub struct Prunable {
+    /// Objects to delete.
+    pub doomed: Vec<LiveObject>,
+    /// Objects no longer rendered that stay: CRDs (without `pruneCRDs`) and objects marked
+    /// `helm.sh/resource-policy: keep`.
+    pub retained: Vec<LiveObject>,
+}
+
 /// The live objects of component `name` that a prune would delete: those `keep` does not
-/// hold (all of them when `keep` is `None`).
+/// hold (all of them when `keep` is `None`). CRDs only with `prune_crds`.
 pub async fn prunable(
     client: &kube::Client,
     scratch: &mut Scratch,
     name: &str,
     keep: Option<&[RenderedObject]>,
-) -> Result<Vec<LiveObject>, PruneError> {
+    prune_crds: bool,
+) -> Result<Prunable, PruneError> {
     let keep: BTreeSet<ObjectKey> = keep
         .unwrap_or_default()
         .iter()
@@ -37,7 +51,7 @@ pub async fn prunable(
         .collect();
     let adopted = scratch.applied.clone();
     let swept = scratch.swept(client).await.map_err(PruneError::Sweep)?;
-    Ok(swept
+    let gone = swept
         .iter()
         .filter(|o| o.component == name && o.applied_by_tidemark())
         .filter(|o| !keep.contains(&o.key))
@@ -45,23 +59,40 @@ pub async fn prunable(
         .filter(|o| !o.is_terminating())
         // Adopted in this pass by another component.
         .filter(|o| adopted.get(&o.key).is_none_or(|owner| owner == name))
-        .cloned()
-        .collect())
+        // Hooks are the hooks' business (their delete policy), never the prune's.
+        .filter(|o| !hooks::is_hook(&o.body));
+    let mut out = Prunable::default();
+    for o in gone {
+        let is_crd =
+            o.key.group == "apiextensions.k8s.io" && o.key.kind == "CustomResourceDefinition";
+        if hooks::is_kept(&o.body) || (is_crd && !prune_crds) {
+            out.retained.push(o.clone());
+        } else {
+            out.doomed.push(o.clone());
+        }
+    }
+    Ok(out)
 }
 
-/// Deletes the objects of component `name` that `keep` does not hold. Returns how many.
+/// Deletes the objects of component `name` that `keep` does not hold (CRDs only with
+/// `prune_crds`). Returns how many it deleted, and the objects it left in place.
 pub async fn prune(
     client: &kube::Client,
     scratch: &mut Scratch,
     name: &str,
     keep: Option<&[RenderedObject]>,
-) -> Result<usize, PruneError> {
-    let doomed = prunable(client, scratch, name, keep).await?;
-    for o in &doomed {
+    prune_crds: bool,
+) -> Result<(usize, Vec<String>), PruneError> {
+    let found = prunable(client, scratch, name, keep, prune_crds).await?;
+    for o in &found.doomed {
         live::delete(client, o).await.map_err(PruneError::Delete)?;
         tracing::info!(component = name, object = %o.key, "pruned");
     }
-    Ok(doomed.len())
+    let retained: Vec<String> = found.retained.iter().map(|o| o.key.to_string()).collect();
+    for o in &retained {
+        tracing::info!(component = name, object = %o, "no longer rendered; kept");
+    }
+    Ok((found.doomed.len(), retained))
 }
 
 #[cfg(test)]
@@ -107,6 +138,18 @@ mod tests {
                 json!({"deletionTimestamp": "2026-11-24T10:00:00Z"})
             ),
             cm("other-component", "db", ours.clone(), json!({})),
+            cm(
+                "hook",
+                "web",
+                ours.clone(),
+                json!({"annotations": {"helm.sh/hook": "pre-upgrade"}})
+            ),
+            cm(
+                "kept-by-policy",
+                "web",
+                ours.clone(),
+                json!({"annotations": {"helm.sh/resource-policy": "keep"}})
+            ),
             cm("kept", "web", ours, json!({})),
         ]);
         let (client, log) = scripted::client(vec![
@@ -141,10 +184,12 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut scratch = Scratch::default();
-        let pruned = scripted::within(prune(&client, &mut scratch, "web", Some(&kept)))
-            .await
-            .unwrap_or_else(|e| panic!("{}", crate::status::describe(&e)));
+        let (pruned, retained) =
+            scripted::within(prune(&client, &mut scratch, "web", Some(&kept), false))
+                .await
+                .unwrap_or_else(|e| panic!("{}", crate::status::describe(&e)));
         assert_eq!(pruned, 1);
+        assert_eq!(retained, ["ConfigMap/ns/kept-by-policy"]);
         let deletes: Vec<scripted::Seen> = scripted::requests(&log)
             .into_iter()
             .filter(|s| s.method == Method::DELETE)

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use tidemark_schema::resolve::DesiredComponent;
 
 use crate::component::helm::{Helm, HelmError, RenderRequest};
+use crate::component::hooks;
 use crate::component::inputs::{ChartSource, ComponentInputs};
 use crate::component::manifest::{self, ManifestError, RenderedObject};
 use crate::desired::{self, Source};
@@ -67,7 +68,7 @@ pub struct RenderCapabilities {
 pub struct Rendered {
     /// sha256 of the output.
     pub digest: String,
-    /// The objects, `helm test` hooks left out.
+    /// The objects, hooks that never run under tidemark left out.
     pub objects: Vec<RenderedObject>,
 }
 
@@ -160,8 +161,8 @@ impl Renderer {
         self.processes.inc();
         let out = self.helm.render(&req).await?;
         let mut objects = manifest::parse(&out).map_err(RenderError::Manifest)?;
-        // `helm test` hooks are for `helm test`, never part of what is installed.
-        objects.retain(|o| !is_test_hook(o));
+        // Test, delete and rollback hooks never run under tidemark.
+        objects.retain(|o| !hooks::is_never_applied(&o.body));
         Ok(Rendered {
             digest: manifest::digest(&out),
             objects,
@@ -225,17 +226,4 @@ impl Renderer {
             kept.remove(name);
         }
     }
-}
-
-/// Whether `o` is a `helm test` hook (`helm.sh/hook: test`, or the older `test-success`
-/// and `test-failure`).
-fn is_test_hook(o: &RenderedObject) -> bool {
-    o.body
-        .pointer("/metadata/annotations/helm.sh~1hook")
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(|hooks| {
-            hooks
-                .split(',')
-                .any(|h| matches!(h.trim(), "test" | "test-success" | "test-failure"))
-        })
 }

@@ -159,6 +159,10 @@ pub struct ComponentRecord {
     /// Objects applied.
     #[serde(default)]
     pub objects: u32,
+    /// Objects it no longer renders that were kept: CRDs (without `pruneCRDs`) and objects
+    /// marked `helm.sh/resource-policy: keep`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<String>,
     /// When the last complete apply happened (the health timeout counts from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Timestamp>,
