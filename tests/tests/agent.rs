@@ -472,3 +472,24 @@ fn exec_status_command_holds_the_agent_while_the_cloud_is_busy() -> Result<()> {
     assert_eq!(steps[0], "upgrade control plane 1.28.9 -> 1.29.8");
     Ok(())
 }
+
+/// Issue 10: without a usable helm the demo waited 110 s and failed. It says at once how to
+/// get one, before it starts anything.
+#[test]
+fn demo_without_helm_says_how_to_get_one_before_starting_anything() -> Result<()> {
+    let root = tidemark_e2e::workspace_root();
+    let started = Instant::now();
+    let run = tidemark_in(
+        &["demo", "--helm-bin", "/nonexistent/helm"],
+        Some(&root),
+        &[],
+    )?;
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("the demo needs helm") && run.stderr.contains("scripts/demo.sh"),
+        "{run:?}"
+    );
+    assert!(run.stdout.is_empty(), "nothing started: {run:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}

@@ -29,6 +29,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bin: helm_bin,
         timeout: std::time::Duration::from_secs(120),
     };
+    let runtime = super::runtime()?;
+    // Before anything starts: the demo renders every component with helm.
+    let version = runtime.block_on(crate::process::run_checked(
+        &crate::process::Invocation::new(&helm.bin, std::time::Duration::from_secs(20))
+            .args(["version", "--short"]),
+    ));
+    match version {
+        Ok(out) => println!(
+            "tidemark demo: rendering with {} ({})",
+            helm.bin.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Err(e) => anyhow::bail!(
+            "the demo needs helm and `{}` does not run ({}); run scripts/demo.sh (it provisions \
+             the official helm into .tools/helm/), or pass --helm-bin",
+            helm.bin.display(),
+            crate::status::describe(&e)
+        ),
+    }
     let settings = crate::converge::Settings {
         health_wait: std::time::Duration::from_secs(5),
         crd_wait: std::time::Duration::from_secs(30),
@@ -43,7 +62,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         helm,
         settings,
     };
-    super::runtime()?.block_on(demo::run(config))?;
+    runtime.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)
 }
 
