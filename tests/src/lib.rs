@@ -980,6 +980,40 @@ pub fn spawn_agent_with(
         .spawn()?)
 }
 
+/// Runs one pass, `tidemark agent --once`, for cluster `sim` of the fleet repo at `repo`
+/// against `sim`, rendering with `helm` and caching in `dir`; `extra` arguments are added.
+/// Returns the run (exit code, stdout, stderr) whatever its outcome.
+pub fn agent_once(
+    repo: &Path,
+    sim: &SimProcess,
+    helm: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Run> {
+    let (repo, kubeconfig, helm) = (
+        repo.display().to_string(),
+        sim.kubeconfig().display().to_string(),
+        helm.display().to_string(),
+    );
+    let cache = dir.join("cache").display().to_string();
+    let mut args = vec![
+        "agent",
+        "--once",
+        "--repo",
+        &repo,
+        "--selector",
+        "cluster=sim",
+        "--cache-dir",
+        &cache,
+        "--helm-bin",
+        &helm,
+        "--component-wait",
+        "20s",
+    ];
+    args.extend_from_slice(extra);
+    tidemark_in(&args, None, &[("KUBECONFIG", &kubeconfig)])
+}
+
 /// The log an agent started by [`spawn_agent`] wrote.
 pub fn agent_log(dir: &Path, identity: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()

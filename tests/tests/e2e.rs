@@ -7,6 +7,7 @@ mod components;
 mod desired;
 mod helm;
 mod helm_compat;
+mod kube_yaml;
 mod lease;
 mod plan;
 mod polling;

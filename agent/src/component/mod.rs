@@ -2,7 +2,8 @@
 //! (DESIGN.md "Components"). This module holds what a component *is*; executing component
 //! steps against the cluster is `converge`'s.
 //!
-//! - Pure: [`values`] (merging values layers), [`manifest`] (parsing and ordering the
+//! - Pure: [`kube_yaml`] (YAML read as Kubernetes and helm read it, YAML 1.1 scalars
+//!   included), [`values`] (merging values layers), [`manifest`] (parsing and ordering the
 //!   rendered objects), [`health`] (an object's rollout state), [`diff`] (does a live
 //!   object still hold what was applied), [`hooks`] (helm's lifecycle annotations).
 //! - Read through a tree: [`inputs`] (chart and values read from the fleet repo, their
@@ -14,5 +15,6 @@ pub mod health;
 pub mod helm;
 pub mod hooks;
 pub mod inputs;
+pub mod kube_yaml;
 pub mod manifest;
 pub mod values;
