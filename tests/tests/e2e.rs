@@ -11,5 +11,6 @@ mod kube_yaml;
 mod lease;
 mod plan;
 mod polling;
+mod private_charts;
 mod signed_tags;
 mod validate;
