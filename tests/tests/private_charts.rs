@@ -156,8 +156,33 @@ fn a_chart_repository_with_basic_auth_and_a_private_ca() -> Result<()> {
     );
     assert!(server.requests().is_empty(), "{:?}", server.requests());
 
-    // With them: the index and the archive are fetched with the credentials, over TLS.
+    // The CA alone (`--ca-file`): TLS is verified, and the server asks for credentials.
     let creds = credentials.display().to_string();
+    let ca_only = work.path().join("ca-only.yaml");
+    std::fs::write(
+        &ca_only,
+        format!(
+            "repositories:\n  - url: {}\n    caFile: {}\n",
+            server.url(),
+            tls.ca.display()
+        ),
+    )?;
+    let run = agent_once(
+        fleet.repo.path(),
+        &sim,
+        &helm,
+        agent.path(),
+        &["--chart-credentials", &ca_only.display().to_string()],
+    )?;
+    assert_eq!(pass(&run).phase, "Failed", "{run:?}");
+    let message = component(&sim)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("401 Unauthorized"), "{message}");
+    assert_eq!(server.requests(), ["401 /index.yaml none"]);
+
+    // With them: the index and the archive are fetched with the credentials, over TLS.
     let run = agent_once(
         fleet.repo.path(),
         &sim,
@@ -171,6 +196,7 @@ fn a_chart_repository_with_basic_auth_and_a_private_ca() -> Result<()> {
     assert_eq!(
         server.requests(),
         [
+            "401 /index.yaml none",
             "200 /index.yaml ok",
             "200 /charts/metrics-lite-0.3.0.tgz ok"
         ]
