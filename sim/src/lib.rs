@@ -92,9 +92,11 @@ mod api;
 mod apply;
 mod controllers;
 mod ctl;
+mod defaults;
 mod faults;
 mod kubeconfig;
 mod patch;
+mod quantity;
 mod registry;
 mod rng;
 mod selector;
@@ -147,6 +149,8 @@ pub enum Error {
     NodeGroups { spec: String, reason: String },
     #[error("invalid speed {0}: expected a positive number")]
     Speed(f64),
+    #[error("invalid pod lifecycle {0:?}: expected run or pending")]
+    Pods(String),
     #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
     Version(String),
     #[error("invalid kubeconfig: {0}")]
@@ -183,6 +187,34 @@ pub struct SimConfig {
     pub node_versions: Vec<(String, String)>,
     /// How many events watches can resume from (older resourceVersions get 410 Gone).
     pub watch_window: usize,
+    /// What happens to pods once created: they run (the default), or stay `Pending`.
+    pub pods: PodLifecycle,
+}
+
+/// What happens to the pods of a sim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodLifecycle {
+    /// Pods are scheduled on a schedulable Ready node, start after a while and become Ready
+    /// (unless an image name contains `fail`).
+    #[default]
+    Run,
+    /// No scheduler and no kubelet: pods are created by their workloads but are never
+    /// scheduled nor started, so they stay `Pending` and no workload ever becomes available
+    /// (Deployments `Available=False`, Jobs never finish). This is how the fidelity corpus
+    /// was recorded.
+    Pending,
+}
+
+impl std::str::FromStr for PodLifecycle {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "run" => Ok(PodLifecycle::Run),
+            "pending" => Ok(PodLifecycle::Pending),
+            other => Err(Error::Pods(other.to_string())),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -198,6 +230,7 @@ impl Default for SimConfig {
             port: 0,
             watch_window: 10_000,
             node_versions: Vec::new(),
+            pods: PodLifecycle::Run,
         }
     }
 }
@@ -300,6 +333,8 @@ pub(crate) struct Shared {
     /// Counts of the Kubernetes API requests served.
     pub requests: Mutex<api::requests::Counters>,
     pub shutdown: signal::Receiver<bool>,
+    /// PEM of the CA that signed the serving certificate (`kube-root-ca.crt`).
+    pub ca_pem: String,
 }
 
 impl Shared {
@@ -390,6 +425,7 @@ impl Sim {
             control_plane: Mutex::new(version),
             requests: Mutex::new(api::requests::Counters::default()),
             shutdown,
+            ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

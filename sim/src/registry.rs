@@ -33,6 +33,13 @@ pub(crate) struct ResourceDef {
     pub has_scale: bool,
     /// The CRD that added this resource, if any.
     pub crd: Option<String>,
+    /// Objects carry `metadata.generation` (kinds with a spec/status split: workloads,
+    /// PodDisruptionBudgets, CRDs, custom resources, ...; not ConfigMaps, Services, Pods).
+    pub generation: bool,
+    /// A DELETE that removes the object answers with the object (pods, services, custom
+    /// resources, ...); for the others it answers a `Status` naming it
+    /// (`ReturnDeletedObject` of the Kubernetes registry).
+    pub returns_deleted: bool,
 }
 
 impl ResourceDef {
@@ -157,6 +164,43 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
     ]),
 ];
 
+/// Built-in resources whose objects carry `metadata.generation` (their registry strategy sets
+/// it on create and bumps it when the spec changes), as of Kubernetes 1.28.
+const GENERATION: &[(&str, &str)] = &[
+    ("", "replicationcontrollers"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("policy", "poddisruptionbudgets"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "ingressclasses"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("discovery.k8s.io", "endpointslices"),
+    (
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    ),
+];
+
+/// Built-in resources whose DELETE answers the deleted object (`ReturnDeletedObject: true`
+/// in their Kubernetes storage), as of 1.28.
+const RETURNS_DELETED: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "persistentvolumes"),
+    ("", "persistentvolumeclaims"),
+    ("storage.k8s.io", "storageclasses"),
+];
+
 impl Registry {
     /// The built-in resources of a v1.28-ish API server.
     pub fn builtin() -> Self {
@@ -179,6 +223,8 @@ impl Registry {
                     has_status: *status,
                     has_scale: *scale,
                     crd: None,
+                    generation: GENERATION.contains(&(*group, *plural)),
+                    returns_deleted: RETURNS_DELETED.contains(&(*group, *plural)),
                 });
             }
         }
@@ -284,6 +330,8 @@ impl Registry {
                 has_status: v.pointer("/subresources/status").is_some(),
                 has_scale: v.pointer("/subresources/scale").is_some(),
                 crd: Some(crd_name.into()),
+                generation: true,
+                returns_deleted: true,
             });
         }
         self.remove_crd(crd_name);

@@ -6,8 +6,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -15,7 +13,7 @@ use crate::api::status::ApiError;
 use crate::apply::{self, Scope};
 use crate::registry::{GroupResource, Registry, ResourceDef};
 use crate::rng::Rng;
-use crate::validation;
+use crate::{defaults, quantity, validation};
 
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +57,7 @@ pub(crate) struct Writer<'a> {
 impl Writer<'static> {
     /// The simulated controllers.
     pub const CONTROLLER: Writer<'static> = Writer {
-        manager: "sim-controller-manager",
+        manager: "kube-controller-manager",
         external: false,
         track: true,
         dry_run: false,
@@ -202,99 +200,12 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Defaults the real API server sets on write.
-fn default_fields(def: &ResourceDef, obj: &mut Value, rng: &mut Rng) {
-    let set_if_missing = |obj: &mut Value, ptr: &str, key: &str, v: Value| {
-        if let Some(Value::Object(m)) = obj.pointer_mut(ptr) {
-            m.entry(key.to_string()).or_insert(v);
-        }
-    };
-    match (def.group.as_str(), def.kind.as_str()) {
-        ("", "Namespace") => {
-            let name = meta(obj, "name");
-            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
-            if obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
-                obj["status"] = json!({"phase": "Active"});
-            }
-        }
-        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController")
-            if obj.get("spec").is_some_and(Value::is_object) =>
-        {
-            set_if_missing(obj, "/spec", "replicas", json!(1));
-            match def.kind.as_str() {
-                "Deployment" => {
-                    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-                    set_if_missing(obj, "/spec", "strategy", rolling);
-                    set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
-                    set_if_missing(obj, "/spec", "progressDeadlineSeconds", json!(600));
-                }
-                "StatefulSet" => {
-                    let rolling =
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
-                    set_if_missing(obj, "/spec", "updateStrategy", rolling);
-                    set_if_missing(obj, "/spec", "podManagementPolicy", json!("OrderedReady"));
-                }
-                _ => {}
-            }
-        }
-        ("apps", "DaemonSet") if obj.get("spec").is_some_and(Value::is_object) => {
-            let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}});
-            set_if_missing(obj, "/spec", "updateStrategy", rolling);
-            set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
-        }
-        ("batch", "Job") if obj.get("spec").is_some_and(Value::is_object) => {
-            set_if_missing(obj, "/spec", "completions", json!(1));
-            set_if_missing(obj, "/spec", "parallelism", json!(1));
-            set_if_missing(obj, "/spec", "backoffLimit", json!(6));
-        }
-        ("", "Service") if obj.get("spec").is_some_and(Value::is_object) => {
-            set_if_missing(obj, "/spec", "type", json!("ClusterIP"));
-            let ip = format!(
-                "10.96.{}.{}",
-                rng.next_u64() % 250,
-                1 + rng.next_u64() % 250
-            );
-            set_if_missing(obj, "/spec", "clusterIP", json!(ip));
-        }
-        ("", "Secret") => {
-            // `stringData` is write-only: merged into `data` (base64), never stored.
-            let string_data = obj
-                .as_object_mut()
-                .and_then(|o| o.remove("stringData"))
-                .and_then(|d| d.as_object().cloned());
-            if let Some(extra) = string_data
-                && let Some(o) = obj.as_object_mut()
-            {
-                let data = o.entry("data").or_insert_with(|| json!({}));
-                if !data.is_object() {
-                    *data = json!({});
-                }
-                for (k, v) in extra {
-                    let text = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
-                    data[k.as_str()] = json!(STANDARD.encode(text));
-                }
-            }
-            if let Some(o) = obj.as_object_mut() {
-                o.entry("type").or_insert_with(|| json!("Opaque"));
-            }
-        }
-        ("", "Pod") if obj.get("status").is_none_or(|s| s.get("phase").is_none()) => {
-            let status = obj
-                .get("status")
-                .cloned()
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            obj["status"] = status;
-            set_if_missing(obj, "/status", "phase", json!("Pending"));
-        }
-        _ => {}
+/// Quantities of built-in kinds are stored in canonical form (see `quantity`).
+fn canonical_quantities(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if def.crd.is_some() {
+        return Ok(());
     }
+    quantity::canonicalize(&def.group, &def.kind, obj).map_err(ApiError::bad_request)
 }
 
 impl Store {
@@ -485,7 +396,11 @@ impl Store {
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(now()));
-        m.insert("generation".into(), json!(1));
+        if def.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
         m.remove("deletionTimestamp");
         m.remove("resourceVersion");
         if w.external
@@ -494,8 +409,9 @@ impl Store {
         {
             o.remove("status");
         }
-        default_fields(def, &mut obj, &mut self.rng);
-        validation::validate(def, &obj, None)?;
+        defaults::apply(def, &mut obj);
+        canonical_quantities(def, &mut obj)?;
+        defaults::encode(def, &mut obj);
         if w.track {
             apply::track_update(
                 None,
@@ -506,8 +422,12 @@ impl Store {
                     has_status: def.has_status,
                 },
                 &now(),
+                def.crd.is_none(),
             );
         }
+        defaults::prepare(def, &mut obj, None, w.external, &mut self.rng);
+        defaults::encode(def, &mut obj);
+        validation::validate(def, &obj, None)?;
         self.before_write(def, &mut obj, w.dry_run)?;
         if w.dry_run {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
@@ -552,6 +472,14 @@ impl Store {
                 if let Some(mf) = obj.pointer("/metadata/managedFields") {
                     meta_mut(&mut n).insert("managedFields".into(), mf.clone());
                 }
+                // The Deployment status strategy keeps annotations written with the status
+                // (the deployment controller's revision).
+                if def.group == "apps"
+                    && def.plural == "deployments"
+                    && let Some(a) = obj.pointer("/metadata/annotations")
+                {
+                    meta_mut(&mut n).insert("annotations".into(), a.clone());
+                }
                 n
             }
             Scope::Main { has_status } => {
@@ -586,10 +514,9 @@ impl Store {
                 };
             }
         }
-        default_fields(def, &mut new, &mut self.rng);
-        if matches!(scope, Scope::Main { .. }) {
-            validation::validate(def, &new, Some(&old))?;
-        }
+        defaults::apply(def, &mut new);
+        canonical_quantities(def, &mut new)?;
+        defaults::encode(def, &mut new);
         if w.track {
             apply::track_update(
                 Some(&old),
@@ -598,9 +525,15 @@ impl Store {
                 &def.api_version(),
                 scope,
                 &now(),
+                def.crd.is_none(),
             );
         }
-        if spec_part(&new) != spec_part(&old) {
+        defaults::prepare(def, &mut new, Some(&old), w.external, &mut self.rng);
+        defaults::encode(def, &mut new);
+        if matches!(scope, Scope::Main { .. }) {
+            validation::validate(def, &new, Some(&old))?;
+        }
+        if def.generation && spec_part(&new) != spec_part(&old) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -809,12 +742,28 @@ impl Store {
         out
     }
 
+    /// Whether a delete with `propagation` would leave `obj` in place for now (finalizers,
+    /// a namespace, foreground deletion), as a dry run answers.
+    pub fn delete_would_keep(
+        &self,
+        def: &ResourceDef,
+        obj: &Value,
+        propagation: Propagation,
+    ) -> bool {
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let is_ns = def.group.is_empty() && def.plural == "namespaces";
+        has_finalizers || is_ns || propagation == Propagation::Foreground
+    }
+
     /// Deletes an object with a `propagationPolicy`: `Background` deletes it now (the garbage
     /// collector takes its dependents later); `Foreground` marks it (`deletionTimestamp`, the
-    /// `foregroundDeletion` finalizer) when it has dependents and deletes them first, in the
-    /// foreground too: the object is removed once none is left, at once unless a dependent's
-    /// finalizer holds it up (the garbage collector finishes later); `Orphan` removes its
-    /// dependents' ownerReferences first. Returns the object as deleted or marked.
+    /// `foregroundDeletion` finalizer) and the garbage collector deletes its dependents, in the
+    /// foreground too, then the object, on a later sweep (as in Kubernetes, a GET right after
+    /// still finds it); `Orphan` removes its dependents' ownerReferences first. Returns the
+    /// object as deleted or marked.
     pub fn delete_with(
         &mut self,
         def: &ResourceDef,
@@ -826,43 +775,41 @@ impl Store {
             return Err(ApiError::not_found(def, name));
         };
         let uid = meta(&old, "uid");
-        let dependents = match propagation {
-            Propagation::Background => return self.delete(def, ns, name),
-            _ => self.dependents(&uid),
-        };
         let is_ns = def.group.is_empty() && def.plural == "namespaces";
-        if dependents.is_empty() || is_ns {
-            return self.delete(def, ns, name);
-        }
-        if propagation == Propagation::Orphan {
-            for (gr, dns, dname) in dependents {
-                let (Some(ddef), Some(dep)) = (
-                    self.registry.any_version(&gr).cloned(),
-                    self.get(&gr, &dns, &dname).cloned(),
-                ) else {
-                    continue;
-                };
-                let mut dep = dep;
-                let m = meta_mut(&mut dep);
-                let refs: Vec<Value> = m
-                    .get("ownerReferences")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
-                    .cloned()
-                    .collect();
-                if refs.is_empty() {
-                    m.remove("ownerReferences");
-                } else {
-                    m.insert("ownerReferences".into(), Value::Array(refs));
+        match propagation {
+            Propagation::Background => return self.delete(def, ns, name),
+            _ if is_ns => return self.delete(def, ns, name),
+            Propagation::Orphan => {
+                for (gr, dns, dname) in self.dependents(&uid) {
+                    let (Some(ddef), Some(dep)) = (
+                        self.registry.any_version(&gr).cloned(),
+                        self.get(&gr, &dns, &dname).cloned(),
+                    ) else {
+                        continue;
+                    };
+                    let mut dep = dep;
+                    let m = meta_mut(&mut dep);
+                    let refs: Vec<Value> = m
+                        .get("ownerReferences")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                        .cloned()
+                        .collect();
+                    if refs.is_empty() {
+                        m.remove("ownerReferences");
+                    } else {
+                        m.insert("ownerReferences".into(), Value::Array(refs));
+                    }
+                    let scope = Scope::Main {
+                        has_status: ddef.has_status,
+                    };
+                    let _ = self.update(&ddef, dep, scope, Writer::GARBAGE_COLLECTOR);
                 }
-                let scope = Scope::Main {
-                    has_status: ddef.has_status,
-                };
-                let _ = self.update(&ddef, dep, scope, Writer::GARBAGE_COLLECTOR);
+                return self.delete(def, ns, name);
             }
-            return self.delete(def, ns, name);
+            Propagation::Foreground => {}
         }
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(old);
@@ -877,11 +824,7 @@ impl Store {
         }
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
-        let marked = self.store(def, new, EventType::Modified);
-        // Dependents without finalizers go at once (simulated pods terminate instantly), so
-        // the owner is usually gone when this returns; a finalizer holds the chain up.
-        self.finish_foreground();
-        Ok(marked)
+        Ok(self.store(def, new, EventType::Modified))
     }
 
     /// Foreground deletion: deletes the dependents of owners deleted in the foreground (in the

@@ -73,15 +73,20 @@ pub(crate) fn handle(
                     }
                 }
             }
-            let obj = if req.q("dryRun").is_some() || body_dry {
-                store
+            let policy = propagation(req, &options)?;
+            let (obj, gone) = if req.q("dryRun").is_some() || body_dry {
+                let obj = store
                     .get(&t.def.gr(), ns, name)
                     .cloned()
-                    .ok_or_else(|| ApiError::not_found(&t.def, name))?
+                    .ok_or_else(|| ApiError::not_found(&t.def, name))?;
+                let stays = store.delete_would_keep(&t.def, &obj, policy);
+                (obj, !stays)
             } else {
-                store.delete_with(&t.def, ns, name, propagation(req, &options)?)?
+                let obj = store.delete_with(&t.def, ns, name, policy)?;
+                let gone = store.get(&t.def.gr(), ns, name).is_none();
+                (obj, gone)
             };
-            Ok(json_response(200, &with_version(obj, &t)))
+            Ok(json_response(200, &deleted(obj, &t, gone)))
         }
         (&Method::DELETE, None, None) => delete_collection(shared, req, &t),
         (_, _, Some(s)) if !matches!(s, "status" | "eviction") => Err(ApiError::not_found_path()),
@@ -113,6 +118,35 @@ fn propagation(req: &Req, options: &Value) -> Result<Propagation, ApiError> {
             ),
         )),
     }
+}
+
+/// An item of a List: like the real server, items of built-in kinds carry no
+/// `apiVersion`/`kind` (the List says them); custom resources' items do.
+fn list_item(mut obj: Value, t: &Target) -> Value {
+    if t.def.crd.is_some() {
+        return with_version(obj, t);
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    obj
+}
+
+/// The answer to a DELETE: the object while it is still there (finalizers, foreground
+/// deletion) or when its kind returns deleted objects; otherwise a `Status` naming it.
+fn deleted(obj: Value, t: &Target, gone: bool) -> Value {
+    if !gone || t.def.returns_deleted {
+        return with_version(obj, t);
+    }
+    let s = |p: &str| obj.pointer(p).cloned().unwrap_or(Value::Null);
+    let mut details = json!({"name": s("/metadata/name"), "group": t.def.group, "kind": t.def.plural, "uid": s("/metadata/uid")});
+    if t.def.group.is_empty()
+        && let Some(d) = details.as_object_mut()
+    {
+        d.remove("group");
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 /// Sets `apiVersion` to the version the request addressed.
@@ -220,7 +254,7 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
             more = true;
             break;
         }
-        items.push(with_version(o.clone(), t));
+        items.push(o.clone());
         last = Some(key);
     }
     let mut meta = json!({"resourceVersion": store.resource_version().to_string()});
@@ -229,11 +263,13 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
     }
     if super::table::wanted(&req.accept) {
         let include = req.q("includeObject").unwrap_or("Metadata");
+        let items: Vec<Value> = items.into_iter().map(|o| with_version(o, t)).collect();
         return Ok(json_response(
             200,
             &super::table::render(&t.def, &items, meta, include),
         ));
     }
+    let items: Vec<Value> = items.into_iter().map(|o| list_item(o, t)).collect();
     Ok(json_response(
         200,
         &json!({
@@ -403,6 +439,7 @@ fn server_side_apply(
         api_version: &api_version,
         scope,
         now: &time,
+        builtin: t.def.crd.is_none(),
     };
     let mut store = shared.lock_store();
     let live = store.get(&t.def.gr(), &ns, name).cloned();
@@ -471,12 +508,12 @@ fn delete_collection(
                 store
                     .get(&t.def.gr(), &ns, &name)
                     .cloned()
-                    .map(|o| with_version(o, t)),
+                    .map(|o| list_item(o, t)),
             );
             continue;
         }
         if let Ok(o) = store.delete_with(&t.def, &ns, &name, policy) {
-            items.push(with_version(o, t));
+            items.push(list_item(o, t));
         }
     }
     Ok(json_response(

@@ -11,6 +11,7 @@
 
 pub(crate) mod capi;
 pub(crate) mod eviction;
+pub(crate) mod namespaces;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod workloads;
@@ -263,6 +264,7 @@ struct Queues {
     capi: capi::Queues,
     workloads: workloads::Queues,
     budgets: queue::Queue,
+    namespaces: queue::Queue,
     /// The store's resourceVersion at the start of the last namespace and garbage sweep.
     /// When it is still that, the sweep changed nothing and nothing else changed since:
     /// another sweep would find nothing to do. (A sweep that changed something runs again,
@@ -296,6 +298,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             reported: &mut reported,
             wake: None,
         };
+        namespaces::reconcile(&mut store, &mut ctx, &mut queues.namespaces);
         nodes::reconcile(&mut store, &mut ctx, &mut queues.nodes);
         capi::reconcile(&mut store, &mut ctx, &mut queues.capi);
         workloads::reconcile(&mut store, &mut ctx, &mut queues.workloads);
