@@ -99,6 +99,7 @@ mod patch;
 mod quantity;
 mod registry;
 mod rng;
+mod schema;
 mod selector;
 mod server;
 mod store;

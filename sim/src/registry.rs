@@ -2,6 +2,9 @@
 //! CustomResourceDefinitions add), with the facts discovery needs (kind, scope, short names,
 //! subresources, categories). It owns no objects; `store` does.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 /// The verbs of an ordinary stored resource.
@@ -40,6 +43,10 @@ pub(crate) struct ResourceDef {
     /// resources, ...); for the others it answers a `Status` naming it
     /// (`ReturnDeletedObject` of the Kubernetes registry).
     pub returns_deleted: bool,
+    /// A custom resource's structural schema (`openAPIV3Schema` of its CRD version).
+    pub schema: Option<Arc<Value>>,
+    /// A custom resource's `additionalPrinterColumns` (Table columns after Name).
+    pub printer_columns: Arc<Vec<Value>>,
 }
 
 impl ResourceDef {
@@ -77,10 +84,13 @@ pub(crate) struct GroupResource {
     pub plural: String,
 }
 
-/// All served resources, in registration order (which is discovery order).
+/// All resources, in registration order (which is discovery order). Those of a CRD are
+/// stored from its creation but served only once it is Established.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
     defs: Vec<ResourceDef>,
+    /// The CRDs that are Established (their resources are served).
+    established: BTreeSet<String>,
 }
 
 struct B(
@@ -225,10 +235,27 @@ impl Registry {
                     crd: None,
                     generation: GENERATION.contains(&(*group, *plural)),
                     returns_deleted: RETURNS_DELETED.contains(&(*group, *plural)),
+                    schema: None,
+                    printer_columns: Arc::new(Vec::new()),
                 });
             }
         }
-        Registry { defs }
+        Registry {
+            defs,
+            established: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `def` is served: built-in, or of an Established CRD.
+    pub fn is_served(&self, def: &ResourceDef) -> bool {
+        def.crd
+            .as_ref()
+            .is_none_or(|c| self.established.contains(c))
+    }
+
+    /// Serves the resources of CRD `crd_name` (it is Established).
+    pub fn establish(&mut self, crd_name: &str) {
+        self.established.insert(crd_name.to_string());
     }
 
     pub fn all(&self) -> &[ResourceDef] {
@@ -252,7 +279,7 @@ impl Registry {
     /// Served groups with their versions, in order; the first version is the preferred one.
     pub fn groups(&self) -> Vec<(String, Vec<String>)> {
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for d in &self.defs {
+        for d in self.defs.iter().filter(|d| self.is_served(d)) {
             match out.iter_mut().find(|(g, _)| *g == d.group) {
                 Some((_, vs)) => {
                     if !vs.contains(&d.version) {
@@ -332,9 +359,16 @@ impl Registry {
                 crd: Some(crd_name.into()),
                 generation: true,
                 returns_deleted: true,
+                schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
+                printer_columns: Arc::new(
+                    v.get("additionalPrinterColumns")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
             });
         }
-        self.remove_crd(crd_name);
+        self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));
         self.defs.extend(new);
         Ok(json!({
             "plural": plural, "singular": singular, "kind": kind,
@@ -347,5 +381,6 @@ impl Registry {
     /// Stops serving the resources of CRD `crd_name`.
     pub fn remove_crd(&mut self, crd_name: &str) {
         self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));
+        self.established.remove(crd_name);
     }
 }

@@ -200,6 +200,18 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A custom resource is pruned, defaulted and validated with its CRD's schema.
+fn admit_custom(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(schema) = &def.schema else {
+        return Ok(());
+    };
+    let errs = crate::schema::admit(obj, schema);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_fields(def, &meta(obj, "name"), &errs))
+}
+
 /// Quantities of built-in kinds are stored in canonical form (see `quantity`).
 fn canonical_quantities(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     if def.crd.is_some() {
@@ -409,6 +421,7 @@ impl Store {
         {
             o.remove("status");
         }
+        admit_custom(def, &mut obj)?;
         defaults::apply(def, &mut obj);
         canonical_quantities(def, &mut obj)?;
         defaults::encode(def, &mut obj);
@@ -514,6 +527,7 @@ impl Store {
                 };
             }
         }
+        admit_custom(def, &mut new)?;
         defaults::apply(def, &mut new);
         canonical_quantities(def, &mut new)?;
         defaults::encode(def, &mut new);
@@ -659,41 +673,34 @@ impl Store {
             } else {
                 &mut self.registry
             };
-            let accepted = registry.set_crd(&name, obj).map_err(|msg| {
+            registry.set_crd(&name, obj).map_err(|msg| {
                 let (field, m) = msg.split_once(": ").unwrap_or(("spec", msg.as_str()));
                 ApiError::invalid(def, &name, field, m)
             })?;
-            let t = now();
-            let versions: Vec<Value> = obj
+            // The storage version is recorded as stored (the strategy does it on create and
+            // when it changes); conditions and accepted names come from the establishing
+            // controller (`controllers::crds`).
+            let storage: Option<Value> = obj
                 .pointer("/spec/versions")
                 .and_then(Value::as_array)
-                .map(|vs| {
+                .and_then(|vs| {
                     vs.iter()
-                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-                        .filter_map(|v| v.get("name").cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut conditions = json!([
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
-            ]);
-            // Conditions that hold already keep their time, so a re-apply stays a no-op.
-            let before = obj.pointer("/status/conditions").and_then(Value::as_array);
-            for c in conditions.as_array_mut().into_iter().flatten() {
-                let held = before
-                    .into_iter()
-                    .flatten()
-                    .find(|o| o.get("type") == c.get("type") && o.get("status") == c.get("status"));
-                if let Some(time) = held.and_then(|o| o.get("lastTransitionTime")) {
-                    c["lastTransitionTime"] = time.clone();
+                        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                        .and_then(|v| v.get("name").cloned())
+                });
+            if let Some(storage) = storage {
+                let status = obj
+                    .as_object_mut()
+                    .map(|o| o.entry("status").or_insert_with(|| json!({})));
+                if let Some(st) = status.and_then(Value::as_object_mut) {
+                    let stored = st.entry("storedVersions").or_insert_with(|| json!([]));
+                    if let Some(list) = stored.as_array_mut()
+                        && !list.contains(&storage)
+                    {
+                        list.push(storage);
+                    }
                 }
             }
-            obj["status"] = json!({
-                "acceptedNames": accepted,
-                "storedVersions": versions,
-                "conditions": conditions,
-            });
         }
         Ok(())
     }

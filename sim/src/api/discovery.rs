@@ -132,7 +132,7 @@ pub(crate) fn resource_list(
         .registry
         .all()
         .iter()
-        .filter(|d| d.group == group && d.version == version)
+        .filter(|d| d.group == group && d.version == version && store.registry.is_served(d))
         .collect();
     if defs.is_empty() {
         return Err(ApiError::not_found_path());
@@ -187,7 +187,7 @@ fn aggregated_list(shared: &Arc<Shared>, core: bool, version: &str) -> http::Res
                     .registry
                     .all()
                     .iter()
-                    .filter(|d| d.group == g && d.version == *v)
+                    .filter(|d| d.group == g && d.version == *v && store.registry.is_served(d))
                     .map(|d| {
                         let subs: Vec<Value> = subresources(d)
                             .into_iter()

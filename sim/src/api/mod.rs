@@ -100,6 +100,10 @@ pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    if e.plain {
+        let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::NOT_FOUND);
+        return full(code, "text/plain; charset=utf-8", e.message.clone());
+    }
     json_response(e.code, &e.to_json())
 }
 
@@ -273,16 +277,25 @@ pub(crate) fn parse_target(
         _ => (None, rest),
     };
     if rest.len() > 3 || rest.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::not_found_path());
+        return Err(ApiError::not_found_resource());
     }
     let store = shared.lock_store();
+    let served_version = store
+        .registry
+        .groups()
+        .iter()
+        .any(|(g, vs)| g == group && vs.iter().any(|v| v == version));
+    if !served_version {
+        return Err(ApiError::not_found_path());
+    }
     let def = store
         .registry
         .find(group, version, rest[0])
+        .filter(|d| store.registry.is_served(d))
         .cloned()
-        .ok_or_else(ApiError::not_found_path)?;
+        .ok_or_else(ApiError::not_found_resource)?;
     if ns.is_some() && !def.namespaced {
-        return Err(ApiError::not_found_path());
+        return Err(ApiError::not_found_resource());
     }
     Ok(Target {
         def,

@@ -12,6 +12,9 @@ pub(crate) struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Answered as `text/plain` (the Go mux's `404 page not found`, the aggregator's
+    /// `service unavailable`), not as a Status.
+    pub plain: bool,
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            plain: false,
         }
     }
 
@@ -29,9 +33,19 @@ impl ApiError {
         self
     }
 
+    /// Details naming an object: the core group is left out, as Kubernetes does.
+    fn details(name: &str, group: &str, kind: &str) -> Value {
+        let mut d = json!({"name": name, "group": group, "kind": kind});
+        if group.is_empty()
+            && let Some(m) = d.as_object_mut()
+        {
+            m.remove("group");
+        }
+        d
+    }
+
     fn named(code: u16, reason: &'static str, def: &ResourceDef, name: &str, msg: String) -> Self {
-        ApiError::new(code, reason, msg)
-            .with_details(json!({"name": name, "group": def.group, "kind": def.plural}))
+        ApiError::new(code, reason, msg).with_details(Self::details(name, &def.group, &def.plural))
     }
 
     pub fn not_found(def: &ResourceDef, name: &str) -> Self {
@@ -88,24 +102,37 @@ impl ApiError {
                 json!({"reason": reason, "message": msg, "field": field})
             })
             .collect();
+        let mut details = Self::details(name, &def.group, &def.kind);
+        details["causes"] = json!(causes);
         ApiError::new(
             422,
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {all}"),
         )
-        .with_details(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}))
+        .with_details(details)
     }
 
     pub fn bad_request(msg: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", msg)
     }
 
+    /// A path no handler serves (unknown group or version, not an API path): the Go mux's
+    /// plain-text 404.
     pub fn not_found_path() -> Self {
+        ApiError {
+            plain: true,
+            ..ApiError::new(404, "NotFound", "404 page not found\n")
+        }
+    }
+
+    /// An unknown resource of a served group/version: a 404 Status with empty details.
+    pub fn not_found_resource() -> Self {
         ApiError::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
         )
+        .with_details(json!({}))
     }
 
     pub fn method_not_allowed(msg: impl Into<String>) -> Self {

@@ -10,6 +10,7 @@
 //! for the whole tick, so this is what keeps the API server responsive with many objects.
 
 pub(crate) mod capi;
+pub(crate) mod crds;
 pub(crate) mod eviction;
 pub(crate) mod namespaces;
 pub(crate) mod nodes;
@@ -265,6 +266,7 @@ struct Queues {
     workloads: workloads::Queues,
     budgets: queue::Queue,
     namespaces: queue::Queue,
+    crds: queue::Queue,
     /// The store's resourceVersion at the start of the last namespace and garbage sweep.
     /// When it is still that, the sweep changed nothing and nothing else changed since:
     /// another sweep would find nothing to do. (A sweep that changed something runs again,
@@ -298,6 +300,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             reported: &mut reported,
             wake: None,
         };
+        crds::reconcile(&mut store, &mut ctx, &mut queues.crds);
         namespaces::reconcile(&mut store, &mut ctx, &mut queues.namespaces);
         nodes::reconcile(&mut store, &mut ctx, &mut queues.nodes);
         capi::reconcile(&mut store, &mut ctx, &mut queues.capi);

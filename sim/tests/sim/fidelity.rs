@@ -504,8 +504,6 @@ struct Patterns {
     time: Regex,
     too_old: Regex,
     uid: Regex,
-    hash: Regex,
-    suffix: Regex,
     generated: Regex,
 }
 
@@ -517,8 +515,6 @@ fn patterns() -> &'static Patterns {
         too_old: Regex::new(r"resource version: \d+ \(\d+\)").unwrap(),
         uid: Regex::new(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
             .unwrap(),
-        hash: Regex::new(r"-[a-z0-9]{8,10}($|[^a-z0-9])").unwrap(),
-        suffix: Regex::new(r"-<hash>-[a-z0-9]{5}($|[^a-z0-9])").unwrap(),
         generated: Regex::new(r"^(tidemark|job|job-ttl0|ds|kube-api-access)-[a-z0-9]{5}$").unwrap(),
     })
 }
@@ -551,17 +547,8 @@ fn normalise(v: &Value, key: Option<&str>) -> Value {
             let s = p.too_old.replace_all(&s, "resource version: N (N)");
             let s = p.uid.replace_all(&s, "<uid>");
             // Pod-template hashes and generated suffixes: a hash has at least one digit.
-            let s = p.hash.replace_all(&s, |c: &regex::Captures| {
-                let m = &c[0];
-                let (body, tail) = m.split_at(m.len() - c[1].len());
-                if body.chars().any(|ch| ch.is_ascii_digit()) {
-                    format!("-<hash>{tail}")
-                } else {
-                    m.to_string()
-                }
-            });
-            let s = p.suffix.replace_all(&s, "-<hash>-<gen>$1");
-            let mut s = s.into_owned();
+            let s = hashes(&s);
+            let mut s = s;
             if matches!(key, Some("name" | "generateName" | "podName")) && p.generated.is_match(&s)
             {
                 s.truncate(s.len() - 5);
@@ -571,6 +558,36 @@ fn normalise(v: &Value, key: Option<&str>) -> Value {
         }
         other => other.clone(),
     }
+}
+
+/// Replaces `-xxxxxxxx` (8 to 10 lower-case letters and digits, at least one digit, not
+/// followed by another) by `-<hash>`, and `-<hash>-xxxxx` by `-<hash>-<gen>`, as
+/// `record.py` does with look-ahead patterns.
+fn hashes(s: &str) -> String {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let run = |b: &[u8], start: usize| b[start..].iter().take_while(|c| alnum(**c)).count();
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'-' {
+            let n = run(b, i + 1);
+            let word = &s[i + 1..i + 1 + n];
+            if (8..=10).contains(&n) && word.bytes().any(|c| c.is_ascii_digit()) {
+                out.push_str("-<hash>");
+                i += 1 + n;
+                if i < b.len() && b[i] == b'-' && run(b, i + 1) == 5 {
+                    out.push_str("-<gen>");
+                    i += 6;
+                }
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('-');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 fn short(v: &Value) -> String {
