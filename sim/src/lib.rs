@@ -93,6 +93,7 @@ mod apply;
 mod controllers;
 mod ctl;
 mod defaults;
+mod events;
 mod faults;
 mod kubeconfig;
 mod patch;
@@ -106,6 +107,7 @@ mod store;
 mod tls;
 mod validation;
 mod watch;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -47,6 +47,9 @@ pub(crate) struct ResourceDef {
     pub schema: Option<Arc<Value>>,
     /// A custom resource's `additionalPrinterColumns` (Table columns after Name).
     pub printer_columns: Arc<Vec<Value>>,
+    /// Objects are stored with those of this group's resource of the same name
+    /// (`events.k8s.io` Events are core Events).
+    pub storage_group: Option<&'static str>,
 }
 
 impl ResourceDef {
@@ -59,10 +62,13 @@ impl ResourceDef {
         }
     }
 
-    /// The storage key: objects are shared by every version of a group/resource.
+    /// The storage key: objects are shared by every version of a group/resource (and by
+    /// `events.k8s.io` and core Events).
     pub fn gr(&self) -> GroupResource {
         GroupResource {
-            group: self.group.clone(),
+            group: self
+                .storage_group
+                .map_or_else(|| self.group.clone(), str::to_string),
             plural: self.plural.clone(),
         }
     }
@@ -237,6 +243,7 @@ impl Registry {
                     returns_deleted: RETURNS_DELETED.contains(&(*group, *plural)),
                     schema: None,
                     printer_columns: Arc::new(Vec::new()),
+                    storage_group: (*group == "events.k8s.io").then_some(""),
                 });
             }
         }
@@ -366,6 +373,7 @@ impl Registry {
                         .cloned()
                         .unwrap_or_default(),
                 ),
+                storage_group: None,
             });
         }
         self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));

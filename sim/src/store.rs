@@ -13,7 +13,7 @@ use crate::api::status::ApiError;
 use crate::apply::{self, Scope};
 use crate::registry::{GroupResource, Registry, ResourceDef};
 use crate::rng::Rng;
-use crate::{defaults, quantity, validation};
+use crate::{defaults, events, quantity, schema, validation};
 
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +197,44 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
     if !m.get("metadata").is_none_or(Value::is_object) {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
+    Ok(())
+}
+
+/// What decoding a body into the kind's Go type does: a value of the wrong type is a 400,
+/// fields the kind does not have are dropped.
+fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if def.crd.is_some() {
+        return Ok(());
+    }
+    if let Some(e) = schema::builtin::type_errors(&def.group, &def.kind, obj).first() {
+        let path = e.path.trim_start_matches('.');
+        let field: String = path
+            .split('.')
+            .map(|seg| seg.split('[').next().unwrap_or(seg))
+            .collect::<Vec<_>>()
+            .join(".");
+        let got = match &e.got {
+            Value::String(_) => "string",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "bool",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        let want = match e.expected {
+            "numeric (int or float)" => "int32",
+            "map" => "map",
+            "list" => "slice",
+            "boolean" => "bool",
+            other => other,
+        };
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {got} into Go struct field {kind}.{field} of type {want}",
+            kind = def.kind,
+            version = def.version,
+        )));
+    }
+    schema::builtin::prune(&def.group, &def.kind, obj);
     Ok(())
 }
 
@@ -397,13 +435,15 @@ impl Store {
             name = format!("{generate}{}", self.rng.suffix(5));
             meta_mut(&mut obj).insert("name".into(), json!(name));
         }
-        if let Some(why) = validation::name_error(def, &name) {
-            return Err(ApiError::invalid(def, &name, "metadata.name", &why));
-        }
+        let name_errors: Vec<(String, String)> = validation::name_error(def, &name)
+            .map(|why| ("metadata.name".to_string(), why))
+            .into_iter()
+            .collect();
         let ns = self.resolve_ns(def, &mut obj, true)?;
         if self.get(&def.gr(), &ns, &name).is_some() {
             return Err(ApiError::already_exists(def, &name));
         }
+        decode(def, &mut obj)?;
         let uid = self.rng.uuid();
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(uid));
@@ -440,8 +480,9 @@ impl Store {
         }
         defaults::prepare(def, &mut obj, None, w.external, &mut self.rng);
         defaults::encode(def, &mut obj);
-        validation::validate(def, &obj, None)?;
+        validation::validate_with(def, &obj, None, name_errors)?;
         self.before_write(def, &mut obj, w.dry_run)?;
+        let mut obj = events::to_storage(def, obj);
         if w.dry_run {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
             return Ok(obj);
@@ -465,6 +506,8 @@ impl Store {
         let Some(old) = self.get(&def.gr(), &ns, &name).cloned() else {
             return Err(ApiError::not_found(def, &name));
         };
+        let old = events::from_storage(def, old);
+        decode(def, &mut obj)?;
         let rv = meta(&obj, "resourceVersion");
         if !rv.is_empty() && rv != meta(&old, "resourceVersion") {
             return Err(ApiError::conflict(def, &name));
@@ -560,8 +603,9 @@ impl Store {
             new = old.clone();
         }
         if new == old || w.dry_run {
-            return Ok(new);
+            return Ok(events::to_storage(def, new));
         }
+        let new = events::to_storage(def, new);
         let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
             && new
                 .pointer("/metadata/finalizers")

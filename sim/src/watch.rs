@@ -24,6 +24,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, WatchEvent};
 
 struct Filter {
+    def: crate::registry::ResourceDef,
     t_gr: crate::registry::GroupResource,
     ns: Option<String>,
     label: LabelSelector,
@@ -80,7 +81,7 @@ impl Filter {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let mut obj = obj.clone();
+        let mut obj = crate::events::from_storage(&self.def, obj.clone());
         if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(self.api_version));
         }
@@ -133,6 +134,7 @@ pub(crate) fn serve(
     });
     let seen = (!label.is_empty() || !field.is_empty()).then(HashSet::new);
     let mut filter = Filter {
+        def: t.def.clone(),
         t_gr: t.def.gr(),
         ns: t.ns.clone(),
         label,

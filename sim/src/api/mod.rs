@@ -58,8 +58,12 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         if self.content_type.contains("yaml") {
-            serde_yaml::from_slice::<Value>(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            // kube sends apply patches as JSON; read them as such, else as YAML 1.1.
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.body) {
+                return Ok(v);
+            }
+            let text = String::from_utf8_lossy(&self.body);
+            crate::yaml::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))
         } else {
             serde_json::from_slice::<Value>(&self.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))

@@ -122,10 +122,11 @@ fn propagation(req: &Req, options: &Value) -> Result<Propagation, ApiError> {
 
 /// An item of a List: like the real server, items of built-in kinds carry no
 /// `apiVersion`/`kind` (the List says them); custom resources' items do.
-fn list_item(mut obj: Value, t: &Target) -> Value {
+fn list_item(obj: Value, t: &Target) -> Value {
     if t.def.crd.is_some() {
         return with_version(obj, t);
     }
+    let mut obj = crate::events::from_storage(&t.def, obj);
     if let Some(m) = obj.as_object_mut() {
         m.remove("apiVersion");
         m.remove("kind");
@@ -149,8 +150,10 @@ fn deleted(obj: Value, t: &Target, gone: bool) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
-/// Sets `apiVersion` to the version the request addressed.
-fn with_version(mut obj: Value, t: &Target) -> Value {
+/// A stored object as the request's resource shows it (`events.k8s.io` Events), with the
+/// `apiVersion` the request addressed.
+fn with_version(obj: Value, t: &Target) -> Value {
+    let mut obj = crate::events::from_storage(&t.def, obj);
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(t.def.api_version()));
         m.insert("kind".into(), json!(t.def.kind));
@@ -373,6 +376,7 @@ fn patch(
     let live = store
         .get(&t.def.gr(), &ns, name)
         .cloned()
+        .map(|o| crate::events::from_storage(&t.def, o))
         .ok_or_else(|| ApiError::not_found(&t.def, name))?;
     let mut new = live.clone();
     let result = match ct.as_str() {
@@ -426,6 +430,35 @@ fn server_side_apply(
     check_kind(&t.def, &mut applied)?;
     place(t, &mut applied)?;
     check_name(&applied, name)?;
+    if t.def.crd.is_none() {
+        // Server-side apply converts the applied configuration to its type first: a value
+        // of the wrong type is a 500 naming each (structured-merge-diff's typed patch).
+        let errs = crate::schema::builtin::type_errors(&t.def.group, &t.def.kind, &applied);
+        if !errs.is_empty() {
+            let listed: Vec<String> = errs.iter().map(|e| e.typed_message()).collect();
+            let detail = match listed.as_slice() {
+                [one] => one.clone(),
+                many => format!("errors:\n  {}", many.join("\n  ")),
+            };
+            let who = match &t.ns {
+                Some(ns) => format!("{ns}/{name}"),
+                None => name.to_string(),
+            };
+            let gv = if t.def.group.is_empty() {
+                format!("/{}", t.def.version)
+            } else {
+                t.def.api_version()
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({who}; {gv}, Kind={}): {detail}",
+                    t.def.kind
+                ),
+            ));
+        }
+    }
     if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("name".into(), json!(name));
     }
@@ -442,7 +475,10 @@ fn server_side_apply(
         builtin: t.def.crd.is_none(),
     };
     let mut store = shared.lock_store();
-    let live = store.get(&t.def.gr(), &ns, name).cloned();
+    let live = store
+        .get(&t.def.gr(), &ns, name)
+        .cloned()
+        .map(|o| crate::events::from_storage(&t.def, o));
     if let (Some(live), Some(rv)) = (
         &live,
         applied

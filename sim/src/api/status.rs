@@ -165,12 +165,17 @@ impl ApiError {
         ApiError::new(503, "ServiceUnavailable", msg)
     }
 
-    /// The `Status` object.
+    /// The `Status` object (an empty reason is left out, as Go's encoding does).
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }
