@@ -559,8 +559,51 @@ fn has_children(set: &FieldSet, p: &Path) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct Conflict {
     pub manager: String,
+    /// The API version of the other manager's entry, when it is an `Update` (Kubernetes
+    /// says `conflict with "other" using apps/v1`); an `Apply` manager is named alone.
+    pub using: Option<String>,
     /// The field as Kubernetes prints it: `.spec.replicas`, `.data.key`.
     pub field: String,
+}
+
+impl Conflict {
+    /// `conflict with "other" using apps/v1` (a cause's message).
+    pub fn with(&self) -> String {
+        match &self.using {
+            Some(v) => format!("conflict with \"{}\" using {v}", self.manager),
+            None => format!("conflict with \"{}\"", self.manager),
+        }
+    }
+}
+
+/// The message of a 409 for `conflicts`, grouped by manager as Kubernetes writes it:
+/// `Apply failed with 1 conflict: conflict with "other" using apps/v1: .spec.replicas`.
+pub(crate) fn conflict_message(conflicts: &[Conflict]) -> String {
+    let n = conflicts.len();
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for c in conflicts {
+        let who = c.with();
+        match groups.iter_mut().find(|(w, _)| *w == who) {
+            Some((_, fields)) => fields.push(&c.field),
+            None => groups.push((who, vec![&c.field])),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(who, fields)| match fields.as_slice() {
+            [one] => format!("{who}: {one}"),
+            many => format!(
+                "{}:\n- {}",
+                who.replacen("conflict ", "conflicts ", 1),
+                many.join("\n- ")
+            ),
+        })
+        .collect();
+    format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        parts.join("\n")
+    )
 }
 
 /// A field path as Kubernetes prints it: `.spec.containers[name="app"].image`.
@@ -629,6 +672,7 @@ pub(crate) fn apply(
             } else {
                 conflicts.push(Conflict {
                     manager: e.manager.clone(),
+                    using: (e.operation == "Update").then(|| e.api_version.clone()),
                     field: display(&p),
                 });
             }

@@ -1014,6 +1014,13 @@ fn encode_other(kind: (&str, &str), root: &mut Map<String, Value>) {
         ("apiregistration.k8s.io", "APIService") => {
             root.entry("status").or_insert_with(|| json!({}));
         }
+        ("", "Event") => {
+            let mut v = Value::Object(std::mem::take(root));
+            crate::events::encode_core(&mut v);
+            if let Value::Object(m) = v {
+                *root = m;
+            }
+        }
         _ => {}
     }
 }

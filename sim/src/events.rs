@@ -53,24 +53,6 @@ fn rename(obj: &Value, from_core: bool) -> Value {
     Value::Object(out)
 }
 
-/// Keeps only the `managedFields` entries written through `api_version`'s group.
-fn managed_of(obj: &mut Value, events_api: bool) {
-    if let Some(list) = obj
-        .pointer_mut("/metadata/managedFields")
-        .and_then(Value::as_array_mut)
-    {
-        list.retain(|e| {
-            let av = e.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
-            av.starts_with("events.k8s.io/") == events_api
-        });
-        if list.is_empty()
-            && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut)
-        {
-            m.remove("managedFields");
-        }
-    }
-}
-
 /// The core shape's fields Go always writes.
 pub(crate) fn encode_core(obj: &mut Value) {
     let Some(m) = obj.as_object_mut() else { return };
@@ -117,21 +99,13 @@ pub(crate) fn to_storage(def: &ResourceDef, obj: Value) -> Value {
 
 /// A stored object as `def` shows it.
 pub(crate) fn from_storage(def: &ResourceDef, obj: Value) -> Value {
-    let is_event = def.plural == "events" && matches!(def.group.as_str(), "" | "events.k8s.io");
-    if !is_event {
+    if !is_events_api(def) {
         return obj;
     }
-    let events_api = is_events_api(def);
-    let mut out = if events_api {
-        let mut e = rename(&obj, true);
-        e["apiVersion"] = json!("events.k8s.io/v1");
-        encode_events(&mut e);
-        e
-    } else {
-        obj
-    };
-    managed_of(&mut out, events_api);
-    out
+    let mut e = rename(&obj, true);
+    e["apiVersion"] = json!("events.k8s.io/v1");
+    encode_events(&mut e);
+    e
 }
 
 const REASON_LIMIT: usize = 128;

@@ -192,6 +192,11 @@ pub struct SimConfig {
     pub watch_window: usize,
     /// What happens to pods once created: they run (the default), or stay `Pending`.
     pub pods: PodLifecycle,
+    /// Aggregated APIs that are registered but never available, by APIService name
+    /// (`v1beta1.metrics.k8s.io`): each points at a Service in `kube-system` without
+    /// endpoints, so its group is listed in `/apis` but its group-version answers 503
+    /// `service unavailable` (as metrics-server's does until its pod is ready).
+    pub unavailable_api_services: Vec<String>,
 }
 
 /// What happens to the pods of a sim.
@@ -234,6 +239,7 @@ impl Default for SimConfig {
             watch_window: 10_000,
             node_versions: Vec::new(),
             pods: PodLifecycle::Run,
+            unavailable_api_services: Vec::new(),
         }
     }
 }
@@ -338,6 +344,8 @@ pub(crate) struct Shared {
     pub shutdown: signal::Receiver<bool>,
     /// PEM of the CA that signed the serving certificate (`kube-root-ca.crt`).
     pub ca_pem: String,
+    /// `127.0.0.1:PORT`, the address discovery advertises.
+    pub address: String,
 }
 
 impl Shared {
@@ -421,6 +429,9 @@ impl Sim {
         let (stop, shutdown) = signal::channel(false);
         let mut store = store::Store::new(config.seed, config.watch_window);
         controllers::bootstrap(&mut store, &config, version);
+        // A cluster that has been running: its early history is compacted away.
+        let bootstrapped = store.resource_version();
+        store.compact(bootstrapped);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
@@ -429,6 +440,7 @@ impl Sim {
             requests: Mutex::new(api::requests::Counters::default()),
             shutdown,
             ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
+            address: format!("127.0.0.1:{port}"),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

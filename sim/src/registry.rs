@@ -7,6 +7,18 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+/// The verbs of a custom resource, in the order the apiextensions server lists them.
+pub(crate) const CR_VERBS: &[&str] = &[
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "create",
+    "update",
+    "watch",
+];
+
 /// The verbs of an ordinary stored resource.
 pub(crate) const VERBS: &[&str] = &[
     "create",
@@ -34,6 +46,8 @@ pub(crate) struct ResourceDef {
     pub has_status: bool,
     /// Has a `scale` subresource (listed in discovery).
     pub has_scale: bool,
+    /// The verbs discovery lists (and the sim serves).
+    pub verbs: &'static [&'static str],
     /// The CRD that added this resource, if any.
     pub crd: Option<String>,
     /// Objects carry `metadata.generation` (kinds with a spec/status split: workloads,
@@ -71,6 +85,12 @@ impl ResourceDef {
                 .map_or_else(|| self.group.clone(), str::to_string),
             plural: self.plural.clone(),
         }
+    }
+
+    /// Whether a PUT may leave out `metadata.resourceVersion` (`AllowUnconditionalUpdate` of
+    /// the kind's strategy): not for Leases.
+    pub fn allows_unconditional_update(&self) -> bool {
+        !(self.group == "coordination.k8s.io" && self.plural == "leases")
     }
 
     /// `plural` or `plural.group`, as Kubernetes names resources in messages.
@@ -111,6 +131,13 @@ struct B(
 
 const ALL: &[&str] = &["all"];
 
+/// Verbs of resources that can only be created (reviews).
+pub(crate) const CREATE_ONLY: &[&str] = &["create"];
+
+/// The built-in groups and versions of a v1.28 API server, in discovery order (the
+/// aggregator's group priorities): the group's preferred version first. Versions removed
+/// by 1.25-1.27 (`events.k8s.io/v1beta1`, `policy/v1beta1`, `autoscaling/v2beta2`, ...) are
+/// not served.
 #[rustfmt::skip]
 const BUILTIN: &[(&str, &str, &[B])] = &[
     ("", "v1", &[
@@ -127,6 +154,11 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("persistentvolumes", "PersistentVolume", "", false, &["pv"], true, false),
         B("limitranges", "LimitRange", "", true, &["limits"], false, false),
         B("resourcequotas", "ResourceQuota", "", true, &["quota"], true, false),
+        B("replicationcontrollers", "ReplicationController", "all", true, &["rc"], true, true),
+        B("podtemplates", "PodTemplate", "", true, &[], false, false),
+    ]),
+    ("apiregistration.k8s.io", "v1", &[
+        B("apiservices", "APIService", "", false, &[], true, false),
     ]),
     ("apps", "v1", &[
         B("deployments", "Deployment", "all", true, &["deploy"], true, true),
@@ -135,24 +167,39 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("replicasets", "ReplicaSet", "all", true, &["rs"], true, true),
         B("controllerrevisions", "ControllerRevision", "", true, &[], false, false),
     ]),
-    ("batch", "v1", &[
-        B("jobs", "Job", "all", true, &[], true, false),
-        B("cronjobs", "CronJob", "all", true, &["cj"], true, false),
+    ("events.k8s.io", "v1", &[
+        B("events", "Event", "", true, &["ev"], false, false),
+    ]),
+    ("authentication.k8s.io", "v1", &[
+        B("tokenreviews", "TokenReview", "", false, &[], false, false),
+        B("selfsubjectreviews", "SelfSubjectReview", "", false, &[], false, false),
+    ]),
+    ("authorization.k8s.io", "v1", &[
+        B("subjectaccessreviews", "SubjectAccessReview", "", false, &[], false, false),
+        B("selfsubjectaccessreviews", "SelfSubjectAccessReview", "", false, &[], false, false),
+        B("selfsubjectrulesreviews", "SelfSubjectRulesReview", "", false, &[], false, false),
+        B("localsubjectaccessreviews", "LocalSubjectAccessReview", "", true, &[], false, false),
     ]),
     ("autoscaling", "v2", &[
         B("horizontalpodautoscalers", "HorizontalPodAutoscaler", "all", true, &["hpa"], true, false),
     ]),
+    ("autoscaling", "v1", &[
+        B("horizontalpodautoscalers", "HorizontalPodAutoscaler", "all", true, &["hpa"], true, false),
+    ]),
+    ("batch", "v1", &[
+        B("jobs", "Job", "all", true, &[], true, false),
+        B("cronjobs", "CronJob", "all", true, &["cj"], true, false),
+    ]),
+    ("certificates.k8s.io", "v1", &[
+        B("certificatesigningrequests", "CertificateSigningRequest", "", false, &["csr"], true, false),
+    ]),
+    ("networking.k8s.io", "v1", &[
+        B("ingresses", "Ingress", "", true, &["ing"], true, false),
+        B("ingressclasses", "IngressClass", "", false, &[], false, false),
+        B("networkpolicies", "NetworkPolicy", "", true, &["netpol"], false, false),
+    ]),
     ("policy", "v1", &[
         B("poddisruptionbudgets", "PodDisruptionBudget", "", true, &["pdb"], true, false),
-    ]),
-    ("coordination.k8s.io", "v1", &[
-        B("leases", "Lease", "", true, &[], false, false),
-    ]),
-    ("apiextensions.k8s.io", "v1", &[
-        B("customresourcedefinitions", "CustomResourceDefinition", "", false, &["crd", "crds"], true, false),
-    ]),
-    ("events.k8s.io", "v1", &[
-        B("events", "Event", "", true, &["ev"], false, false),
     ]),
     ("rbac.authorization.k8s.io", "v1", &[
         B("roles", "Role", "", true, &[], false, false),
@@ -160,23 +207,39 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("clusterroles", "ClusterRole", "", false, &[], false, false),
         B("clusterrolebindings", "ClusterRoleBinding", "", false, &[], false, false),
     ]),
-    ("networking.k8s.io", "v1", &[
-        B("ingresses", "Ingress", "", true, &["ing"], true, false),
-        B("ingressclasses", "IngressClass", "", false, &[], false, false),
-        B("networkpolicies", "NetworkPolicy", "", true, &["netpol"], false, false),
-    ]),
-    ("discovery.k8s.io", "v1", &[
-        B("endpointslices", "EndpointSlice", "", true, &[], false, false),
-    ]),
     ("storage.k8s.io", "v1", &[
         B("storageclasses", "StorageClass", "", false, &["sc"], false, false),
-    ]),
-    ("scheduling.k8s.io", "v1", &[
-        B("priorityclasses", "PriorityClass", "", false, &["pc"], false, false),
+        B("csidrivers", "CSIDriver", "", false, &[], false, false),
+        B("csinodes", "CSINode", "", false, &[], false, false),
+        B("csistoragecapacities", "CSIStorageCapacity", "", true, &[], false, false),
+        B("volumeattachments", "VolumeAttachment", "", false, &[], true, false),
     ]),
     ("admissionregistration.k8s.io", "v1", &[
         B("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", "", false, &[], false, false),
         B("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", "", false, &[], false, false),
+    ]),
+    ("apiextensions.k8s.io", "v1", &[
+        B("customresourcedefinitions", "CustomResourceDefinition", "", false, &["crd", "crds"], true, false),
+    ]),
+    ("scheduling.k8s.io", "v1", &[
+        B("priorityclasses", "PriorityClass", "", false, &["pc"], false, false),
+    ]),
+    ("coordination.k8s.io", "v1", &[
+        B("leases", "Lease", "", true, &[], false, false),
+    ]),
+    ("node.k8s.io", "v1", &[
+        B("runtimeclasses", "RuntimeClass", "", false, &[], false, false),
+    ]),
+    ("discovery.k8s.io", "v1", &[
+        B("endpointslices", "EndpointSlice", "", true, &[], false, false),
+    ]),
+    ("flowcontrol.apiserver.k8s.io", "v1beta3", &[
+        B("flowschemas", "FlowSchema", "", false, &[], true, false),
+        B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
+    ]),
+    ("flowcontrol.apiserver.k8s.io", "v1beta2", &[
+        B("flowschemas", "FlowSchema", "", false, &[], true, false),
+        B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
     ]),
 ];
 
@@ -238,6 +301,11 @@ impl Registry {
                     },
                     has_status: *status,
                     has_scale: *scale,
+                    verbs: if kind.ends_with("Review") {
+                        CREATE_ONLY
+                    } else {
+                        VERBS
+                    },
                     crd: None,
                     generation: GENERATION.contains(&(*group, *plural)),
                     returns_deleted: RETURNS_DELETED.contains(&(*group, *plural)),
@@ -363,6 +431,7 @@ impl Registry {
                 categories: strs(names.get("categories")),
                 has_status: v.pointer("/subresources/status").is_some(),
                 has_scale: v.pointer("/subresources/scale").is_some(),
+                verbs: CR_VERBS,
                 crd: Some(crd_name.into()),
                 generation: true,
                 returns_deleted: true,

@@ -187,9 +187,19 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
             m.insert("kind".into(), json!(def.kind));
         }
         Some(got) if got != def.kind => {
+            let version = m
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(|av| av.rsplit('/').next())
+                .unwrap_or(&def.version)
+                .to_string();
+            let internal = match def.group.split('.').next().unwrap_or_default() {
+                "" => "core",
+                g => g,
+            };
             return Err(ApiError::bad_request(format!(
-                "{got} in version \"{}\" cannot be handled as a {}: the kind in the data does not match the resource",
-                def.version, def.kind
+                "{got} in version \"{version}\" cannot be handled as a {kind}: converting ({version}.{got}) to ({internal}.{kind}): unknown conversion",
+                kind = def.kind
             )));
         }
         Some(_) => {}
@@ -280,6 +290,28 @@ impl Store {
     /// The current (global) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.rv
+    }
+
+    /// Forgets the history up to `rv`, as etcd's compaction does: watches and exact lists
+    /// from an older resourceVersion get 410 Gone.
+    pub fn compact(&mut self, rv: u64) {
+        if rv <= self.evicted_up_to {
+            return;
+        }
+        self.evicted_up_to = rv;
+        let keep = self.log.partition_point(|e| e.rv <= rv);
+        self.log.drain(..keep);
+    }
+
+    /// The oldest resourceVersion a watch may start from.
+    pub fn compacted(&self) -> u64 {
+        self.evicted_up_to
+    }
+
+    /// Whether an object of `gr` changed after `rv`.
+    pub fn changed_since(&self, gr: &GroupResource, rv: u64) -> bool {
+        let start = self.log.partition_point(|e| e.rv <= rv);
+        self.log.iter().skip(start).any(|e| e.gr == *gr)
     }
 
     /// Events after `rv`, or `None` when some of them are no longer kept (410 Gone).

@@ -70,6 +70,37 @@ impl Req {
         }
     }
 
+    /// The body of a create or update of `kind`: a body that is not JSON (or YAML) is a 400
+    /// shaped like the API server's decoding error.
+    pub fn object_body(&self, kind: &str) -> Result<Value, ApiError> {
+        if self.content_type.contains("yaml") || self.body.is_empty() {
+            return self.body_value();
+        }
+        serde_json::from_slice::<Value>(&self.body).map_err(|e| {
+            let why = match e.classify() {
+                serde_json::error::Category::Eof => "unexpected end of JSON input".to_string(),
+                _ => {
+                    let at = e.column().saturating_sub(1);
+                    let line = String::from_utf8_lossy(&self.body)
+                        .lines()
+                        .nth(e.line().saturating_sub(1))
+                        .unwrap_or_default()
+                        .to_string();
+                    match line.chars().nth(at) {
+                        Some(c) => format!("invalid character '{c}' looking for beginning of value"),
+                        None => "unexpected end of JSON input".to_string(),
+                    }
+                }
+            };
+            let text = String::from_utf8_lossy(&self.body);
+            let snippet: String = text.chars().take(30).collect();
+            let more = if text.chars().count() > 30 { " ..." } else { "" };
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {why} ({snippet}{more})"
+            ))
+        })
+    }
+
     /// The field manager: `?fieldManager=`, else derived from the user agent as the real
     /// server does (`kubectl-client-side-apply/...` -> `kubectl-client-side-apply`).
     pub fn manager(&self) -> String {
@@ -290,7 +321,12 @@ pub(crate) fn parse_target(
         .iter()
         .any(|(g, vs)| g == group && vs.iter().any(|v| v == version));
     if !served_version {
-        return Err(ApiError::not_found_path());
+        return Err(
+            match discovery::aggregated_version(&store, group, version, false) {
+                Some(Err(e)) => e,
+                _ => ApiError::not_found_path(),
+            },
+        );
     }
     let def = store
         .registry

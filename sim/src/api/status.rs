@@ -112,6 +112,39 @@ impl ApiError {
         .with_details(details)
     }
 
+    /// 422 `Invalid` named by the resource (`leases.coordination.k8s.io "x" is invalid: ...`),
+    /// as checks of the generic registry report it.
+    pub fn invalid_resource(def: &ResourceDef, name: &str, field: &str, msg: &str) -> Self {
+        let mut details = Self::details(name, &def.group, &def.plural);
+        details["causes"] =
+            json!([{"reason": "FieldValueInvalid", "message": msg, "field": field}]);
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {field}: {msg}", def.qualified()),
+        )
+        .with_details(details)
+    }
+
+    /// 422 about request options (`PatchOptions`, `DeleteOptions`, ...), as the API server
+    /// validates them: `PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value`.
+    pub fn invalid_options(kind: &str, field: &str, msg: &str) -> Self {
+        let reason = if msg.starts_with("Required value") {
+            "FieldValueRequired"
+        } else if msg.starts_with("Unsupported value") {
+            "FieldValueNotSupported"
+        } else {
+            "FieldValueInvalid"
+        };
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind}.meta.k8s.io \"\" is invalid: {field}: {msg}"),
+        )
+        .with_details(json!({"group": "meta.k8s.io", "kind": kind,
+            "causes": [{"reason": reason, "message": msg, "field": field}]}))
+    }
+
     pub fn bad_request(msg: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", msg)
     }
@@ -125,6 +158,14 @@ impl ApiError {
         }
     }
 
+    /// The aggregator's answer for an APIService that is not available.
+    pub fn service_unavailable() -> Self {
+        ApiError {
+            plain: true,
+            ..ApiError::new(503, "ServiceUnavailable", "service unavailable\n")
+        }
+    }
+
     /// An unknown resource of a served group/version: a 404 Status with empty details.
     pub fn not_found_resource() -> Self {
         ApiError::new(
@@ -135,18 +176,28 @@ impl ApiError {
         .with_details(json!({}))
     }
 
-    pub fn method_not_allowed(msg: impl Into<String>) -> Self {
-        ApiError::new(405, "MethodNotAllowed", msg)
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+        .with_details(json!({}))
     }
 
-    pub fn unsupported_media(ct: &str) -> Self {
+    pub fn unsupported_media() -> Self {
+        ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+            .with_details(json!({}))
+    }
+
+    /// A patch that cannot be applied (a JSON patch's failed `test`, a missing path).
+    pub fn patch_rejected() -> Self {
         ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"
-            ),
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
         )
+        .with_details(json!({}))
     }
 
     pub fn gone(msg: impl Into<String>) -> Self {

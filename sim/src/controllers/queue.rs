@@ -170,6 +170,7 @@ mod tests {
             requests: Mutex::new(api::requests::Counters::default()),
             shutdown: tokio::sync::watch::channel(false).1,
             ca_pem: String::new(),
+            address: String::new(),
         }
     }
 
