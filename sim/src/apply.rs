@@ -126,7 +126,6 @@ pub(crate) mod shape {
                 | "template"
                 | "strategy"
                 | "updateStrategy"
-                | "resources"
                 | "jobTemplate"
                 | "source"
                 | "names"
@@ -166,6 +165,10 @@ const SYSTEM_METADATA: &[&str] = &[
 struct Collector {
     builtin: bool,
     mode: Mode,
+    /// The object before a write: count the fields that are null (Go writes non-`omitempty`
+    /// fields as null) and the value structs (always there), so a write that fills them
+    /// does not add them.
+    nulls: bool,
 }
 
 impl Collector {
@@ -186,7 +189,18 @@ impl Collector {
         };
         let field = field.as_str();
         match v {
-            Value::Null => {}
+            Value::Null => {
+                if self.nulls && !path.is_empty() {
+                    out.insert(path.clone());
+                }
+            }
+            Value::Object(m) if self.builtin && m.is_empty() && shape::always_present(field) => {
+                // An empty value struct is there in every object: no field of its own
+                // (but the object before a write has it).
+                if self.nulls {
+                    out.insert(path.clone());
+                }
+            }
             Value::Object(m) if m.is_empty() || (self.builtin && shape::atomic(field)) => {
                 out.insert(path.clone());
             }
@@ -261,9 +275,17 @@ impl Collector {
 
 /// The fields set in `obj`, within `scope`, for an entry of `mode`.
 pub(crate) fn object_fields(obj: &Value, scope: Scope, mode: Mode, builtin: bool) -> FieldSet {
+    fields_of(obj, scope, mode, builtin, false)
+}
+
+fn fields_of(obj: &Value, scope: Scope, mode: Mode, builtin: bool, nulls: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = obj.as_object() else { return out };
-    let c = Collector { builtin, mode };
+    let c = Collector {
+        builtin,
+        mode,
+        nulls,
+    };
     let mut path = Path::new();
     let mut names = Vec::new();
     for (k, v) in m {
@@ -735,7 +757,7 @@ pub(crate) fn track_update(
 ) {
     let empty = json!({});
     let old = old.unwrap_or(&empty);
-    let old_set = object_fields(old, scope, Mode::Update, builtin);
+    let old_set = fields_of(old, scope, Mode::Update, builtin, true);
     let new_set = object_fields(new, scope, Mode::Update, builtin);
     // Added fields, and values that changed (of fields, not of the maps holding them).
     let changed: FieldSet = new_set

@@ -549,6 +549,17 @@ fn job_selector(obj: &mut Value) {
     }
 }
 
+/// What the conversion to the external version writes (so the writer owns it): a
+/// DaemonSet's template generation annotation.
+pub(crate) fn convert(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) {
+    if def.group == "apps"
+        && def.kind == "DaemonSet"
+        && obj.get("spec").is_some_and(Value::is_object)
+    {
+        template_generation(obj, old);
+    }
+}
+
 /// What the registry strategy and the admission plugins change after defaulting (so no
 /// manager owns it): the Job selector, the DaemonSet template generation, a pod's service
 /// account, tolerations and priority, a new node's not-ready taint.
@@ -583,7 +594,6 @@ pub(crate) fn prepare(
                 allocate(s, old_spec, rng);
             }
         }
-        ("apps", "DaemonSet") => template_generation(obj, old),
         ("", "Pod") if old.is_none() => admit_pod(obj, rng),
         ("", "Node") if external && old.is_none() => {
             // TaintNodesByCondition: a new node is not ready until its kubelet says so.
@@ -961,6 +971,19 @@ fn encode_other(kind: (&str, &str), root: &mut Map<String, Value>) {
     match kind {
         ("batch", "CronJob") => {
             root.entry("status").or_insert_with(|| json!({}));
+        }
+        ("", "Pod") => {
+            // PodCondition.lastProbeTime is a non-pointer time: null when unset.
+            for c in root
+                .get_mut("status")
+                .and_then(|s| s.get_mut("conditions"))
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                c.entry("lastProbeTime").or_insert(Value::Null);
+            }
         }
         ("", "Service") | ("networking.k8s.io", "Ingress") => {
             let st = root.entry("status").or_insert_with(|| json!({}));

@@ -210,6 +210,14 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Marking an object deleted (`deletionTimestamp`) is a new generation of it, as
+/// Kubernetes' `BeforeDelete` counts it (kinds with a generation).
+fn bump_generation(obj: &mut Value) {
+    if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
+        meta_mut(obj).insert("generation".into(), json!(g + 1));
+    }
+}
+
 /// What decoding a body into the kind's Go type does: a value of the wrong type is a 400,
 /// fields the kind does not have are dropped.
 fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
@@ -497,9 +505,14 @@ impl Store {
         defaults::apply(def, &mut obj);
         canonical_quantities(def, &mut obj)?;
         defaults::encode(def, &mut obj);
+        defaults::convert(def, &mut obj, None);
         if w.track {
+            // The object before a create is the kind's zero value, with the fields Go
+            // always writes: a create does not claim them.
+            let mut zero = json!({});
+            defaults::encode(def, &mut zero);
             apply::track_update(
-                None,
+                Some(&zero),
                 &mut obj,
                 w.manager,
                 &def.api_version(),
@@ -606,6 +619,7 @@ impl Store {
         defaults::apply(def, &mut new);
         canonical_quantities(def, &mut new)?;
         defaults::encode(def, &mut new);
+        defaults::convert(def, &mut new, Some(&old));
         if w.track {
             apply::track_update(
                 Some(&old),
@@ -671,6 +685,7 @@ impl Store {
             let m = meta_mut(&mut new);
             m.insert("deletionTimestamp".into(), json!(now()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            bump_generation(&mut new);
             if is_ns {
                 new["status"] = json!({"phase": "Terminating"});
             }
@@ -907,6 +922,7 @@ impl Store {
         }
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        bump_generation(&mut new);
         Ok(self.store(def, new, EventType::Modified))
     }
 

@@ -201,6 +201,7 @@ pub(crate) fn validate_with(
     old: Option<&Value>,
     mut errs: Vec<FieldError>,
 ) -> Result<(), ApiError> {
+    metadata(obj, &mut errs);
     let template = obj.pointer("/spec/template/spec");
     match (def.group.as_str(), def.kind.as_str()) {
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
@@ -254,7 +255,6 @@ pub(crate) fn validate_with(
         }
         _ => {}
     }
-    metadata(obj, &mut errs);
     if errs.is_empty() {
         return Ok(());
     }

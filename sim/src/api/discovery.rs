@@ -221,6 +221,8 @@ pub(crate) fn resource_list(
             resources.push(s);
         }
     }
+    // Kubernetes lists resources and subresources by name.
+    resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let gv = if group.is_empty() {
         version.to_string()
     } else {

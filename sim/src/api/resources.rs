@@ -320,10 +320,6 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
         meta["continue"] = json!(URL_SAFE_NO_PAD.encode(token.to_string()));
         meta["remainingItemCount"] = json!(remaining);
     }
-    // Custom resource lists always say where they continue (nowhere).
-    if t.def.crd.is_some() && meta.get("continue").is_none() {
-        meta["continue"] = json!("");
-    }
     if super::table::wanted(&req.accept) {
         let include = req.q("includeObject").unwrap_or("Metadata");
         let items: Vec<Value> = items.into_iter().map(|o| with_version(o, t)).collect();
@@ -331,6 +327,10 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
             200,
             &super::table::render(&t.def, &items, meta, include),
         ));
+    }
+    // Custom resource lists always say where they continue (nowhere).
+    if t.def.crd.is_some() && meta.get("continue").is_none() {
+        meta["continue"] = json!("");
     }
     let items: Vec<Value> = items.into_iter().map(|o| list_item(o, t)).collect();
     Ok(json_response(
@@ -350,7 +350,14 @@ fn decode_continue(token: &str, t: &Target) -> Result<(String, String), ApiError
             "invalid continue token: continue key is not valid: {why}"
         ))
     };
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|e| {
+    // Go's RawURLEncoding ignores bits left over in the last symbol.
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let raw = lenient.decode(token).map_err(|e| {
         let at = match e {
             base64::DecodeError::InvalidByte(i, _)
             | base64::DecodeError::InvalidLastSymbol(i, _) => i,

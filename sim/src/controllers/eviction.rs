@@ -248,6 +248,8 @@ fn update_status(store: &mut Store, d: &ResourceDef, pdb: &Value) {
         },
         "",
     )];
+    // A metav1.Condition says which generation it is about.
+    conds[0]["observedGeneration"] = json!(i(pdb, "/metadata/generation"));
     super::keep_transitions(pdb.pointer("/status/conditions"), &mut conds);
     let status = json!({
         "observedGeneration": i(pdb, "/metadata/generation"),

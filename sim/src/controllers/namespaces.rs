@@ -8,6 +8,8 @@ use super::queue::Queue;
 use super::{Ctx, def, s};
 use crate::store::{Store, Writer};
 
+const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
 /// The ConfigMap the root CA publisher writes in every namespace.
 pub(crate) const ROOT_CA: &str = "kube-root-ca.crt";
 
@@ -38,7 +40,7 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
         let name = s(ns, "/metadata/name").to_string();
         if store.get(&cm_gr, &name, ROOT_CA).is_none() {
             let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": ROOT_CA, "namespace": name},
+                "metadata": {"name": ROOT_CA, "namespace": name, "annotations": {"kubernetes.io/description": DESCRIPTION}},
                 "data": {"ca.crt": ca}});
             let _ = store.create(&cmd, cm, Writer::CONTROLLER);
         }
