@@ -97,7 +97,9 @@ pub(crate) fn handle(
             Ok(json_response(200, &deleted(obj, &t, gone)))
         }
         (&Method::DELETE, None, None) => delete_collection(shared, req, &t),
-        (_, _, Some(s)) if !matches!(s, "status" | "eviction") => Err(ApiError::not_found_path()),
+        (_, _, Some(s)) if !matches!(s, "status" | "eviction") => {
+            Err(ApiError::not_found_resource())
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -548,6 +550,19 @@ fn server_side_apply(
         ));
     };
     let mut applied = req.body_value()?;
+    // An applied configuration says what it is (the server does not fill it in).
+    for (field, what) in [("kind", "Kind"), ("apiVersion", "apiVersion")] {
+        if applied
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(ApiError::bad_request(format!(
+                "error decoding patch: Object '{what}' is missing in '{}'",
+                serde_json::to_string(&applied).unwrap_or_default()
+            )));
+        }
+    }
     check_kind(&t.def, &mut applied)?;
     place(t, &mut applied)?;
     check_name(&applied, name)?;

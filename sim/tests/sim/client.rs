@@ -360,10 +360,15 @@ async fn crd_created_at_run_time_is_served() {
                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
         }))
         .unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        let established = crds.get("gadgets.example.org").await.unwrap();
-        let conds = established.status.unwrap().conditions.unwrap();
-        assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+        // Like a real server: not Established in the create's answer, a moment later.
+        assert!(created.status.and_then(|s| s.conditions).is_none());
+        eventually(10, || async {
+            let crd = crds.get("gadgets.example.org").await.ok()?;
+            let conds = crd.status?.conditions?;
+            conds.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await;
         let discovery = Discovery::new(client.clone()).run().await.unwrap();
         let (ar, caps) = discovery.resolve_gvk(&GroupVersionKind::gvk("example.org", "v1alpha1", "Gadget")).unwrap();
         assert!(caps.scope == kube::discovery::Scope::Cluster);

@@ -218,14 +218,18 @@ async fn apply_all(client: &kube::Client, objs: &[Value]) -> (Discovery, Vec<Dyn
         let applied = apply(client, &discovery, obj, n % 2 == 0).await;
         out.push(applied.unwrap_or_else(|e| panic!("apply {}: {e}", name(obj))));
         if obj["kind"] == "CustomResourceDefinition" {
-            let crd = out.last().unwrap();
-            let conditions = crd.data.pointer("/status/conditions").unwrap();
-            let established = conditions
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["type"] == "Established" && c["status"] == "True");
-            assert!(established, "{conditions}");
+            // As on a real server, a new CRD is Established a moment later (its custom
+            // resources are not served before).
+            let crds = api_for(client, &discovery, obj);
+            eventually(10, || async {
+                let crd = crds.get(name(obj)).await.ok()?;
+                let conditions = crd.data.pointer("/status/conditions")?.as_array()?.clone();
+                conditions
+                    .iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    .then_some(())
+            })
+            .await;
         }
     }
     (discovery, out)
