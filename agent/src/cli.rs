@@ -225,6 +225,15 @@ pub struct SimArgs {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// What pods do: `run` (scheduled, started, Ready after a while) or `pending` (no
+    /// scheduler, no kubelet: they stay Pending, no workload ever becomes available).
+    #[arg(long, default_value = "run")]
+    pub pods: tidemark_sim::PodLifecycle,
+    /// An aggregated API that is registered but never available, by APIService name
+    /// (`v1beta1.metrics.k8s.io`): listed in discovery, its group-version answers 503.
+    /// Repeatable.
+    #[arg(long = "unavailable-api-service")]
+    pub unavailable_api_services: Vec<String>,
 }
 
 /// `tidemark sim ctl`
