@@ -148,6 +148,12 @@ fn equal_except(a: &Value, b: &Value, skip: &str, eq: impl Fn(&Value, &Value) ->
 }
 
 /// Whether `old` and `new` differ at most in the `time` of their `managedFields` entries.
+///
+/// Note: this is Kubernetes 1.28's `IgnoreManagedFieldsTimestampsTransformer` (in the
+/// registry's update, after decoding and defaulting; 1.25+ with kubernetes#116865). Because
+/// it compares decoded objects, whose quantities are canonical, re-applying `"0.5"` over a
+/// stored `500m` is a no-op in 1.28 too; the recorded 1.24 (fidelity case 5) had no such
+/// check and wrote.
 fn same_but_managed_times(old: &Value, new: &Value) -> bool {
     // Entries are unique per manager, operation and subresource; their order follows times.
     let entries_equal = |a: &Value, b: &Value| match (a.as_array(), b.as_array()) {

@@ -977,7 +977,7 @@ async fn setup(r: &mut Replay, group: u32) {
             r.call("DELETE", p, Value::Null).await;
             r.wait_for(p, 30, |a| a.status == 404).await;
         }
-        10 | 11 | 14 | 16 | 19 | 15 | 17 | 18 | 12 | 13 => {
+        10..=19 => {
             let ns = format!("fidelity-{group:02}");
             r.fresh_namespace(&ns).await;
             let base = format!("/api/v1/namespaces/{ns}");
