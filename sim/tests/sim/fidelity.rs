@@ -16,6 +16,8 @@
 //!   runs faster, and its controllers get a short, bounded time to get there.
 //! - Differences the sim does not model on purpose, and differences between the recorded
 //!   v1.24 and the v1.28 the sim reports, are listed in [`NOT_MODELLED`] with the reason.
+//! - While investigating: `FIDELITY_REPORT=FILE` writes the differences to FILE, and
+//!   `FIDELITY_SETTLE_SECS=N` bounds how long a time-dependent read is retried (10 s).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
