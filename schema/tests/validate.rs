@@ -174,7 +174,7 @@ fn unknown_field() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`",
+            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`, `deleteEmptyDirData`",
         ],
     );
 }
@@ -703,6 +703,7 @@ spec:
   controlPlane: {version: \"1.30.4\"}
   nodeGroups:
     - {name: self-managed, version: \"1.30.4\", drain: tidemark, drainTimeoutAction: force}
+    - {name: other, version: \"1.30.4\", deleteEmptyDirData: true}
 ";
     let dir = tempfile::tempdir().unwrap();
     for (rel, text) in [
@@ -718,6 +719,7 @@ spec:
     let expected = [
         "clusters/e.yaml:8:54: spec.nodeGroups[0].drain: `drain: tidemark` needs spec.provider.replaceNode, the command that replaces one drained node",
         "clusters/e.yaml:8:84: spec.nodeGroups[0].drainTimeoutAction: only Cluster API can force a drain (nodeDrainTimeout); an exec group's drain stops and reports",
+        "clusters/e.yaml:9:60: spec.nodeGroups[1].deleteEmptyDirData: only tidemark's own drain reads it (`drain: tidemark`); the provider's drain has its own rules",
         "clusters/t.yaml:5:105: spec.provider.kubeconfigFile: give the management cluster's kubeconfig either as kubeconfigSecret or as kubeconfigFile, not both",
         "clusters/t.yaml:9:28: spec.nodeGroups[1].version: node group `gpu` cannot have a version of its own on a ClusterClass (topology) cluster: the topology controller moves every MachineDeployment to the control plane's version (1.30.4); declare 1.30.4 or drop topology",
         "clusters/t.yaml:9:45: spec.nodeGroups[1].drain: Cluster API drains its machines itself; `drain: tidemark` is for exec node groups (with spec.provider.replaceNode)",
