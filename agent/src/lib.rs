@@ -9,6 +9,7 @@
 //! See `docs/architecture.md` for the module map and the rules of dependency.
 #![forbid(unsafe_code)]
 
+pub mod apis;
 pub mod bounded;
 pub mod cli;
 pub mod commands;
