@@ -38,6 +38,10 @@
 //!   kinds with a spec/status split, `managedFields` owned per field. List items of built-in
 //!   kinds carry no `apiVersion`/`kind`. A new CRD is Established a moment after it is
 //!   created; custom resources are pruned, defaulted and validated with its schema.
+//! - Built-in group/versions follow the control plane's minor where Kubernetes changed them
+//!   (`flowcontrol.apiserver.k8s.io`: `v1` from 1.29, `v1beta3` until 1.32, `v1beta2` until
+//!   1.29). A request to a deprecated version gets a `Warning` header and shows on `/metrics`
+//!   as `apiserver_requested_deprecated_apis`, as kube-apiserver does (`deprecation`).
 //! - `SimConfig::pods` ([`PodLifecycle`]): pods run (the default) or stay `Pending` (no
 //!   scheduler, no kubelet; no workload becomes available, as when the corpus was recorded).
 //! - Nodes are named `<cluster>-<group>-xxxxx` and labelled
@@ -128,6 +132,7 @@ mod apply;
 mod controllers;
 mod ctl;
 mod defaults;
+mod deprecation;
 mod events;
 mod faults;
 mod kubeconfig;
@@ -383,6 +388,8 @@ pub(crate) struct Shared {
     pub address: String,
     /// How many times each node was replaced through `/sim/v1/replace-node`.
     pub replaced_nodes: Mutex<std::collections::BTreeMap<String, u32>>,
+    /// Deprecated APIs requested since the API server (of this minor) started.
+    pub deprecated: Mutex<deprecation::Requested>,
 }
 
 impl Shared {
@@ -397,10 +404,15 @@ impl Shared {
     }
 
     pub fn lock_store(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        let minor = self.cp_version().minor;
         // A panic while holding the lock would be a sim bug; keep serving what is there.
-        self.store
+        let mut store = self
+            .store
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What is served follows the control plane (its minor changes on an upgrade).
+        store.registry.set_minor(minor);
+        store
     }
 
     pub fn request_counts(&self) -> RequestCounts {
@@ -465,6 +477,7 @@ impl Sim {
         let kubeconfig = kubeconfig::render(&url, &tls.ca_pem);
         let (stop, shutdown) = signal::channel(false);
         let mut store = store::Store::new(config.seed, config.watch_window);
+        store.registry.set_minor(version.minor);
         controllers::bootstrap(&mut store, &config, version);
         // A cluster that has been running: its early history is compacted away.
         let bootstrapped = store.resource_version();
@@ -479,6 +492,7 @@ impl Sim {
             ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
             address: format!("127.0.0.1:{port}"),
             replaced_nodes: Mutex::default(),
+            deprecated: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

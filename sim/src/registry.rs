@@ -117,6 +117,9 @@ pub(crate) struct Registry {
     defs: Vec<ResourceDef>,
     /// The CRDs that are Established (their resources are served).
     established: BTreeSet<String>,
+    /// The control plane's minor: built-in group/versions with a lifecycle
+    /// (`deprecation::LIFECYCLES`) are served only in their minors.
+    minor: u32,
 }
 
 struct B(
@@ -137,7 +140,8 @@ pub(crate) const CREATE_ONLY: &[&str] = &["create"];
 /// The built-in groups and versions of a v1.28 API server, in discovery order (the
 /// aggregator's group priorities): the group's preferred version first. Versions removed
 /// by 1.25-1.27 (`events.k8s.io/v1beta1`, `policy/v1beta1`, `autoscaling/v2beta2`, ...) are
-/// not served.
+/// not served; the flow-control versions follow the control plane's minor
+/// (`deprecation::LIFECYCLES`: `v1` from 1.29, `v1beta3` until 1.32, `v1beta2` until 1.29).
 #[rustfmt::skip]
 const BUILTIN: &[(&str, &str, &[B])] = &[
     ("", "v1", &[
@@ -233,6 +237,10 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
     ("discovery.k8s.io", "v1", &[
         B("endpointslices", "EndpointSlice", "", true, &[], false, false),
     ]),
+    ("flowcontrol.apiserver.k8s.io", "v1", &[
+        B("flowschemas", "FlowSchema", "", false, &[], true, false),
+        B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
+    ]),
     ("flowcontrol.apiserver.k8s.io", "v1beta3", &[
         B("flowschemas", "FlowSchema", "", false, &[], true, false),
         B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
@@ -318,14 +326,22 @@ impl Registry {
         Registry {
             defs,
             established: BTreeSet::new(),
+            minor: 28,
         }
     }
 
-    /// Whether `def` is served: built-in, or of an Established CRD.
+    /// Serves the built-in group/versions of a control plane of `minor`.
+    pub fn set_minor(&mut self, minor: u32) {
+        self.minor = minor;
+    }
+
+    /// Whether `def` is served: built-in and served at this minor, or of an Established
+    /// CRD.
     pub fn is_served(&self, def: &ResourceDef) -> bool {
-        def.crd
-            .as_ref()
-            .is_none_or(|c| self.established.contains(c))
+        match &def.crd {
+            Some(c) => self.established.contains(c),
+            None => crate::deprecation::served(&def.group, &def.version, self.minor),
+        }
     }
 
     /// Serves the resources of CRD `crd_name` (it is Established).
@@ -344,11 +360,19 @@ impl Registry {
             .find(|d| d.group == group && d.version == version && d.plural == plural)
     }
 
-    /// The resource of a group/resource at any version (the first registered one).
+    /// The resource of a group/resource at any version: the first registered one served
+    /// at this minor, else the first registered one.
     pub fn any_version(&self, gr: &GroupResource) -> Option<&ResourceDef> {
-        self.defs
+        let mut of_gr = self
+            .defs
             .iter()
-            .find(|d| d.group == gr.group && d.plural == gr.plural)
+            .filter(|d| d.group == gr.group && d.plural == gr.plural);
+        let first = of_gr.clone().next();
+        of_gr
+            .find(|d| {
+                d.crd.is_some() || crate::deprecation::served(&d.group, &d.version, self.minor)
+            })
+            .or(first)
     }
 
     /// Served groups with their versions, in order; the first version is the preferred one.

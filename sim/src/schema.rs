@@ -567,6 +567,10 @@ pub(crate) mod builtin {
                 ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration", api::admissionregistration::v1::ValidatingWebhookConfiguration),
                 ("admissionregistration.k8s.io", "MutatingWebhookConfiguration", api::admissionregistration::v1::MutatingWebhookConfiguration),
                 ("apiregistration.k8s.io", "APIService", apiregistration::v1::APIService),
+                // v1beta3 has the same fields (the deprecation guide lists only a default
+                // that changed).
+                ("flowcontrol.apiserver.k8s.io", "FlowSchema", api::flowcontrol::v1::FlowSchema),
+                ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration", api::flowcontrol::v1::PriorityLevelConfiguration),
             );
             let mut defs = generator.take_definitions(true);
             for d in defs.values_mut() {

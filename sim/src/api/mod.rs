@@ -258,6 +258,18 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {
     let path = req.path.trim_end_matches('/');
     match path {
         "/healthz" | "/livez" | "/readyz" => return Ok(full(StatusCode::OK, "text/plain", "ok")),
+        "/metrics" => {
+            let text = shared
+                .deprecated
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .metrics(shared.cp_version().minor);
+            return Ok(full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ));
+        }
         "/version" => {
             let v = shared.cp_version();
             return Ok(json_response(
@@ -288,7 +300,27 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {
         return discovery::resource_list(shared, group, version);
     }
     let target = parse_target(shared, group, version, rest)?;
-    resources::handle(shared, req, target)
+    // A deprecated version is served with a warning and counted, whatever the answer.
+    let warning = shared
+        .deprecated
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .record(
+            shared.cp_version().minor,
+            (&target.def.group, &target.def.version, &target.def.kind),
+            &target.def.plural,
+            target.sub.as_deref(),
+        );
+    let mut response = match resources::handle(shared, req, target) {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    if let Some(w) = warning
+        && let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{w}\""))
+    {
+        response.headers_mut().append(header::WARNING, v);
+    }
+    Ok(response)
 }
 
 /// The resource a request addresses.

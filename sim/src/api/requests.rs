@@ -161,6 +161,7 @@ pub(crate) fn classify(shared: &Shared, req: &Req) -> (&'static str, String, boo
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let resource = match segs.as_slice() {
         ["version"] => Some("version".to_string()),
+        ["metrics"] => Some("metrics".to_string()),
         ["openapi", ..] => Some("openapi".to_string()),
         ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => {
             Some("discovery".to_string())

@@ -172,6 +172,7 @@ mod tests {
             ca_pem: String::new(),
             address: String::new(),
             replaced_nodes: Mutex::default(),
+            deprecated: Mutex::default(),
         }
     }
 
