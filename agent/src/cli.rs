@@ -56,7 +56,7 @@ pub enum Command {
     Agent(AgentArgs),
     /// Show the steps the agent would take next for one cluster, and why, without doing
     /// anything.
-    Plan(PlanArgs),
+    Plan(PlanCommand),
     /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
     /// its simulated cloud (`tidemark sim ctl ...`).
     #[cfg(feature = "sim")]
@@ -82,6 +82,43 @@ pub struct PlanArgs {
     /// How components are rendered and checked.
     #[command(flatten)]
     pub components: ComponentArgs,
+}
+
+/// `tidemark plan`: the agent's view of one cluster, or (`--offline`) git's view of many.
+#[derive(Debug, Args)]
+pub struct PlanCommand {
+    /// The cluster, its fleet repo and how components render.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Planning from git alone.
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+/// `tidemark plan --offline`.
+#[derive(Debug, Args)]
+pub struct OfflineArgs {
+    /// From git alone, no cluster: the route of every selected cluster (`--all`, `--wave`,
+    /// or `--selector`) if its wave tag moved to `--to`. Exit 1 when a cluster would be
+    /// Blocked or held by a pre-flight finding.
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: every cluster of the fleet.
+    #[arg(long, requires = "offline")]
+    pub all: bool,
+    /// With --offline: the clusters of this wave.
+    #[arg(long, requires = "offline", conflicts_with = "all")]
+    pub wave: Option<String>,
+    /// With --offline: the commit the wave tags would move to (a commit id, a branch or a
+    /// tag); default the followed branch.
+    #[arg(long, requires = "offline")]
+    pub to: Option<String>,
+    /// With --offline: the time maintenance windows are judged at (RFC 3339); default now.
+    #[arg(long, requires = "offline")]
+    pub at: Option<String>,
+    /// With --offline: output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 /// Rendering and checking helm components.
@@ -269,6 +306,17 @@ pub struct ValidateArgs {
     /// `agent --allowed-signers` requires (REPO must then be a git repository).
     #[arg(long)]
     pub allowed_signers: Option<PathBuf>,
+    /// Also render every component of every cluster with helm, at the default branch and
+    /// at its wave tag, for the declared control-plane version: report render errors, APIs
+    /// that version no longer serves, and objects two components render.
+    #[arg(long)]
+    pub render: bool,
+    /// The `helm` executable for --render.
+    #[arg(long, env = "TIDEMARK_HELM_BIN", default_value = "helm")]
+    pub helm_bin: PathBuf,
+    /// How many `helm template` processes --render runs at once (default: one per CPU).
+    #[arg(long)]
+    pub render_concurrency: Option<usize>,
     /// Git access.
     #[command(flatten)]
     pub git: GitArgs,
@@ -280,9 +328,10 @@ pub struct DesiredArgs {
     /// The fleet repo: URL (`https://`, `ssh://`, `git://`, `file://`, scp-like) or path.
     #[arg(long, env = "TIDEMARK_REPO")]
     pub repo: String,
-    /// Identity selector of this cluster's manifest, e.g. `cluster=prod-eu-1`.
+    /// Identity selector of this cluster's manifest, e.g. `cluster=prod-eu-1` (required,
+    /// except by `plan --offline`, where it selects clusters by their labels).
     #[arg(long, env = "TIDEMARK_SELECTOR")]
-    pub selector: String,
+    pub selector: Option<String>,
     /// Branch to follow; default the remote's HEAD.
     #[arg(long, env = "TIDEMARK_BRANCH")]
     pub branch: Option<String>,

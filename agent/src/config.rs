@@ -85,7 +85,11 @@ pub fn fleet_cache(
         allowed_signers,
         git,
     } = args;
-    let selector: LabelSelector = selector.parse().context("--selector")?;
+    let selector: LabelSelector = selector
+        .as_deref()
+        .context("--selector (or TIDEMARK_SELECTOR) is required: the label selector of this cluster's manifest")?
+        .parse()
+        .context("--selector")?;
     let signers = match allowed_signers {
         None => None,
         Some(path) => Some(
@@ -153,5 +157,6 @@ pub fn pass_ctx(
         kubeconfig,
         renderer: Renderer::new(helm),
         settings,
+        preflight: Default::default(),
     }
 }

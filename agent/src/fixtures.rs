@@ -117,6 +117,7 @@ pub fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
             kube_version: Some(v(cp)),
             group_versions: ["v1".to_string(), "apps/v1".to_string()].into(),
         },
+        preflight: Default::default(),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub settings: converge::Settings,
     /// Records Events.
     pub events: Events,
+    /// Gathers the facts of pre-flight checks (and keeps their renders).
+    pub preflight: crate::preflight::Preflight,
 }
 
 /// Why a pass stopped before it could plan. Each is classified in [`PassError::phase`].
@@ -193,7 +195,7 @@ async fn pipeline(
     ));
 
     let provider = AnyProvider::for_cluster(&ctx.client, &desired.state, ctx.kubeconfig.as_deref());
-    let observed = observe::cluster(
+    let mut observed = observe::cluster(
         &ctx.client,
         &provider,
         record,
@@ -201,16 +203,29 @@ async fn pipeline(
         now,
     )
     .await?;
-    let plan = plan::plan(&desired.state, &input_digests(&desired), &observed, now);
-    tracing::debug!(?plan, "planned");
+    let digests = input_digests(&desired);
+    let capabilities = observed.capabilities.clone();
     let target = Target {
         client: &ctx.client,
         source: &ctx.source,
         revision: &desired.revision,
         renderer: &ctx.renderer,
         settings: &ctx.settings,
-        capabilities: &observed.capabilities,
+        capabilities: &capabilities,
     };
+    let mut plan = plan::plan(&desired.state, &digests, &observed, now);
+    // The pre-flight facts of a disruptive step are gathered only when it is next.
+    let mut findings = Vec::new();
+    if let Some(next) = plan.steps.iter().find(|s| s.is_disruptive()).cloned() {
+        observed.preflight = ctx
+            .preflight
+            .gather(&target, &desired, &observed, &provider, &next)
+            .await;
+        plan = plan::plan(&desired.state, &digests, &observed, now);
+        findings = plan::preflight_findings(&observed, &next);
+    }
+    ctx.preflight.record(&findings);
+    tracing::debug!(?plan, "planned");
     let execution = converge::execute(&target, &plan, &desired, &observed, &provider, now).await;
     Ok(Progress {
         desired,

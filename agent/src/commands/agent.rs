@@ -73,6 +73,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         let metrics = {
             let prefixed = registry.sub_registry_with_prefix("tidemark");
             ctx.renderer.register(prefixed);
+            ctx.preflight.register(prefixed);
             Metrics::register(prefixed)
         };
         let admin_state = Arc::new(AdminState {

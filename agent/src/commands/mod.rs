@@ -5,6 +5,7 @@ mod agent;
 mod demo;
 mod desired;
 mod plan;
+mod plan_offline;
 mod schema;
 #[cfg(feature = "sim")]
 mod sim;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use crate::cli::PlanArgs;
+use crate::cli::{OfflineArgs, PlanArgs, PlanCommand};
 use crate::config::fleet_source;
 use crate::converge::preview::{self, Preview};
 use crate::converge::{Scratch, Target, prune, render::Renderer};
@@ -13,7 +13,20 @@ use crate::plan::Step;
 use crate::provider::AnyProvider;
 use crate::{k8s, observe, pass, plan, status};
 
-pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
+    let PlanCommand { plan, offline } = args;
+    if offline.offline {
+        return super::plan_offline::run(plan, offline);
+    }
+    let OfflineArgs {
+        offline: _,
+        all: _,
+        wave: _,
+        to: _,
+        at: _,
+        format: _,
+    } = offline;
+    let args = plan;
     let PlanArgs {
         desired: source_args,
         kubeconfig,
@@ -75,18 +88,28 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             groups.join(", ")
         );
 
-        let p = plan::plan(state, &pass::input_digests(&desired), &observed, now);
-        println!("phase: {}\nmessage: {}", p.phase, p.message);
+        let digests = pass::input_digests(&desired);
+        let mut p = plan::plan(state, &digests, &observed, now);
         // What each component action would do: rendered with helm, compared with the cluster.
         let renderer = Renderer::new(helm);
+        let capabilities = observed.capabilities.clone();
         let target = Target {
             client: &client,
             source: &source,
             revision: &desired.revision,
             renderer: &renderer,
             settings: &settings,
-            capabilities: &observed.capabilities,
+            capabilities: &capabilities,
         };
+        // The pre-flight checks of the next disruptive step, as the agent runs them.
+        if let Some(next) = p.steps.iter().find(|s| s.is_disruptive()).cloned() {
+            let preflight = crate::preflight::Preflight::default();
+            observed.preflight = preflight
+                .gather(&target, &desired, &observed, &provider, &next)
+                .await;
+            p = plan::plan(state, &digests, &observed, now);
+        }
+        println!("phase: {}\nmessage: {}", p.phase, p.message);
         let mut scratch = Scratch::new(state.components.iter().map(|c| c.name.clone()));
         let mut previews: BTreeMap<String, String> = BTreeMap::new();
         for step in p.remaining.iter().chain(&p.steps) {

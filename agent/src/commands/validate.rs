@@ -7,9 +7,12 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tidemark_schema::{Diagnostic, Diagnostics, FsTree, Tree};
 
-use crate::cli::{OutputFormat, ValidateArgs};
+use crate::cli::{GitArgs, OutputFormat, ValidateArgs};
+use crate::component::helm::Helm;
 use crate::config::{read_allowed_signers, source_config};
 use crate::desired;
+use crate::offline::check::{self, Snapshot};
+use crate::offline::render::{self, RenderCache};
 use crate::select;
 use crate::source::GitCache;
 use crate::trust::AllowedSigners;
@@ -27,7 +30,21 @@ struct Report<'a> {
     component_sets: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     signed_tags: Option<&'a Vec<SignedTag>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renders: Option<RenderStats>,
     diagnostics: &'a Diagnostics,
+}
+
+/// What `--render` did.
+#[derive(Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RenderStats {
+    /// `helm template` processes run.
+    rendered: u64,
+    /// Renders asked for again and taken from the cache.
+    cache_hits: u64,
+    /// Wall time, seconds.
+    seconds: f64,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +53,9 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         format,
         branch,
         allowed_signers,
+        render,
+        helm_bin,
+        render_concurrency,
         git,
     } = args;
     let signers = match &allowed_signers {
@@ -89,6 +109,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if let Some(Err(invalid)) = signers {
         diags.extend(invalid.0);
     }
+    let mut renders = None;
+    if render {
+        let helm = Helm {
+            bin: helm_bin,
+            timeout: std::time::Duration::from_secs(120),
+            credentials: Default::default(),
+        };
+        let concurrency = render_concurrency.unwrap_or_else(render::default_concurrency);
+        let (found, stats) = render_check(&repo, branch.as_deref(), &git, helm, concurrency)?;
+        diags.extend(found);
+        renders = Some(stats);
+    }
     diags.sort();
     let report = Report {
         repo: &repo,
@@ -97,6 +129,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         clusters: counts.0,
         component_sets: counts.1,
         signed_tags: allowed_signers.is_some().then_some(&tags),
+        renders,
         diagnostics: &diags,
     };
     match format {
@@ -110,6 +143,12 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                     t.fingerprint,
                     t.principals,
                     crate::desired::short(&t.commit)
+                );
+            }
+            if let Some(r) = renders {
+                eprintln!(
+                    "rendered {} charts ({} cache hits) in {:.1}s",
+                    r.rendered, r.cache_hits, r.seconds
                 );
             }
             let verdict = if diags.is_empty() {
@@ -196,4 +235,97 @@ fn is_git_remote(repo: &str) -> bool {
     let is_git =
         path.join("HEAD").is_file() && path.join("objects").is_dir() || path.join(".git").exists();
     is_git && !path.join("fleet.yaml").exists()
+}
+
+/// `--render`: every cluster's components rendered at the default branch and, when `repo`
+/// is a git repository, at its wave tag.
+fn render_check(
+    repo: &str,
+    branch: Option<&str>,
+    git: &GitArgs,
+    helm: Helm,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Diagnostic>, RenderStats)> {
+    let started = std::time::Instant::now();
+    let mut renders = RenderCache::new(helm).context("--render")?;
+    let remote = is_git_remote(repo);
+    let cache = if remote || Path::new(repo).join(".git").exists() {
+        Some(GitCache::open(&source_config(
+            repo,
+            branch.map(str::to_string),
+            git,
+        )?)?)
+    } else {
+        None
+    };
+    let sync = match &cache {
+        Some(c) => Some(c.sync(branch, &[])?),
+        None => None,
+    };
+    let fs_tree;
+    let git_tree;
+    let branch_tree: &dyn Tree = match (&cache, &sync) {
+        (Some(c), Some(s)) if remote => {
+            git_tree = c.tree_at(&s.branch_commit)?;
+            &git_tree
+        }
+        _ => {
+            fs_tree =
+                FsTree::new(repo).with_context(|| format!("cannot read fleet repo {repo}"))?;
+            &fs_tree
+        }
+    };
+    let (loaded, _) = tidemark_schema::load(branch_tree);
+    let waves = loaded
+        .clusters
+        .iter()
+        .map(|d| {
+            (
+                d.value.metadata.name.clone(),
+                d.value.wave().map(str::to_string),
+            )
+        })
+        .collect();
+    let mut clusters = check::request(
+        &Snapshot {
+            tree: branch_tree,
+            label: None,
+            wave: None,
+        },
+        &waves,
+        &mut renders,
+    )?;
+    if let (Some(cache), Some(sync), Ok(fleet)) = (&cache, &sync, select::fleet(branch_tree)) {
+        cache.sync(
+            Some(&sync.branch),
+            &[desired::tag_glob(&fleet.spec.tag_pattern)],
+        )?;
+        for wave in &fleet.spec.waves {
+            let tag = fleet.wave_tag(&wave.name);
+            let Some(commit) = cache.tag_commit(&tag)? else {
+                continue;
+            };
+            let tree = cache.tree_at(&commit)?;
+            clusters.extend(check::request(
+                &Snapshot {
+                    tree: &tree,
+                    label: Some(format!("{tag} ({})", desired::short(&commit))),
+                    wave: Some(wave.name.clone()),
+                },
+                &waves,
+                &mut renders,
+            )?);
+        }
+    }
+    super::runtime()?.block_on(renders.run(concurrency));
+    let found = check::diagnose(&clusters, &renders);
+    let (rendered, cache_hits) = renders.stats();
+    Ok((
+        found,
+        RenderStats {
+            rendered,
+            cache_hits,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
 }

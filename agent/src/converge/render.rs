@@ -10,6 +10,7 @@
 //!   render is made again, and a render that differs from the recorded one is applied.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use futures::StreamExt;
@@ -142,36 +143,8 @@ impl Renderer {
                     source,
                 })?;
         }
-        let values_file = dir.path().join("values.yaml");
-        // JSON is YAML: the merged values go to helm as one file.
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(inputs.values.clone()))
-            .map_err(RenderError::Values)?;
-        tokio::fs::write(&values_file, text)
-            .await
-            .map_err(RenderError::Workdir)?;
-        // Credentials read now, helm's private configuration written into this render's
-        // directory (removed with it).
-        let access = self.helm.access(&inputs.chart, dir.path()).await?;
-        let req = RenderRequest {
-            release: &c.release,
-            namespace: &c.namespace,
-            chart: &inputs.chart,
-            chart_dir: &chart_dir,
-            version: inputs.version.as_deref(),
-            values_file: &values_file,
-            kube_version: capabilities.kube_version.as_deref(),
-            api_versions: &capabilities.api_versions,
-            access: &access,
-        };
         self.processes.inc();
-        let out = self.helm.render(&req).await?;
-        let mut objects = manifest::parse(&out).map_err(RenderError::Manifest)?;
-        // Test, delete and rollback hooks never run under tidemark.
-        objects.retain(|o| !hooks::is_never_applied(&o.body));
-        Ok(Rendered {
-            digest: manifest::digest(&out),
-            objects,
-        })
+        render_in(&self.helm, dir.path(), capabilities, c, inputs).await
     }
 
     /// Renders `jobs` together, [`RENDER_CONCURRENCY`] helm processes at a time. Components
@@ -231,4 +204,47 @@ impl Renderer {
             kept.remove(name);
         }
     }
+}
+
+/// Renders `c` from `inputs` with `helm` in the working directory `dir`, where an in-repo
+/// chart has been written to `dir/chart` (other charts are fetched by helm). The merged
+/// values, and helm's private configuration for a chart that needs credentials, are
+/// written into `dir` too.
+pub async fn render_in(
+    helm: &Helm,
+    dir: &Path,
+    capabilities: &RenderCapabilities,
+    c: &DesiredComponent,
+    inputs: &ComponentInputs,
+) -> Result<Rendered, RenderError> {
+    let chart_dir = dir.join("chart");
+    let values_file = dir.join("values.yaml");
+    // JSON is YAML: the merged values go to helm as one file.
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(inputs.values.clone()))
+        .map_err(RenderError::Values)?;
+    tokio::fs::write(&values_file, text)
+        .await
+        .map_err(RenderError::Workdir)?;
+    // Credentials read now, helm's private configuration written into this render's
+    // directory (removed with it).
+    let access = helm.access(&inputs.chart, dir).await?;
+    let req = RenderRequest {
+        release: &c.release,
+        namespace: &c.namespace,
+        chart: &inputs.chart,
+        chart_dir: &chart_dir,
+        version: inputs.version.as_deref(),
+        values_file: &values_file,
+        kube_version: capabilities.kube_version.as_deref(),
+        api_versions: &capabilities.api_versions,
+        access: &access,
+    };
+    let out = helm.render(&req).await?;
+    let mut objects = manifest::parse(&out).map_err(RenderError::Manifest)?;
+    // Test, delete and rollback hooks never run under tidemark.
+    objects.retain(|o| !hooks::is_never_applied(&o.body));
+    Ok(Rendered {
+        digest: manifest::digest(&out),
+        objects,
+    })
 }

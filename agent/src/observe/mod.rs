@@ -126,6 +126,7 @@ pub async fn cluster(
             .drift_checked
             .is_none_or(|t| now.duration_since(t).unsigned_abs() >= drift_interval),
         capabilities,
+        preflight: model::Preflight::default(),
     })
 }
 

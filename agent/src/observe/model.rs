@@ -41,6 +41,85 @@ pub struct Observed {
     pub drift_due: bool,
     /// What charts are rendered for: the control plane's version and the served APIs.
     pub capabilities: Capabilities,
+    /// Facts for the pre-flight checks of the next control-plane hop or node-group
+    /// rollout, gathered only when such a step is next (`preflight::gather`); `None`
+    /// when not gathered.
+    pub preflight: Preflight,
+}
+
+/// Facts the planner judges before a disruptive step. Each is `None` when it was not
+/// gathered, `Some(Err(why))` when gathering it failed (the step then waits).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// The control-plane version the facts of the next hop were gathered for.
+    pub hop: Option<KubeVersion>,
+    /// The API server's `apiserver_requested_deprecated_apis` series: APIs clients called
+    /// that are deprecated.
+    pub deprecated_requests: Option<Result<Vec<DeprecatedRequest>, String>>,
+    /// What the desired commit's components render for the hop's version: their objects'
+    /// APIs, or why a component does not render for it.
+    pub rendered_for_hop: Option<Result<Vec<RenderedApi>, String>>,
+    /// PodDisruptionBudgets whose pods run on nodes of a node group.
+    pub disruption_budgets: Option<Result<Vec<DisruptionBudget>, String>>,
+}
+
+/// One series of `apiserver_requested_deprecated_apis`: a deprecated API some client
+/// requested since the API server started.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeprecatedRequest {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Resource (plural).
+    pub resource: String,
+    /// Subresource, or `""`.
+    pub subresource: String,
+    /// The release that removes it (`1.32`), if announced.
+    pub removed_release: Option<KubeVersion>,
+}
+
+/// One rendered object's API, or a render that failed, of a component rendered for the
+/// next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenderedApi {
+    /// An object.
+    Object {
+        /// The component.
+        component: String,
+        /// `Kind/ns/name`.
+        object: String,
+        /// Its `apiVersion`.
+        api_version: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// The component does not render for the hop's version.
+    Failed {
+        /// The component.
+        component: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A PodDisruptionBudget, the pods it selects and the node groups they run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisruptionBudget {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.maxUnavailable` (`1`, `25%`), if set.
+    pub max_unavailable: Option<String>,
+    /// `spec.minAvailable`, if set.
+    pub min_available: Option<String>,
+    /// Pods it selects (not terminating).
+    pub pods: u32,
+    /// Of those, pods that are Ready.
+    pub healthy: u32,
+    /// Node groups whose nodes run its pods.
+    pub node_groups: std::collections::BTreeSet<String>,
 }
 
 /// What the cluster offers a chart (helm's `.Capabilities`): the Kubernetes version and the

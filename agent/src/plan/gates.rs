@@ -154,5 +154,16 @@ pub(super) fn hold(
             ),
         ));
     }
+    let found = super::preflight::findings(observed, next);
+    if !found.is_empty() {
+        let named: Vec<String> = found.iter().map(ToString::to_string).collect();
+        return Some((
+            Phase::Waiting,
+            format!(
+                "{next} waits: pre-flight check failed: {}",
+                named.join("; ")
+            ),
+        ));
+    }
     None
 }

@@ -10,10 +10,13 @@
 //!   plane follow every hop;
 //! - never downgrade: a declared version below the observed one is refused (`Blocked`);
 //! - control-plane and node-group steps run only inside the maintenance window, while not
-//!   paused, and after pre-flight checks pass; one disruptive step at a time.
+//!   paused, and after pre-flight checks pass (health, and [`preflight`]: removed APIs in
+//!   use or rendered, disruption budgets that never allow an eviction); one disruptive
+//!   step at a time.
 
 mod components;
 mod gates;
+mod preflight;
 mod skew;
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,9 @@ use tidemark_schema::resolve::DesiredState;
 use crate::observe::model::Observed;
 
 pub use components::{ApplyReason, CheckReason, Inputs, plan};
+pub use preflight::{
+    Check as PreflightCheck, Finding, findings as preflight_findings, never_evicts,
+};
 pub use skew::Downgrade;
 pub use tidemark_schema::ComponentPhase;
 
