@@ -330,27 +330,40 @@ fn drain_blocked_by_a_disruption_budget_stops_at_drain_timeout_and_says_why() ->
         "--speed",
         "50",
     ])?;
+    // Two pods pinned to the general group's one node: the budget allows one eviction
+    // (so the pre-flight check lets the rollout begin), but the evicted pod cannot run
+    // anywhere else, so the second eviction never comes.
+    let node = sim.kubectl(&[
+        "get",
+        "nodes",
+        "-l",
+        "tidemark.dev/node-group=general",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])?;
     let workload = sim.dir_file(
         "web.yaml",
-        "apiVersion: apps/v1
+        &format!(
+            "apiVersion: apps/v1
 kind: Deployment
-metadata: {name: web, namespace: default}
+metadata: {{name: web, namespace: default}}
 spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
   template:
-    metadata: {labels: {app: web}}
+    metadata: {{labels: {{app: web}}}}
     spec:
-      nodeSelector: {tidemark.dev/node-group: general}
-      containers: [{name: web, image: example/web:1}]
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
+      containers: [{{name: web, image: example/web:1}}]
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata: {name: web-pdb, namespace: default}
+metadata: {{name: web-pdb, namespace: default}}
 spec:
   minAvailable: 1
-  selector: {matchLabels: {app: web}}
-",
+  selector: {{matchLabels: {{app: web}}}}
+"
+        ),
     )?;
     sim.kubectl(&[
         "apply",

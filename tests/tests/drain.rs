@@ -280,13 +280,15 @@ fn tidemark_drains_a_self_managed_group_in_batches_and_survives_kill_9_without_r
         if messages.last() != Some(&seen.message) {
             messages.push(seen.message.clone());
         }
-        // db-pdb allows no eviction: the drain holds, names it, and evicts no db pod, until
-        // an operator relaxes the budget.
+        // db-pdb allows no eviction: the pre-flight check holds the rollout before any
+        // node is cordoned, names it, and no db pod is evicted, until an operator relaxes
+        // the budget.
         if !pdb_held
             && seen
                 .message
-                .contains("The disruption budget db-pdb needs 2 healthy pods")
+                .contains("PodDisruptionBudget default/db-pdb never allows an eviction")
         {
+            assert_eq!(cordoned(&seen), 0, "held before any node is cordoned");
             assert_eq!(
                 db_pods()?,
                 db_before,

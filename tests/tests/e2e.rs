@@ -12,6 +12,7 @@ mod kube_yaml;
 mod lease;
 mod plan;
 mod polling;
+mod preflight;
 mod private_charts;
 mod signed_tags;
 mod validate;

@@ -197,8 +197,9 @@ fn rollout(observed: &Observed, group: &str) -> Vec<Finding> {
 }
 
 /// Why `b` can never allow an eviction, if it cannot: `maxUnavailable` 0, or a
-/// `minAvailable` (percentages rounded up, as Kubernetes does) at least the pods it
-/// selects, even with all of them healthy.
+/// `minAvailable` (a percentage of the pods it selects, rounded up as Kubernetes does) at
+/// least the matching healthy pods: the disruption controller allows
+/// `healthy - minAvailable` evictions.
 pub fn never_evicts(b: &DisruptionBudget) -> Option<String> {
     if b.pods == 0 {
         return None;
@@ -209,7 +210,7 @@ pub fn never_evicts(b: &DisruptionBudget) -> Option<String> {
     }
     let min = b.min_available.as_ref()?;
     let needed = scaled(min, b.pods)?;
-    (needed >= b.pods).then(|| {
+    (needed >= b.healthy).then(|| {
         format!(
             "minAvailable: {min} with {} matching pods, {} healthy",
             b.pods, b.healthy
@@ -272,6 +273,17 @@ mod tests {
                 "{max:?} {min:?} {pods}"
             );
         }
+    }
+
+    #[test]
+    fn min_available_counts_the_healthy_pods() {
+        let mut b = budget(None, Some("2"), 3);
+        assert!(never_evicts(&b).is_none());
+        b.healthy = 2;
+        assert_eq!(
+            never_evicts(&b).as_deref(),
+            Some("minAvailable: 2 with 3 matching pods, 2 healthy")
+        );
     }
 
     #[test]
