@@ -201,6 +201,10 @@ pub struct DemoArgs {
     /// on PATH, else `.tools/helm/v4.1.4/helm` (provisioned by `scripts/setup-helm.sh`).
     #[arg(long, env = "TIDEMARK_HELM_BIN")]
     pub helm_bin: Option<PathBuf>,
+    /// Clone the demo's fleet repo (its two commits and wave tags) into this new directory
+    /// at the end, e.g. to compare `plan --offline` with what the agents did.
+    #[arg(long)]
+    pub keep_repo: Option<PathBuf>,
 }
 
 /// `tidemark agent`

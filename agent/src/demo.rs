@@ -42,6 +42,8 @@ pub struct DemoConfig {
     pub helm: crate::component::helm::Helm,
     /// How the agents wait for components.
     pub settings: crate::converge::Settings,
+    /// Where to clone the demo's fleet repo at the end, if anywhere.
+    pub keep_repo: Option<PathBuf>,
 }
 
 /// One cluster as the demo tracks it.
@@ -60,6 +62,9 @@ struct Row {
     metrics: String,
     /// The one it ran before the upgrade.
     metrics_before: String,
+    /// Control-plane and node-group steps the agent executed, in order (a step its
+    /// passes continue is listed once).
+    steps: Vec<String>,
 }
 
 type Board = Arc<Mutex<BTreeMap<String, Row>>>;
@@ -307,11 +312,21 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             r.window_note.as_deref().unwrap_or("")
         ));
     }
+    out.line("");
+    out.line("control-plane and node-group steps the agents executed:");
+    for (name, r) in &rows {
+        out.line(&format!("  {name}: {}", r.steps.join("; ")));
+    }
     out.line(&format!(
         "rolled out to {} clusters in {:.1}s",
         rows.len(),
         started.elapsed().as_secs_f64()
     ));
+    if let Some(dir) = &config.keep_repo {
+        let dir = std::path::absolute(dir)?.display().to_string();
+        git.run(&["clone", "-q", &repo.display().to_string(), &dir])?;
+        out.line(&format!("the fleet repo is kept in {dir}"));
+    }
     Ok(())
 }
 
@@ -470,6 +485,13 @@ fn spawn_agent(spec: AgentSpec) -> tokio::task::JoinHandle<()> {
             let record = &pass.record;
             r.phase = pass.phase.to_string();
             r.message = pass.message.clone();
+            for step in pass.executed.iter().filter(|s| {
+                s.starts_with("upgrade control plane ") || s.starts_with("upgrade node group ")
+            }) {
+                if r.steps.last() != Some(step) {
+                    r.steps.push(step.clone());
+                }
+            }
             r.applied = record.applied_revision.clone().unwrap_or_default();
             r.metrics = record
                 .components

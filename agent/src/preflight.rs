@@ -450,6 +450,38 @@ apiserver_request_total{code=\"200\"} 5
     }
 
     #[test]
+    fn the_metric_counts_findings_by_check() {
+        let p = Preflight::default();
+        let mut registry = Registry::with_prefix("tidemark");
+        p.register(&mut registry);
+        let finding = |check| Finding {
+            check,
+            message: String::new(),
+        };
+        p.record(&[
+            finding(PreflightCheck::RemovedApiRenders),
+            finding(PreflightCheck::RemovedApiRenders),
+            finding(PreflightCheck::DisruptionBudgets),
+        ]);
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        assert!(
+            text.contains("tidemark_preflight_findings{check=\"removed-api-renders\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tidemark_preflight_findings{check=\"pod-disruption-budgets\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tidemark_preflight_findings{check=\"deprecated-api-requests\"} 0"),
+            "{text}"
+        );
+        p.record(&[]);
+        assert_eq!(p.recorded(PreflightCheck::RemovedApiRenders), 0);
+    }
+
+    #[test]
     fn a_hop_renders_without_what_it_removes() {
         let now = RenderCapabilities {
             kube_version: Some("1.31.4".into()),

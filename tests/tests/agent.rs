@@ -276,12 +276,25 @@ fn exec_provider_through_the_simulated_cloud() -> Result<()> {
 fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
     let root = tidemark_e2e::workspace_root();
     let helm = tidemark_e2e::helm_bin()?.display().to_string();
+    let work = tempfile::tempdir()?;
+    let kept = work.path().join("fleet");
     let run = tidemark_in(
-        &["demo", "--timeout", "100s", "--helm-bin", &helm],
+        &[
+            "demo",
+            "--timeout",
+            "100s",
+            "--helm-bin",
+            &helm,
+            "--keep-repo",
+            &kept.display().to_string(),
+        ],
         Some(&root),
         &[],
     )?;
     assert_eq!(run.code, Some(0), "{run:?}");
+    // plan --offline --all on the demo's fleet repo, its wave tags back where they were
+    // before the rollout: the hops it shows are those the agents then executed.
+    offline_plan_matches_the_demo(&kept, &helm, &run.stdout)?;
     let lines: Vec<&str> = run.stdout.lines().collect();
     let promoted: Vec<&str> = lines
         .iter()
@@ -317,6 +330,89 @@ fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
         "{}",
         run.stdout
     );
+    Ok(())
+}
+
+/// Compares `plan --offline --all` (run on the demo's fleet repo with every wave tag
+/// moved back to the first commit) with the steps the demo's agents executed, cluster by
+/// cluster.
+fn offline_plan_matches_the_demo(repo: &std::path::Path, helm: &str, demo: &str) -> Result<()> {
+    let git = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let first = git(&["rev-list", "--max-parents=0", "HEAD"])?;
+    let upgrade = git(&["rev-parse", "HEAD"])?;
+    for wave in ["canary", "early", "main"] {
+        git(&[
+            "tag",
+            "-f",
+            "-a",
+            &format!("wave/{wave}"),
+            "-m",
+            "back",
+            &first,
+        ])?;
+    }
+    let cache = tempfile::tempdir()?;
+    let run = tidemark_in(
+        &[
+            "plan",
+            "--offline",
+            "--all",
+            "--repo",
+            &repo.display().to_string(),
+            "--to",
+            &upgrade,
+            "--format",
+            "json",
+            "--helm-bin",
+            helm,
+            "--cache-dir",
+            &cache.path().display().to_string(),
+        ],
+        None,
+        &[],
+    )?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let clusters = plan["clusters"].as_array().context("clusters")?;
+    assert_eq!(clusters.len(), 7, "{}", run.stdout);
+    let executed: std::collections::BTreeMap<&str, Vec<&str>> = demo
+        .lines()
+        .skip_while(|l| *l != "control-plane and node-group steps the agents executed:")
+        .skip(1)
+        .map_while(|l| l.strip_prefix("  ")?.split_once(": "))
+        .map(|(name, steps)| (name, steps.split("; ").filter(|s| !s.is_empty()).collect()))
+        .collect();
+    assert_eq!(executed.len(), 7, "{demo}");
+    for c in clusters {
+        let name = c["cluster"].as_str().context("cluster")?;
+        let planned: Vec<String> = c["route"]
+            .as_array()
+            .context("route")?
+            .iter()
+            .filter_map(|s| s.as_str())
+            .filter(|s| {
+                s.starts_with("upgrade control plane ") || s.starts_with("upgrade node group ")
+            })
+            .map(str::to_string)
+            .collect();
+        assert!(!planned.is_empty(), "{name}: {c}");
+        assert_eq!(
+            planned,
+            executed.get(name).cloned().unwrap_or_default(),
+            "{name}: plan --offline against what its agent executed"
+        );
+    }
     Ok(())
 }
 

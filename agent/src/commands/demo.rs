@@ -15,6 +15,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes_per_group,
         timeout,
         helm_bin,
+        keep_repo,
     } = args;
     let timeout: Duration = timeout.parse().context("--timeout")?;
     if !fleet.join("fleet.yaml").is_file() {
@@ -62,6 +63,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         binary,
         helm,
         settings,
+        keep_repo,
     };
     runtime.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)
