@@ -294,7 +294,7 @@ fn split_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
             return Some((labels, &s[start + 1..]));
         }
         let mut end = start;
-        while let Some((i, c)) = chars.next() {
+        for (i, c) in chars.by_ref() {
             if c == '=' {
                 end = i;
                 break;

@@ -75,9 +75,7 @@ pub fn removed_objects<'a>(
 /// Objects rendered by more than one component: each object after its first, with the
 /// component that rendered it first. `components` are `(name, prepared objects)` in
 /// declaration order.
-pub fn duplicates<'a>(
-    components: &'a [(String, Vec<RenderedObject>)],
-) -> Vec<(&'a str, ObjectKey, &'a str)> {
+pub fn duplicates(components: &[(String, Vec<RenderedObject>)]) -> Vec<(&str, ObjectKey, &str)> {
     let mut first: HashMap<ObjectKey, &str> = HashMap::new();
     let mut out = Vec::new();
     for (name, objects) in components {

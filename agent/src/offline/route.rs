@@ -119,6 +119,9 @@ pub struct ComponentChange {
     pub error: Option<String>,
 }
 
+/// Per component: its inputs digest and render key, or why its inputs cannot be read.
+type Asked = BTreeMap<String, Result<(String, String), String>>;
+
 /// A cluster's renders asked for, before they are made.
 pub struct Pending {
     request_cluster: String,
@@ -129,10 +132,10 @@ pub struct Pending {
     previous: Option<DesiredState>,
     desired: Option<DesiredState>,
     problem: Option<String>,
-    /// name -> (digest, render key) at the new commit.
-    new: BTreeMap<String, Result<(String, String), String>>,
-    /// name -> (digest, render key) at the current commit.
-    old: BTreeMap<String, Result<(String, String), String>>,
+    /// At the new commit.
+    new: Asked,
+    /// At the current commit.
+    old: Asked,
 }
 
 fn state_at(
@@ -164,7 +167,7 @@ fn ask(
     tree: &dyn Tree,
     state: &DesiredState,
     cache: &mut RenderCache,
-) -> Result<BTreeMap<String, Result<(String, String), String>>, CacheError> {
+) -> Result<Asked, CacheError> {
     let caps = capabilities_for(state.control_plane);
     let mut out = BTreeMap::new();
     for c in &state.components {
