@@ -13,5 +13,6 @@ mod lease;
 mod plan;
 mod polling;
 mod private_charts;
+mod secrets;
 mod signed_tags;
 mod validate;
