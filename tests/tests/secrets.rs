@@ -164,10 +164,7 @@ fn no_canary_secret_appears_in_logs_status_events_metrics_or_plan() -> Result<()
     // 2. The right git token, the wrong chart password: the render fails.
     secret_file(&git_password, GIT_TOKEN)?;
     let run = once("trace")?;
-    assert!(
-        run.stdout.contains("401 Unauthorized"),
-        "{run:?}"
-    );
+    assert!(run.stdout.contains("401 Unauthorized"), "{run:?}");
     seen.push_str(&printed("wrong chart password", &run));
 
     // 3. Everything right (with the cluster's injected errors): it converges.
