@@ -6,6 +6,7 @@ mod chaos;
 mod components;
 mod desired;
 mod drain;
+mod fuzz_corpus;
 mod helm;
 mod helm_compat;
 mod kube_yaml;
