@@ -139,7 +139,11 @@ pub fn resolve(
         },
     };
     let outcome = match select::desired_at(tree, &selection)? {
-        AtRevision::Desired(state) => Outcome::Desired { state, revision },
+        AtRevision::Desired(mut state) => {
+            // The stop-all switch is read where people flip it: the default branch.
+            state.fleet_paused = fleet.spec.paused;
+            Outcome::Desired { state, revision }
+        }
         AtRevision::NotInRevision => Outcome::NothingYet {
             reason: format!(
                 "tag {} (commit {}) does not contain cluster `{}` yet",
