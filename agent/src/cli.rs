@@ -177,6 +177,12 @@ pub struct AgentArgs {
     /// Address of /healthz, /readyz and /metrics (port 0 picks a free port; see the log).
     #[arg(long, env = "TIDEMARK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+    /// Also publish the status record to the fleet repo as `refs/tidemark/status/<cluster>`
+    /// (on each change of phase or revision, and every 10 minutes), with the git
+    /// credentials of the fetch: `tidemark status --from-git` and `tidemark promote` then
+    /// need read access to git alone. The agent needs push rights to that ref namespace.
+    #[arg(long, env = "TIDEMARK_REPORT_REF")]
+    pub report_ref: bool,
 }
 
 /// `tidemark sim`

@@ -134,5 +134,6 @@ pub fn pass_ctx(
         kubeconfig,
         renderer: Renderer::new(helm),
         settings,
+        reporter: None,
     }
 }

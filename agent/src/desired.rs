@@ -312,6 +312,21 @@ impl Source {
             .map_err(Error::Worker)?
     }
 
+    /// Runs `work` with the git cache on the blocking pool (one git operation at a time
+    /// per cache), e.g. publishing the status record to the fleet repo.
+    pub async fn with_cache<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&GitCache) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let cache = inner.cache.lock().map_err(|_| Error::Poisoned)?;
+            Ok(work(&cache))
+        })
+        .await
+        .map_err(Error::Worker)?
+    }
+
     /// Writes the chart directory `path` of commit `revision` into `dest` (for helm).
     pub async fn write_chart(&self, revision: &str, path: &str, dest: &Path) -> Result<(), Error> {
         let inner = self.inner.clone();
