@@ -20,6 +20,7 @@ pub mod demo;
 pub mod desired;
 #[cfg(test)]
 mod fixtures;
+pub mod fleet;
 pub mod k8s;
 pub mod keys;
 pub mod observe;

@@ -27,6 +27,50 @@ impl std::fmt::Display for Identity {
     }
 }
 
+impl Identity {
+    /// `Name <email>` or a bare name.
+    pub fn parse(text: &str) -> Self {
+        match text
+            .trim()
+            .strip_suffix('>')
+            .and_then(|t| t.rsplit_once('<'))
+        {
+            Some((name, email)) => Self {
+                name: name.trim().to_string(),
+                email: email.trim().to_string(),
+            },
+            None => Self {
+                name: text.trim().to_string(),
+                email: String::new(),
+            },
+        }
+    }
+
+    /// Who runs this: git's `user.name` and `user.email` (global and system config), else
+    /// the login name.
+    pub fn of_this_user() -> Self {
+        let config = git2::Config::open_default().ok();
+        let get = |key: &str| {
+            config
+                .as_ref()
+                .and_then(|c| c.get_string(key).ok())
+                .filter(|v| !v.trim().is_empty())
+        };
+        match get("user.name") {
+            Some(name) => Self {
+                name,
+                email: get("user.email").unwrap_or_default(),
+            },
+            None => Self {
+                name: std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_else(|_| "unknown".into()),
+                email: String::new(),
+            },
+        }
+    }
+}
+
 /// One commit of a tidemark ref and the file it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -100,7 +144,13 @@ impl GitCache {
             .find_tree(builder.write().map_err(fail)?)
             .map_err(fail)?;
         let time = git2::Time::new(at.as_second(), 0);
-        let signature = git2::Signature::new(&who.name, &who.email, &time).map_err(fail)?;
+        // libgit2 wants an e-mail address; git itself would make one up from the host.
+        let email = if who.email.is_empty() {
+            "unknown@tidemark.invalid"
+        } else {
+            &who.email
+        };
+        let signature = git2::Signature::new(&who.name, email, &time).map_err(fail)?;
         let parent = match parent {
             None => None,
             Some(p) => Some(
@@ -131,6 +181,22 @@ impl GitCache {
                 message: e.message().to_string(),
             })?;
         Ok(oid.to_string())
+    }
+
+    /// What a local ref points at (not peeled), if the cache has the ref.
+    pub fn ref_target(&self, refname: &str) -> Option<String> {
+        self.repo.refname_to_id(refname).ok().map(|o| o.to_string())
+    }
+
+    /// Resolves `rev` (a commit id, possibly abbreviated, or a ref the cache has) to a
+    /// commit.
+    pub fn resolve_commit(&self, rev: &str) -> Result<String> {
+        let object = self
+            .repo
+            .revparse_single(rev)
+            .map_err(|e| self.read_err(rev, e))?;
+        let commit = object.peel_to_commit().map_err(|e| self.read_err(rev, e))?;
+        Ok(commit.id().to_string())
     }
 
     /// The commit a local ref points at, if the cache has the ref.

@@ -117,7 +117,13 @@ impl GitCache {
                 }));
             }
         }
-        // 2. The push, from temporary local refs.
+        // 2. A repository on this machine is updated in-process (libgit2 cannot push to
+        //    one with a work tree): objects copied, each ref swapped only if it still
+        //    holds what the lease expects.
+        if let Some(path) = super::refs::local_path(&self.url) {
+            return self.push_local(&path, updates);
+        }
+        // 3. Over the wire, from temporary local refs.
         let mut refspecs = Vec::new();
         for u in updates {
             let oid = Oid::from_str(&u.target).map_err(|e| self.read_err(&u.target, e))?;
@@ -139,6 +145,58 @@ impl GitCache {
             }
         }
         outcome
+    }
+
+    fn push_local(
+        &self,
+        path: &std::path::Path,
+        updates: &[RefUpdate],
+    ) -> Result<std::result::Result<(), Refused>> {
+        let fail = |e: git2::Error| Error::Push {
+            url: self.display_url(),
+            message: e.message().to_string(),
+            transient: is_transient(&e),
+        };
+        let target = git2::Repository::open(path).map_err(fail)?;
+        let odb = target.odb().map_err(fail)?;
+        for u in updates {
+            let oid = Oid::from_str(&u.target).map_err(fail)?;
+            if !odb.exists(oid) {
+                let mut pack = self.repo.packbuilder().map_err(fail)?;
+                pack.insert_recursive(oid, None).map_err(fail)?;
+                let mut buf = git2::Buf::new();
+                pack.write_buf(&mut buf).map_err(fail)?;
+                let mut writer = odb.packwriter().map_err(fail)?;
+                std::io::Write::write_all(&mut writer, &buf)
+                    .map_err(|e| fail(git2::Error::from_str(&e.to_string())))?;
+                writer.commit().map_err(fail)?;
+            }
+            let moved = |found: Option<String>| Refused::Moved {
+                refname: u.remote.clone(),
+                expected: u.lease.describe(),
+                found,
+            };
+            let current = target.refname_to_id(&u.remote).ok().map(|o| o.to_string());
+            let swapped = match &u.lease {
+                Lease::Any => target.reference(&u.remote, oid, true, "tidemark push"),
+                Lease::Absent => target.reference(&u.remote, oid, false, "tidemark push"),
+                Lease::At(expected) => {
+                    let expected = Oid::from_str(expected).map_err(fail)?;
+                    target.reference_matching(&u.remote, oid, true, expected, "tidemark push")
+                }
+            };
+            if let Err(e) = swapped {
+                return match e.code() {
+                    // The compare-and-swap lost: someone else moved or created the ref.
+                    git2::ErrorCode::Modified | git2::ErrorCode::Exists => {
+                        let found = target.refname_to_id(&u.remote).ok().map(|o| o.to_string());
+                        Ok(Err(moved(found.or(current))))
+                    }
+                    _ => Err(fail(e)),
+                };
+            }
+        }
+        Ok(Ok(()))
     }
 
     fn push_once(

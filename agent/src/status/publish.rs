@@ -117,7 +117,7 @@ pub async fn publish(reporter: Option<&Reporter>, next: &Record, now: Timestamp)
         .with_cache(move |cache| {
             let who = Identity {
                 name: format!("tidemark agent {cluster}"),
-                email: String::new(),
+                email: format!("{cluster}@agents.tidemark.invalid"),
             };
             let commit =
                 cache.write_file_commit(refs::STATUS_FILE, &content, &message, &who, now, None)?;
