@@ -161,6 +161,10 @@ pub struct DemoArgs {
     /// on PATH, else `.tools/helm/v4.1.4/helm` (provisioned by `scripts/setup-helm.sh`).
     #[arg(long, env = "TIDEMARK_HELM_BIN")]
     pub helm_bin: Option<PathBuf>,
+    /// The soak of every wave in the demo (the example fleet's are 10m and 1h); waves are
+    /// promoted with `tidemark promote`'s rules once the previous wave soaked this long.
+    #[arg(long, default_value = "3s")]
+    pub soak: String,
 }
 
 /// `tidemark agent`

@@ -209,6 +209,17 @@ impl FleetRepo {
     /// previous wave's commit), from the fleet as `records` report it at `now`.
     pub async fn check(&self, records: &Records, ask: &Ask, now: Timestamp) -> Result<Check> {
         let (layout, view) = self.observe(records, now).await?;
+        self.decide(&layout, view, ask, now).await
+    }
+
+    /// Decides `ask` on a fleet already observed (see [`Self::check`]).
+    pub async fn decide(
+        &self,
+        layout: &Layout,
+        view: FleetView,
+        ask: &Ask,
+        now: Timestamp,
+    ) -> Result<Check> {
         let Some(wave) = layout.wave(&ask.wave) else {
             return Err(Error::UnknownWave {
                 wave: ask.wave.clone(),
