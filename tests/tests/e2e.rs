@@ -5,6 +5,7 @@ mod agent;
 mod chaos;
 mod components;
 mod desired;
+mod fleet;
 mod helm;
 mod helm_compat;
 mod lease;
