@@ -935,5 +935,32 @@ fn the_status_record_is_published_to_git_with_the_fetch_credentials() -> Result<
         repo.git(&["rev-parse", "refs/tidemark/status/sim"])?,
         before
     );
+
+    // --watch redraws until interrupted; not on a terminal, without escape codes.
+    let mut watch = Command::new(tidemark_bin()?)
+        .args([
+            "status",
+            "--from-git",
+            "--watch",
+            "--interval",
+            "300ms",
+            "--repo",
+            &url,
+        ])
+        .arg("--cache-dir")
+        .arg(work.path().join("watch"))
+        .env("TIDEMARK_GIT_USERNAME", "agent")
+        .env("TIDEMARK_GIT_PASSWORD", "pa55")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = watch.kill();
+    let out = watch.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let draws = text.matches("fleet test on main at ").count();
+    assert!(draws >= 2, "{draws} draws: {text}");
+    assert!(!text.contains('\x1b'), "{text}");
     Ok(())
 }
