@@ -357,7 +357,8 @@ impl Promoter {
         Ok(Self {
             repo: FleetRepo::open(&config)?,
             records: Records::Contexts {
-                targets: fleet::reports::targets(&files, &[])?,
+                kubeconfigs: files,
+                contexts: Vec::new(),
                 namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
                 timeout: Duration::from_secs(5),
             },

@@ -67,13 +67,13 @@ fn fleet_source(
     let records = if *from_git || !read_records {
         crate::fleet::Records::Git
     } else {
-        let files = if kubeconfigs.is_empty() {
-            crate::fleet::reports::default_kubeconfigs()
-        } else {
-            kubeconfigs.clone()
-        };
         crate::fleet::Records::Contexts {
-            targets: crate::fleet::reports::targets(&files, contexts)?,
+            kubeconfigs: if kubeconfigs.is_empty() {
+                crate::fleet::reports::default_kubeconfigs()
+            } else {
+                kubeconfigs.clone()
+            },
+            contexts: contexts.clone(),
             namespace: status_namespace.clone(),
             timeout: timeout.as_std(),
         }

@@ -37,7 +37,7 @@ use crate::source::{self, GitCache, Identity, Refused, SourceConfig};
 use crate::trust::{SignError, SigningKey};
 use layout::Layout;
 use promotion::{Decision, Previous, Request};
-use reports::{Reports, Target};
+use reports::Reports;
 use view::{FleetView, Origin};
 
 /// Errors of reading the fleet and promoting.
@@ -131,8 +131,10 @@ pub struct FleetRepo {
 pub enum Records {
     /// Through kubeconfig contexts, each within `timeout`.
     Contexts {
-        /// The contexts.
-        targets: Vec<Target>,
+        /// The kubeconfig files.
+        kubeconfigs: Vec<std::path::PathBuf>,
+        /// The contexts to read (empty: every context of the files).
+        contexts: Vec<String>,
         /// The namespace holding the record.
         namespace: String,
         /// How long one cluster may take to answer.
@@ -190,25 +192,40 @@ impl FleetRepo {
     /// The fleet view at `now`: the layout, and the records read from `records`.
     pub async fn observe(&self, records: &Records, now: Timestamp) -> Result<(Layout, FleetView)> {
         let layout = self.layout().await?;
-        let (reports, origin) = match records {
-            Records::Contexts {
-                targets,
-                namespace,
-                timeout,
-            } => (
-                reports::from_contexts(targets.clone(), namespace, *timeout).await,
-                Origin::Kubeconfig,
-            ),
-            Records::Git => (self.git_reports().await?, Origin::Git),
-        };
+        let (reports, origin) = self.reports(records).await?;
         let view = view::assess(&layout, &reports, origin, now);
         Ok((layout, view))
     }
 
+    /// The clusters' records (from git: as of the last [`Self::layout`]).
+    pub async fn reports(&self, records: &Records) -> Result<(Reports, Origin)> {
+        Ok(match records {
+            Records::Contexts {
+                kubeconfigs,
+                contexts,
+                namespace,
+                timeout,
+            } => {
+                let targets = reports::targets(kubeconfigs, contexts)?;
+                (
+                    reports::from_contexts(targets, namespace, *timeout).await,
+                    Origin::Kubeconfig,
+                )
+            }
+            Records::Git => (self.git_reports().await?, Origin::Git),
+        })
+    }
+
     /// Decides whether `wave`'s tag may move (to `to` for the first wave, else to the
     /// previous wave's commit), from the fleet as `records` report it at `now`.
+    /// The first wave needs no record: nothing is read from the clusters for it.
     pub async fn check(&self, records: &Records, ask: &Ask, now: Timestamp) -> Result<Check> {
-        let (layout, view) = self.observe(records, now).await?;
+        let layout = self.layout().await?;
+        let (reports, origin) = match layout.previous(&ask.wave) {
+            Some(_) => self.reports(records).await?,
+            None => (Reports::default(), Origin::Git),
+        };
+        let view = view::assess(&layout, &reports, origin, now);
         self.decide(&layout, view, ask, now).await
     }
 

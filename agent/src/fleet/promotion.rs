@@ -245,7 +245,7 @@ pub fn decide(request: &Request<'_>) -> Decision {
             format!(
                 "promotions are frozen ({}) until {}; --override-freeze --reason TEXT overrides it, and the log records why",
                 freeze.freezes.join(", "),
-                freeze.until
+                seconds(freeze.until)
             ),
         );
     }
@@ -295,7 +295,7 @@ impl Decision {
                 ClusterVerdict::Ready => format!(
                     "ready: Converged at {} since {}, soaked {}",
                     e.applied.as_deref().map(short).unwrap_or("?"),
-                    e.converged_since.map(|t| t.to_string()).unwrap_or_default(),
+                    e.converged_since.map(seconds).unwrap_or_default(),
                     tidemark_schema::Duration::from_secs(e.soaked_seconds.unwrap_or(0))
                 ),
                 ClusterVerdict::Tolerated => {
@@ -311,12 +311,12 @@ impl Decision {
                 Some(reason) => out.push_str(&format!(
                     "freeze {} until {}: overridden: {reason}\n",
                     f.freezes.join(", "),
-                    f.until
+                    seconds(f.until)
                 )),
                 None => out.push_str(&format!(
                     "freeze {} in force until {}\n",
                     f.freezes.join(", "),
-                    f.until
+                    seconds(f.until)
                 )),
             }
         }
@@ -336,6 +336,11 @@ impl Decision {
         }
         out
     }
+}
+
+/// `t` to the second, as people read it (`2026-11-24T10:00:00Z`).
+pub fn seconds(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The evidence on one cluster of the previous wave.
@@ -392,7 +397,8 @@ fn judge(c: &ClusterView, request: &Request<'_>, soak: Duration) -> Evidence {
                 let ahead = since.duration_since(request.now);
                 if ahead > skew {
                     evidence.reasons.push(format!(
-                        "its converged-since {since} is {} ahead of this machine's clock, more than the {} tolerated: check the clocks",
+                        "its converged-since {} is {} ahead of this machine's clock, more than the {} tolerated: check the clocks",
+                        seconds(since),
                         tidemark_schema::Duration::from_secs(ahead.as_secs().unsigned_abs()),
                         tidemark_schema::Duration(request.clock_skew)
                     ));

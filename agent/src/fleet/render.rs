@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 
 use super::promote::LogEntry;
+use super::promotion::seconds;
 use super::view::{ClusterView, FleetView, Origin};
 use crate::desired::short;
 
@@ -29,7 +30,7 @@ pub fn table(view: &FleetView, style: Style) -> String {
         view.fleet,
         view.branch,
         short(&view.commit),
-        view.at
+        seconds(view.at)
     ));
     if view.paused {
         out.push_str(&paint(
@@ -45,7 +46,7 @@ pub fn table(view: &FleetView, style: Style) -> String {
             &format!(
                 "FROZEN: {} until {}: tidemark promote refuses\n",
                 f.freezes.join(", "),
-                f.until
+                seconds(f.until)
             ),
         ));
     }
@@ -243,7 +244,7 @@ pub fn history(entries: &[(String, Result<LogEntry, String>)]) -> String {
                 let d = &e.decision;
                 out.push_str(&format!(
                     "{}  {}  {} {} -> {}  by {}{}\n",
-                    e.at,
+                    seconds(e.at),
                     d.wave,
                     d.tag,
                     d.from.as_deref().map(short).unwrap_or("(none)"),
