@@ -46,10 +46,14 @@ impl Identity {
         }
     }
 
-    /// Who runs this: git's `user.name` and `user.email` (global and system config), else
-    /// the login name.
+    /// Who runs this: git's `user.name` and `user.email` as git would read them here (the
+    /// repository around the working directory, then global and system config), else the
+    /// login name.
     pub fn of_this_user() -> Self {
-        let config = git2::Config::open_default().ok();
+        let config = git2::Repository::open_from_env()
+            .and_then(|r| r.config())
+            .or_else(|_| git2::Config::open_default())
+            .ok();
         let get = |key: &str| {
             config
                 .as_ref()
