@@ -8,6 +8,9 @@
 #   python3 with venv                              .venv/ (check-jsonschema),
 #                                                  http.server in the e2e tests (tests)
 #   openssh-server (sshd, ssh-keygen)              git over ssh:// in the tests (tests)
+#   openssl                                        CA and certificates of the TLS tests (tests)
+#   docker-registry, apache2-utils (htpasswd)      the OCI registry of the private-chart
+#                                                  tests (tests)
 # The tests need kubectl too, which is not a Debian package: it is checked, not installed.
 #
 # Runs apt-get directly as root, through sudo otherwise (when sudo exists); without either it
@@ -41,6 +44,9 @@ if [[ "$for_what" == tests ]]; then
         need+=(python3-venv)
     fi
     { [[ -x /usr/sbin/sshd ]] && command -v ssh-keygen >/dev/null 2>&1; } || need+=(openssh-server)
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+    command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 fi
 
 if [[ "${#need[@]}" -gt 0 ]]; then

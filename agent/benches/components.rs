@@ -132,6 +132,7 @@ async fn run() -> Result<()> {
         Helm {
             bin: helm_bin.clone(),
             timeout: Duration::from_secs(60),
+            credentials: Default::default(),
         },
         Settings {
             health_wait: Duration::from_secs(30),

@@ -94,6 +94,7 @@ async fn run() -> Result<()> {
         tidemark::component::helm::Helm {
             bin: "helm".into(),
             timeout: std::time::Duration::from_secs(60),
+            credentials: Default::default(),
         },
         tidemark::converge::Settings {
             health_wait: std::time::Duration::from_secs(5),

@@ -109,6 +109,11 @@ pub struct ComponentArgs {
     /// it Progressing (it fails only after its own `timeout`, default 5m).
     #[arg(long, env = "TIDEMARK_COMPONENT_WAIT", default_value = "30s")]
     pub component_wait: String,
+    /// Credentials of private chart repositories and OCI registries: a YAML file mapping
+    /// repository URLs to the files holding user names, passwords or tokens, CA bundles
+    /// (README, "Private charts"). It names files only; they are read at every render.
+    #[arg(long, env = "TIDEMARK_CHART_CREDENTIALS")]
+    pub chart_credentials: Option<PathBuf>,
 }
 
 impl ComponentArgs {
@@ -122,15 +127,21 @@ impl ComponentArgs {
             helm_timeout,
             drift_interval,
             component_wait,
+            chart_credentials,
         } = self;
         let dur = |v: &str, flag: &str| -> anyhow::Result<std::time::Duration> {
             Ok(v.parse::<tidemark_schema::Duration>()
                 .with_context(|| format!("--{flag}"))?
                 .as_std())
         };
+        let credentials = match chart_credentials {
+            None => Default::default(),
+            Some(path) => crate::config::chart_credentials(path).context("--chart-credentials")?,
+        };
         let helm = crate::component::helm::Helm {
             bin: helm_bin.clone(),
             timeout: dur(helm_timeout, "helm-timeout")?,
+            credentials,
         };
         let settings = crate::converge::Settings {
             health_wait: dur(component_wait, "component-wait")?,
@@ -342,6 +353,15 @@ pub struct SimArgs {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// What pods do: `run` (scheduled, started, Ready after a while) or `pending` (no
+    /// scheduler, no kubelet: they stay Pending, no workload ever becomes available).
+    #[arg(long, default_value = "run")]
+    pub pods: tidemark_sim::PodLifecycle,
+    /// An aggregated API that is registered but never available, by APIService name
+    /// (`v1beta1.metrics.k8s.io`): listed in discovery, its group-version answers 503.
+    /// Repeatable.
+    #[arg(long = "unavailable-api-service")]
+    pub unavailable_api_services: Vec<String>,
 }
 
 /// `tidemark sim ctl`

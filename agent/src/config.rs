@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use tidemark_schema::{Diagnostics, LabelSelector};
 
 use crate::cli::{DesiredArgs, GitArgs};
+use crate::component::credentials::ChartCredentials;
 use crate::component::helm::Helm;
 use crate::converge::{self, render::Renderer};
 use crate::desired::Source;
@@ -107,6 +108,24 @@ pub fn read_allowed_signers(path: &Path) -> anyhow::Result<Result<AllowedSigners
         &text,
         &jiff::tz::TimeZone::system(),
     ))
+}
+
+/// Reads and checks the `--chart-credentials` file: valid, and every file it names exists
+/// (their contents are read at each render, so that rotated secrets are picked up).
+pub fn chart_credentials(path: &Path) -> anyhow::Result<ChartCredentials> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let credentials = ChartCredentials::parse(&path.display().to_string(), &text)?;
+    for (field, file) in credentials.files() {
+        std::fs::metadata(file).with_context(|| {
+            format!(
+                "{}: {field}: cannot read {}",
+                path.display(),
+                file.display()
+            )
+        })?;
+    }
+    Ok(credentials)
 }
 
 /// The fleet repo as this cluster's agent reads it (see [`fleet_cache`]).

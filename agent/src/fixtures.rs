@@ -31,10 +31,7 @@ pub fn desired(cp: &str) -> DesiredState {
         wave: None,
         provider: Provider::ClusterApi(ClusterApiProvider {
             namespace: "capi-system".into(),
-            control_plane: None,
-            machine_deployments: BTreeMap::new(),
-            node_group_label: None,
-            max_kubelet_skew: None,
+            ..ClusterApiProvider::default()
         }),
         control_plane: v(cp),
         node_groups: vec![],
@@ -60,6 +57,9 @@ impl DesiredExt for DesiredState {
             max_unavailable: 1,
             drain_timeout: Duration::from_secs(600),
             follow_control_plane: false,
+            max_surge: None,
+            drain_timeout_action: Default::default(),
+            drain: Default::default(),
         });
         self
     }

@@ -104,6 +104,44 @@ pub struct NodeGroup {
     /// self-repair: new nodes join only at the control plane's minor).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_control_plane: bool,
+    /// How many nodes may be added above the group's size while it rolls (Cluster API:
+    /// `maxSurge`). Left as the provider has it when not declared: bare-metal pools may have
+    /// no spare hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
+    /// What happens when a node's drain outlasts `drainTimeout`: `report` (the default: the
+    /// rollout stops and the status names the pod and the PodDisruptionBudget holding it) or
+    /// `force` (Cluster API's `nodeDrainTimeout`: the machine is deleted anyway, pods and
+    /// all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_action: Option<DrainTimeoutAction>,
+    /// Who drains the group's nodes: `provider` (the default: Cluster API, managed node
+    /// groups) or `tidemark` (self-managed groups: tidemark cordons, evicts through the
+    /// Eviction API and runs the exec provider's `replaceNode` command node by node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainBy>,
+}
+
+/// What happens when a node's drain outlasts `drainTimeout`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainTimeoutAction {
+    /// Stop and report (never force).
+    #[default]
+    Report,
+    /// Let the provider delete the node anyway.
+    Force,
+}
+
+/// Who drains a node group's nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainBy {
+    /// The provider (Cluster API, managed node groups).
+    #[default]
+    Provider,
+    /// tidemark itself, with the exec provider's `replaceNode` command.
+    Tidemark,
 }
 
 /// How the control plane and node groups are upgraded.
@@ -119,7 +157,7 @@ pub enum Provider {
 }
 
 /// Settings of the `clusterapi` provider.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterApiProvider {
     /// Namespace of the Cluster API objects.
@@ -130,6 +168,22 @@ pub struct ClusterApiProvider {
     /// `MachineDeployment` name per node group; default `<cluster>-<group>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub machine_deployments: BTreeMap<String, String>,
+    /// Name of the Cluster API `Cluster`; default the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// A Secret in the agent's namespace holding the kubeconfig of the management cluster
+    /// (key `value`, as Cluster API writes them). Without this and `kubeconfigFile` the
+    /// cluster is self-managed: its Cluster API objects are in the cluster itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret: Option<String>,
+    /// A kubeconfig file of the management cluster, as mounted in the agent's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_file: Option<String>,
+    /// The cluster is built from a ClusterClass: tidemark moves `Cluster.spec.topology.version`
+    /// one minor at a time and the topology controller rolls the control plane and every
+    /// MachineDeployment (node groups then follow the control plane's version).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub topology: bool,
     /// Node label naming a node's group. Default `cluster.x-k8s.io/deployment-name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group_label: Option<String>,
@@ -154,6 +208,10 @@ pub struct ExecProvider {
     /// reports the first line of its output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<String>>,
+    /// Replaces one drained node (name in `TIDEMARK_NODE_NAME`) with a new one at
+    /// `TIDEMARK_TARGET_VERSION`: for node groups with `drain: tidemark`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_node: Option<Vec<String>>,
     /// Extra environment for the commands (no secrets: this is git).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,

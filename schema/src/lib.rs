@@ -29,7 +29,7 @@ pub mod validate;
 pub mod version;
 pub mod window;
 
-pub use cluster::{Cluster, ClusterSpec, NodeGroup, Provider};
+pub use cluster::{Cluster, ClusterSpec, DrainBy, DrainTimeoutAction, NodeGroup, Provider};
 pub use component::{ChartRef, Component, ComponentPhase, ComponentSet};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cluster::{Cluster, Provider};
+use crate::cluster::{Cluster, DrainBy, DrainTimeoutAction, Provider};
 use crate::component::{ChartRef, Component, ComponentPhase, ComponentSet};
 use crate::duration::Duration;
 use crate::fleet::Fleet;
@@ -79,6 +79,12 @@ pub struct DesiredNodeGroup {
     pub drain_timeout: Duration,
     /// Follows every control-plane minor.
     pub follow_control_plane: bool,
+    /// Nodes that may be added while it rolls, when declared.
+    pub max_surge: Option<u32>,
+    /// What happens when a drain outlasts `drain_timeout`.
+    pub drain_timeout_action: DrainTimeoutAction,
+    /// Who drains its nodes.
+    pub drain: DrainBy,
 }
 
 /// A component with its values layers in merge order.
@@ -154,6 +160,9 @@ pub fn resolve(
                 .or(drain_timeout)
                 .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             follow_control_plane: g.follow_control_plane,
+            max_surge: g.max_surge,
+            drain_timeout_action: g.drain_timeout_action.unwrap_or_default(),
+            drain: g.drain.unwrap_or_default(),
         })
         .collect();
 

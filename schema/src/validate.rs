@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::cluster::{Cluster, Provider, UPSTREAM_KUBELET_SKEW};
+use crate::cluster::{Cluster, DrainBy, DrainTimeoutAction, Provider, UPSTREAM_KUBELET_SKEW};
 use crate::component::{Component, ComponentSet};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::fleet::{Fleet, WAVE_PLACEHOLDER};
@@ -252,12 +252,54 @@ fn check_cluster_with(
                     );
                 }
             }
+            if p.kubeconfig_secret.is_some() && p.kubeconfig_file.is_some() {
+                at(
+                    "spec.provider.kubeconfigFile",
+                    "give the management cluster's kubeconfig either as kubeconfigSecret or as kubeconfigFile, not both".into(),
+                );
+            }
+            if p.topology {
+                for (i, g) in spec.node_groups.iter().enumerate() {
+                    if g.version != spec.control_plane.version {
+                        at(
+                            &format!("spec.nodeGroups[{i}].version"),
+                            format!(
+                                "node group `{}` cannot have a version of its own on a ClusterClass (topology) cluster: the topology controller moves every MachineDeployment to the control plane's version ({}); declare {} or drop topology",
+                                g.name, spec.control_plane.version, spec.control_plane.version
+                            ),
+                        );
+                    }
+                }
+            }
+            for (i, g) in spec.node_groups.iter().enumerate() {
+                if g.drain == Some(DrainBy::Tidemark) {
+                    at(
+                        &format!("spec.nodeGroups[{i}].drain"),
+                        "Cluster API drains its machines itself; `drain: tidemark` is for exec node groups (with spec.provider.replaceNode)".into(),
+                    );
+                }
+            }
         }
         Provider::Exec(p) => {
+            for (i, g) in spec.node_groups.iter().enumerate() {
+                if g.drain == Some(DrainBy::Tidemark) && p.replace_node.is_none() {
+                    at(
+                        &format!("spec.nodeGroups[{i}].drain"),
+                        "`drain: tidemark` needs spec.provider.replaceNode, the command that replaces one drained node".into(),
+                    );
+                }
+                if g.drain_timeout_action == Some(DrainTimeoutAction::Force) {
+                    at(
+                        &format!("spec.nodeGroups[{i}].drainTimeoutAction"),
+                        "only Cluster API can force a drain (nodeDrainTimeout); an exec group's drain stops and reports".into(),
+                    );
+                }
+            }
             for (field, argv) in [
                 ("upgradeControlPlane", Some(&p.upgrade_control_plane)),
                 ("upgradeNodeGroup", Some(&p.upgrade_node_group)),
                 ("status", p.status.as_ref()),
+                ("replaceNode", p.replace_node.as_ref()),
             ] {
                 if let Some(argv) = argv
                     && argv.first().is_none_or(|a| a.trim().is_empty())

@@ -174,7 +174,7 @@ fn unknown_field() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`",
+            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`",
         ],
     );
 }
@@ -190,7 +190,7 @@ fn unknown_field_in_provider() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-2.yaml:14:5: spec.provider.controlPlaneName: unknown field `controlPlaneName`, expected one of `namespace`, `controlPlane`, `machineDeployments`, `nodeGroupLabel`, `maxKubeletSkew`",
+            "clusters/prod-eu-2.yaml:14:5: spec.provider.controlPlaneName: unknown field `controlPlaneName`, expected one of `namespace`, `controlPlane`, `machineDeployments`, `clusterName`, `kubeconfigSecret`, `kubeconfigFile`, `topology`, `nodeGroupLabel`, `maxKubeletSkew`",
         ],
     );
 }
@@ -744,4 +744,47 @@ fn json_schema_knows_freezes_budgets_and_the_stop_all_switch() {
     repo.edit("fleet.yaml", "maxUnhealthy: 10%", "maxUnhealthy: 110%");
     let (ok, output) = run_check_jsonschema(&[repo.path("fleet.yaml")]);
     assert!(!ok, "check-jsonschema accepted a budget of 110%:\n{output}");
+}
+
+#[test]
+fn settings_a_provider_cannot_honour_are_refused() {
+    let fleet = "apiVersion: tidemark.dev/v1alpha1\nkind: Fleet\nmetadata: {name: f}\nspec:\n  waves: [{name: main}]\n";
+    let topology = "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata: {name: t, labels: {cluster: t}}
+spec:
+  provider: {kind: clusterapi, namespace: capi, topology: true, kubeconfigSecret: mgmt, kubeconfigFile: /etc/mgmt}
+  controlPlane: {version: \"1.30.4\"}
+  nodeGroups:
+    - {name: general, version: \"1.30.4\"}
+    - {name: gpu, version: \"1.29.8\", drain: tidemark}
+";
+    let exec = "apiVersion: tidemark.dev/v1alpha1
+kind: Cluster
+metadata: {name: e, labels: {cluster: e}}
+spec:
+  provider: {kind: exec, upgradeControlPlane: [up], upgradeNodeGroup: [ng]}
+  controlPlane: {version: \"1.30.4\"}
+  nodeGroups:
+    - {name: self-managed, version: \"1.30.4\", drain: tidemark, drainTimeoutAction: force}
+";
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, text) in [
+        ("fleet.yaml", fleet),
+        ("clusters/t.yaml", topology),
+        ("clusters/e.yaml", exec),
+    ] {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let lines = diagnostics_of(dir.path());
+    let expected = [
+        "clusters/e.yaml:8:54: spec.nodeGroups[0].drain: `drain: tidemark` needs spec.provider.replaceNode, the command that replaces one drained node",
+        "clusters/e.yaml:8:84: spec.nodeGroups[0].drainTimeoutAction: only Cluster API can force a drain (nodeDrainTimeout); an exec group's drain stops and reports",
+        "clusters/t.yaml:5:105: spec.provider.kubeconfigFile: give the management cluster's kubeconfig either as kubeconfigSecret or as kubeconfigFile, not both",
+        "clusters/t.yaml:9:28: spec.nodeGroups[1].version: node group `gpu` cannot have a version of its own on a ClusterClass (topology) cluster: the topology controller moves every MachineDeployment to the control plane's version (1.30.4); declare 1.30.4 or drop topology",
+        "clusters/t.yaml:9:45: spec.nodeGroups[1].drain: Cluster API drains its machines itself; `drain: tidemark` is for exec node groups (with spec.provider.replaceNode)",
+    ];
+    assert_eq!(lines, expected);
 }

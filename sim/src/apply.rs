@@ -3,16 +3,18 @@
 //! an applied configuration into the live object (fields a manager stops applying are removed
 //! unless another manager owns them).
 //!
-//! Approximations: lists of objects whose elements all carry a well-known key (`name`, `type`,
-//! `containerPort`, ...; see `patch::list_key`) are associative lists owned element by element;
-//! every other list is atomic. Only `metadata.labels`, `annotations`, `finalizers` and
-//! `ownerReferences` are tracked under `metadata`.
+//! The real server takes the shape of each field from the OpenAPI schema; the sim knows the
+//! parts that show in field sets ([`shape`]): the associative lists of built-in kinds and their
+//! keys (containers by `name`, container ports by `containerPort` and `protocol`, volume
+//! mounts by `mountPath`, ownerReferences by `uid`, ...), `finalizers` as a set, atomic fields
+//! (label selectors, `nodeSelector`, object references), and the structs Go always writes
+//! (`spec`, a pod template's `metadata`/`spec`, `strategy`), which an `Update` entry never
+//! claims as a whole. Every other list is atomic, as are all lists of custom resources.
+//! Under `metadata` everything is tracked but the identity and system fields.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
-
-use crate::patch::list_key;
 
 /// One path in a field set, in `FieldsV1` segments (`f:spec`, `k:{"name":"app"}`).
 pub(crate) type Path = Vec<String>;
@@ -37,64 +39,286 @@ impl Scope {
     }
 }
 
-fn collect(v: &Value, path: &mut Path, out: &mut FieldSet) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, c) in m {
-                path.push(format!("f:{k}"));
-                collect(c, path, out);
-                path.pop();
-            }
+/// How field sets are computed: an `Apply` entry holds the applied fields and list items; an
+/// `Update` entry also claims the maps and optional structs it added (`"."` in `FieldsV1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Apply,
+    Update,
+}
+
+/// The shape of a field, as far as field sets need it.
+pub(crate) mod shape {
+    use serde_json::Value;
+
+    /// How a list is merged and owned.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum List {
+        /// One value, replaced as a whole.
+        Atomic,
+        /// Items identified by these key fields.
+        Map(&'static [&'static str]),
+        /// Items identified by their value.
+        Set,
+    }
+
+    /// The list at `field`, whose parent field is `parent` (`containers` for container
+    /// ports), in a built-in kind (`builtin`) or a custom resource.
+    pub(crate) fn list(parent: &str, field: &str, builtin: bool) -> List {
+        if field == "finalizers" {
+            return List::Set;
         }
-        Value::Array(items) => match list_key(items) {
-            Some(key) => {
-                for item in items {
-                    let id = item.get(key).cloned().unwrap_or(Value::Null);
-                    path.push(format!("k:{}", json!({ key: id })));
-                    out.insert(path.clone());
-                    collect(item, path, out);
-                    path.pop();
-                }
+        if field == "ownerReferences" {
+            return List::Map(&["uid"]);
+        }
+        if !builtin {
+            return List::Atomic;
+        }
+        match (parent, field) {
+            (_, "containers" | "initContainers" | "ephemeralContainers") => List::Map(&["name"]),
+            ("containers" | "initContainers" | "ephemeralContainers", "ports") => {
+                List::Map(&["containerPort", "protocol"])
             }
-            None => {
-                out.insert(path.clone());
+            ("spec", "ports") => List::Map(&["port", "protocol"]),
+            (_, "env" | "volumes" | "imagePullSecrets" | "webhooks" | "resourceClaims") => {
+                List::Map(&["name"])
             }
-        },
-        _ => {
-            out.insert(path.clone());
+            (_, "schedulingGates") => List::Map(&["name"]),
+            (_, "volumeMounts") => List::Map(&["mountPath"]),
+            (_, "volumeDevices") => List::Map(&["devicePath"]),
+            (_, "conditions") => List::Map(&["type"]),
+            (_, "hostAliases") => List::Map(&["ip"]),
+            (_, "topologySpreadConstraints") => List::Map(&["topologyKey", "whenUnsatisfiable"]),
+            _ => List::Atomic,
+        }
+    }
+
+    /// Fields that are one value whatever their content (label selectors, node selectors,
+    /// object references), in built-in kinds.
+    pub(crate) fn atomic(field: &str) -> bool {
+        matches!(
+            field,
+            "selector"
+                | "nodeSelector"
+                | "requiredDuringSchedulingIgnoredDuringExecution"
+                | "involvedObject"
+                | "regarding"
+                | "related"
+                | "labelSelector"
+                | "namespaceSelector"
+                | "objectSelector"
+                | "podSelector"
+                | "roleRef"
+                | "fieldRef"
+                | "resourceFieldRef"
+                | "configMapKeyRef"
+                | "secretKeyRef"
+        )
+    }
+
+    /// Structs Go always writes (not pointers): an `Update` never claims them as a whole.
+    pub(crate) fn always_present(field: &str) -> bool {
+        matches!(
+            field,
+            "metadata"
+                | "spec"
+                | "status"
+                | "template"
+                | "strategy"
+                | "updateStrategy"
+                | "jobTemplate"
+                | "source"
+                | "names"
+                | "nodeInfo"
+                | "daemonEndpoints"
+                | "kubeletEndpoint"
+                | "loadBalancer"
+                | "acceptedNames"
+        )
+    }
+
+    /// A list key's value in an item; `protocol` defaults to TCP, as the schema says.
+    pub(crate) fn key_value(item: &Value, key: &str) -> Value {
+        match item.get(key) {
+            Some(v) if !v.is_null() => v.clone(),
+            _ if key == "protocol" => Value::String("TCP".into()),
+            _ => Value::Null,
         }
     }
 }
 
-/// The fields set in `obj`, within `scope`.
-pub(crate) fn object_fields(obj: &Value, scope: Scope) -> FieldSet {
+/// Metadata fields no manager owns.
+const SYSTEM_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
+/// Walks a value: `names` are the field names from the root (list items add none).
+struct Collector {
+    builtin: bool,
+    mode: Mode,
+    /// The object before a write: count the fields that are null (Go writes non-`omitempty`
+    /// fields as null) and the value structs (always there), so a write that fills them
+    /// does not add them.
+    nulls: bool,
+}
+
+impl Collector {
+    fn key_segment(&self, keys: &[&str], item: &Value) -> String {
+        let mut m = Map::new();
+        for k in keys {
+            m.insert((*k).to_string(), shape::key_value(item, k));
+        }
+        format!("k:{}", Value::Object(m))
+    }
+
+    fn collect(&self, v: &Value, names: &mut Vec<String>, path: &mut Path, out: &mut FieldSet) {
+        let field = names.last().cloned().unwrap_or_default();
+        let parent = if names.len() >= 2 {
+            names[names.len() - 2].clone()
+        } else {
+            String::new()
+        };
+        let field = field.as_str();
+        match v {
+            Value::Null => {
+                if self.nulls && !path.is_empty() {
+                    out.insert(path.clone());
+                }
+            }
+            Value::Object(m) if self.builtin && m.is_empty() && shape::always_present(field) => {
+                // An empty value struct is there in every object: no field of its own
+                // (but the object before a write has it).
+                if self.nulls {
+                    out.insert(path.clone());
+                }
+            }
+            Value::Object(m) if m.is_empty() || (self.builtin && shape::atomic(field)) => {
+                out.insert(path.clone());
+            }
+            Value::Object(m) => {
+                // Go's value structs are there in every object: an Update never adds them.
+                let value_struct =
+                    field == "metadata" || (self.builtin && shape::always_present(field));
+                if self.mode == Mode::Update && !value_struct && !path.is_empty() {
+                    out.insert(path.clone());
+                }
+                for (k, c) in m {
+                    names.push(k.clone());
+                    path.push(format!("f:{k}"));
+                    self.collect(c, names, path, out);
+                    path.pop();
+                    names.pop();
+                }
+            }
+            Value::Array(items) => match shape::list(&parent, field, self.builtin) {
+                shape::List::Map(keys) if items.iter().all(Value::is_object) => {
+                    // `containers` is written even when empty (no omitempty): never added.
+                    if self.mode == Mode::Update && field != "containers" {
+                        out.insert(path.clone());
+                    }
+                    for item in items {
+                        path.push(self.key_segment(keys, item));
+                        out.insert(path.clone());
+                        if field != "ownerReferences" {
+                            self.collect_fields(item, names, path, out);
+                        }
+                        path.pop();
+                    }
+                }
+                shape::List::Set => {
+                    if self.mode == Mode::Update {
+                        out.insert(path.clone());
+                    }
+                    for item in items {
+                        path.push(format!("v:{item}"));
+                        out.insert(path.clone());
+                        path.pop();
+                    }
+                }
+                _ => {
+                    out.insert(path.clone());
+                }
+            },
+            _ => {
+                out.insert(path.clone());
+            }
+        }
+    }
+
+    /// The fields of a list item (the item itself is already a member).
+    fn collect_fields(
+        &self,
+        item: &Value,
+        names: &mut Vec<String>,
+        path: &mut Path,
+        out: &mut FieldSet,
+    ) {
+        let Some(m) = item.as_object() else { return };
+        for (k, c) in m {
+            names.push(k.clone());
+            path.push(format!("f:{k}"));
+            self.collect(c, names, path, out);
+            path.pop();
+            names.pop();
+        }
+    }
+}
+
+/// The fields set in `obj`, within `scope`, for an entry of `mode`.
+pub(crate) fn object_fields(obj: &Value, scope: Scope, mode: Mode, builtin: bool) -> FieldSet {
+    fields_of(obj, scope, mode, builtin, false)
+}
+
+fn fields_of(obj: &Value, scope: Scope, mode: Mode, builtin: bool, nulls: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = obj.as_object() else { return out };
+    let c = Collector {
+        builtin,
+        mode,
+        nulls,
+    };
     let mut path = Path::new();
+    let mut names = Vec::new();
     for (k, v) in m {
         let take = match (k.as_str(), scope) {
             ("apiVersion" | "kind", _) => false,
-            ("metadata", Scope::Main { .. }) => {
-                for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
-                    if let Some(c) = v.get(mk) {
-                        path.push("f:metadata".into());
-                        path.push(format!("f:{mk}"));
-                        collect(c, &mut path, &mut out);
-                        path.clear();
+            ("metadata", _) => {
+                let Some(meta) = v.as_object() else { continue };
+                let mut tracked = Map::new();
+                for (mk, mv) in meta {
+                    if !SYSTEM_METADATA.contains(&mk.as_str()) {
+                        tracked.insert(mk.clone(), mv.clone());
                     }
+                }
+                if !tracked.is_empty() {
+                    names.push("metadata".into());
+                    path.push("f:metadata".into());
+                    c.collect(&Value::Object(tracked), &mut names, &mut path, &mut out);
+                    path.clear();
+                    names.clear();
                 }
                 false
             }
-            ("metadata", Scope::Status) => false,
             ("status", Scope::Main { has_status }) => !has_status,
             ("status", Scope::Status) => true,
             (_, Scope::Status) => false,
             (_, Scope::Main { .. }) => true,
         };
         if take {
+            names.push(k.clone());
             path.push(format!("f:{k}"));
-            collect(v, &mut path, &mut out);
+            c.collect(v, &mut names, &mut path, &mut out);
             path.clear();
+            names.clear();
         }
     }
     out
@@ -116,14 +340,23 @@ fn key_of(seg: &str) -> Option<Map<String, Value>> {
         .cloned()
 }
 
+fn matches_key(e: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| shape::key_value(e, k) == *v)
+}
+
+fn set_item(seg: &str) -> Option<Value> {
+    serde_json::from_str(seg.strip_prefix("v:")?).ok()
+}
+
 fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
     if let Some(f) = seg.strip_prefix("f:") {
         return cur.get(f);
     }
+    if let Some(v) = set_item(seg) {
+        return cur.as_array()?.iter().find(|e| **e == v);
+    }
     let key = key_of(seg)?;
-    cur.as_array()?
-        .iter()
-        .find(|e| key.iter().all(|(k, v)| e.get(k) == Some(v)))
+    cur.as_array()?.iter().find(|e| matches_key(e, &key))
 }
 
 fn remove_at(v: &mut Value, path: &[String]) {
@@ -136,10 +369,8 @@ fn remove_at(v: &mut Value, path: &[String]) {
             cur.get_mut(f)
         } else {
             let Some(key) = key_of(seg) else { return };
-            cur.as_array_mut().and_then(|a| {
-                a.iter_mut()
-                    .find(|e| key.iter().all(|(k, v)| e.get(k) == Some(v)))
-            })
+            cur.as_array_mut()
+                .and_then(|a| a.iter_mut().find(|e| matches_key(e, &key)))
         };
         let Some(next) = next else { return };
         cur = next;
@@ -148,8 +379,10 @@ fn remove_at(v: &mut Value, path: &[String]) {
         if let Some(m) = cur.as_object_mut() {
             m.remove(f);
         }
+    } else if let (Some(v), Some(a)) = (set_item(last), cur.as_array_mut()) {
+        a.retain(|e| *e != v);
     } else if let (Some(key), Some(a)) = (key_of(last), cur.as_array_mut()) {
-        a.retain(|e| !key.iter().all(|(k, v)| e.get(k) == Some(v)));
+        a.retain(|e| !matches_key(e, &key));
     }
 }
 
@@ -281,50 +514,137 @@ fn write_entries(obj: &mut Value, mut entries: Vec<Entry>) {
 }
 
 /// Merges an applied configuration into a live value: maps recursively, associative lists by
-/// key, everything else replaced.
-pub(crate) fn merge_applied(target: &mut Value, applied: &Value) {
+/// key and sets by value (see [`shape`]), everything else replaced.
+pub(crate) fn merge_applied(target: &mut Value, applied: &Value, builtin: bool) {
+    merge_at(target, applied, &mut Vec::new(), builtin);
+}
+
+fn merge_at(target: &mut Value, applied: &Value, names: &mut Vec<String>, builtin: bool) {
+    let field = names.last().cloned().unwrap_or_default();
+    let parent = if names.len() >= 2 {
+        names[names.len() - 2].clone()
+    } else {
+        String::new()
+    };
     match (target, applied) {
-        (Value::Object(t), Value::Object(a)) => {
+        (Value::Object(t), Value::Object(a)) if !(builtin && shape::atomic(&field)) => {
             for (k, v) in a {
                 if v.is_null() {
                     continue;
                 }
                 match t.get_mut(k) {
-                    Some(tv) => merge_applied(tv, v),
+                    Some(tv) => {
+                        names.push(k.clone());
+                        merge_at(tv, v, names, builtin);
+                        names.pop();
+                    }
                     None => {
                         t.insert(k.clone(), v.clone());
                     }
                 }
             }
         }
-        (Value::Array(t), Value::Array(a))
-            if list_key(a).is_some() && (t.is_empty() || list_key(t) == list_key(a)) =>
-        {
-            let Some(key) = list_key(a) else { return };
-            for item in a {
-                match t.iter_mut().find(|e| e.get(key) == item.get(key)) {
-                    Some(e) => merge_applied(e, item),
-                    None => t.push(item.clone()),
+        (Value::Array(t), Value::Array(a)) => match shape::list(&parent, &field, builtin) {
+            shape::List::Map(keys) => {
+                for item in a {
+                    let same = |e: &Value| {
+                        keys.iter()
+                            .all(|k| shape::key_value(e, k) == shape::key_value(item, k))
+                    };
+                    match t.iter_mut().find(|e| same(e)) {
+                        Some(e) => merge_at(e, item, names, builtin),
+                        None => t.push(item.clone()),
+                    }
                 }
             }
-        }
+            shape::List::Set => {
+                for item in a {
+                    if !t.contains(item) {
+                        t.push(item.clone());
+                    }
+                }
+            }
+            shape::List::Atomic => *t = a.clone(),
+        },
         (t, a) => *t = a.clone(),
     }
+}
+
+/// Whether `p` has a field below it in `set` (a map or list item owned with its fields).
+fn has_children(set: &FieldSet, p: &Path) -> bool {
+    set.range(p.clone()..)
+        .nth(1)
+        .is_some_and(|q| q.len() > p.len() && q[..p.len()] == p[..])
 }
 
 /// A field another manager owns with a different value.
 #[derive(Debug, Clone)]
 pub(crate) struct Conflict {
     pub manager: String,
+    /// The API version of the other manager's entry, when it is an `Update` (Kubernetes
+    /// says `conflict with "other" using apps/v1`); an `Apply` manager is named alone.
+    pub using: Option<String>,
     /// The field as Kubernetes prints it: `.spec.replicas`, `.data.key`.
     pub field: String,
 }
 
+impl Conflict {
+    /// `conflict with "other" using apps/v1` (a cause's message).
+    pub fn with(&self) -> String {
+        match &self.using {
+            Some(v) => format!("conflict with \"{}\" using {v}", self.manager),
+            None => format!("conflict with \"{}\"", self.manager),
+        }
+    }
+}
+
+/// The message of a 409 for `conflicts`, grouped by manager as Kubernetes writes it:
+/// `Apply failed with 1 conflict: conflict with "other" using apps/v1: .spec.replicas`.
+pub(crate) fn conflict_message(conflicts: &[Conflict]) -> String {
+    let n = conflicts.len();
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for c in conflicts {
+        let who = c.with();
+        match groups.iter_mut().find(|(w, _)| *w == who) {
+            Some((_, fields)) => fields.push(&c.field),
+            None => groups.push((who, vec![&c.field])),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(who, fields)| match fields.as_slice() {
+            [one] => format!("{who}: {one}"),
+            many => format!(
+                "{}:\n- {}",
+                who.replacen("conflict ", "conflicts ", 1),
+                many.join("\n- ")
+            ),
+        })
+        .collect();
+    format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        parts.join("\n")
+    )
+}
+
+/// A field path as Kubernetes prints it: `.spec.containers[name="app"].image`.
 fn display(path: &Path) -> String {
     path.iter()
-        .map(|s| match s.strip_prefix("f:") {
-            Some(f) => format!(".{f}"),
-            None => format!("[{}]", s.trim_start_matches("k:")),
+        .map(|s| {
+            if let Some(f) = s.strip_prefix("f:") {
+                return format!(".{f}");
+            }
+            if let Some(v) = s.strip_prefix("v:") {
+                return format!("[={v}]");
+            }
+            match key_of(s) {
+                Some(key) => {
+                    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("[{}]", parts.join(","))
+                }
+                None => format!("[{s}]"),
+            }
         })
         .collect()
 }
@@ -336,6 +656,8 @@ pub(crate) struct ApplyRequest<'a> {
     pub api_version: &'a str,
     pub scope: Scope,
     pub now: &'a str,
+    /// A built-in kind (its lists and atomic fields are known); else a custom resource.
+    pub builtin: bool,
 }
 
 /// Server-side apply of `applied` onto `live` (`None`: the object does not exist yet).
@@ -347,7 +669,7 @@ pub(crate) fn apply(
 ) -> Result<Value, Vec<Conflict>> {
     let empty = json!({});
     let live = live.unwrap_or(&empty);
-    let new_set = object_fields(applied, req.scope);
+    let new_set = object_fields(applied, req.scope, Mode::Apply, req.builtin);
     let sub = req.scope.subresource().map(str::to_string);
     let mut entries = read_entries(live);
     let is_mine =
@@ -363,7 +685,7 @@ pub(crate) fn apply(
         let clashing: Vec<Path> = e
             .set
             .intersection(&new_set)
-            .filter(|p| value_at(live, p) != value_at(applied, p))
+            .filter(|p| !has_children(&new_set, p) && value_at(live, p) != value_at(applied, p))
             .cloned()
             .collect();
         for p in clashing {
@@ -372,6 +694,7 @@ pub(crate) fn apply(
             } else {
                 conflicts.push(Conflict {
                     manager: e.manager.clone(),
+                    using: (e.operation == "Update").then(|| e.api_version.clone()),
                     field: display(&p),
                 });
             }
@@ -406,7 +729,7 @@ pub(crate) fn apply(
             meta.remove("resourceVersion");
         }
     }
-    merge_applied(&mut obj, &applied_scoped);
+    merge_applied(&mut obj, &applied_scoped, req.builtin);
 
     entries.retain(|e| !is_mine(e));
     entries.push(Entry {
@@ -430,14 +753,19 @@ pub(crate) fn track_update(
     api_version: &str,
     scope: Scope,
     now: &str,
+    builtin: bool,
 ) {
     let empty = json!({});
     let old = old.unwrap_or(&empty);
-    let old_set = object_fields(old, scope);
-    let new_set = object_fields(new, scope);
+    let old_set = fields_of(old, scope, Mode::Update, builtin, true);
+    let new_set = object_fields(new, scope, Mode::Update, builtin);
+    // Added fields, and values that changed (of fields, not of the maps holding them).
     let changed: FieldSet = new_set
         .iter()
-        .filter(|p| !old_set.contains(*p) || value_at(old, p) != value_at(new, p))
+        .filter(|p| {
+            !old_set.contains(*p)
+                || (!has_children(&new_set, p) && value_at(old, p) != value_at(new, p))
+        })
         .cloned()
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
@@ -485,13 +813,14 @@ mod tests {
             api_version: "v1",
             scope: Scope::Main { has_status: false },
             now: "t",
+            builtin: true,
         }
     }
 
     #[test]
     fn fields_v1_round_trip() {
         let obj = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}], "args": ["x"]}});
-        let set = object_fields(&obj, Scope::Main { has_status: true });
+        let set = object_fields(&obj, Scope::Main { has_status: true }, Mode::Apply, true);
         let v1 = to_fields_v1(&set);
         assert_eq!(
             v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."],

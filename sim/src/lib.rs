@@ -4,7 +4,10 @@
 //! - `api`: HTTP routing of the Kubernetes API (discovery, CRUD, watch, patch, apply, eviction,
 //!   Table output, a minimal OpenAPI).
 //! - `store`, `registry`, `selector`, `patch`, `apply`, `watch`, `validation`: the generic API
-//!   machinery.
+//!   machinery; `defaults` (defaulting, admission, Go's encoding of stored objects),
+//!   `quantity` (canonical quantities), `schema` (types and unknown fields of built-in kinds,
+//!   CRD structural schemas), `events` (one Event store for both Event APIs), `yaml` (YAML
+//!   1.1 bodies).
 //! - `controllers`: simulated cluster behaviour (nodes, workloads, Cluster API, eviction/PDB).
 //! - `faults`: injected latency, errors, conflicts, dropped watches, outages (syntax there).
 //! - `ctl`: the `/sim/v1` control interface (the simulated "cloud") and its CLI client.
@@ -13,18 +16,37 @@
 //! It depends on nothing in the agent; the agent wires `tidemark sim` and `tidemark demo` to
 //! [`Sim`] and [`run_until_signal`], and `tidemark sim ctl` to [`ctl`].
 //!
+//! # Fidelity
+//!
+//! The sim must never be more lenient than a real API server: the corpus recorded from one
+//! (`../shared/fidelity/`) is replayed against it by the test `sim::fidelity`, and
+//! `sim/FIDELITY.md` lists every known difference, fixed or not modelled and why. Where the
+//! recorded v1.24 and the v1.28 the sim reports differ, the sim follows 1.28.
+//!
 //! # What a cluster looks like
 //!
 //! - `/version` reports the control plane (`v1.28.9` by default); namespaces `default`,
 //!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and the Cluster API
-//!   namespace (`capi-system`) exist.
+//!   namespace (`capi-system`) exist, each with the `kube-root-ca.crt` ConfigMap and the
+//!   `default` ServiceAccount (made for every new namespace too). Every built-in group version
+//!   has a local APIService; `SimConfig::unavailable_api_services` adds aggregated APIs that
+//!   never become available (their group-version answers 503 `service unavailable`).
+//! - Objects look as a real server stores them: defaults (pod templates, Services,
+//!   workloads), admission (a Pod's service account token volume, tolerations, priority),
+//!   canonical quantities (`0.5` -> `500m`), unknown fields dropped, Go's zero values
+//!   (`status: {}`, `creationTimestamp: null` in templates), `metadata.generation` only on
+//!   kinds with a spec/status split, `managedFields` owned per field. List items of built-in
+//!   kinds carry no `apiVersion`/`kind`. A new CRD is Established a moment after it is
+//!   created; custom resources are pruned, defaulted and validated with its schema.
+//! - `SimConfig::pods` ([`PodLifecycle`]): pods run (the default) or stay `Pending` (no
+//!   scheduler, no kubelet; no workload becomes available, as when the corpus was recorded).
 //! - Nodes are named `<cluster>-<group>-xxxxx` and labelled
 //!   `cluster.x-k8s.io/deployment-name=<cluster>-<group>` (the MachineDeployment, as Cluster
 //!   API does), `tidemark.dev/node-group=<group>` and `cluster.x-k8s.io/cluster-name=<cluster>`.
 //! - Cluster API objects in `SimConfig::capi_namespace`: the `KubeadmControlPlane`
 //!   (`controlplane.cluster.x-k8s.io/v1beta1`) is named after the cluster, each
 //!   `MachineDeployment` (`cluster.x-k8s.io/v1beta1`) `<cluster>-<group>`; versions are written
-//!   `v1.28.9`. Their fields are owned by the manager `sim-controller-manager`: a server-side
+//!   `v1.28.9`. Their fields are owned by the manager `kube-controller-manager`: a server-side
 //!   apply that changes `spec.version` needs `force`, as on a cluster whose objects another tool
 //!   created. Progress: KCP `status.version`/`updatedReplicas`/conditions
 //!   (`MachinesSpecUpToDate`), MD `status.replicas`/`updatedReplicas`/`readyReplicas`/`phase`
@@ -36,9 +58,14 @@
 //!   for `progressDeadlineSeconds` (scaled by speed) gets `Progressing=False`
 //!   (`ProgressDeadlineExceeded`).
 //! - Deletes honour `propagationPolicy`: `Background` (the default: dependents are collected a
-//!   few ticks later), `Foreground` (dependents first; the owner carries `foregroundDeletion`
-//!   until they are gone, which is at once unless a dependent's finalizer holds it up) and
-//!   `Orphan`. A Secret's `stringData` is stored base64-encoded in `data`.
+//!   few ticks later), `Foreground` (the owner gets `deletionTimestamp` and the
+//!   `foregroundDeletion` finalizer and is still there right after the DELETE; the garbage
+//!   collector deletes its dependents, then it, on its next sweep) and `Orphan`. A DELETE that
+//!   removes the object answers a `Status` (the object for pods, services, custom resources,
+//!   and while finalizers hold it). A Secret's `stringData` is stored base64-encoded in `data`.
+//! - Finished Jobs with `ttlSecondsAfterFinished` are deleted that long (scaled) after they
+//!   finish. Watches and exact lists from a resourceVersion older than the last compaction
+//!   (the sim's start, then every 5 minutes, scaled) get 410 `Expired`.
 //! - The `kube` client retries 429/503 answers by default (up to 15 times with backoff); an
 //!   eviction blocked by a PodDisruptionBudget is a 429, so callers that want to see it at once
 //!   build their client with `default_retry = false`.
@@ -72,8 +99,10 @@
 //!
 //! # Validation
 //!
-//! Besides names (lower-case RFC 1123 subdomains; RBAC names are path segments) and namespaces
-//! (writing into a missing one is 404 `namespaces "x" not found`), writes are rejected with 422
+//! Besides names (lower-case RFC 1123 subdomains; RBAC names are path segments), labels,
+//! annotations, ConfigMap/Secret keys, Events (an Event about a cluster-scoped object only in
+//! `default`; notes of at most 1 KiB) and namespaces (writing into a missing one is 404
+//! `namespaces "x" not found`), writes are rejected with 422
 //! `Invalid` like a real API server when a Deployment, ReplicaSet, StatefulSet or DaemonSet has
 //! no `spec.selector` (or an empty one, or one that does not match the template labels) or
 //! changes its selector, when a pod template (or a Pod) has no containers or a container has no
@@ -82,27 +111,38 @@
 //! The `Status` message and `details.causes` are shaped like Kubernetes'
 //! (`Deployment.apps "web" is invalid: spec.selector: Required value`).
 //!
+//! Values of the wrong type are rejected as the real server's decoding does (400 on create
+//! and update, 500 `failed to create typed patch object` on a server-side apply); YAML
+//! bodies are read as YAML 1.1 (`0755` is 493, `yes` is true).
+//!
 //! # No-op writes
 //!
 //! A write that changes nothing (a repeated identical server-side apply or patch) stores
-//! nothing: `resourceVersion` stays and no watch event is sent. As in Kubernetes, a
-//! `managedFields` timestamp alone does not count as a change.
+//! nothing: `resourceVersion` stays and no watch event is sent. As in Kubernetes 1.28
+//! (`IgnoreManagedFieldsTimestampsTransformer`, run after decoding), a `managedFields`
+//! timestamp alone does not count as a change, and quantities compare canonically: applying
+//! `cpu: "0.5"` again over a stored `500m` is a no-op. (The recorded v1.24 wrote in that case.)
 
 mod api;
 mod apply;
 mod controllers;
 mod ctl;
+mod defaults;
+mod events;
 mod faults;
 mod kubeconfig;
 mod patch;
+mod quantity;
 mod registry;
 mod rng;
+mod schema;
 mod selector;
 mod server;
 mod store;
 mod tls;
 mod validation;
 mod watch;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -147,6 +187,8 @@ pub enum Error {
     NodeGroups { spec: String, reason: String },
     #[error("invalid speed {0}: expected a positive number")]
     Speed(f64),
+    #[error("invalid pod lifecycle {0:?}: expected run or pending")]
+    Pods(String),
     #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
     Version(String),
     #[error("invalid kubeconfig: {0}")]
@@ -183,6 +225,39 @@ pub struct SimConfig {
     pub node_versions: Vec<(String, String)>,
     /// How many events watches can resume from (older resourceVersions get 410 Gone).
     pub watch_window: usize,
+    /// What happens to pods once created: they run (the default), or stay `Pending`.
+    pub pods: PodLifecycle,
+    /// Aggregated APIs that are registered but never available, by APIService name
+    /// (`v1beta1.metrics.k8s.io`): each points at a Service in `kube-system` without
+    /// endpoints, so its group is listed in `/apis` but its group-version answers 503
+    /// `service unavailable` (as metrics-server's does until its pod is ready).
+    pub unavailable_api_services: Vec<String>,
+}
+
+/// What happens to the pods of a sim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodLifecycle {
+    /// Pods are scheduled on a schedulable Ready node, start after a while and become Ready
+    /// (unless an image name contains `fail`).
+    #[default]
+    Run,
+    /// No scheduler and no kubelet: pods are created by their workloads but are never
+    /// scheduled nor started, so they stay `Pending` and no workload ever becomes available
+    /// (Deployments `Available=False`, Jobs never finish). This is how the fidelity corpus
+    /// was recorded.
+    Pending,
+}
+
+impl std::str::FromStr for PodLifecycle {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "run" => Ok(PodLifecycle::Run),
+            "pending" => Ok(PodLifecycle::Pending),
+            other => Err(Error::Pods(other.to_string())),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -198,6 +273,8 @@ impl Default for SimConfig {
             port: 0,
             watch_window: 10_000,
             node_versions: Vec::new(),
+            pods: PodLifecycle::Run,
+            unavailable_api_services: Vec::new(),
         }
     }
 }
@@ -300,6 +377,10 @@ pub(crate) struct Shared {
     /// Counts of the Kubernetes API requests served.
     pub requests: Mutex<api::requests::Counters>,
     pub shutdown: signal::Receiver<bool>,
+    /// PEM of the CA that signed the serving certificate (`kube-root-ca.crt`).
+    pub ca_pem: String,
+    /// `127.0.0.1:PORT`, the address discovery advertises.
+    pub address: String,
 }
 
 impl Shared {
@@ -383,6 +464,9 @@ impl Sim {
         let (stop, shutdown) = signal::channel(false);
         let mut store = store::Store::new(config.seed, config.watch_window);
         controllers::bootstrap(&mut store, &config, version);
+        // A cluster that has been running: its early history is compacted away.
+        let bootstrapped = store.resource_version();
+        store.compact(bootstrapped);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
@@ -390,6 +474,8 @@ impl Sim {
             control_plane: Mutex::new(version),
             requests: Mutex::new(api::requests::Counters::default()),
             shutdown,
+            ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
+            address: format!("127.0.0.1:{port}"),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

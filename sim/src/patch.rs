@@ -79,6 +79,9 @@ pub(crate) fn strategic(target: &mut Value, patch: &Value) {
                     (Some(Value::Array(existing)), Some(key))
                         if list_key(existing) == Some(key) || existing.is_empty() =>
                     {
+                        // Items the object does not have yet go first, as Kubernetes'
+                        // strategic merge puts them.
+                        let mut added = Vec::new();
                         for item in items {
                             let id = item.get(key).cloned();
                             let pos = existing.iter().position(|e| e.get(key) == id.as_ref());
@@ -93,10 +96,12 @@ pub(crate) fn strategic(target: &mut Value, patch: &Value) {
                                 (None, false) => {
                                     let mut fresh = Value::Object(Map::new());
                                     strategic(&mut fresh, item);
-                                    existing.push(fresh);
+                                    added.push(fresh);
                                 }
                             }
                         }
+                        added.append(existing);
+                        *existing = added;
                     }
                     _ => {
                         t.insert(k.clone(), Value::Array(items.clone()));

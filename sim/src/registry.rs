@@ -2,7 +2,22 @@
 //! CustomResourceDefinitions add), with the facts discovery needs (kind, scope, short names,
 //! subresources, categories). It owns no objects; `store` does.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+
+/// The verbs of a custom resource, in the order the apiextensions server lists them.
+pub(crate) const CR_VERBS: &[&str] = &[
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "create",
+    "update",
+    "watch",
+];
 
 /// The verbs of an ordinary stored resource.
 pub(crate) const VERBS: &[&str] = &[
@@ -31,8 +46,24 @@ pub(crate) struct ResourceDef {
     pub has_status: bool,
     /// Has a `scale` subresource (listed in discovery).
     pub has_scale: bool,
+    /// The verbs discovery lists (and the sim serves).
+    pub verbs: &'static [&'static str],
     /// The CRD that added this resource, if any.
     pub crd: Option<String>,
+    /// Objects carry `metadata.generation` (kinds with a spec/status split: workloads,
+    /// PodDisruptionBudgets, CRDs, custom resources, ...; not ConfigMaps, Services, Pods).
+    pub generation: bool,
+    /// A DELETE that removes the object answers with the object (pods, services, custom
+    /// resources, ...); for the others it answers a `Status` naming it
+    /// (`ReturnDeletedObject` of the Kubernetes registry).
+    pub returns_deleted: bool,
+    /// A custom resource's structural schema (`openAPIV3Schema` of its CRD version).
+    pub schema: Option<Arc<Value>>,
+    /// A custom resource's `additionalPrinterColumns` (Table columns after Name).
+    pub printer_columns: Arc<Vec<Value>>,
+    /// Objects are stored with those of this group's resource of the same name
+    /// (`events.k8s.io` Events are core Events).
+    pub storage_group: Option<&'static str>,
 }
 
 impl ResourceDef {
@@ -45,12 +76,21 @@ impl ResourceDef {
         }
     }
 
-    /// The storage key: objects are shared by every version of a group/resource.
+    /// The storage key: objects are shared by every version of a group/resource (and by
+    /// `events.k8s.io` and core Events).
     pub fn gr(&self) -> GroupResource {
         GroupResource {
-            group: self.group.clone(),
+            group: self
+                .storage_group
+                .map_or_else(|| self.group.clone(), str::to_string),
             plural: self.plural.clone(),
         }
+    }
+
+    /// Whether a PUT may leave out `metadata.resourceVersion` (`AllowUnconditionalUpdate` of
+    /// the kind's strategy): not for Leases.
+    pub fn allows_unconditional_update(&self) -> bool {
+        !(self.group == "coordination.k8s.io" && self.plural == "leases")
     }
 
     /// `plural` or `plural.group`, as Kubernetes names resources in messages.
@@ -70,10 +110,13 @@ pub(crate) struct GroupResource {
     pub plural: String,
 }
 
-/// All served resources, in registration order (which is discovery order).
+/// All resources, in registration order (which is discovery order). Those of a CRD are
+/// stored from its creation but served only once it is Established.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
     defs: Vec<ResourceDef>,
+    /// The CRDs that are Established (their resources are served).
+    established: BTreeSet<String>,
 }
 
 struct B(
@@ -88,6 +131,13 @@ struct B(
 
 const ALL: &[&str] = &["all"];
 
+/// Verbs of resources that can only be created (reviews).
+pub(crate) const CREATE_ONLY: &[&str] = &["create"];
+
+/// The built-in groups and versions of a v1.28 API server, in discovery order (the
+/// aggregator's group priorities): the group's preferred version first. Versions removed
+/// by 1.25-1.27 (`events.k8s.io/v1beta1`, `policy/v1beta1`, `autoscaling/v2beta2`, ...) are
+/// not served.
 #[rustfmt::skip]
 const BUILTIN: &[(&str, &str, &[B])] = &[
     ("", "v1", &[
@@ -104,6 +154,11 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("persistentvolumes", "PersistentVolume", "", false, &["pv"], true, false),
         B("limitranges", "LimitRange", "", true, &["limits"], false, false),
         B("resourcequotas", "ResourceQuota", "", true, &["quota"], true, false),
+        B("replicationcontrollers", "ReplicationController", "all", true, &["rc"], true, true),
+        B("podtemplates", "PodTemplate", "", true, &[], false, false),
+    ]),
+    ("apiregistration.k8s.io", "v1", &[
+        B("apiservices", "APIService", "", false, &[], true, false),
     ]),
     ("apps", "v1", &[
         B("deployments", "Deployment", "all", true, &["deploy"], true, true),
@@ -112,24 +167,39 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("replicasets", "ReplicaSet", "all", true, &["rs"], true, true),
         B("controllerrevisions", "ControllerRevision", "", true, &[], false, false),
     ]),
-    ("batch", "v1", &[
-        B("jobs", "Job", "all", true, &[], true, false),
-        B("cronjobs", "CronJob", "all", true, &["cj"], true, false),
+    ("events.k8s.io", "v1", &[
+        B("events", "Event", "", true, &["ev"], false, false),
+    ]),
+    ("authentication.k8s.io", "v1", &[
+        B("tokenreviews", "TokenReview", "", false, &[], false, false),
+        B("selfsubjectreviews", "SelfSubjectReview", "", false, &[], false, false),
+    ]),
+    ("authorization.k8s.io", "v1", &[
+        B("subjectaccessreviews", "SubjectAccessReview", "", false, &[], false, false),
+        B("selfsubjectaccessreviews", "SelfSubjectAccessReview", "", false, &[], false, false),
+        B("selfsubjectrulesreviews", "SelfSubjectRulesReview", "", false, &[], false, false),
+        B("localsubjectaccessreviews", "LocalSubjectAccessReview", "", true, &[], false, false),
     ]),
     ("autoscaling", "v2", &[
         B("horizontalpodautoscalers", "HorizontalPodAutoscaler", "all", true, &["hpa"], true, false),
     ]),
+    ("autoscaling", "v1", &[
+        B("horizontalpodautoscalers", "HorizontalPodAutoscaler", "all", true, &["hpa"], true, false),
+    ]),
+    ("batch", "v1", &[
+        B("jobs", "Job", "all", true, &[], true, false),
+        B("cronjobs", "CronJob", "all", true, &["cj"], true, false),
+    ]),
+    ("certificates.k8s.io", "v1", &[
+        B("certificatesigningrequests", "CertificateSigningRequest", "", false, &["csr"], true, false),
+    ]),
+    ("networking.k8s.io", "v1", &[
+        B("ingresses", "Ingress", "", true, &["ing"], true, false),
+        B("ingressclasses", "IngressClass", "", false, &[], false, false),
+        B("networkpolicies", "NetworkPolicy", "", true, &["netpol"], false, false),
+    ]),
     ("policy", "v1", &[
         B("poddisruptionbudgets", "PodDisruptionBudget", "", true, &["pdb"], true, false),
-    ]),
-    ("coordination.k8s.io", "v1", &[
-        B("leases", "Lease", "", true, &[], false, false),
-    ]),
-    ("apiextensions.k8s.io", "v1", &[
-        B("customresourcedefinitions", "CustomResourceDefinition", "", false, &["crd", "crds"], true, false),
-    ]),
-    ("events.k8s.io", "v1", &[
-        B("events", "Event", "", true, &["ev"], false, false),
     ]),
     ("rbac.authorization.k8s.io", "v1", &[
         B("roles", "Role", "", true, &[], false, false),
@@ -137,24 +207,77 @@ const BUILTIN: &[(&str, &str, &[B])] = &[
         B("clusterroles", "ClusterRole", "", false, &[], false, false),
         B("clusterrolebindings", "ClusterRoleBinding", "", false, &[], false, false),
     ]),
-    ("networking.k8s.io", "v1", &[
-        B("ingresses", "Ingress", "", true, &["ing"], true, false),
-        B("ingressclasses", "IngressClass", "", false, &[], false, false),
-        B("networkpolicies", "NetworkPolicy", "", true, &["netpol"], false, false),
-    ]),
-    ("discovery.k8s.io", "v1", &[
-        B("endpointslices", "EndpointSlice", "", true, &[], false, false),
-    ]),
     ("storage.k8s.io", "v1", &[
         B("storageclasses", "StorageClass", "", false, &["sc"], false, false),
-    ]),
-    ("scheduling.k8s.io", "v1", &[
-        B("priorityclasses", "PriorityClass", "", false, &["pc"], false, false),
+        B("csidrivers", "CSIDriver", "", false, &[], false, false),
+        B("csinodes", "CSINode", "", false, &[], false, false),
+        B("csistoragecapacities", "CSIStorageCapacity", "", true, &[], false, false),
+        B("volumeattachments", "VolumeAttachment", "", false, &[], true, false),
     ]),
     ("admissionregistration.k8s.io", "v1", &[
         B("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", "", false, &[], false, false),
         B("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", "", false, &[], false, false),
     ]),
+    ("apiextensions.k8s.io", "v1", &[
+        B("customresourcedefinitions", "CustomResourceDefinition", "", false, &["crd", "crds"], true, false),
+    ]),
+    ("scheduling.k8s.io", "v1", &[
+        B("priorityclasses", "PriorityClass", "", false, &["pc"], false, false),
+    ]),
+    ("coordination.k8s.io", "v1", &[
+        B("leases", "Lease", "", true, &[], false, false),
+    ]),
+    ("node.k8s.io", "v1", &[
+        B("runtimeclasses", "RuntimeClass", "", false, &[], false, false),
+    ]),
+    ("discovery.k8s.io", "v1", &[
+        B("endpointslices", "EndpointSlice", "", true, &[], false, false),
+    ]),
+    ("flowcontrol.apiserver.k8s.io", "v1beta3", &[
+        B("flowschemas", "FlowSchema", "", false, &[], true, false),
+        B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
+    ]),
+    ("flowcontrol.apiserver.k8s.io", "v1beta2", &[
+        B("flowschemas", "FlowSchema", "", false, &[], true, false),
+        B("prioritylevelconfigurations", "PriorityLevelConfiguration", "", false, &[], true, false),
+    ]),
+];
+
+/// Built-in resources whose objects carry `metadata.generation` (their registry strategy sets
+/// it on create and bumps it when the spec changes), as of Kubernetes 1.28.
+const GENERATION: &[(&str, &str)] = &[
+    ("", "replicationcontrollers"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("policy", "poddisruptionbudgets"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "ingressclasses"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("discovery.k8s.io", "endpointslices"),
+    (
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    ),
+];
+
+/// Built-in resources whose DELETE answers the deleted object (`ReturnDeletedObject: true`
+/// in their Kubernetes storage), as of 1.28.
+const RETURNS_DELETED: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "persistentvolumes"),
+    ("", "persistentvolumeclaims"),
+    ("storage.k8s.io", "storageclasses"),
 ];
 
 impl Registry {
@@ -178,11 +301,36 @@ impl Registry {
                     },
                     has_status: *status,
                     has_scale: *scale,
+                    verbs: if kind.ends_with("Review") {
+                        CREATE_ONLY
+                    } else {
+                        VERBS
+                    },
                     crd: None,
+                    generation: GENERATION.contains(&(*group, *plural)),
+                    returns_deleted: RETURNS_DELETED.contains(&(*group, *plural)),
+                    schema: None,
+                    printer_columns: Arc::new(Vec::new()),
+                    storage_group: (*group == "events.k8s.io").then_some(""),
                 });
             }
         }
-        Registry { defs }
+        Registry {
+            defs,
+            established: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `def` is served: built-in, or of an Established CRD.
+    pub fn is_served(&self, def: &ResourceDef) -> bool {
+        def.crd
+            .as_ref()
+            .is_none_or(|c| self.established.contains(c))
+    }
+
+    /// Serves the resources of CRD `crd_name` (it is Established).
+    pub fn establish(&mut self, crd_name: &str) {
+        self.established.insert(crd_name.to_string());
     }
 
     pub fn all(&self) -> &[ResourceDef] {
@@ -206,7 +354,7 @@ impl Registry {
     /// Served groups with their versions, in order; the first version is the preferred one.
     pub fn groups(&self) -> Vec<(String, Vec<String>)> {
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for d in &self.defs {
+        for d in self.defs.iter().filter(|d| self.is_served(d)) {
             match out.iter_mut().find(|(g, _)| *g == d.group) {
                 Some((_, vs)) => {
                     if !vs.contains(&d.version) {
@@ -283,10 +431,21 @@ impl Registry {
                 categories: strs(names.get("categories")),
                 has_status: v.pointer("/subresources/status").is_some(),
                 has_scale: v.pointer("/subresources/scale").is_some(),
+                verbs: CR_VERBS,
                 crd: Some(crd_name.into()),
+                generation: true,
+                returns_deleted: true,
+                schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
+                printer_columns: Arc::new(
+                    v.get("additionalPrinterColumns")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                storage_group: None,
             });
         }
-        self.remove_crd(crd_name);
+        self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));
         self.defs.extend(new);
         Ok(json!({
             "plural": plural, "singular": singular, "kind": kind,
@@ -299,5 +458,6 @@ impl Registry {
     /// Stops serving the resources of CRD `crd_name`.
     pub fn remove_crd(&mut self, crd_name: &str) {
         self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));
+        self.established.remove(crd_name);
     }
 }

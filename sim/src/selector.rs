@@ -43,11 +43,14 @@ fn split_top(s: &str) -> Vec<&str> {
 }
 
 fn values(list: &str) -> Result<Vec<String>, String> {
-    let inner = list
-        .trim()
-        .strip_prefix('(')
-        .and_then(|l| l.strip_suffix(')'))
-        .ok_or_else(|| format!("expected a parenthesised list, found {list:?}"))?;
+    let list = list.trim();
+    let Some(open) = list.strip_prefix('(') else {
+        return Err(format!("found '{list}', expected: '('"));
+    };
+    // Kubernetes' lexer reaches the end of the input looking for the list's end.
+    let inner = open
+        .strip_suffix(')')
+        .ok_or_else(|| "found '', expected: ',' or ')'".to_string())?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -181,6 +184,27 @@ pub(crate) struct FieldSelector {
 }
 
 impl FieldSelector {
+    /// Refuses fields the resource cannot select on, with Kubernetes' messages; `extra` are
+    /// the resource's own selectable fields besides `metadata.name`/`metadata.namespace`.
+    pub fn check(&self, extra: &[&str]) -> Result<(), String> {
+        for (field, _, _) in &self.reqs {
+            if field == "metadata.name"
+                || field == "metadata.namespace"
+                || extra.contains(&field.as_str())
+            {
+                continue;
+            }
+            return Err(if extra.is_empty() {
+                format!(
+                    "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                )
+            } else {
+                format!("field label not supported: {field}")
+            });
+        }
+        Ok(())
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

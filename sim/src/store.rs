@@ -6,8 +6,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -15,7 +13,7 @@ use crate::api::status::ApiError;
 use crate::apply::{self, Scope};
 use crate::registry::{GroupResource, Registry, ResourceDef};
 use crate::rng::Rng;
-use crate::validation;
+use crate::{defaults, events, quantity, schema, validation};
 
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +57,7 @@ pub(crate) struct Writer<'a> {
 impl Writer<'static> {
     /// The simulated controllers.
     pub const CONTROLLER: Writer<'static> = Writer {
-        manager: "sim-controller-manager",
+        manager: "kube-controller-manager",
         external: false,
         track: true,
         dry_run: false,
@@ -150,6 +148,12 @@ fn equal_except(a: &Value, b: &Value, skip: &str, eq: impl Fn(&Value, &Value) ->
 }
 
 /// Whether `old` and `new` differ at most in the `time` of their `managedFields` entries.
+///
+/// Note: this is Kubernetes 1.28's `IgnoreManagedFieldsTimestampsTransformer` (in the
+/// registry's update, after decoding and defaulting; 1.25+ with kubernetes#116865). Because
+/// it compares decoded objects, whose quantities are canonical, re-applying `"0.5"` over a
+/// stored `500m` is a no-op in 1.28 too; the recorded 1.24 (fidelity case 5) had no such
+/// check and wrote.
 fn same_but_managed_times(old: &Value, new: &Value) -> bool {
     // Entries are unique per manager, operation and subresource; their order follows times.
     let entries_equal = |a: &Value, b: &Value| match (a.as_array(), b.as_array()) {
@@ -189,9 +193,19 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
             m.insert("kind".into(), json!(def.kind));
         }
         Some(got) if got != def.kind => {
+            let version = m
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(|av| av.rsplit('/').next())
+                .unwrap_or(&def.version)
+                .to_string();
+            let internal = match def.group.split('.').next().unwrap_or_default() {
+                "" => "core",
+                g => g,
+            };
             return Err(ApiError::bad_request(format!(
-                "{got} in version \"{}\" cannot be handled as a {}: the kind in the data does not match the resource",
-                def.version, def.kind
+                "{got} in version \"{version}\" cannot be handled as a {kind}: converting ({version}.{got}) to ({internal}.{kind}): unknown conversion",
+                kind = def.kind
             )));
         }
         Some(_) => {}
@@ -202,99 +216,70 @@ pub(crate) fn check_kind(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiEr
     Ok(())
 }
 
-/// Defaults the real API server sets on write.
-fn default_fields(def: &ResourceDef, obj: &mut Value, rng: &mut Rng) {
-    let set_if_missing = |obj: &mut Value, ptr: &str, key: &str, v: Value| {
-        if let Some(Value::Object(m)) = obj.pointer_mut(ptr) {
-            m.entry(key.to_string()).or_insert(v);
-        }
-    };
-    match (def.group.as_str(), def.kind.as_str()) {
-        ("", "Namespace") => {
-            let name = meta(obj, "name");
-            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
-            if obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
-                obj["status"] = json!({"phase": "Active"});
-            }
-        }
-        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("", "ReplicationController")
-            if obj.get("spec").is_some_and(Value::is_object) =>
-        {
-            set_if_missing(obj, "/spec", "replicas", json!(1));
-            match def.kind.as_str() {
-                "Deployment" => {
-                    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-                    set_if_missing(obj, "/spec", "strategy", rolling);
-                    set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
-                    set_if_missing(obj, "/spec", "progressDeadlineSeconds", json!(600));
-                }
-                "StatefulSet" => {
-                    let rolling =
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
-                    set_if_missing(obj, "/spec", "updateStrategy", rolling);
-                    set_if_missing(obj, "/spec", "podManagementPolicy", json!("OrderedReady"));
-                }
-                _ => {}
-            }
-        }
-        ("apps", "DaemonSet") if obj.get("spec").is_some_and(Value::is_object) => {
-            let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}});
-            set_if_missing(obj, "/spec", "updateStrategy", rolling);
-            set_if_missing(obj, "/spec", "revisionHistoryLimit", json!(10));
-        }
-        ("batch", "Job") if obj.get("spec").is_some_and(Value::is_object) => {
-            set_if_missing(obj, "/spec", "completions", json!(1));
-            set_if_missing(obj, "/spec", "parallelism", json!(1));
-            set_if_missing(obj, "/spec", "backoffLimit", json!(6));
-        }
-        ("", "Service") if obj.get("spec").is_some_and(Value::is_object) => {
-            set_if_missing(obj, "/spec", "type", json!("ClusterIP"));
-            let ip = format!(
-                "10.96.{}.{}",
-                rng.next_u64() % 250,
-                1 + rng.next_u64() % 250
-            );
-            set_if_missing(obj, "/spec", "clusterIP", json!(ip));
-        }
-        ("", "Secret") => {
-            // `stringData` is write-only: merged into `data` (base64), never stored.
-            let string_data = obj
-                .as_object_mut()
-                .and_then(|o| o.remove("stringData"))
-                .and_then(|d| d.as_object().cloned());
-            if let Some(extra) = string_data
-                && let Some(o) = obj.as_object_mut()
-            {
-                let data = o.entry("data").or_insert_with(|| json!({}));
-                if !data.is_object() {
-                    *data = json!({});
-                }
-                for (k, v) in extra {
-                    let text = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
-                    data[k.as_str()] = json!(STANDARD.encode(text));
-                }
-            }
-            if let Some(o) = obj.as_object_mut() {
-                o.entry("type").or_insert_with(|| json!("Opaque"));
-            }
-        }
-        ("", "Pod") if obj.get("status").is_none_or(|s| s.get("phase").is_none()) => {
-            let status = obj
-                .get("status")
-                .cloned()
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            obj["status"] = status;
-            set_if_missing(obj, "/status", "phase", json!("Pending"));
-        }
-        _ => {}
+/// Marking an object deleted (`deletionTimestamp`) is a new generation of it, as
+/// Kubernetes' `BeforeDelete` counts it (kinds with a generation).
+fn bump_generation(obj: &mut Value) {
+    if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
+        meta_mut(obj).insert("generation".into(), json!(g + 1));
     }
+}
+
+/// What decoding a body into the kind's Go type does: a value of the wrong type is a 400,
+/// fields the kind does not have are dropped.
+fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if def.crd.is_some() {
+        return Ok(());
+    }
+    if let Some(e) = schema::builtin::type_errors(&def.group, &def.kind, obj).first() {
+        let path = e.path.trim_start_matches('.');
+        let field: String = path
+            .split('.')
+            .map(|seg| seg.split('[').next().unwrap_or(seg))
+            .collect::<Vec<_>>()
+            .join(".");
+        let got = match &e.got {
+            Value::String(_) => "string",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "bool",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        let want = match e.expected {
+            "numeric (int or float)" => "int32",
+            "map" => "map",
+            "list" => "slice",
+            "boolean" => "bool",
+            other => other,
+        };
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {got} into Go struct field {kind}.{field} of type {want}",
+            kind = def.kind,
+            version = def.version,
+        )));
+    }
+    schema::builtin::prune(&def.group, &def.kind, obj);
+    Ok(())
+}
+
+/// A custom resource is pruned, defaulted and validated with its CRD's schema.
+fn admit_custom(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(schema) = &def.schema else {
+        return Ok(());
+    };
+    let errs = crate::schema::admit(obj, schema);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_fields(def, &meta(obj, "name"), &errs))
+}
+
+/// Quantities of built-in kinds are stored in canonical form (see `quantity`).
+fn canonical_quantities(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if def.crd.is_some() {
+        return Ok(());
+    }
+    quantity::canonicalize(&def.group, &def.kind, obj).map_err(ApiError::bad_request)
 }
 
 impl Store {
@@ -319,6 +304,28 @@ impl Store {
     /// The current (global) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.rv
+    }
+
+    /// Forgets the history up to `rv`, as etcd's compaction does: watches and exact lists
+    /// from an older resourceVersion get 410 Gone.
+    pub fn compact(&mut self, rv: u64) {
+        if rv <= self.evicted_up_to {
+            return;
+        }
+        self.evicted_up_to = rv;
+        let keep = self.log.partition_point(|e| e.rv <= rv);
+        self.log.drain(..keep);
+    }
+
+    /// The oldest resourceVersion a watch may start from.
+    pub fn compacted(&self) -> u64 {
+        self.evicted_up_to
+    }
+
+    /// Whether an object of `gr` changed after `rv`.
+    pub fn changed_since(&self, gr: &GroupResource, rv: u64) -> bool {
+        let start = self.log.partition_point(|e| e.rv <= rv);
+        self.log.iter().skip(start).any(|e| e.gr == *gr)
     }
 
     /// Events after `rv`, or `None` when some of them are no longer kept (410 Gone).
@@ -474,18 +481,24 @@ impl Store {
             name = format!("{generate}{}", self.rng.suffix(5));
             meta_mut(&mut obj).insert("name".into(), json!(name));
         }
-        if let Some(why) = validation::name_error(def, &name) {
-            return Err(ApiError::invalid(def, &name, "metadata.name", &why));
-        }
+        let name_errors: Vec<(String, String)> = validation::name_error(def, &name)
+            .map(|why| ("metadata.name".to_string(), why))
+            .into_iter()
+            .collect();
         let ns = self.resolve_ns(def, &mut obj, true)?;
         if self.get(&def.gr(), &ns, &name).is_some() {
             return Err(ApiError::already_exists(def, &name));
         }
+        decode(def, &mut obj)?;
         let uid = self.rng.uuid();
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(now()));
-        m.insert("generation".into(), json!(1));
+        if def.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
         m.remove("deletionTimestamp");
         m.remove("resourceVersion");
         if w.external
@@ -494,11 +507,18 @@ impl Store {
         {
             o.remove("status");
         }
-        default_fields(def, &mut obj, &mut self.rng);
-        validation::validate(def, &obj, None)?;
+        admit_custom(def, &mut obj)?;
+        defaults::apply(def, &mut obj);
+        canonical_quantities(def, &mut obj)?;
+        defaults::encode(def, &mut obj);
+        defaults::convert(def, &mut obj, None);
         if w.track {
+            // The object before a create is the kind's zero value, with the fields Go
+            // always writes: a create does not claim them.
+            let mut zero = json!({});
+            defaults::encode(def, &mut zero);
             apply::track_update(
-                None,
+                Some(&zero),
                 &mut obj,
                 w.manager,
                 &def.api_version(),
@@ -506,9 +526,14 @@ impl Store {
                     has_status: def.has_status,
                 },
                 &now(),
+                def.crd.is_none(),
             );
         }
+        defaults::prepare(def, &mut obj, None, w.external, &mut self.rng);
+        defaults::encode(def, &mut obj);
+        validation::validate_with(def, &obj, None, name_errors)?;
         self.before_write(def, &mut obj, w.dry_run)?;
+        let mut obj = events::to_storage(def, obj);
         if w.dry_run {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
             return Ok(obj);
@@ -532,6 +557,8 @@ impl Store {
         let Some(old) = self.get(&def.gr(), &ns, &name).cloned() else {
             return Err(ApiError::not_found(def, &name));
         };
+        let old = events::from_storage(def, old);
+        decode(def, &mut obj)?;
         let rv = meta(&obj, "resourceVersion");
         if !rv.is_empty() && rv != meta(&old, "resourceVersion") {
             return Err(ApiError::conflict(def, &name));
@@ -551,6 +578,14 @@ impl Store {
                 }
                 if let Some(mf) = obj.pointer("/metadata/managedFields") {
                     meta_mut(&mut n).insert("managedFields".into(), mf.clone());
+                }
+                // The Deployment status strategy keeps annotations written with the status
+                // (the deployment controller's revision).
+                if def.group == "apps"
+                    && def.plural == "deployments"
+                    && let Some(a) = obj.pointer("/metadata/annotations")
+                {
+                    meta_mut(&mut n).insert("annotations".into(), a.clone());
                 }
                 n
             }
@@ -586,10 +621,11 @@ impl Store {
                 };
             }
         }
-        default_fields(def, &mut new, &mut self.rng);
-        if matches!(scope, Scope::Main { .. }) {
-            validation::validate(def, &new, Some(&old))?;
-        }
+        admit_custom(def, &mut new)?;
+        defaults::apply(def, &mut new);
+        canonical_quantities(def, &mut new)?;
+        defaults::encode(def, &mut new);
+        defaults::convert(def, &mut new, Some(&old));
         if w.track {
             apply::track_update(
                 Some(&old),
@@ -598,9 +634,15 @@ impl Store {
                 &def.api_version(),
                 scope,
                 &now(),
+                def.crd.is_none(),
             );
         }
-        if spec_part(&new) != spec_part(&old) {
+        defaults::prepare(def, &mut new, Some(&old), w.external, &mut self.rng);
+        defaults::encode(def, &mut new);
+        if matches!(scope, Scope::Main { .. }) {
+            validation::validate(def, &new, Some(&old))?;
+        }
+        if def.generation && spec_part(&new) != spec_part(&old) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -613,8 +655,9 @@ impl Store {
             new = old.clone();
         }
         if new == old || w.dry_run {
-            return Ok(new);
+            return Ok(events::to_storage(def, new));
         }
+        let new = events::to_storage(def, new);
         let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
             && new
                 .pointer("/metadata/finalizers")
@@ -648,6 +691,7 @@ impl Store {
             let m = meta_mut(&mut new);
             m.insert("deletionTimestamp".into(), json!(now()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            bump_generation(&mut new);
             if is_ns {
                 new["status"] = json!({"phase": "Terminating"});
             }
@@ -726,41 +770,34 @@ impl Store {
             } else {
                 &mut self.registry
             };
-            let accepted = registry.set_crd(&name, obj).map_err(|msg| {
+            registry.set_crd(&name, obj).map_err(|msg| {
                 let (field, m) = msg.split_once(": ").unwrap_or(("spec", msg.as_str()));
                 ApiError::invalid(def, &name, field, m)
             })?;
-            let t = now();
-            let versions: Vec<Value> = obj
+            // The storage version is recorded as stored (the strategy does it on create and
+            // when it changes); conditions and accepted names come from the establishing
+            // controller (`controllers::crds`).
+            let storage: Option<Value> = obj
                 .pointer("/spec/versions")
                 .and_then(Value::as_array)
-                .map(|vs| {
+                .and_then(|vs| {
                     vs.iter()
-                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-                        .filter_map(|v| v.get("name").cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut conditions = json!([
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": t},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": t},
-            ]);
-            // Conditions that hold already keep their time, so a re-apply stays a no-op.
-            let before = obj.pointer("/status/conditions").and_then(Value::as_array);
-            for c in conditions.as_array_mut().into_iter().flatten() {
-                let held = before
-                    .into_iter()
-                    .flatten()
-                    .find(|o| o.get("type") == c.get("type") && o.get("status") == c.get("status"));
-                if let Some(time) = held.and_then(|o| o.get("lastTransitionTime")) {
-                    c["lastTransitionTime"] = time.clone();
+                        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                        .and_then(|v| v.get("name").cloned())
+                });
+            if let Some(storage) = storage {
+                let status = obj
+                    .as_object_mut()
+                    .map(|o| o.entry("status").or_insert_with(|| json!({})));
+                if let Some(st) = status.and_then(Value::as_object_mut) {
+                    let stored = st.entry("storedVersions").or_insert_with(|| json!([]));
+                    if let Some(list) = stored.as_array_mut()
+                        && !list.contains(&storage)
+                    {
+                        list.push(storage);
+                    }
                 }
             }
-            obj["status"] = json!({
-                "acceptedNames": accepted,
-                "storedVersions": versions,
-                "conditions": conditions,
-            });
         }
         Ok(())
     }
@@ -809,12 +846,28 @@ impl Store {
         out
     }
 
+    /// Whether a delete with `propagation` would leave `obj` in place for now (finalizers,
+    /// a namespace, foreground deletion), as a dry run answers.
+    pub fn delete_would_keep(
+        &self,
+        def: &ResourceDef,
+        obj: &Value,
+        propagation: Propagation,
+    ) -> bool {
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let is_ns = def.group.is_empty() && def.plural == "namespaces";
+        has_finalizers || is_ns || propagation == Propagation::Foreground
+    }
+
     /// Deletes an object with a `propagationPolicy`: `Background` deletes it now (the garbage
     /// collector takes its dependents later); `Foreground` marks it (`deletionTimestamp`, the
-    /// `foregroundDeletion` finalizer) when it has dependents and deletes them first, in the
-    /// foreground too: the object is removed once none is left, at once unless a dependent's
-    /// finalizer holds it up (the garbage collector finishes later); `Orphan` removes its
-    /// dependents' ownerReferences first. Returns the object as deleted or marked.
+    /// `foregroundDeletion` finalizer) and the garbage collector deletes its dependents, in the
+    /// foreground too, then the object, on a later sweep (as in Kubernetes, a GET right after
+    /// still finds it); `Orphan` removes its dependents' ownerReferences first. Returns the
+    /// object as deleted or marked.
     pub fn delete_with(
         &mut self,
         def: &ResourceDef,
@@ -826,43 +879,41 @@ impl Store {
             return Err(ApiError::not_found(def, name));
         };
         let uid = meta(&old, "uid");
-        let dependents = match propagation {
-            Propagation::Background => return self.delete(def, ns, name),
-            _ => self.dependents(&uid),
-        };
         let is_ns = def.group.is_empty() && def.plural == "namespaces";
-        if dependents.is_empty() || is_ns {
-            return self.delete(def, ns, name);
-        }
-        if propagation == Propagation::Orphan {
-            for (gr, dns, dname) in dependents {
-                let (Some(ddef), Some(dep)) = (
-                    self.registry.any_version(&gr).cloned(),
-                    self.get(&gr, &dns, &dname).cloned(),
-                ) else {
-                    continue;
-                };
-                let mut dep = dep;
-                let m = meta_mut(&mut dep);
-                let refs: Vec<Value> = m
-                    .get("ownerReferences")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
-                    .cloned()
-                    .collect();
-                if refs.is_empty() {
-                    m.remove("ownerReferences");
-                } else {
-                    m.insert("ownerReferences".into(), Value::Array(refs));
+        match propagation {
+            Propagation::Background => return self.delete(def, ns, name),
+            _ if is_ns => return self.delete(def, ns, name),
+            Propagation::Orphan => {
+                for (gr, dns, dname) in self.dependents(&uid) {
+                    let (Some(ddef), Some(dep)) = (
+                        self.registry.any_version(&gr).cloned(),
+                        self.get(&gr, &dns, &dname).cloned(),
+                    ) else {
+                        continue;
+                    };
+                    let mut dep = dep;
+                    let m = meta_mut(&mut dep);
+                    let refs: Vec<Value> = m
+                        .get("ownerReferences")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                        .cloned()
+                        .collect();
+                    if refs.is_empty() {
+                        m.remove("ownerReferences");
+                    } else {
+                        m.insert("ownerReferences".into(), Value::Array(refs));
+                    }
+                    let scope = Scope::Main {
+                        has_status: ddef.has_status,
+                    };
+                    let _ = self.update(&ddef, dep, scope, Writer::GARBAGE_COLLECTOR);
                 }
-                let scope = Scope::Main {
-                    has_status: ddef.has_status,
-                };
-                let _ = self.update(&ddef, dep, scope, Writer::GARBAGE_COLLECTOR);
+                return self.delete(def, ns, name);
             }
-            return self.delete(def, ns, name);
+            Propagation::Foreground => {}
         }
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(old);
@@ -877,11 +928,8 @@ impl Store {
         }
         m.insert("deletionTimestamp".into(), json!(now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
-        let marked = self.store(def, new, EventType::Modified);
-        // Dependents without finalizers go at once (simulated pods terminate instantly), so
-        // the owner is usually gone when this returns; a finalizer holds the chain up.
-        self.finish_foreground();
-        Ok(marked)
+        bump_generation(&mut new);
+        Ok(self.store(def, new, EventType::Modified))
     }
 
     /// Foreground deletion: deletes the dependents of owners deleted in the foreground (in the

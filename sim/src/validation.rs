@@ -191,7 +191,17 @@ pub(crate) fn validate(
     obj: &Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
-    let mut errs = Vec::new();
+    validate_with(def, obj, old, Vec::new())
+}
+
+/// [`validate`], adding to errors found before (the name's).
+pub(crate) fn validate_with(
+    def: &ResourceDef,
+    obj: &Value,
+    old: Option<&Value>,
+    mut errs: Vec<FieldError>,
+) -> Result<(), ApiError> {
+    metadata(obj, &mut errs);
     let template = obj.pointer("/spec/template/spec");
     match (def.group.as_str(), def.kind.as_str()) {
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
@@ -222,6 +232,27 @@ pub(crate) fn validate(
             restart_policy(spec, path, &["OnFailure", "Never"], &mut errs);
         }
         ("", "Pod") if old.is_none() => pod_spec(obj.get("spec"), "spec", &mut errs),
+        ("" | "events.k8s.io", "Event") => {
+            let core = crate::events::to_storage(def, obj.clone());
+            errs.extend(crate::events::validate(
+                &core,
+                crate::events::is_events_api(def),
+            ));
+        }
+        ("", "ConfigMap" | "Secret") => {
+            for field in ["data", "binaryData", "stringData"] {
+                for k in obj
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
+                    if let Some(why) = config_key_error(k) {
+                        errs.push((format!("{field}[{k}]"), why));
+                    }
+                }
+            }
+        }
         _ => {}
     }
     if errs.is_empty() {
@@ -231,7 +262,113 @@ pub(crate) fn validate(
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // Event errors are reported as core Events' (the internal type), whichever API.
+    if def.kind == "Event" && def.group == "events.k8s.io" {
+        let mut core = def.clone();
+        core.group = String::new();
+        return Err(ApiError::invalid_fields(&core, name, &errs));
+    }
     Err(ApiError::invalid_fields(def, name, &errs))
+}
+
+const QUALIFIED: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const CONFIG_KEY: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+fn alnum(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
+fn is_qualified_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+        && s.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+}
+
+/// Why `key` is not a qualified name (`prefix/name`), if it is not.
+fn qualified_name_error(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let invalid = |why: &str| Some(format!("Invalid value: {}: {why}", json_str(key)));
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            return invalid("prefix part must be non-empty");
+        }
+        let ok = p.len() <= 253 && p.split('.').all(|part| !part.is_empty() && is_label(part));
+        if !ok {
+            return invalid(&format!("prefix part {SUBDOMAIN}"));
+        }
+    }
+    if name.is_empty() {
+        return invalid("name part must be non-empty");
+    }
+    if name.len() > 63 {
+        return invalid("name part must be no more than 63 characters");
+    }
+    if !is_qualified_part(name) {
+        return invalid(QUALIFIED);
+    }
+    None
+}
+
+fn config_key_error(key: &str) -> Option<String> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+        && key != "."
+        && key != "..";
+    (!ok).then(|| format!("Invalid value: {}: {CONFIG_KEY}", json_str(key)))
+}
+
+/// Labels and annotations: keys are qualified names, label values short names, and all
+/// annotations together at most 256 KiB.
+fn metadata(obj: &Value, errs: &mut Vec<FieldError>) {
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(why) = qualified_name_error(k) {
+                errs.push(("metadata.labels".into(), why));
+            }
+            let v = v.as_str().unwrap_or_default();
+            if v.len() > 63 {
+                errs.push((
+                    "metadata.labels".into(),
+                    format!(
+                        "Invalid value: {}: must be no more than 63 characters",
+                        json_str(v)
+                    ),
+                ));
+            } else if !v.is_empty() && !is_qualified_part(v) {
+                errs.push((
+                    "metadata.labels".into(),
+                    format!("Invalid value: {}: {LABEL_VALUE}", json_str(v)),
+                ));
+            }
+        }
+    }
+    if let Some(annotations) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in annotations {
+            if let Some(why) = qualified_name_error(&k.to_lowercase()) {
+                errs.push(("metadata.annotations".into(), why));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push((
+                "metadata.annotations".into(),
+                "Too long: must have at most 262144 bytes".into(),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, WatchEvent};
 
 struct Filter {
+    def: crate::registry::ResourceDef,
     t_gr: crate::registry::GroupResource,
     ns: Option<String>,
     label: LabelSelector,
@@ -80,7 +81,7 @@ impl Filter {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let mut obj = obj.clone();
+        let mut obj = crate::events::from_storage(&self.def, obj.clone());
         if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(self.api_version));
         }
@@ -110,8 +111,8 @@ fn bookmark(api_version: &str, kind: &str, rv: u64, initial_end: bool) -> Bytes 
     Bytes::from(line)
 }
 
-fn gone_line(rv: u64) -> Bytes {
-    let e = ApiError::gone(format!("too old resource version: {rv}"));
+fn gone_line(rv: u64, oldest: u64) -> Bytes {
+    let e = ApiError::gone(format!("too old resource version: {rv} ({oldest})"));
     let mut line =
         serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_json()})).unwrap_or_default();
     line.push(b'\n');
@@ -124,7 +125,7 @@ pub(crate) fn serve(
     req: &Req,
     t: &Target,
 ) -> Result<http::Response<Body>, ApiError> {
-    let (label, field) = selectors(req)?;
+    let (label, field) = selectors(req, t)?;
     let table = crate::api::table::wanted(&req.accept).then(|| {
         (
             t.def.clone(),
@@ -133,6 +134,7 @@ pub(crate) fn serve(
     });
     let seen = (!label.is_empty() || !field.is_empty()).then(HashSet::new);
     let mut filter = Filter {
+        def: t.def.clone(),
         t_gr: t.def.gr(),
         ns: t.ns.clone(),
         label,
@@ -193,7 +195,7 @@ pub(crate) fn serve(
                     evs.last().map_or(rv.max(current), |e| e.rv.max(current))
                 }
                 None => {
-                    first.push(gone_line(rv));
+                    first.push(gone_line(rv, store.compacted()));
                     0
                 }
             }
@@ -273,9 +275,12 @@ async fn pump(
             ev = events.recv() => match ev {
                 Ok(ev) => vec![ev],
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let missed = shared.lock_store().events_since(last_rv);
+                    let (missed, oldest) = {
+                        let store = shared.lock_store();
+                        (store.events_since(last_rv), store.compacted())
+                    };
                     let Some(evs) = missed else {
-                        let _ = tx.send(gone_line(last_rv)).await;
+                        let _ = tx.send(gone_line(last_rv, oldest)).await;
                         return;
                     };
                     evs

@@ -9,6 +9,7 @@ mod sim {
     pub mod components;
     pub mod errors;
     pub mod faults;
+    pub mod fidelity;
     pub mod kubectl;
     pub mod support;
     pub mod workloads;

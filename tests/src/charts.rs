@@ -192,6 +192,51 @@ pub const TWO: TestChart = TestChart {
     values: &["{}"],
 };
 
+/// What public charts write and a YAML 1.2 reader gets wrong: `defaultMode: 0755` (kubectl
+/// reads 493), and a ConfigMap rendered only when the values say `extra: yes` (helm reads the
+/// values file's `extra: no` as false).
+pub const YAML11: TestChart = TestChart {
+    name: "yaml11",
+    files: &[
+        (
+            "templates/deployment.yaml",
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: yaml11}
+  template:
+    metadata:
+      labels: {app: yaml11}
+    spec:
+      containers:
+        - name: app
+          image: registry.k8s.io/pause:3.9
+          volumeMounts: [{name: scripts, mountPath: /scripts}]
+      volumes:
+        - name: scripts
+          configMap:
+            name: {{ .Release.Name }}-scripts
+            defaultMode: 0755
+            items:
+              - {key: run.sh, path: run.sh, mode: 0o700}
+",
+        ),
+        (
+            "templates/scripts.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-scripts\ndata:\n  run.sh: \"true\"\n",
+        ),
+        (
+            "templates/extra.yaml",
+            "{{- if .Values.extra }}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-extra\ndata:\n  a: b\n{{- end }}\n",
+        ),
+    ],
+    values: &["extra: no\n", "extra: yes\n"],
+};
+
 /// The template metrics-lite 0.4.0 adds in the upgrade tests.
 pub const METRICS_LITE_DASHBOARDS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-dashboards\ndata:\n  main.json: '{}'\n";
 
@@ -325,4 +370,5 @@ pub const ALL: &[&TestChart] = &[
     &MIGRATE,
     &ONE,
     &TWO,
+    &YAML11,
 ];

@@ -991,6 +991,40 @@ pub fn spawn_agent_with(
         .spawn()?)
 }
 
+/// Runs one pass, `tidemark agent --once`, for cluster `sim` of the fleet repo at `repo`
+/// against `sim`, rendering with `helm` and caching in `dir`; `extra` arguments are added.
+/// Returns the run (exit code, stdout, stderr) whatever its outcome.
+pub fn agent_once(
+    repo: &Path,
+    sim: &SimProcess,
+    helm: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Run> {
+    let (repo, kubeconfig, helm) = (
+        repo.display().to_string(),
+        sim.kubeconfig().display().to_string(),
+        helm.display().to_string(),
+    );
+    let cache = dir.join("cache").display().to_string();
+    let mut args = vec![
+        "agent",
+        "--once",
+        "--repo",
+        &repo,
+        "--selector",
+        "cluster=sim",
+        "--cache-dir",
+        &cache,
+        "--helm-bin",
+        &helm,
+        "--component-wait",
+        "20s",
+    ];
+    args.extend_from_slice(extra);
+    tidemark_in(&args, None, &[("KUBECONFIG", &kubeconfig)])
+}
+
 /// The log an agent started by [`spawn_agent`] wrote.
 pub fn agent_log(dir: &Path, identity: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{identity}.log"))).unwrap_or_default()
@@ -1376,4 +1410,268 @@ impl GitDaemon {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+// ---- private charts: TLS, an authenticated chart repository, an OCI registry -------------
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, made with the openssl CLI in
+/// `dir`.
+pub struct TestTls {
+    /// The CA bundle clients verify with.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's key.
+    pub key: PathBuf,
+}
+
+impl TestTls {
+    /// Makes the CA and the server certificate (valid for a day) in `dir`.
+    pub fn new(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = |name: &str| dir.join(name);
+        let openssl = |args: &[&str]| -> Result<()> {
+            run_ok(Command::new("openssl").args(args).current_dir(dir)).map(drop)
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tidemark test CA",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        std::fs::write(path("san.cnf"), "subjectAltName=IP:127.0.0.1\n")?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+        ])?;
+        Ok(Self {
+            ca: path("ca.crt"),
+            cert: path("server.crt"),
+            key: path("server.key"),
+        })
+    }
+}
+
+/// A classic chart repository (`tests/support/chart_repo_server.py`) serving a directory on
+/// 127.0.0.1, over HTTPS with `tls`, behind basic auth with `auth` (a user and the file
+/// holding the password, read at every request). Every request is logged.
+pub struct ChartRepoServer {
+    child: Child,
+    port: u16,
+    scheme: &'static str,
+    log: PathBuf,
+}
+
+impl ChartRepoServer {
+    /// Serves `root`, logging requests to `log`.
+    pub fn start(
+        root: &Path,
+        auth: Option<(&str, &Path)>,
+        tls: Option<&TestTls>,
+        log: &Path,
+    ) -> Result<Self> {
+        let mut cmd = Command::new("python3");
+        cmd.arg(workspace_root().join("tests/support/chart_repo_server.py"))
+            .arg(root)
+            .env("CHART_REPO_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some((user, password_file)) = auth {
+            cmd.env("CHART_REPO_USER", user)
+                .env("CHART_REPO_PASSWORD_FILE", password_file);
+        }
+        if let Some(tls) = tls {
+            cmd.env("CHART_REPO_CERT", &tls.cert)
+                .env("CHART_REPO_KEY", &tls.key);
+        }
+        let mut child = cmd.spawn()?;
+        let mut stdout = child.stdout.take().context("no stdout")?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&line).to_string();
+        let Some(port) = text
+            .strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok())
+        else {
+            let _ = child.kill();
+            bail!("chart repository server did not start: {text:?}");
+        };
+        Ok(Self {
+            child,
+            port,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// `https://127.0.0.1:PORT` (or `http://`).
+    pub fn url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// The requests so far: `STATUS PATH AUTH` (AUTH `none`, `ok` or `bad`).
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for ChartRepoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real OCI registry on 127.0.0.1: Debian's `docker-registry` (the CNCF distribution
+/// registry, which serves the OCI distribution API), with TLS and htpasswd (bcrypt) auth.
+pub struct OciRegistry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OciRegistry {
+    /// Starts a registry accepting only `user`/`password`, serving `tls`.
+    pub fn start(user: &str, password: &str, tls: &TestTls) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let htpasswd = dir.path().join("htpasswd");
+        // The password goes to htpasswd on stdin, not on its command line.
+        let mut child = Command::new("htpasswd")
+            .arg("-Bic")
+            .arg(&htpasswd)
+            .arg(user)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(
+                "htpasswd (Debian package apache2-utils) is missing: scripts/setup-system.sh",
+            )?;
+        std::io::Write::write_all(
+            &mut child.stdin.take().context("no stdin")?,
+            password.as_bytes(),
+        )?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1
+log:
+  level: info
+  accesslog: {{disabled: true}}
+storage:
+  filesystem: {{rootdirectory: {data}}}
+http:
+  addr: 127.0.0.1:0
+  secret: tidemark-test
+  tls: {{certificate: {cert}, key: {key}}}
+auth:
+  htpasswd: {{realm: tidemark-test, path: {htpasswd}}}
+",
+                data = dir.path().join("data").display(),
+                cert = tls.cert.display(),
+                key = tls.key.display(),
+                htpasswd = htpasswd.display(),
+            ),
+        )?;
+        let log = dir.path().join("registry.log");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("docker-registry (Debian package) is missing: scripts/setup-system.sh")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .split("listening on 127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                });
+            if let Some(port) = port {
+                return Ok(Self {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            if child.try_wait()?.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("docker-registry did not start: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as registry references and configs name it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// helm's registry config (a docker `config.json`) logging in to `host` as `user`.
+pub fn registry_config(host: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}")
 }

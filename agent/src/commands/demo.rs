@@ -30,6 +30,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let helm = crate::component::helm::Helm {
         bin: helm_bin,
         timeout: std::time::Duration::from_secs(120),
+        credentials: Default::default(),
     };
     let runtime = super::runtime()?;
     // Before anything starts: the demo renders every component with helm.

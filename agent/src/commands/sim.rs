@@ -19,6 +19,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         seed,
         cluster_name,
         port,
+        pods,
+        unavailable_api_services,
     } = args;
     if let Some(SimCommand::Ctl { kubeconfig, args }) = command {
         let out = super::runtime()?
@@ -42,6 +44,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         seed,
         cluster_name,
         port,
+        pods,
+        unavailable_api_services,
         ..SimConfig::default()
     };
     super::runtime()?

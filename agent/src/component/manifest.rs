@@ -13,7 +13,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use super::values::{ConvertError, describe_yaml_error, json_kind, yaml_to_json};
+use super::kube_yaml::{self, DuplicateKeys};
+use super::values::json_kind;
 
 use crate::keys::labels::COMPONENT as COMPONENT_LABEL;
 
@@ -203,6 +204,8 @@ struct Document<'a> {
 
 /// Parses the output of `helm template`: multi-document YAML with `# Source:` comments.
 ///
+/// - Each document is read as kubectl reads it ([`kube_yaml`]: YAML 1.1 scalars, so
+///   `defaultMode: 0755` is 493; a key written twice keeps the last value).
 /// - Documents that are empty or hold only comments are skipped.
 /// - A `*List` kind with an `items` array is expanded into its items.
 /// - Every object must be a mapping with non-empty string `apiVersion`, `kind` and
@@ -212,23 +215,24 @@ struct Document<'a> {
 pub fn parse(text: &str) -> Result<Vec<RenderedObject>, ManifestError> {
     let mut objects = Vec::new();
     for doc in split_documents(text) {
-        let yaml: serde_yaml::Value = match serde_yaml::from_str(doc.text) {
-            Ok(yaml) => yaml,
-            Err(_) => return Err(syntax_error(&doc)),
-        };
-        let mut yaml = yaml;
-        yaml.apply_merge().map_err(|e| ManifestError::Invalid {
-            document: doc.name.clone(),
-            field: "<<".to_owned(),
-            problem: describe_yaml_error(&e).2,
-        })?;
-        let body = yaml_to_json(yaml).map_err(|ConvertError { path, problem }| {
-            ManifestError::Invalid {
-                document: doc.name.clone(),
-                field: path,
-                problem,
-            }
-        })?;
+        let body =
+            kube_yaml::first_document(doc.text, DuplicateKeys::LastWins).map_err(|e| match e {
+                kube_yaml::Error::Syntax {
+                    line,
+                    column,
+                    message,
+                } => ManifestError::Syntax {
+                    document: doc.name.clone(),
+                    line: line + doc.first_line - 1,
+                    column,
+                    message,
+                },
+                kube_yaml::Error::Value { path, problem } => ManifestError::Invalid {
+                    document: doc.name.clone(),
+                    field: path,
+                    problem,
+                },
+            })?;
         if body.is_null() {
             continue;
         }
@@ -253,24 +257,6 @@ pub fn parse(text: &str) -> Result<Vec<RenderedObject>, ManifestError> {
         }
     }
     Ok(objects)
-}
-
-/// Re-parses a failed document with its lines shifted to where they sit in the render, so that
-/// every location in the parser's message (there can be two) is a line of the whole render.
-/// Done only on failure: padding every document would make parsing quadratic.
-fn syntax_error(doc: &Document<'_>) -> ManifestError {
-    let padded = format!("{}{}", "\n".repeat(doc.first_line - 1), doc.text);
-    let (line, column, message) = match serde_yaml::from_str::<serde_yaml::Value>(&padded) {
-        Err(e) => describe_yaml_error(&e),
-        // Cannot happen (same text, only blank lines added); say something rather than panic.
-        Ok(_) => (doc.first_line, 1, "invalid YAML".to_owned()),
-    };
-    ManifestError::Syntax {
-        document: doc.name.clone(),
-        line,
-        column,
-        message,
-    }
 }
 
 /// Splits the render at document markers.
@@ -878,14 +864,14 @@ rules: []
                 message,
             }) => {
                 assert_eq!(document, "c/templates/b.yaml");
-                assert_eq!((line, column), (12, 2), "{message}");
+                assert_eq!((line, column), (12, 8), "{message}");
             }
             other => panic!("expected a syntax error, got {other:?}"),
         }
         let shown = error(text);
         assert!(
             shown.starts_with(
-                "c/templates/b.yaml: invalid YAML at line 12 column 2 of the render: "
+                "c/templates/b.yaml: invalid YAML at line 12 column 8 of the render: "
             ),
             "{shown}"
         );

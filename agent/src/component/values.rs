@@ -6,11 +6,16 @@
 //! chart's own `values.yaml` (where a `null` deletes a chart default) is Helm's job: tidemark
 //! hands the merged map to `helm template` and never imitates that step.
 //!
+//! Values files are read as helm reads them (sigs.k8s.io/yaml: YAML 1.1 scalars, see
+//! [`kube_yaml`]): `enabled: no` is `false` and `mode: 0755` is 493 for helm, so they must be
+//! for tidemark too, which hands helm the merged values as JSON. A YAML 1.2 reading would
+//! turn `no` into the string `"no"`, which a template's `if` takes as true.
+//!
 //! It is pure: text in, values out. Reading the files is the caller's business.
 
-use serde::Deserialize as _;
 use serde_json::{Map, Value};
-use serde_yaml::Value as Yaml;
+
+use super::kube_yaml::{self, DuplicateKeys};
 
 /// A JSON object: one layer of values, or the merge of several.
 pub type Values = Map<String, Value>;
@@ -79,38 +84,33 @@ fn merge_into(mut base: Values, top: Values) -> Values {
 
 /// Parses one values file.
 ///
+/// - Scalars resolve as helm reads them ([`kube_yaml`]: `yes`/`no`, `0755`, `1e3`, ...).
 /// - An empty file, or one holding only comments or `~`, is an empty map (Helm reads it so).
 /// - Only the first YAML document counts, as in Helm.
 /// - A top level that is not a mapping is an error naming the file.
 /// - YAML merge keys (`<<: *anchor`) are applied, as Helm's YAML library does.
 /// - Non-string mapping keys (`1: x`, `true: y`) become strings, as in Helm's YAML-to-JSON step.
+/// - A key written twice in one mapping is an error (Helm lets the last win; a duplicate in a
+///   values file is a mistake worth a clear message, and `tidemark validate` reports it).
 ///
 /// `path_for_errors` only appears in error messages, e.g. `values/x.yaml:3:5: ...`.
 pub fn parse_values_file(path_for_errors: &str, text: &str) -> Result<Values, ValuesError> {
-    // Helm's YAML library reads only the first document of a values file; a stray `---` at
-    // the end (or a second document) must not turn a working file into an error.
-    let mut yaml = match serde_yaml::Deserializer::from_str(text).next() {
-        None => Yaml::Null,
-        Some(document) => Yaml::deserialize(document).map_err(|e| {
-            let (line, column, message) = describe_yaml_error(&e);
-            ValuesError::Syntax {
-                file: path_for_errors.to_owned(),
-                line,
-                column,
-                message,
-            }
-        })?,
-    };
-    yaml.apply_merge()
-        .map_err(|e| ValuesError::Unrepresentable {
+    let json = kube_yaml::first_document(text, DuplicateKeys::Refuse).map_err(|e| match e {
+        kube_yaml::Error::Syntax {
+            line,
+            column,
+            message,
+        } => ValuesError::Syntax {
             file: path_for_errors.to_owned(),
-            path: "<<".to_owned(),
-            problem: describe_yaml_error(&e).2,
-        })?;
-    let json = yaml_to_json(yaml).map_err(|e| ValuesError::Unrepresentable {
-        file: path_for_errors.to_owned(),
-        path: e.path,
-        problem: e.problem,
+            line,
+            column,
+            message,
+        },
+        kube_yaml::Error::Value { path, problem } => ValuesError::Unrepresentable {
+            file: path_for_errors.to_owned(),
+            path,
+            problem,
+        },
     })?;
     match json {
         Value::Null => Ok(Values::new()),
@@ -159,112 +159,6 @@ fn write_canonical(v: &Value, out: &mut String) {
             out.push(']');
         }
         scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-/// A failed YAML-to-JSON conversion: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConvertError {
-    /// Dotted path of the offending value (`a.b[2]`), or `.` for the top level.
-    pub path: String,
-    /// What is wrong there.
-    pub problem: String,
-}
-
-/// Converts parsed YAML into JSON the way Helm and kubectl do (sigs.k8s.io/yaml):
-/// scalar keys become strings, tags are dropped, NaN and infinities are refused.
-pub(crate) fn yaml_to_json(yaml: Yaml) -> Result<Value, ConvertError> {
-    convert(yaml, &mut Vec::new())
-}
-
-fn convert(yaml: Yaml, path: &mut Vec<String>) -> Result<Value, ConvertError> {
-    Ok(match yaml {
-        Yaml::Null => Value::Null,
-        Yaml::Bool(b) => Value::Bool(b),
-        Yaml::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                match serde_json::Number::from_f64(f) {
-                    Some(n) => Value::Number(n),
-                    None => {
-                        return Err(ConvertError {
-                            path: render_path(path),
-                            problem: format!("{n} cannot be represented in JSON"),
-                        });
-                    }
-                }
-            }
-        }
-        Yaml::String(s) => Value::String(s),
-        Yaml::Sequence(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                path.push(format!("[{i}]"));
-                out.push(convert(item, path)?);
-                path.pop();
-            }
-            Value::Array(out)
-        }
-        Yaml::Mapping(mapping) => {
-            let mut out = Map::new();
-            for (key, value) in mapping {
-                let key = match key {
-                    Yaml::String(s) => s,
-                    Yaml::Bool(b) => b.to_string(),
-                    Yaml::Number(n) => n.to_string(),
-                    // sigs.k8s.io/yaml turns a null key into "null"; do the same.
-                    Yaml::Null => "null".to_owned(),
-                    Yaml::Tagged(t) => match t.value {
-                        Yaml::String(s) => s,
-                        _ => {
-                            return Err(ConvertError {
-                                path: render_path(path),
-                                problem: "a mapping key must be a scalar".to_owned(),
-                            });
-                        }
-                    },
-                    Yaml::Sequence(_) | Yaml::Mapping(_) => {
-                        return Err(ConvertError {
-                            path: render_path(path),
-                            problem: "a mapping key must be a scalar".to_owned(),
-                        });
-                    }
-                };
-                path.push(format!(".{key}"));
-                let value = convert(value, path)?;
-                path.pop();
-                out.insert(key, value);
-            }
-            Value::Object(out)
-        }
-        // Custom tags (`!!binary`, `!foo`) carry no meaning in Kubernetes YAML; keep the value.
-        Yaml::Tagged(tagged) => convert(tagged.value, path)?,
-    })
-}
-
-fn render_path(path: &[String]) -> String {
-    let joined: String = path.concat();
-    match joined.strip_prefix('.') {
-        Some(rest) => rest.to_owned(),
-        None if joined.is_empty() => ".".to_owned(),
-        None => joined,
-    }
-}
-
-/// Splits a serde_yaml error into (line, column, message without the location), so that
-/// callers can print the location once, in their own `file:line:col` form.
-pub(crate) fn describe_yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
-    let text = e.to_string();
-    match e.location() {
-        Some(loc) => {
-            let at = format!(" at line {} column {}", loc.line(), loc.column());
-            (loc.line(), loc.column(), text.replacen(&at, "", 1))
-        }
-        None => (1, 1, text),
     }
 }
 
@@ -435,8 +329,8 @@ mod tests {
             panic!("expected a syntax error, got {err:?}");
         };
         assert_eq!(file, "values/x.yaml");
-        assert_eq!((line, column), (4, 2));
-        assert!(!message.contains("line 4 column 2"), "{message}");
+        assert_eq!((line, column), (4, 3));
+        assert!(!message.contains("line 4 column 3"), "{message}");
         let shown = ValuesError::Syntax {
             file,
             line,
@@ -444,7 +338,7 @@ mod tests {
             message,
         }
         .to_string();
-        assert!(shown.starts_with("values/x.yaml:4:2: "), "{shown}");
+        assert!(shown.starts_with("values/x.yaml:4:3: "), "{shown}");
     }
 
     #[test]
@@ -478,10 +372,22 @@ mod tests {
 
     #[test]
     fn non_string_keys_become_strings() {
-        let v = parse("1: one\ntrue: yes\nnested:\n  2.5: x\n");
+        let v = parse("1: one\ntrue: two\nnested:\n  2.5: x\n");
         assert_eq!(
             Value::Object(v),
-            json!({"1": "one", "true": "yes", "nested": {"2.5": "x"}})
+            json!({"1": "one", "true": "two", "nested": {"2.5": "x"}})
+        );
+    }
+
+    #[test]
+    fn scalars_are_read_as_helm_reads_them() {
+        // helm v4.1.4 and v3.17.2 read this file (`toJson .Values`) as
+        // {"a":493,"b":false,"c":1000,"d":8,"e":true,"f":1.1,"false":"x","q":"no"}.
+        let v = parse("a: 0755\nb: no\nc: 1e3\nd: 08\ne: on\nf: 1.10\nn: x\nq: 'no'\n");
+        assert_eq!(
+            Value::Object(v),
+            json!({"a": 493, "b": false, "c": 1000, "d": 8, "e": true, "f": 1.1,
+                   "false": "x", "q": "no"})
         );
     }
 
@@ -495,10 +401,12 @@ mod tests {
     }
 
     #[test]
-    fn tags_are_dropped() {
-        let v = parse("a: !custom 5\nb: !!str 7\n");
-        assert_eq!(v.get("a"), Some(&json!(5)));
+    fn tags_resolve_as_in_helm() {
+        // A tag helm does not know keeps the text; `!!int` resolves even a quoted scalar.
+        let v = parse("a: !custom 5\nb: !!str 7\nc: !!int '0755'\n");
+        assert_eq!(v.get("a"), Some(&json!("5")));
         assert_eq!(v.get("b"), Some(&json!("7")));
+        assert_eq!(v.get("c"), Some(&json!(493)));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! process keeps.
 //!
 //! - An in-repo chart is written out from git (never a checkout) into a temporary
-//!   directory; the merged values go to helm as one file.
+//!   directory (mode 0700); the merged values go to helm as one file, and so does helm's
+//!   private configuration for a chart that needs credentials (`component::helm::Access`).
 //! - Several components of one rank render together ([`RENDER_CONCURRENCY`] processes).
 //! - The last prepared render of each component is kept, keyed by its inputs digest, so a
 //!   drift check needs no `helm` process. It is only a shortcut: after a restart the
@@ -148,6 +149,9 @@ impl Renderer {
         tokio::fs::write(&values_file, text)
             .await
             .map_err(RenderError::Workdir)?;
+        // Credentials read now, helm's private configuration written into this render's
+        // directory (removed with it).
+        let access = self.helm.access(&inputs.chart, dir.path()).await?;
         let req = RenderRequest {
             release: &c.release,
             namespace: &c.namespace,
@@ -157,6 +161,7 @@ impl Renderer {
             values_file: &values_file,
             kube_version: capabilities.kube_version.as_deref(),
             api_versions: &capabilities.api_versions,
+            access: &access,
         };
         self.processes.inc();
         let out = self.helm.render(&req).await?;

@@ -58,12 +58,47 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         if self.content_type.contains("yaml") {
-            serde_yaml::from_slice::<Value>(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            // kube sends apply patches as JSON; read them as such, else as YAML 1.1.
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.body) {
+                return Ok(v);
+            }
+            let text = String::from_utf8_lossy(&self.body);
+            crate::yaml::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))
         } else {
             serde_json::from_slice::<Value>(&self.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
         }
+    }
+
+    /// The body of a create or update of `kind`: a body that is not JSON (or YAML) is a 400
+    /// shaped like the API server's decoding error.
+    pub fn object_body(&self, kind: &str) -> Result<Value, ApiError> {
+        if self.content_type.contains("yaml") || self.body.is_empty() {
+            return self.body_value();
+        }
+        serde_json::from_slice::<Value>(&self.body).map_err(|e| {
+            let why = match e.classify() {
+                serde_json::error::Category::Eof => "unexpected end of JSON input".to_string(),
+                _ => {
+                    let at = e.column().saturating_sub(1);
+                    let line = String::from_utf8_lossy(&self.body)
+                        .lines()
+                        .nth(e.line().saturating_sub(1))
+                        .unwrap_or_default()
+                        .to_string();
+                    match line.chars().nth(at) {
+                        Some(c) => format!("invalid character '{c}' looking for beginning of value"),
+                        None => "unexpected end of JSON input".to_string(),
+                    }
+                }
+            };
+            let text = String::from_utf8_lossy(&self.body);
+            let snippet: String = text.chars().take(30).collect();
+            let more = if text.chars().count() > 30 { " ..." } else { "" };
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {why} ({snippet}{more})"
+            ))
+        })
     }
 
     /// The field manager: `?fieldManager=`, else derived from the user agent as the real
@@ -100,6 +135,10 @@ pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    if e.plain {
+        let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::NOT_FOUND);
+        return full(code, "text/plain; charset=utf-8", e.message.clone());
+    }
     json_response(e.code, &e.to_json())
 }
 
@@ -273,16 +312,30 @@ pub(crate) fn parse_target(
         _ => (None, rest),
     };
     if rest.len() > 3 || rest.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::not_found_path());
+        return Err(ApiError::not_found_resource());
     }
     let store = shared.lock_store();
+    let served_version = store
+        .registry
+        .groups()
+        .iter()
+        .any(|(g, vs)| g == group && vs.iter().any(|v| v == version));
+    if !served_version {
+        return Err(
+            match discovery::aggregated_version(&store, group, version, false) {
+                Some(Err(e)) => e,
+                _ => ApiError::not_found_path(),
+            },
+        );
+    }
     let def = store
         .registry
         .find(group, version, rest[0])
+        .filter(|d| store.registry.is_served(d))
         .cloned()
-        .ok_or_else(ApiError::not_found_path)?;
+        .ok_or_else(ApiError::not_found_resource)?;
     if ns.is_some() && !def.namespaced {
-        return Err(ApiError::not_found_path());
+        return Err(ApiError::not_found_resource());
     }
     Ok(Target {
         def,

@@ -22,9 +22,17 @@ pub(crate) fn handle(
     t: Target,
 ) -> Result<http::Response<Body>, ApiError> {
     if let Some(d) = req.q("dryRun").filter(|d| *d != "All") {
-        return Err(ApiError::bad_request(format!(
-            "Invalid dryRun value {d:?}: supported values: \"All\""
-        )));
+        let options = match req.method {
+            Method::POST => "CreateOptions",
+            Method::PUT => "UpdateOptions",
+            Method::DELETE => "DeleteOptions",
+            _ => "PatchOptions",
+        };
+        return Err(ApiError::invalid_options(
+            options,
+            "dryRun",
+            &format!("Unsupported value: []string{{{d:?}}}: supported values: \"All\""),
+        ));
     }
     let sub = t.sub.as_deref();
     match (&req.method, t.name.as_deref(), sub) {
@@ -73,22 +81,26 @@ pub(crate) fn handle(
                     }
                 }
             }
-            let obj = if req.q("dryRun").is_some() || body_dry {
-                store
+            let policy = propagation(req, &options)?;
+            let (obj, gone) = if req.q("dryRun").is_some() || body_dry {
+                let obj = store
                     .get(&t.def.gr(), ns, name)
                     .cloned()
-                    .ok_or_else(|| ApiError::not_found(&t.def, name))?
+                    .ok_or_else(|| ApiError::not_found(&t.def, name))?;
+                let stays = store.delete_would_keep(&t.def, &obj, policy);
+                (obj, !stays)
             } else {
-                store.delete_with(&t.def, ns, name, propagation(req, &options)?)?
+                let obj = store.delete_with(&t.def, ns, name, policy)?;
+                let gone = store.get(&t.def.gr(), ns, name).is_none();
+                (obj, gone)
             };
-            Ok(json_response(200, &with_version(obj, &t)))
+            Ok(json_response(200, &deleted(obj, &t, gone)))
         }
         (&Method::DELETE, None, None) => delete_collection(shared, req, &t),
-        (_, _, Some(s)) if !matches!(s, "status" | "eviction") => Err(ApiError::not_found_path()),
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({} {})",
-            req.method, req.path
-        ))),
+        (_, _, Some(s)) if !matches!(s, "status" | "eviction") => {
+            Err(ApiError::not_found_resource())
+        }
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
@@ -105,18 +117,50 @@ fn propagation(req: &Req, options: &Value) -> Result<Propagation, ApiError> {
         None | Some("Background") => Ok(Propagation::Background),
         Some("Foreground") => Ok(Propagation::Foreground),
         Some("Orphan") => Ok(Propagation::Orphan),
-        Some(other) => Err(ApiError::new(
-            422,
-            "Invalid",
-            format!(
-                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        Some(other) => Err(ApiError::invalid_options(
+            "DeleteOptions",
+            "propagationPolicy",
+            &format!(
+                "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
             ),
         )),
     }
 }
 
-/// Sets `apiVersion` to the version the request addressed.
-fn with_version(mut obj: Value, t: &Target) -> Value {
+/// An item of a List: like the real server, items of built-in kinds carry no
+/// `apiVersion`/`kind` (the List says them); custom resources' items do.
+fn list_item(obj: Value, t: &Target) -> Value {
+    if t.def.crd.is_some() {
+        return with_version(obj, t);
+    }
+    let mut obj = crate::events::from_storage(&t.def, obj);
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    obj
+}
+
+/// The answer to a DELETE: the object while it is still there (finalizers, foreground
+/// deletion) or when its kind returns deleted objects; otherwise a `Status` naming it.
+fn deleted(obj: Value, t: &Target, gone: bool) -> Value {
+    if !gone || t.def.returns_deleted {
+        return with_version(obj, t);
+    }
+    let s = |p: &str| obj.pointer(p).cloned().unwrap_or(Value::Null);
+    let mut details = json!({"name": s("/metadata/name"), "group": t.def.group, "kind": t.def.plural, "uid": s("/metadata/uid")});
+    if t.def.group.is_empty()
+        && let Some(d) = details.as_object_mut()
+    {
+        d.remove("group");
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
+/// A stored object as the request's resource shows it (`events.k8s.io` Events), with the
+/// `apiVersion` the request addressed.
+fn with_version(obj: Value, t: &Target) -> Value {
+    let mut obj = crate::events::from_storage(&t.def, obj);
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(t.def.api_version()));
         m.insert("kind".into(), json!(t.def.kind));
@@ -165,16 +209,55 @@ fn get(
     Ok(json_response(200, &with_version(obj, t)))
 }
 
-pub(crate) fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
+/// The fields a resource can be selected by besides `metadata.name`/`metadata.namespace`.
+fn selectable_fields(def: &crate::registry::ResourceDef) -> &'static [&'static str] {
+    match (def.group.as_str(), def.plural.as_str()) {
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        ("", "nodes") => &["spec.unschedulable"],
+        ("", "namespaces") => &["status.phase"],
+        ("", "secrets") => &["type"],
+        ("", "replicationcontrollers") | ("apps", "replicasets") => &["status.replicas"],
+        ("batch", "jobs") => &["status.successful"],
+        ("" | "events.k8s.io", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        _ => &[],
+    }
+}
+
+pub(crate) fn selectors(req: &Req, t: &Target) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let label = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let field = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    field
+        .check(selectable_fields(&t.def))
         .map_err(ApiError::bad_request)?;
     Ok((label, field))
 }
 
 fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Body>, ApiError> {
-    let (label, field) = selectors(req)?;
+    let (label, field) = selectors(req, t)?;
     let limit: usize = match req.q("limit") {
         Some(l) => l
             .parse()
@@ -182,22 +265,22 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
         None => 0,
     };
     let after: Option<(String, String)> = match req.q("continue") {
-        Some(c) => {
-            let raw = URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok());
-            let key = raw
-                .as_deref()
-                .and_then(|r| r.split_once('\u{0}'))
-                .map(|(a, b)| (a.to_string(), b.to_string()));
-            Some(key.ok_or_else(|| ApiError::bad_request("invalid continue token"))?)
-        }
+        Some(c) => Some(decode_continue(c, t)?),
         None => None,
     };
     let store = shared.lock_store();
+    // An exact list at an older resourceVersion: the sim keeps no old states, so it can
+    // serve one only when nothing of the resource changed since; a compacted one is gone.
+    if req.q("resourceVersionMatch") == Some("Exact")
+        && let Some(rv) = req.q("resourceVersion").and_then(|r| r.parse::<u64>().ok())
+        && (rv < store.compacted() || store.changed_since(&t.def.gr(), rv))
+    {
+        return Err(ApiError::gone(
+            "The resourceVersion for the provided list is too old.",
+        ));
+    }
     let mut items = Vec::new();
-    let mut more = false;
+    let mut remaining = 0;
     let mut last = None;
     for o in store.list(&t.def.gr(), t.ns.as_deref()) {
         let key = (
@@ -217,23 +300,41 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
             continue;
         }
         if limit > 0 && items.len() == limit {
-            more = true;
-            break;
+            remaining += 1;
+            continue;
         }
-        items.push(with_version(o.clone(), t));
+        items.push(o.clone());
         last = Some(key);
     }
-    let mut meta = json!({"resourceVersion": store.resource_version().to_string()});
-    if more && let Some((ns, name)) = last {
-        meta["continue"] = json!(URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}")));
+    let rv = store.resource_version();
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if remaining > 0
+        && let Some((ns, name)) = last
+    {
+        // Like the real server's: base64 of {"v", "rv", "start"}, `start` the storage key
+        // after which the next page starts.
+        let start = if t.ns.is_some() || !t.def.namespaced {
+            format!("{name}\u{0}")
+        } else {
+            format!("{ns}/{name}\u{0}")
+        };
+        let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+        meta["continue"] = json!(URL_SAFE_NO_PAD.encode(token.to_string()));
+        meta["remainingItemCount"] = json!(remaining);
     }
     if super::table::wanted(&req.accept) {
         let include = req.q("includeObject").unwrap_or("Metadata");
+        let items: Vec<Value> = items.into_iter().map(|o| with_version(o, t)).collect();
         return Ok(json_response(
             200,
             &super::table::render(&t.def, &items, meta, include),
         ));
     }
+    // Custom resource lists always say where they continue (nowhere).
+    if t.def.crd.is_some() && meta.get("continue").is_none() {
+        meta["continue"] = json!("");
+    }
+    let items: Vec<Value> = items.into_iter().map(|o| list_item(o, t)).collect();
     Ok(json_response(
         200,
         &json!({
@@ -241,6 +342,59 @@ fn list(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Bo
             "metadata": meta, "items": items,
         }),
     ))
+}
+
+/// The (namespace, name) after which a `continue` token resumes a list; a token that is not
+/// one is a 400 like the real server's.
+fn decode_continue(token: &str, t: &Target) -> Result<(String, String), ApiError> {
+    let invalid = |why: String| {
+        ApiError::bad_request(format!(
+            "invalid continue token: continue key is not valid: {why}"
+        ))
+    };
+    // Go's RawURLEncoding ignores bits left over in the last symbol.
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let raw = lenient.decode(token).map_err(|e| {
+        let at = match e {
+            base64::DecodeError::InvalidByte(i, _)
+            | base64::DecodeError::InvalidLastSymbol(i, _) => i,
+            _ => token.len(),
+        };
+        invalid(format!("illegal base64 data at input byte {at}"))
+    })?;
+    let parsed: Value = serde_json::from_slice(&raw).map_err(|_| {
+        let first = raw
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .copied()
+            .unwrap_or(0);
+        let shown = if first.is_ascii_graphic() {
+            char::from(first).to_string()
+        } else {
+            format!("\\x{first:02x}")
+        };
+        invalid(format!(
+            "invalid character '{shown}' looking for beginning of value"
+        ))
+    })?;
+    let start = parsed
+        .get("start")
+        .and_then(Value::as_str)
+        .map(|s| s.trim_end_matches('\u{0}'))
+        .ok_or_else(|| invalid("no start key".into()))?;
+    Ok(match (&t.ns, t.def.namespaced) {
+        (Some(ns), _) => (ns.clone(), start.to_string()),
+        (None, false) => (String::new(), start.to_string()),
+        (None, true) => match start.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (String::new(), start.to_string()),
+        },
+    })
 }
 
 /// Puts the namespace of the path into the body (400 when they disagree).
@@ -276,7 +430,7 @@ fn check_name(obj: &Value, name: &str) -> Result<(), ApiError> {
 }
 
 fn create(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<http::Response<Body>, ApiError> {
-    let mut obj = req.body_value()?;
+    let mut obj = req.object_body(&t.def.kind)?;
     check_kind(&t.def, &mut obj)?;
     place(t, &mut obj)?;
     let manager = req.manager();
@@ -292,12 +446,24 @@ fn update(
     t: &Target,
     name: &str,
 ) -> Result<http::Response<Body>, ApiError> {
-    let mut obj = req.body_value()?;
+    let mut obj = req.object_body(&t.def.kind)?;
     check_kind(&t.def, &mut obj)?;
     place(t, &mut obj)?;
     check_name(&obj, name)?;
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("name".into(), json!(name));
+    }
+    let unconditional = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if unconditional && !t.def.allows_unconditional_update() {
+        return Err(ApiError::invalid_resource(
+            &t.def,
+            name,
+            "metadata.resourceVersion",
+            "Invalid value: 0x0: must be specified for an update",
+        ));
     }
     let manager = req.manager();
     let updated = shared
@@ -329,7 +495,7 @@ fn patch(
             | "application/strategic-merge-patch+json"
             | "application/json-patch+json"
     ) {
-        return Err(ApiError::unsupported_media(&ct));
+        return Err(ApiError::unsupported_media());
     }
     let body = req.body_value()?;
     let manager = req.manager();
@@ -337,6 +503,7 @@ fn patch(
     let live = store
         .get(&t.def.gr(), &ns, name)
         .cloned()
+        .map(|o| crate::events::from_storage(&t.def, o))
         .ok_or_else(|| ApiError::not_found(&t.def, name))?;
     let mut new = live.clone();
     let result = match ct.as_str() {
@@ -349,14 +516,11 @@ fn patch(
             Ok(())
         }
         "application/json-patch+json" => crate::patch::json_patch(&mut new, &body),
-        other => return Err(ApiError::unsupported_media(other)),
+        _ => return Err(ApiError::unsupported_media()),
     };
     result.map_err(|e| {
-        ApiError::new(
-            422,
-            "Invalid",
-            format!("the server rejected our request due to an error in our request: {e}"),
-        )
+        tracing::debug!(error = %e, "patch rejected");
+        ApiError::patch_rejected()
     })?;
     if !new.is_object() {
         return Err(ApiError::bad_request("the patch must leave an object"));
@@ -379,17 +543,58 @@ fn server_side_apply(
     name: &str,
 ) -> Result<http::Response<Body>, ApiError> {
     let Some(manager) = req.q("fieldManager") else {
-        return Err(ApiError::invalid(
-            &t.def,
-            name,
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
             "fieldManager",
             "Required value: is required for apply patch",
         ));
     };
     let mut applied = req.body_value()?;
+    // An applied configuration says what it is (the server does not fill it in).
+    for (field, what) in [("kind", "Kind"), ("apiVersion", "apiVersion")] {
+        if applied
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(ApiError::bad_request(format!(
+                "error decoding patch: Object '{what}' is missing in '{}'",
+                serde_json::to_string(&applied).unwrap_or_default()
+            )));
+        }
+    }
     check_kind(&t.def, &mut applied)?;
     place(t, &mut applied)?;
     check_name(&applied, name)?;
+    if t.def.crd.is_none() {
+        // Server-side apply converts the applied configuration to its type first: a value
+        // of the wrong type is a 500 naming each (structured-merge-diff's typed patch).
+        let errs = crate::schema::builtin::type_errors(&t.def.group, &t.def.kind, &applied);
+        if !errs.is_empty() {
+            let listed: Vec<String> = errs.iter().map(|e| e.typed_message()).collect();
+            let detail = match listed.as_slice() {
+                [one] => one.clone(),
+                many => format!("errors:\n  {}", many.join("\n  ")),
+            };
+            let who = match &t.ns {
+                Some(ns) => format!("{ns}/{name}"),
+                None => name.to_string(),
+            };
+            let gv = if t.def.group.is_empty() {
+                format!("/{}", t.def.version)
+            } else {
+                t.def.api_version()
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({who}; {gv}, Kind={}): {detail}",
+                    t.def.kind
+                ),
+            ));
+        }
+    }
     if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("name".into(), json!(name));
     }
@@ -403,9 +608,13 @@ fn server_side_apply(
         api_version: &api_version,
         scope,
         now: &time,
+        builtin: t.def.crd.is_none(),
     };
     let mut store = shared.lock_store();
-    let live = store.get(&t.def.gr(), &ns, name).cloned();
+    let live = store
+        .get(&t.def.gr(), &ns, name)
+        .cloned()
+        .map(|o| crate::events::from_storage(&t.def, o));
     if let (Some(live), Some(rv)) = (
         &live,
         applied
@@ -422,14 +631,12 @@ fn server_side_apply(
         return Err(ApiError::not_found(&t.def, name));
     }
     let merged = apply::apply(live.as_ref(), &applied, &areq).map_err(|conflicts| {
-        let n = conflicts.len();
-        let mut message = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": c.with(), "field": c.field}))
             .collect();
-        message.push_str(&conflicts.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.field)).collect::<Vec<_>>().join("\n"));
-        ApiError::new(409, "Conflict", message).with_details(json!({"name": name, "group": t.def.group, "kind": t.def.plural, "causes": causes}))
+        ApiError::new(409, "Conflict", apply::conflict_message(&conflicts))
+            .with_details(json!({"causes": causes}))
     })?;
     let w = Writer {
         track: false,
@@ -447,7 +654,7 @@ fn delete_collection(
     req: &Req,
     t: &Target,
 ) -> Result<http::Response<Body>, ApiError> {
-    let (label, field) = selectors(req)?;
+    let (label, field) = selectors(req, t)?;
     let options: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let policy = propagation(req, &options)?;
     let mut store = shared.lock_store();
@@ -471,12 +678,12 @@ fn delete_collection(
                 store
                     .get(&t.def.gr(), &ns, &name)
                     .cloned()
-                    .map(|o| with_version(o, t)),
+                    .map(|o| list_item(o, t)),
             );
             continue;
         }
         if let Ok(o) = store.delete_with(&t.def, &ns, &name, policy) {
-            items.push(with_version(o, t));
+            items.push(list_item(o, t));
         }
     }
     Ok(json_response(
@@ -542,7 +749,7 @@ fn scale(
                 "application/strategic-merge-patch+json" => {
                     crate::patch::strategic(&mut patched, &body)
                 }
-                other => return Err(ApiError::unsupported_media(other)),
+                _ => return Err(ApiError::unsupported_media()),
             }
             patched
         }

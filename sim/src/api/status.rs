@@ -12,6 +12,9 @@ pub(crate) struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Answered as `text/plain` (the Go mux's `404 page not found`, the aggregator's
+    /// `service unavailable`), not as a Status.
+    pub plain: bool,
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            plain: false,
         }
     }
 
@@ -29,9 +33,19 @@ impl ApiError {
         self
     }
 
+    /// Details naming an object: the core group is left out, as Kubernetes does.
+    fn details(name: &str, group: &str, kind: &str) -> Value {
+        let mut d = json!({"name": name, "group": group, "kind": kind});
+        if group.is_empty()
+            && let Some(m) = d.as_object_mut()
+        {
+            m.remove("group");
+        }
+        d
+    }
+
     fn named(code: u16, reason: &'static str, def: &ResourceDef, name: &str, msg: String) -> Self {
-        ApiError::new(code, reason, msg)
-            .with_details(json!({"name": name, "group": def.group, "kind": def.plural}))
+        ApiError::new(code, reason, msg).with_details(Self::details(name, &def.group, &def.plural))
     }
 
     pub fn not_found(def: &ResourceDef, name: &str) -> Self {
@@ -88,38 +102,102 @@ impl ApiError {
                 json!({"reason": reason, "message": msg, "field": field})
             })
             .collect();
+        let mut details = Self::details(name, &def.group, &def.kind);
+        details["causes"] = json!(causes);
         ApiError::new(
             422,
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {all}"),
         )
-        .with_details(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}))
+        .with_details(details)
+    }
+
+    /// 422 `Invalid` named by the resource (`leases.coordination.k8s.io "x" is invalid: ...`),
+    /// as checks of the generic registry report it.
+    pub fn invalid_resource(def: &ResourceDef, name: &str, field: &str, msg: &str) -> Self {
+        let mut details = Self::details(name, &def.group, &def.plural);
+        details["causes"] =
+            json!([{"reason": "FieldValueInvalid", "message": msg, "field": field}]);
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {field}: {msg}", def.qualified()),
+        )
+        .with_details(details)
+    }
+
+    /// 422 about request options (`PatchOptions`, `DeleteOptions`, ...), as the API server
+    /// validates them: `PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value`.
+    pub fn invalid_options(kind: &str, field: &str, msg: &str) -> Self {
+        let reason = if msg.starts_with("Required value") {
+            "FieldValueRequired"
+        } else if msg.starts_with("Unsupported value") {
+            "FieldValueNotSupported"
+        } else {
+            "FieldValueInvalid"
+        };
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind}.meta.k8s.io \"\" is invalid: {field}: {msg}"),
+        )
+        .with_details(json!({"group": "meta.k8s.io", "kind": kind,
+            "causes": [{"reason": reason, "message": msg, "field": field}]}))
     }
 
     pub fn bad_request(msg: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", msg)
     }
 
+    /// A path no handler serves (unknown group or version, not an API path): the Go mux's
+    /// plain-text 404.
     pub fn not_found_path() -> Self {
+        ApiError {
+            plain: true,
+            ..ApiError::new(404, "NotFound", "404 page not found\n")
+        }
+    }
+
+    /// The aggregator's answer for an APIService that is not available.
+    pub fn service_unavailable() -> Self {
+        ApiError {
+            plain: true,
+            ..ApiError::new(503, "ServiceUnavailable", "service unavailable\n")
+        }
+    }
+
+    /// An unknown resource of a served group/version: a 404 Status with empty details.
+    pub fn not_found_resource() -> Self {
         ApiError::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
         )
+        .with_details(json!({}))
     }
 
-    pub fn method_not_allowed(msg: impl Into<String>) -> Self {
-        ApiError::new(405, "MethodNotAllowed", msg)
-    }
-
-    pub fn unsupported_media(ct: &str) -> Self {
+    pub fn method_not_allowed() -> Self {
         ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"
-            ),
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
         )
+        .with_details(json!({}))
+    }
+
+    pub fn unsupported_media() -> Self {
+        ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+            .with_details(json!({}))
+    }
+
+    /// A patch that cannot be applied (a JSON patch's failed `test`, a missing path).
+    pub fn patch_rejected() -> Self {
+        ApiError::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
+        .with_details(json!({}))
     }
 
     pub fn gone(msg: impl Into<String>) -> Self {
@@ -138,12 +216,17 @@ impl ApiError {
         ApiError::new(503, "ServiceUnavailable", msg)
     }
 
-    /// The `Status` object.
+    /// The `Status` object (an empty reason is left out, as Go's encoding does).
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }

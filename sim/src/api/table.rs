@@ -92,8 +92,16 @@ fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, i64)> {
         ("apps", "Deployment") => vec![
             ("Name", "string", 0),
             ("Ready", "string", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
+            ("Up-to-date", "string", 0),
+            ("Available", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("", "ConfigMap") => vec![
+            ("Name", "string", 0),
+            ("Data", "string", 0),
             ("Age", "string", 0),
         ],
         ("", "Namespace") => vec![
@@ -140,17 +148,61 @@ fn cells(def: &ResourceDef, o: &Value) -> Vec<Value> {
                 json!(s(o, "/spec/nodeName")),
             ]
         }
-        ("apps", "Deployment") => vec![
-            name,
-            json!(format!(
-                "{}/{}",
-                count(o, "/status/readyReplicas"),
-                count(o, "/spec/replicas")
-            )),
-            json!(count(o, "/status/updatedReplicas")),
-            json!(count(o, "/status/availableReplicas")),
-            json!(age(o)),
-        ],
+        ("apps", "Deployment") => {
+            let containers: Vec<&Value> = o
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            let join = |key: &str| {
+                containers
+                    .iter()
+                    .map(|c| s(c, key))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let selector = o
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    count(o, "/status/readyReplicas"),
+                    count(o, "/spec/replicas")
+                )),
+                json!(count(o, "/status/updatedReplicas")),
+                json!(count(o, "/status/availableReplicas")),
+                json!(age(o)),
+                json!(join("/name")),
+                json!(join("/image")),
+                json!(selector),
+            ]
+        }
+        ("", "ConfigMap") => {
+            let n = ["data", "binaryData"]
+                .iter()
+                .filter_map(|k| o.get(*k).and_then(Value::as_object))
+                .map(serde_json::Map::len)
+                .sum::<usize>();
+            vec![name, json!(n), json!(age(o))]
+        }
+        _ if def.crd.is_some() && !def.printer_columns.is_empty() => {
+            let mut out = vec![name];
+            for c in def.printer_columns.iter() {
+                let path = s(c, "/jsonPath").trim_start_matches('.');
+                let ptr = format!("/{}", path.replace('.', "/"));
+                out.push(o.pointer(&ptr).cloned().unwrap_or(Value::Null));
+            }
+            out
+        }
         ("", "Namespace") => vec![name, json!(s(o, "/status/phase")), json!(age(o))],
         _ => vec![name, json!(age(o))],
     }
@@ -167,12 +219,60 @@ fn row(def: &ResourceDef, o: &Value, include: &str) -> Value {
     json!({"cells": cells(def, o), "object": object})
 }
 
+/// What the OpenAPI documentation says about a column (the real server takes it from there).
+fn description(def: &ResourceDef, column: &str) -> &'static str {
+    match (def.kind.as_str(), column) {
+        (_, "Name") => {
+            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: http://kubernetes.io/docs/user-guide/identifiers#names"
+        }
+        (_, "Age") => {
+            "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+        }
+        ("ConfigMap", "Data") => {
+            "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process."
+        }
+        ("Deployment", "Ready") => "Number of the pod with ready state",
+        ("Deployment", "Up-to-date") => {
+            "Total number of non-terminated pods targeted by this deployment that have the desired template spec."
+        }
+        ("Deployment", "Available") => {
+            "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."
+        }
+        ("Deployment", "Containers") => "Names of each container in the template.",
+        ("Deployment", "Images") => "Images referenced by each container in the template.",
+        ("Deployment", "Selector") => {
+            "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."
+        }
+        _ => "",
+    }
+}
+
+/// The columns of a Table of `def`: (name, type, format, description, priority).
+fn column_definitions(def: &ResourceDef) -> Vec<Value> {
+    if def.crd.is_some() && !def.printer_columns.is_empty() {
+        let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name",
+            "description": description(def, "Name"), "priority": 0})];
+        for c in def.printer_columns.iter() {
+            let path = s(c, "/jsonPath");
+            let doc = match c.get("description").and_then(Value::as_str) {
+                Some(d) => d.to_string(),
+                None => format!("Custom resource definition column (in JSONPath format): {path}"),
+            };
+            cols.push(json!({"name": s(c, "/name"), "type": s(c, "/type"),
+                "format": s(c, "/format"), "description": doc,
+                "priority": c.get("priority").cloned().unwrap_or(json!(0))}));
+        }
+        return cols;
+    }
+    columns(def)
+        .into_iter()
+        .map(|(n, t, p)| json!({"name": n, "type": t, "format": if n == "Name" { "name" } else { "" }, "description": description(def, n), "priority": p}))
+        .collect()
+}
+
 /// A Table of `objs`; `include` is the `includeObject` parameter.
 pub(crate) fn render(def: &ResourceDef, objs: &[Value], list_meta: Value, include: &str) -> Value {
-    let cols: Vec<Value> = columns(def)
-        .into_iter()
-        .map(|(n, t, p)| json!({"name": n, "type": t, "format": if n == "Name" { "name" } else { "" }, "description": "", "priority": p}))
-        .collect();
+    let cols = column_definitions(def);
     json!({
         "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
         "columnDefinitions": cols,

@@ -67,7 +67,10 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
         ),
         crd(MD_GROUP, "MachineDeployment", "machinedeployments", "md"),
     ] {
-        let _ = store.create(&crd_def, c, Writer::CONTROLLER);
+        // A cluster that has been running: its CRDs are Established.
+        if let Ok(created) = store.create(&crd_def, c, Writer::CONTROLLER) {
+            super::crds::establish(store, &crd_def, &created);
+        }
     }
     let ns = &config.capi_namespace;
     let cluster = &config.cluster_name;

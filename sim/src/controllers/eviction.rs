@@ -138,9 +138,12 @@ fn pdbs_for(store: &Store, pod: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Whether `pod` may be evicted now; the error is the API's answer when not.
+/// Whether `pod` may be evicted now; the error is the API's answer when not. A pod that is
+/// Pending, finished or being deleted may always go (it disrupts nothing, Kubernetes'
+/// `canIgnorePDB`).
 pub(crate) fn check(store: &Store, pod: &Value) -> Result<(), ApiError> {
-    if pod.pointer("/metadata/deletionTimestamp").is_some() || !active(pod) {
+    let pending = matches!(s(pod, "/status/phase"), "Pending" | "");
+    if pod.pointer("/metadata/deletionTimestamp").is_some() || !active(pod) || pending {
         return Ok(());
     }
     let pdbs = pdbs_for(store, pod);
@@ -245,6 +248,8 @@ fn update_status(store: &mut Store, d: &ResourceDef, pdb: &Value) {
         },
         "",
     )];
+    // A metav1.Condition says which generation it is about.
+    conds[0]["observedGeneration"] = json!(i(pdb, "/metadata/generation"));
     super::keep_transitions(pdb.pointer("/status/conditions"), &mut conds);
     let status = json!({
         "observedGeneration": i(pdb, "/metadata/generation"),

@@ -9,8 +9,11 @@
 //! timer due), and the namespace and garbage sweeps run only after a change. The lock is held
 //! for the whole tick, so this is what keeps the API server responsive with many objects.
 
+pub(crate) mod apiservices;
 pub(crate) mod capi;
+pub(crate) mod crds;
 pub(crate) mod eviction;
+pub(crate) mod namespaces;
 pub(crate) mod nodes;
 pub(crate) mod queue;
 pub(crate) mod workloads;
@@ -34,6 +37,8 @@ pub(crate) mod durations {
     pub const JOB_RUN: Duration = Duration::from_secs(3);
     pub const NODE_BOOT: Duration = Duration::from_secs(10);
     pub const CONTROL_PLANE_UPGRADE: Duration = Duration::from_secs(30);
+    /// kube-apiserver's `--etcd-compaction-interval`.
+    pub const COMPACTION: Duration = Duration::from_secs(300);
 }
 
 /// Annotation marking simulated state on objects (e.g. a booting node).
@@ -153,6 +158,17 @@ pub(crate) fn i(v: &Value, ptr: &str) -> i64 {
 
 /// Writes `status` if it differs from the object's.
 pub(crate) fn set_status(store: &mut Store, def: &ResourceDef, obj: &Value, status: Value) {
+    set_status_as(store, def, obj, status, Writer::CONTROLLER);
+}
+
+/// [`set_status`] by another writer.
+pub(crate) fn set_status_as(
+    store: &mut Store,
+    def: &ResourceDef,
+    obj: &Value,
+    status: Value,
+    writer: Writer,
+) {
     if obj.get("status") == Some(&status) {
         return;
     }
@@ -163,7 +179,7 @@ pub(crate) fn set_status(store: &mut Store, def: &ResourceDef, obj: &Value, stat
     } else {
         Scope::Main { has_status: false }
     };
-    if let Err(e) = store.update(def, new, scope, Writer::CONTROLLER) {
+    if let Err(e) = store.update(def, new, scope, writer) {
         tracing::debug!(error = %e.message, "controller status write failed");
     }
 }
@@ -246,6 +262,7 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
         }
     }
     capi::bootstrap(store, config, version);
+    apiservices::bootstrap(store, &config.unavailable_api_services);
     for (group, count) in &config.node_groups {
         let version = config.group_version(group).unwrap_or(version);
         for _ in 0..*count {
@@ -263,6 +280,9 @@ struct Queues {
     capi: capi::Queues,
     workloads: workloads::Queues,
     budgets: queue::Queue,
+    namespaces: queue::Queue,
+    crds: queue::Queue,
+    apiservices: queue::Queue,
     /// The store's resourceVersion at the start of the last namespace and garbage sweep.
     /// When it is still that, the sweep changed nothing and nothing else changed since:
     /// another sweep would find nothing to do. (A sweep that changed something runs again,
@@ -282,6 +302,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    // etcd compaction: every interval, the history up to the previous one is forgotten.
+    let compaction = shared.scaled(durations::COMPACTION);
+    let mut compacted_at = (Instant::now(), shared.lock_store().resource_version());
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -296,10 +319,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             reported: &mut reported,
             wake: None,
         };
+        crds::reconcile(&mut store, &mut ctx, &mut queues.crds);
+        apiservices::reconcile(&mut store, &mut ctx, &mut queues.apiservices);
+        namespaces::reconcile(&mut store, &mut ctx, &mut queues.namespaces);
         nodes::reconcile(&mut store, &mut ctx, &mut queues.nodes);
         capi::reconcile(&mut store, &mut ctx, &mut queues.capi);
         workloads::reconcile(&mut store, &mut ctx, &mut queues.workloads);
         eviction::reconcile(&mut store, &mut ctx, &mut queues.budgets);
+        if ctx.now.duration_since(compacted_at.0) >= compaction {
+            store.compact(compacted_at.1);
+            compacted_at = (ctx.now, store.resource_version());
+        }
         // Both sweeps depend on the stored objects only: skip them while nothing changed.
         let rv = store.resource_version();
         if n.is_multiple_of(4) && queues.swept != Some(rv) {

@@ -172,7 +172,23 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queue: &mut Queue) {
     });
 }
 
+/// The TTL controller's annotation (the cache TTL of a node's objects; 0 in small clusters).
+const TTL: &str = "node.alpha.kubernetes.io/ttl";
+
 fn boot(store: &mut Store, ctx: &mut Ctx, d: &ResourceDef, node: &Value) {
+    if node.pointer("/metadata/deletionTimestamp").is_none()
+        && node
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(TTL))
+            .is_none()
+    {
+        let mut n = node.clone();
+        n["metadata"]["annotations"][TTL] = json!("0");
+        if write(store, d, n).is_none() {
+            ctx.requeue();
+        }
+        return;
+    }
     if node
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(BOOTING))

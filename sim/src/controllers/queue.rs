@@ -169,6 +169,8 @@ mod tests {
             control_plane: Mutex::new(Version::parse("1.28.9").unwrap()),
             requests: Mutex::new(api::requests::Counters::default()),
             shutdown: tokio::sync::watch::channel(false).1,
+            ca_pem: String::new(),
+            address: String::new(),
         }
     }
 

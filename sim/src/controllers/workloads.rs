@@ -33,15 +33,30 @@ pub(crate) struct Queues {
     pods: Queue,
 }
 
-/// A stable short hash of a pod template (like `pod-template-hash`).
+/// A stable short hash of a pod template, shaped like Kubernetes' `pod-template-hash`: the
+/// FNV-32a hash in decimal, each digit mapped to the alphabet of `rand.SafeEncodeString`.
 fn template_hash(template: &Value) -> String {
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let text = serde_json::to_string(template).unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.to_string()
+        .bytes()
+        .map(|b| char::from(SAFE[usize::from(b) % SAFE.len()]))
+        .collect()
+}
+
+/// A number derived from a string (for simulated pod IPs).
+fn small_hash(text: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{:010x}", h & 0xff_ffff_ffff)
+    h
 }
 
 /// Whether a workload is being deleted: its controller then leaves its pods alone (the
@@ -93,13 +108,24 @@ fn take_workloads(
     })
 }
 
-fn new_pod(
-    owner: &Value,
-    template: &Value,
+/// What a controller sets on a pod besides its template.
+#[derive(Default)]
+struct PodExtras<'a> {
+    /// A fixed name (StatefulSets); else `generateName` is the owner's name and `-`.
     name: Option<String>,
-    extra: &[(&str, String)],
-    node: Option<&str>,
-) -> Value {
+    labels: &'a [(&'a str, String)],
+    /// Fields merged into the pod spec (DaemonSet affinity, StatefulSet hostname).
+    spec: Option<Value>,
+    finalizers: &'a [&'a str],
+}
+
+fn new_pod(owner: &Value, template: &Value, x: PodExtras) -> Value {
+    let PodExtras {
+        name,
+        labels: extra,
+        spec: extra_spec,
+        finalizers,
+    } = x;
     let mut labels = template
         .pointer("/metadata/labels")
         .cloned()
@@ -113,22 +139,30 @@ fn new_pod(
         "labels": labels,
         "ownerReferences": owner_ref(owner),
     });
-    match name {
-        Some(n) => meta["name"] = json!(n),
-        None => meta["generateName"] = json!(format!("{}-", s(owner, "/metadata/name"))),
+    meta["generateName"] = json!(format!("{}-", s(owner, "/metadata/name")));
+    if let Some(n) = name {
+        meta["name"] = json!(n);
     }
     if let Some(a) = template.pointer("/metadata/annotations") {
         meta["annotations"] = a.clone();
+    }
+    if !finalizers.is_empty() {
+        meta["finalizers"] = json!(finalizers);
     }
     let mut spec = template
         .get("spec")
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({"containers": []}));
-    if let Some(n) = node {
-        spec["nodeName"] = json!(n);
+    if let (Some(extra), Some(spec)) = (
+        extra_spec.as_ref().and_then(Value::as_object),
+        spec.as_object_mut(),
+    ) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Pending"}})
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
 }
 
 /// Creates a pod; a failure is tried again on the next tick.
@@ -160,6 +194,47 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
     daemonsets(store, ctx, &pd, &mut queues.daemonsets);
     jobs(store, ctx, &pd, &mut queues.jobs);
     pods(store, ctx, &pd, &mut queues.pods);
+}
+
+/// `maxSurge` of a RollingUpdate Deployment resolved against `replicas` (rounded up).
+fn max_surge(d: &Value, replicas: i64) -> i64 {
+    if d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
+        return 0;
+    }
+    match d.pointer("/spec/strategy/rollingUpdate/maxSurge") {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(p)) => p
+            .strip_suffix('%')
+            .and_then(|n| n.parse::<i64>().ok())
+            .map_or(0, |pct| (replicas * pct + 99) / 100),
+        _ => 0,
+    }
+}
+
+/// A Deployment condition: Deployments also say when the condition was last updated.
+fn deployment_condition(kind: &str, ok: bool, reason: &str, message: &str) -> Value {
+    let t = now();
+    json!({"type": kind, "status": if ok { "True" } else { "False" }, "reason": reason,
+        "message": message, "lastUpdateTime": t, "lastTransitionTime": t})
+}
+
+/// Keeps `lastTransitionTime` of Deployment conditions whose status stayed, and
+/// `lastUpdateTime` of those that did not change at all.
+fn keep_deployment_times(old: Option<&Value>, conds: &mut [Value]) {
+    keep_transitions(old, conds);
+    let Some(old) = old.and_then(Value::as_array) else {
+        return;
+    };
+    for c in conds.iter_mut() {
+        let same = old.iter().find(|o| {
+            ["type", "status", "reason", "message"]
+                .iter()
+                .all(|k| o.get(*k) == c.get(*k))
+        });
+        if let Some(t) = same.and_then(|o| o.get("lastUpdateTime")) {
+            c["lastUpdateTime"] = t.clone();
+        }
+    }
 }
 
 /// The timer of a Deployment's progress: a new generation or more updated or available
@@ -212,7 +287,24 @@ fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &Resource
         .iter()
         .find(|r| s(r, "/metadata/name") == rs_name)
         .cloned();
-    match &new_rs {
+    let surge = max_surge(d, replicas);
+    let revision = |r: &Value| {
+        s(
+            r,
+            "/metadata/annotations/deployment.kubernetes.io~1revision",
+        )
+        .parse::<i64>()
+        .unwrap_or(0)
+    };
+    let max_revision = owned.iter().map(revision).max().unwrap_or(0);
+    let rs_annotations = |rev: i64| {
+        json!({
+            "deployment.kubernetes.io/revision": rev.to_string(),
+            "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
+            "deployment.kubernetes.io/max-replicas": (replicas + surge).to_string(),
+        })
+    };
+    let new_revision = match &new_rs {
         None => {
             let mut t = template.clone();
             t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
@@ -222,24 +314,42 @@ fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &Resource
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
             sel["matchLabels"]["pod-template-hash"] = json!(hash);
+            let rev = max_revision + 1;
             let rs = json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": rs_name, "namespace": ns, "labels": t["metadata"]["labels"].clone(), "ownerReferences": owner_ref(d),
-                    "annotations": {"deployment.kubernetes.io/revision": (owned.len() + 1).to_string()}},
+                    "annotations": rs_annotations(rev)},
                 "spec": {"replicas": replicas, "selector": sel, "template": t},
             });
             if let Err(e) = store.create(rsd, rs, Writer::CONTROLLER) {
                 tracing::debug!(error = %e.message, "replicaset create failed");
                 ctx.requeue();
             }
+            rev
         }
-        Some(rs) if i(rs, "/spec/replicas") != replicas => {
+        Some(rs) => {
+            let rev = revision(rs);
             let mut r = rs.clone();
             r["spec"]["replicas"] = json!(replicas);
-            write_or_requeue(store, ctx, rsd, r);
+            if let Some(a) = r
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+                && let Some(want) = rs_annotations(rev).as_object()
+            {
+                for (k, v) in want {
+                    a.insert(k.clone(), v.clone());
+                }
+            }
+            if &r != rs {
+                write_or_requeue(store, ctx, rsd, r);
+            }
+            rev
         }
-        Some(_) => {}
-    }
+    };
+    // The Deployment carries the revision of its newest ReplicaSet (written with its status).
+    let mut with_revision = d.clone();
+    with_revision["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+        json!(new_revision.to_string());
     let new_available = new_rs
         .as_ref()
         .map_or(0, |r| i(r, "/status/availableReplicas"));
@@ -287,7 +397,7 @@ fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &Resource
         ("ReplicaSetUpdated", "is progressing.")
     };
     let mut conds = vec![
-        condition(
+        deployment_condition(
             "Available",
             available >= replicas,
             if available >= replicas {
@@ -301,14 +411,14 @@ fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &Resource
                 "Deployment does not have minimum availability."
             },
         ),
-        condition(
+        deployment_condition(
             "Progressing",
             !timed_out,
             progress_reason,
             &format!("ReplicaSet \"{rs_name}\" {progress}"),
         ),
     ];
-    keep_transitions(d.pointer("/status/conditions"), &mut conds);
+    keep_deployment_times(d.pointer("/status/conditions"), &mut conds);
     let status = json!({
         "observedGeneration": generation,
         "replicas": sum("/status/replicas"), "updatedReplicas": updated,
@@ -316,6 +426,15 @@ fn deployment(store: &mut Store, ctx: &mut Ctx, dd: &ResourceDef, rsd: &Resource
         "unavailableReplicas": (replicas - available).max(0),
         "conditions": conds,
     });
+    if &with_revision != d {
+        let mut new = with_revision;
+        new["status"] = status;
+        if let Err(e) = store.update(dd, new, crate::apply::Scope::Status, Writer::CONTROLLER) {
+            tracing::debug!(error = %e.message, "deployment status write failed");
+            ctx.requeue();
+        }
+        return;
+    }
     set_status(store, dd, d, status);
 }
 
@@ -346,7 +465,7 @@ fn replicaset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, rsd: &Resource
             .cloned()
             .unwrap_or_else(|| json!({}));
         for _ in pods.len()..replicas {
-            create_pod(store, ctx, pd, new_pod(rs, &template, None, &[], None));
+            create_pod(store, ctx, pd, new_pod(rs, &template, PodExtras::default()));
         }
     } else if pods.len() > replicas {
         pods.sort_by_key(pod_ready);
@@ -396,22 +515,42 @@ fn statefulset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, sd: &Resource
         .pointer("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    let ordered = s(st, "/spec/podManagementPolicy") != "Parallel";
     let hash = template_hash(&template);
     let revision = format!("{name}-{hash}");
     let pods: Vec<Value> = pods_of(store, pd, st).into_iter().filter(active).collect();
     for n in 0..replicas {
-        if !pods.iter().any(|p| ordinal(p, &name) == Some(n)) {
-            let pname = format!("{name}-{n}");
-            let extra = [
-                ("controller-revision-hash", revision.clone()),
-                ("statefulset.kubernetes.io/pod-name", pname.clone()),
-            ];
-            create_pod(
-                store,
-                ctx,
-                pd,
-                new_pod(st, &template, Some(pname), &extra, None),
-            );
+        if pods.iter().any(|p| ordinal(p, &name) == Some(n)) {
+            continue;
+        }
+        // OrderedReady: pod n only once pods 0..n are Running and Ready.
+        let predecessors_ready = (0..n).all(|m| {
+            pods.iter()
+                .any(|p| ordinal(p, &name) == Some(m) && pod_ready(p))
+        });
+        if ordered && !predecessors_ready {
+            break;
+        }
+        let pname = format!("{name}-{n}");
+        let labels = [
+            ("controller-revision-hash", revision.clone()),
+            ("statefulset.kubernetes.io/pod-name", pname.clone()),
+            // PodIndexLabel is beta (on) in 1.28.
+            ("apps.kubernetes.io/pod-index", n.to_string()),
+        ];
+        let mut spec = json!({"hostname": pname});
+        if let Some(svc) = st.pointer("/spec/serviceName").filter(|v| v.is_string()) {
+            spec["subdomain"] = svc.clone();
+        }
+        let x = PodExtras {
+            name: Some(pname),
+            labels: &labels,
+            spec: Some(spec),
+            ..Default::default()
+        };
+        create_pod(store, ctx, pd, new_pod(st, &template, x));
+        if ordered {
+            break;
         }
     }
     for p in pods
@@ -436,7 +575,7 @@ fn statefulset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, sd: &Resource
     }
     let ready = pods.iter().filter(|p| pod_ready(p)).count();
     let updated = pods.iter().filter(|p| is_current(p)).count();
-    let current_rev = if updated == replicas {
+    let current_rev = if updated == pods.len() {
         revision.clone()
     } else {
         st.pointer("/status/currentRevision")
@@ -444,15 +583,24 @@ fn statefulset(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, sd: &Resource
             .unwrap_or(&revision)
             .to_string()
     };
+    let current = pods
+        .iter()
+        .filter(|p| {
+            p.pointer("/metadata/labels/controller-revision-hash")
+                .and_then(Value::as_str)
+                == Some(current_rev.as_str())
+        })
+        .count();
     let status = json!({
         "observedGeneration": i(st, "/metadata/generation"), "replicas": pods.len(),
-        "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": if updated == replicas { updated } else { pods.len() - updated },
+        "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": current,
         "updatedReplicas": updated, "currentRevision": current_rev, "updateRevision": revision,
         "collisionCount": 0,
     });
     set_status(store, sd, st, status);
 }
 
+/// Whether `node` has the labels of the template's `nodeSelector`.
 fn node_selected(node: &Value, template: &Value) -> bool {
     let Some(sel) = template
         .pointer("/spec/nodeSelector")
@@ -463,6 +611,58 @@ fn node_selected(node: &Value, template: &Value) -> bool {
     let labels = node.pointer("/metadata/labels");
     sel.iter()
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// Whether `node`'s taints allow a pod with `tolerations` (NoSchedule and NoExecute).
+fn tolerates(node: &Value, tolerations: &[Value]) -> bool {
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(s(t, "/effect"), "NoSchedule" | "NoExecute"))
+        .all(|t| {
+            tolerations.iter().any(|tol| {
+                let key_ok = s(tol, "/key").is_empty() || s(tol, "/key") == s(t, "/key");
+                let effect_ok =
+                    s(tol, "/effect").is_empty() || s(tol, "/effect") == s(t, "/effect");
+                let value_ok =
+                    s(tol, "/operator") == "Exists" || s(tol, "/value") == s(t, "/value");
+                key_ok && effect_ok && value_ok
+            })
+        })
+}
+
+/// The tolerations the DaemonSet controller adds to its pods.
+fn daemonset_tolerations(template: &Value) -> Vec<Value> {
+    let mut tolerations: Vec<Value> = template
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let add = [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ];
+    for (key, effect) in add {
+        if !tolerations
+            .iter()
+            .any(|t| s(t, "/key") == key && s(t, "/effect") == effect)
+        {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": effect}));
+        }
+    }
+    if template
+        .pointer("/spec/hostNetwork")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        tolerations.push(json!({"key": "node.kubernetes.io/network-unavailable", "operator": "Exists", "effect": "NoSchedule"}));
+    }
+    tolerations
 }
 
 fn daemonsets(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
@@ -501,36 +701,53 @@ fn daemonset(
         .cloned()
         .unwrap_or_else(|| json!({}));
     let hash = template_hash(&template);
+    let generation = s(
+        ds,
+        "/metadata/annotations/deprecated.daemonset.template.generation",
+    )
+    .to_string();
+    let tolerations = daemonset_tolerations(&template);
     let eligible: Vec<&Value> = all_nodes
         .iter()
         .filter(|n| {
-            nodes::is_ready(n)
-                && n.pointer("/metadata/deletionTimestamp").is_none()
+            n.pointer("/metadata/deletionTimestamp").is_none()
                 && node_selected(n, &template)
+                && tolerates(n, &tolerations)
         })
         .collect();
+    // A pod's node: its nodeName, else the node its affinity names (not scheduled yet).
+    let node_of = |p: &Value| -> String {
+        let bound = s(p, "/spec/nodeName");
+        if !bound.is_empty() {
+            return bound.to_string();
+        }
+        s(p, "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0").to_string()
+    };
     let pods: Vec<Value> = pods_of(store, pd, ds).into_iter().filter(active).collect();
     for n in &eligible {
         let node = s(n, "/metadata/name");
-        if !pods.iter().any(|p| s(p, "/spec/nodeName") == node) {
-            create_pod(
-                store,
-                ctx,
-                pd,
-                new_pod(
-                    ds,
-                    &template,
-                    None,
-                    &[("controller-revision-hash", hash.clone())],
-                    Some(node),
-                ),
-            );
+        if !pods.iter().any(|p| node_of(p) == node) {
+            let labels = [
+                ("controller-revision-hash", hash.clone()),
+                ("pod-template-generation", generation.clone()),
+            ];
+            let spec = json!({
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
+                "tolerations": tolerations,
+            });
+            let x = PodExtras {
+                labels: &labels,
+                spec: Some(spec),
+                ..Default::default()
+            };
+            create_pod(store, ctx, pd, new_pod(ds, &template, x));
         }
     }
     for p in &pods {
         if !eligible
             .iter()
-            .any(|n| s(n, "/metadata/name") == s(p, "/spec/nodeName"))
+            .any(|n| s(n, "/metadata/name") == node_of(p))
         {
             delete(store, pd, p);
         }
@@ -566,19 +783,47 @@ fn jobs(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
     });
 }
 
+/// The finalizer the Job controller puts on its pods until it has counted them.
+const JOB_TRACKING: &str = "batch.kubernetes.io/job-tracking";
+
+/// Removes the job-tracking finalizer of pods that finished or are being deleted.
+fn release_pods(store: &mut Store, pd: &ResourceDef, pods: &[Value]) {
+    for p in pods {
+        let done = !active(p);
+        let tracked = p
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x == JOB_TRACKING));
+        if done && tracked {
+            let mut np = p.clone();
+            if let Some(f) = np
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                f.retain(|x| x != JOB_TRACKING);
+            }
+            write(store, pd, np);
+        }
+    }
+}
+
 fn job_status(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, jd: &ResourceDef, job: &Value) {
+    let pods: Vec<Value> = pods_of(store, pd, job);
+    release_pods(store, pd, &pods);
     if being_deleted(job) {
         return;
     }
-    let finished = job
+    let finished_at = job
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
+        .and_then(|cs| {
+            cs.iter().find(|c| {
                 matches!(s(c, "/type"), "Complete" | "Failed") && s(c, "/status") == "True"
             })
-        });
-    if finished {
+        })
+        .map(|c| s(c, "/lastTransitionTime").to_string());
+    if let Some(at) = finished_at {
+        ttl_after_finished(store, ctx, jd, job, &at);
         return;
     }
     let completions = job
@@ -593,7 +838,6 @@ fn job_status(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, jd: &ResourceD
         .pointer("/spec/backoffLimit")
         .and_then(Value::as_i64)
         .unwrap_or(6);
-    let pods: Vec<Value> = pods_of(store, pd, job);
     let count = |phase: &str| {
         pods.iter()
             .filter(|p| s(p, "/status/phase") == phase)
@@ -606,7 +850,7 @@ fn job_status(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, jd: &ResourceD
         .cloned()
         .unwrap_or_else(|| json!(now()));
     let mut status = json!({"startTime": start, "active": running, "succeeded": succeeded, "failed": failed,
-        "ready": pods.iter().filter(|p| pod_ready(p)).count()});
+        "ready": pods.iter().filter(|p| pod_ready(p)).count(), "uncountedTerminatedPods": {}});
     if succeeded >= completions {
         status["active"] = json!(0);
         status["completionTime"] = json!(now());
@@ -625,16 +869,37 @@ fn job_status(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, jd: &ResourceD
             .pointer("/spec/template")
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let name = s(job, "/metadata/name").to_string();
         for _ in 0..want.max(0) {
-            let extra = [
-                ("job-name", name.clone()),
-                ("batch.kubernetes.io/job-name", name.clone()),
-            ];
-            create_pod(store, ctx, pd, new_pod(job, &template, None, &extra, None));
+            let x = PodExtras {
+                finalizers: &[JOB_TRACKING],
+                ..Default::default()
+            };
+            create_pod(store, ctx, pd, new_pod(job, &template, x));
         }
     }
     set_status(store, jd, job, status);
+}
+
+/// The TTL-after-finished controller: a finished Job with `ttlSecondsAfterFinished` is
+/// deleted (in the foreground, with its pods) that long (scaled by speed) after it finished.
+fn ttl_after_finished(store: &mut Store, ctx: &mut Ctx, jd: &ResourceDef, job: &Value, at: &str) {
+    let Some(ttl) = job
+        .pointer("/spec/ttlSecondsAfterFinished")
+        .and_then(Value::as_u64)
+    else {
+        return;
+    };
+    let key = format!("job-ttl/{}/{at}", s(job, "/metadata/uid"));
+    if !ctx.elapsed(&key, std::time::Duration::from_secs(ttl)) {
+        return;
+    }
+    ctx.forget(&key);
+    let _ = store.delete_with(
+        jd,
+        s(job, "/metadata/namespace"),
+        s(job, "/metadata/name"),
+        crate::store::Propagation::Foreground,
+    );
 }
 
 fn pod_status(
@@ -668,7 +933,7 @@ fn pod_status(
         })
         .collect();
     let cond = |k: &str, ok: bool| json!({"type": k, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t});
-    let h = u64::from_str_radix(&template_hash(&json!(s(pod, "/metadata/uid"))), 16).unwrap_or(0);
+    let h = small_hash(s(pod, "/metadata/uid"));
     let pod_ip = format!("10.244.{}.{}", h % 250, 1 + (h >> 8) % 250);
     json!({
         "phase": phase,
@@ -686,9 +951,83 @@ struct NodeFacts {
     schedulable: bool,
     /// Its first address (a pod's `hostIP`).
     address: Option<Value>,
+    /// The node itself (labels, taints), for a pod's node selector, affinity and tolerations.
+    node: Value,
+}
+
+/// Whether a pod may go on `n`: its `nodeSelector`, the `metadata.name` fields and label
+/// expressions of its required node affinity, and its tolerations of the node's taints.
+fn fits(pod: &Value, n: &NodeFacts) -> bool {
+    if !node_selected(&n.node, pod) {
+        return false;
+    }
+    let tolerations: Vec<Value> = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !tolerates(&n.node, &tolerations) {
+        return false;
+    }
+    let terms = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    let Some(terms) = terms else { return true };
+    let labels = n.node.pointer("/metadata/labels");
+    terms.iter().any(|term| {
+        let fields_ok = term
+            .get("matchFields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|r| {
+                let values: Vec<&str> = r
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let has = s(r, "/key") == "metadata.name" && values.contains(&n.name.as_str());
+                match s(r, "/operator") {
+                    "In" => has,
+                    "NotIn" => !has,
+                    _ => false,
+                }
+            });
+        let labels_ok = term
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|r| {
+                let value = labels
+                    .and_then(|l| l.get(s(r, "/key")))
+                    .and_then(Value::as_str);
+                let values: Vec<&str> = r
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                match s(r, "/operator") {
+                    "In" => value.is_some_and(|v| values.contains(&v)),
+                    "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => true,
+                }
+            });
+        fields_ok && labels_ok
+    })
 }
 
 fn pods(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
+    if ctx.shared.config.pods == crate::PodLifecycle::Pending {
+        // No scheduler, no kubelet: pods stay as created.
+        return;
+    }
     let gr = pd.gr();
     let keys = queue.take(store, &gr, ctx.now, |ev, keys| {
         // A node came, went or changed: pods waiting for a node, and the node's own pods.
@@ -712,6 +1051,7 @@ fn pods(store: &mut Store, ctx: &mut Ctx, pd: &ResourceDef, queue: &mut Queue) {
                 name: s(n, "/metadata/name").to_string(),
                 schedulable: nodes::is_schedulable(n),
                 address: n.pointer("/status/addresses/0/address").cloned(),
+                node: n.clone(),
             })
             .collect(),
         None => Vec::new(),
@@ -748,7 +1088,7 @@ fn schedule(
 ) {
     let candidate = node_list
         .iter()
-        .filter(|n| n.schedulable)
+        .filter(|n| n.schedulable && fits(pod, n))
         .min_by_key(|n| load.get(&n.name).copied().unwrap_or(0));
     match candidate {
         Some(n) => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -283,7 +283,10 @@ async fn streaming_list_watcher_and_scale_subresource() {
     bounded(30, async {
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         cms.create(&PostParams::default(), &cm("before", &[])).await.unwrap();
-        let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).applied_objects();
+        // Every namespace holds the root CA ConfigMap (the root CA publisher's): not ours.
+        let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists())
+            .applied_objects()
+            .try_filter(|c| std::future::ready(c.metadata.name.as_deref() != Some("kube-root-ca.crt")));
         let mut stream = std::pin::pin!(stream);
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.metadata.name.as_deref(), Some("before"));
@@ -357,10 +360,15 @@ async fn crd_created_at_run_time_is_served() {
                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
         }))
         .unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-        let established = crds.get("gadgets.example.org").await.unwrap();
-        let conds = established.status.unwrap().conditions.unwrap();
-        assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+        // Like a real server: not Established in the create's answer, a moment later.
+        assert!(created.status.and_then(|s| s.conditions).is_none());
+        eventually(10, || async {
+            let crd = crds.get("gadgets.example.org").await.ok()?;
+            let conds = crd.status?.conditions?;
+            conds.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await;
         let discovery = Discovery::new(client.clone()).run().await.unwrap();
         let (ar, caps) = discovery.resolve_gvk(&GroupVersionKind::gvk("example.org", "v1alpha1", "Gadget")).unwrap();
         assert!(caps.scope == kube::discovery::Scope::Cluster);

@@ -43,7 +43,8 @@ async fn bad_requests_get_status_errors() {
             ("POST", cms.into(), json, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#, 422, "Invalid"),
             ("POST", "/api/v1/namespaces/nope/configmaps".into(), json, r#"{"metadata":{"name":"x"}}"#, 404, "NotFound"),
             ("GET", "/api/v1/namespaces/default/bogus".into(), json, "", 404, "NotFound"),
-            ("GET", "/apis/nope.example.com/v1/things".into(), json, "", 404, "NotFound"),
+            // An unknown group is the Go mux's plain-text 404 (kube cannot read a reason).
+            ("GET", "/apis/nope.example.com/v1/things".into(), json, "", 404, "Failed to parse error data"),
             ("GET", format!("{cms}?labelSelector=a%20in%20b"), json, "", 400, "BadRequest"),
             ("GET", format!("{cms}?continue=%%%"), json, "", 400, "BadRequest"),
             ("PATCH", format!("{cms}/seed"), "application/json-patch+json", r#"[{"op":"remove","path":"/nope"}]"#, 422, "Invalid"),
@@ -51,6 +52,7 @@ async fn bad_requests_get_status_errors() {
             ("PATCH", format!("{cms}/seed"), "text/plain", "x", 415, "UnsupportedMediaType"),
             ("PATCH", format!("{cms}/seed"), "application/merge-patch+json", "{", 400, "BadRequest"),
             ("PATCH", format!("{cms}/seed"), "application/apply-patch+yaml", "metadata: {name: seed}", 422, "Invalid"),
+            ("PATCH", format!("{cms}/seed?fieldManager=t"), "application/apply-patch+yaml", "data: [unclosed", 400, "BadRequest"),
             ("PATCH", format!("{cms}/seed?fieldManager=t"), "application/apply-patch+yaml", ": : :", 400, "BadRequest"),
             ("PATCH", format!("{cms}/missing"), "application/merge-patch+json", "{}", 404, "NotFound"),
             ("PUT", format!("{cms}/seed"), json, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"other"}}"#, 400, "BadRequest"),
@@ -60,7 +62,7 @@ async fn bad_requests_get_status_errors() {
             ("DELETE", format!("{cms}/missing"), json, "", 404, "NotFound"),
             ("DELETE", format!("{cms}/seed"), json, r#"{"preconditions":{"uid":"nope"}}"#, 409, "Conflict"),
             ("POST", format!("{cms}/seed/bogus"), json, "{}", 404, "NotFound"),
-            ("POST", format!("{cms}?dryRun=Maybe"), json, "{}", 400, "BadRequest"),
+            ("POST", format!("{cms}?dryRun=Maybe"), json, "{}", 422, "Invalid"),
         ];
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let mut seed = ConfigMap::default();

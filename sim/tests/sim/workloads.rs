@@ -180,3 +180,94 @@ async fn finalizers_and_namespace_deletion() {
     .await;
     sim.shutdown().await;
 }
+
+/// The TTL-after-finished controller: a Job with `ttlSecondsAfterFinished` is deleted (with
+/// its pods) once it has finished; one without stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_with_a_ttl_are_deleted() {
+    let sim = start().await;
+    let k = Kubectl::new(&sim);
+    bounded(60, async {
+        let jobs = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: default}
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: "migrate:1"}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: kept, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: "migrate:1"}]
+"#;
+        let out = k
+            .run_stdin(&["apply", "--server-side", "-f", "-"], jobs)
+            .await;
+        assert!(out.ok, "{}", out.stderr);
+        // Both complete; then `once` goes, pods and all, and `kept` stays.
+        eventually(30, || async {
+            let out = k
+                .run(&["get", "job", "kept", "-o", "jsonpath={.status.succeeded}"])
+                .await;
+            (out.stdout.trim() == "1").then_some(())
+        })
+        .await;
+        eventually(30, || async {
+            let out = k.run(&["get", "jobs", "-o", "name"]).await;
+            (out.ok && out.stdout.trim() == "job.batch/kept").then_some(())
+        })
+        .await;
+        let pods = k
+            .run(&["get", "pods", "-l", "job-name=once", "-o", "name"])
+            .await;
+        assert_eq!(pods.stdout.trim(), "", "{}", pods.stderr);
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+/// `PodLifecycle::Pending`: pods are made but never scheduled nor started, so a Deployment
+/// never becomes available and a Job never finishes, as on a cluster without kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_never_start_leave_workloads_unavailable() {
+    let sim = super::support::start_with(tidemark_sim::SimConfig {
+        speed: 50.0,
+        pods: tidemark_sim::PodLifecycle::Pending,
+        ..Default::default()
+    })
+    .await;
+    let k = Kubectl::new(&sim);
+    bounded(60, async {
+        let out = k.run_stdin(&["apply", "--server-side", "-f", "-"], WORKLOADS).await;
+        assert!(out.ok, "{}", out.stderr);
+        // Pods exist, Pending, on no node.
+        let pods = eventually(10, || async {
+            let out = k
+                .run(&["get", "pods", "-l", "app=broken", "-o", "jsonpath={.items[*].status.phase}/{.items[*].spec.nodeName}"])
+                .await;
+            (out.stdout.trim() == "Pending/").then_some(out.stdout)
+        })
+        .await;
+        assert_eq!(pods.trim(), "Pending/");
+        // The Deployment says why, after its progress deadline (600 s / 50) it has failed.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let d = k
+            .run(&["get", "deployment", "broken", "-o", "jsonpath={.status.availableReplicas}|{.status.unavailableReplicas}|{.status.conditions[?(@.type==\"Available\")].reason}"])
+            .await;
+        assert_eq!(d.stdout.trim(), "|1|MinimumReplicasUnavailable", "{}", d.stderr);
+        let job = k
+            .run(&["get", "job", "migrate", "-o", "jsonpath={.status.active}|{.status.succeeded}"])
+            .await;
+        assert_eq!(job.stdout.trim(), "1|", "{}", job.stderr);
+    })
+    .await;
+    sim.shutdown().await;
+}
