@@ -8,7 +8,11 @@
 //! - The real binary, `tidemark status -o json` with one `--kubeconfig` per cluster, then
 //!   `--from-git`, then with one more context whose server accepts connections and never
 //!   answers (it must cost the per-cluster timeout once, not once per cluster): wall time
-//!   and peak resident memory of each run (GNU `time`).
+//!   and peak resident memory of each run (GNU `time`), and how many clusters were read.
+//! - `tidemark promote canary` carried out three times (a new head each time: the tag
+//!   object, the push with a lease, the promotion log appended), then `tidemark promote
+//!   early --dry-run` both ways (the decision over the canary wave, refused: no cluster
+//!   applied the new head).
 //! - `TIDEMARK_BIN` names another binary (e.g. a release build).
 
 mod support;
@@ -159,10 +163,74 @@ async fn run() -> Result<()> {
     measure(
         &format!("status over {n} contexts and one that never answers (timeout 5s)"),
         &with_contexts(&[silent_kubeconfig]),
-        n + 1,
+        n,
         work.path(),
     )?;
     drop(silent);
+
+    // Deciding a promotion reads every context (or every status ref) as status does, then
+    // judges the previous wave's clusters.
+    let promote = |wave: &str, extra: &[&str]| {
+        let mut args: Vec<String> = ["promote", wave, "-o", "json", "--by", "bench <b@b>"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(base.iter().skip(3).cloned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    // A promotion carried out: the first wave to a new head (no record to read), the
+    // annotated tag pushed with a lease and the promotion log appended (two pushes).
+    let mut walls = Vec::new();
+    let mut peak = 0u64;
+    for i in 0..3 {
+        git(
+            &repo,
+            &[
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=b@b",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("bench {i}"),
+            ],
+        )?;
+        let what = "promote canary";
+        let (report, wall, kib) = timed(
+            what,
+            &promote("canary", &[]),
+            &work.path().join(format!("time-{i}")),
+        )?;
+        if !report["promoted"].is_object() {
+            return Err(format!("{what} did not promote: {report}").into());
+        }
+        walls.push(wall);
+        peak = peak.max(kib);
+    }
+    println!(
+        "promote canary (first wave: tag object, push with a lease, promotion log appended): {}",
+        figures(walls, peak)
+    );
+    // canary now names a commit no cluster has applied: the decision on early lists each
+    // canary cluster and why (the same work as when it promotes).
+    let mut dry = promote("early", &["--dry-run"]);
+    for k in &kubeconfigs {
+        dry.push("--kubeconfig".into());
+        dry.push(k.display().to_string());
+    }
+    measure_decision(
+        &format!("promote early --dry-run over {n} kubeconfig contexts"),
+        &dry,
+        work.path(),
+    )?;
+    measure_decision(
+        &format!("promote early --dry-run --from-git over {n} status refs"),
+        &promote("early", &["--dry-run", "--from-git"]),
+        work.path(),
+    )?;
     for sim in running {
         sim.shutdown().await;
     }
@@ -234,46 +302,92 @@ fn publish(cache: &GitCache, name: &str, record: &Record, now: Timestamp) -> Res
     Ok(())
 }
 
-/// Runs `tidemark ARGS` three times under GNU time; prints the median wall time and the
-/// highest peak RSS, and checks every cluster was read.
+/// One run of `tidemark ARGS` under GNU time: its JSON output, the wall time in seconds
+/// and the peak RSS in KiB.
+fn timed(what: &str, args: &[String], times: &Path) -> Result<(serde_json::Value, f64, u64)> {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(times)
+        .arg(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{what}: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    // GNU time says "Command exited with non-zero status 1" first when it did (a refused
+    // promotion): the figures are on the last line.
+    let text = std::fs::read_to_string(times)?;
+    let mut parts = text.lines().last().unwrap_or_default().split_whitespace();
+    let wall: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let kib: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((doc, wall, kib))
+}
+
+/// The median of three wall times and the highest peak RSS, as printed.
+fn figures(mut walls: Vec<f64>, peak: u64) -> String {
+    walls.sort_by(f64::total_cmp);
+    format!(
+        "wall {:.2}s (median of {}), peak RSS {:.1} MiB",
+        walls[walls.len() / 2],
+        walls.len(),
+        peak as f64 / 1024.0
+    )
+}
+
+/// Runs `tidemark status ARGS` three times; prints the median wall time, the highest peak
+/// RSS, and how many of the `clusters` declared were read.
 fn measure(what: &str, args: &[String], clusters: usize, dir: &Path) -> Result<()> {
     let mut walls = Vec::new();
     let mut peak = 0u64;
-    let mut shown = 0;
+    let (mut read, mut unread) = (0, 0);
     for i in 0..3 {
-        let times = dir.join(format!("time-{i}"));
-        let out = Command::new("/usr/bin/time")
-            .arg("-f")
-            .arg("%e %M")
-            .arg("-o")
-            .arg(&times)
-            .arg(binary())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?;
-        let view: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("{what}: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
-        shown = view["waves"]
+        let (view, wall, kib) = timed(what, args, &dir.join(format!("time-{i}")))?;
+        // Every declared cluster is shown, read or not: count those actually read.
+        read = view["waves"]
             .as_array()
-            .map(|w| {
-                w.iter()
-                    .map(|w| w["clusters"].as_array().map_or(0, Vec::len))
-                    .sum::<usize>()
-            })
-            .unwrap_or(0)
-            + view["unread"].as_array().map_or(0, Vec::len);
-        let text = std::fs::read_to_string(&times)?;
-        let mut parts = text.split_whitespace();
-        let wall: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let kib: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w["clusters"].as_array().into_iter().flatten())
+            .filter(|c| c["phase"] != "Unreachable")
+            .count();
+        unread = view["unread"].as_array().map_or(0, Vec::len);
         walls.push(wall);
         peak = peak.max(kib);
     }
-    walls.sort_by(f64::total_cmp);
     println!(
-        "{what}: wall {:.2}s (median of 3), peak RSS {:.1} MiB; {shown} of {clusters} shown",
-        walls[1],
-        peak as f64 / 1024.0
+        "{what}: {}; {read} of {clusters} clusters read, {unread} context(s) unread",
+        figures(walls, peak)
+    );
+    Ok(())
+}
+
+/// Runs `tidemark promote ARGS --dry-run` three times; prints the figures, how many
+/// clusters of the previous wave were judged on a record, and the verdict.
+fn measure_decision(what: &str, args: &[String], dir: &Path) -> Result<()> {
+    let mut walls = Vec::new();
+    let mut peak = 0u64;
+    let (mut judged, mut total, mut verdict) = (0, 0, String::new());
+    for i in 0..3 {
+        let (report, wall, kib) = timed(what, args, &dir.join(format!("time-{i}")))?;
+        let clusters = report["decision"]["clusters"].as_array();
+        total = clusters.map_or(0, Vec::len);
+        judged = clusters
+            .into_iter()
+            .flatten()
+            .filter(|c| c["phase"] != "Unreachable")
+            .count();
+        verdict = report["decision"]["verdict"]["outcome"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        walls.push(wall);
+        peak = peak.max(kib);
+    }
+    println!(
+        "{what}: {}; {judged} of {total} clusters of the previous wave judged on a record, verdict {verdict}",
+        figures(walls, peak)
     );
     Ok(())
 }
