@@ -21,6 +21,7 @@ pub mod demo;
 pub mod desired;
 #[cfg(test)]
 mod fixtures;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod k8s;

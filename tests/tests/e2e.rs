@@ -7,6 +7,7 @@ mod components;
 mod crash;
 mod desired;
 mod drain;
+mod fleet;
 mod fuzz_corpus;
 mod helm;
 mod helm_compat;
