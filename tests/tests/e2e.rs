@@ -4,6 +4,7 @@
 mod agent;
 mod chaos;
 mod components;
+mod deploy;
 mod desired;
 mod helm;
 mod helm_compat;
