@@ -12,7 +12,15 @@ scripts/setup-python.sh >/dev/null
 # The official helm v4.1.4 (the tests' helm) and v3.17.2 (compatibility test) in .tools/helm/.
 scripts/setup-helm.sh >/dev/null
 
-# The e2e tests run the real binary: build it first.
+# The image test (tests/tests/image.rs) builds the Dockerfile with the binary the image
+# holds, built without the simulator (TIDEMARK_PREBUILT=target/image/tidemark), on local base
+# images (.tools/image/, made once from Debian's packages).
+cargo build --locked -p tidemark --no-default-features --bin tidemark
+mkdir -p target/image
+cp target/debug/tidemark target/image/tidemark
+scripts/setup-image.sh
+
+# The e2e tests run the real binary (with the simulator): build it (again) last.
 cargo build --locked --bin tidemark
 
 if cargo nextest --version >/dev/null 2>&1; then

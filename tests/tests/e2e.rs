@@ -9,6 +9,7 @@ mod desired;
 mod helm;
 mod helm_compat;
 mod kube_yaml;
+mod image;
 mod lease;
 mod plan;
 mod polling;
