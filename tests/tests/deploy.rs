@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
 use tidemark_e2e::{
-    GitHttpServer, SimProcess, WorkRepo, agent_log, agent_metrics_addr, charts, fleet_yaml,
-    helm_bin, http_get, sim_manifest, spawn_agent_with, status_record, wait_until, workspace_root,
+    GitHttpServer, Pass, SimProcess, WorkRepo, agent_log, agent_metrics_addr, charts, copy_dir,
+    fleet_yaml, helm_bin, helm_wrapper, http_get, sim_manifest, spawn_agent_with, status_record,
+    tidemark_in, wait_until, workspace_root,
 };
 
 /// Every document of a multi-document YAML stream (empty ones dropped).
@@ -585,4 +586,138 @@ fn promql_series_names_are_found() {
             "tidemark_last_pass_timestamp_seconds"
         ]
     );
+}
+
+/// A fleet declares tidemark's own chart (deploy/chart) as a component of the cluster: the
+/// agent applies its own Deployment, RBAC and configuration, and when a wave moves the
+/// chart's image tag, applies the new tag, and then rests (no helm, nothing applied).
+/// (That the agent survives its own replacement mid-pass is not tested here: it needs the
+/// inventory of issue 13, item 3.)
+#[test]
+fn a_fleet_upgrades_its_agents_through_a_wave() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.29.8",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "20",
+    ])?;
+    let repo = WorkRepo::new()?;
+    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+    copy_dir(
+        &workspace_root().join("deploy/chart"),
+        &repo.path().join("charts/tidemark"),
+    )?;
+    let release = |tag: &str| -> Result<String> {
+        let mut manifest =
+            sim_manifest(tidemark_e2e::CLUSTERAPI, "1.29.8", &[("general", "1.29.8")]);
+        manifest.push_str(&format!(
+            "  components:
+    - name: tidemark
+      chart: {{path: charts/tidemark}}
+      namespace: tidemark-system
+      values:
+        repo: https://git.example.com/platform/fleet.git
+        selector: cluster=sim
+        image: {{tag: \"{tag}\"}}
+        rbac: {{clusterapi: {{enabled: true}}}}
+"
+        ));
+        repo.write("clusters/sim.yaml", &manifest)?;
+        let rev = repo.commit(&format!("tidemark {tag}"))?;
+        repo.tag_annotated("wave/canary", "HEAD")?;
+        Ok(rev)
+    };
+    let work = tempfile::tempdir()?;
+    let helm = helm_wrapper(work.path())?.display().to_string();
+    let helm_runs = || {
+        std::fs::read_to_string(work.path().join("helm.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let cache = work.path().join("cache").display().to_string();
+    let repo_path = repo.path().display().to_string();
+    let once = || -> Result<Pass> {
+        let run = tidemark_in(
+            &[
+                "agent",
+                "--once",
+                "--repo",
+                &repo_path,
+                "--selector",
+                "cluster=sim",
+                "--cache-dir",
+                &cache,
+                "--helm-bin",
+                &helm,
+                "--component-wait",
+                "20s",
+            ],
+            None,
+            &[("KUBECONFIG", &kubeconfig)],
+        )?;
+        if run.code != Some(0) {
+            bail!("agent --once failed: {run:?}");
+        }
+        Ok(Pass::parse(&run.stdout))
+    };
+    let image = || -> Result<String> {
+        let d: Value = serde_json::from_str(&sim.kubectl(&[
+            "get",
+            "deployment",
+            "-n",
+            "tidemark-system",
+            "tidemark",
+            "-o",
+            "json",
+        ])?)?;
+        Ok(d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+
+    release("0.1.0")?;
+    let pass = once()?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert_eq!(image()?, "ghcr.io/tidemark-dev/tidemark:0.1.0");
+    let labels: Value = serde_json::from_str(&sim.kubectl(&[
+        "get",
+        "clusterrole",
+        "tidemark-components",
+        "-o",
+        "json",
+    ])?)?;
+    assert_eq!(
+        labels["metadata"]["labels"]["tidemark.dev/component"],
+        "tidemark"
+    );
+    sim.kubectl(&["get", "role", "-n", "default", "tidemark-events"])?;
+    sim.kubectl(&[
+        "get",
+        "rolebinding",
+        "-n",
+        "capi-system",
+        "tidemark-clusterapi",
+    ])?;
+
+    // The wave moves the image tag: the next pass applies it, once.
+    let target = release("0.2.0")?;
+    let renders = helm_runs();
+    let pass = once()?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert_eq!(image()?, "ghcr.io/tidemark-dev/tidemark:0.2.0");
+    assert_eq!(helm_runs(), renders + 1);
+    let record = status_record(&sim)?;
+    assert_eq!(record.applied_revision.as_deref(), Some(target.as_str()));
+
+    // Nothing left to do: no helm, no step.
+    let renders = helm_runs();
+    let pass = once()?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    assert!(pass.executed.is_empty(), "{pass:?}");
+    assert_eq!(helm_runs(), renders);
+    Ok(())
 }
