@@ -8,7 +8,10 @@
 #
 #   scripts/build-image.sh [TAG]        default localhost/tidemark:dev, in .tools/image/storage
 #
-# A second run after a change of the sources only reuses the dependency layer (--layers).
+# Intermediate layers are not kept: buildah's vfs store copies each one in full (with the
+# toolchain and cargo's target directory, a layered build filled 15 GB here). With
+# TIDEMARK_IMAGE_LAYERS=true they are, and a second run after a change of the sources
+# reuses the dependency layer, as BuildKit does.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,7 +61,7 @@ fi
 
 log "building $tag with cargo inside the builder (this takes minutes)"
 start=$(date +%s)
-"${buildah[@]}" build --isolation chroot --pull=never --layers "${trust[@]}" -f "$root/Dockerfile" -t "$tag" \
+"${buildah[@]}" build --isolation chroot --pull=never --layers="${TIDEMARK_IMAGE_LAYERS:-false}" "${trust[@]}" -f "$root/Dockerfile" -t "$tag" \
     --build-arg "RUST_IMAGE=$rust_image" \
     --build-arg "RUNTIME_IMAGE=localhost/tidemark-test/runtime:bookworm" \
     --build-arg "HELM_URL=http://127.0.0.1:$port/$archive" \
