@@ -13,6 +13,8 @@
 #                                                  tests (tests)
 #   buildah, debootstrap                           the image test builds the Dockerfile
 #                                                  from local bases (scripts/setup-image.sh) (tests)
+#   binutils (strip)                               the image test's stripped binary
+#                                                  (scripts/build-prebuilt.sh) (tests)
 # The tests need kubectl too, which is not a Debian package: it is checked, not installed.
 #
 # Runs apt-get directly as root, through sudo otherwise (when sudo exists); without either it
@@ -51,6 +53,7 @@ if [[ "$for_what" == tests ]]; then
     command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
     command -v buildah >/dev/null 2>&1 || need+=(buildah)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+    command -v strip >/dev/null 2>&1 || need+=(binutils)
 fi
 
 if [[ "${#need[@]}" -gt 0 ]]; then

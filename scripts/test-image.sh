@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # The image test alone (tests/tests/image.rs), with what it needs provisioned: the binary
 # built without the simulator (target/image/tidemark, fed to the Dockerfile as
-# TIDEMARK_PREBUILT), the local base images and helm archive (scripts/setup-image.sh). The
-# full build, cargo inside the builder stage, is scripts/build-image.sh.
+# TIDEMARK_PREBUILT; scripts/build-prebuilt.sh), the local base images and helm archive
+# (scripts/setup-image.sh). The full build, cargo inside the builder stage, is
+# scripts/build-image.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup-system.sh tests
 scripts/setup-helm.sh >/dev/null
-cargo build --locked -p tidemark --no-default-features --bin tidemark
-mkdir -p target/image
-cp target/debug/tidemark target/image/tidemark
+scripts/build-prebuilt.sh
 scripts/setup-image.sh
 # The e2e harness starts `tidemark sim` from target/debug: the binary with the simulator.
 cargo build --locked --bin tidemark

@@ -13,11 +13,9 @@ scripts/setup-python.sh >/dev/null
 scripts/setup-helm.sh >/dev/null
 
 # The image test (tests/tests/image.rs) builds the Dockerfile with the binary the image
-# holds, built without the simulator (TIDEMARK_PREBUILT=target/image/tidemark), on local base
-# images (.tools/image/, made once from Debian's packages).
-cargo build --locked -p tidemark --no-default-features --bin tidemark
-mkdir -p target/image
-cp target/debug/tidemark target/image/tidemark
+# holds, built without the simulator and stripped (TIDEMARK_PREBUILT=target/image/tidemark),
+# on local base images (.tools/image/, made once from Debian's packages).
+scripts/build-prebuilt.sh
 scripts/setup-image.sh
 
 # The e2e tests run the real binary (with the simulator): build it (again) last.
