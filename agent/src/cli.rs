@@ -106,6 +106,12 @@ pub struct ComponentArgs {
     /// (README, "Private charts"). It names files only; they are read at every render.
     #[arg(long, env = "TIDEMARK_CHART_CREDENTIALS")]
     pub chart_credentials: Option<PathBuf>,
+    /// Also sweep every kind the API server lists for objects labelled for a component,
+    /// to prune (and check the ownership of) objects no inventory records: applied by a
+    /// release before inventories, or by a pass that died before recording them. Needs
+    /// `list` on every kind; without it, prune reads only the inventoried objects by name.
+    #[arg(long, env = "TIDEMARK_PRUNE_SCAN")]
+    pub prune_scan: bool,
 }
 
 impl ComponentArgs {
@@ -120,6 +126,7 @@ impl ComponentArgs {
             drift_interval,
             component_wait,
             chart_credentials,
+            prune_scan,
         } = self;
         let dur = |v: &str, flag: &str| -> anyhow::Result<std::time::Duration> {
             Ok(v.parse::<tidemark_schema::Duration>()
@@ -139,6 +146,7 @@ impl ComponentArgs {
             health_wait: dur(component_wait, "component-wait")?,
             crd_wait: std::time::Duration::from_secs(60),
             drift_interval: dur(drift_interval, "drift-interval")?,
+            prune_scan: *prune_scan,
         };
         Ok((helm, settings))
     }
