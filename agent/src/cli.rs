@@ -57,6 +57,10 @@ pub enum Command {
     /// Show the steps the agent would take next for one cluster, and why, without doing
     /// anything.
     Plan(PlanArgs),
+    /// Print the ClusterRole one cluster's agent needs: the kinds its components render at
+    /// every wave tag (rendered with helm, no cluster needed), what health reads, the rules
+    /// of the Roles its components render, and the agent's own needs.
+    Rbac(RbacArgs),
     /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
     /// its simulated cloud (`tidemark sim ctl ...`).
     #[cfg(feature = "sim")]
@@ -80,6 +84,27 @@ pub struct PlanArgs {
     )]
     pub status_namespace: String,
     /// How components are rendered and checked.
+    #[command(flatten)]
+    pub components: ComponentArgs,
+}
+
+/// `tidemark rbac`
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    /// Which cluster and fleet repo.
+    #[command(flatten)]
+    pub desired: DesiredArgs,
+    /// Name of the ClusterRole printed.
+    #[arg(long, default_value = "tidemark")]
+    pub name: String,
+    /// Namespace of the agent's status record and Lease.
+    #[arg(
+        long,
+        env = "TIDEMARK_STATUS_NAMESPACE",
+        default_value = "tidemark-system"
+    )]
+    pub status_namespace: String,
+    /// How components are rendered.
     #[command(flatten)]
     pub components: ComponentArgs,
 }

@@ -5,6 +5,7 @@ mod agent;
 mod demo;
 mod desired;
 mod plan;
+mod rbac;
 mod schema;
 #[cfg(feature = "sim")]
 mod sim;
@@ -24,6 +25,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Rbac(args) => rbac::run(args),
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args),
     }
