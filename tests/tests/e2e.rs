@@ -9,6 +9,7 @@ mod desired;
 mod helm;
 mod helm_compat;
 mod image;
+mod inventory;
 mod kube_yaml;
 mod lease;
 mod plan;
