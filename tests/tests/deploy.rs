@@ -588,28 +588,30 @@ fn promql_series_names_are_found() {
     );
 }
 
-/// A fleet declares tidemark's own chart (deploy/chart) as a component of the cluster: the
-/// agent applies its own Deployment, RBAC and configuration, and when a wave moves the
-/// chart's image tag, applies the new tag, and then rests (no helm, nothing applied).
-/// (That the agent survives its own replacement mid-pass is not tested here: it needs the
-/// inventory of issue 13, item 3.)
-#[test]
-fn a_fleet_upgrades_its_agents_through_a_wave() -> Result<()> {
-    let sim = SimProcess::start(&[
-        "--version",
-        "1.29.8",
-        "--node-groups",
-        "general=1",
-        "--speed",
-        "20",
-    ])?;
-    let repo = WorkRepo::new()?;
-    repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
-    copy_dir(
-        &workspace_root().join("deploy/chart"),
-        &repo.path().join("charts/tidemark"),
-    )?;
-    let release = |tag: &str| -> Result<String> {
+/// A fleet repo whose cluster (`sim`, wave `canary`) declares tidemark's own chart
+/// (deploy/chart) as its component `tidemark`, and an agent's working directory with a
+/// helm wrapper that counts renders.
+struct SelfUpgrade {
+    repo: WorkRepo,
+    work: tempfile::TempDir,
+    helm: String,
+}
+
+impl SelfUpgrade {
+    fn new() -> Result<Self> {
+        let repo = WorkRepo::new()?;
+        repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+        copy_dir(
+            &workspace_root().join("deploy/chart"),
+            &repo.path().join("charts/tidemark"),
+        )?;
+        let work = tempfile::tempdir()?;
+        let helm = helm_wrapper(work.path())?.display().to_string();
+        Ok(Self { repo, work, helm })
+    }
+
+    /// Commits the chart's image tag `tag` and moves `wave/canary` to it.
+    fn release(&self, tag: &str) -> Result<String> {
         let mut manifest =
             sim_manifest(tidemark_e2e::CLUSTERAPI, "1.29.8", &[("general", "1.29.8")]);
         manifest.push_str(&format!(
@@ -624,63 +626,85 @@ fn a_fleet_upgrades_its_agents_through_a_wave() -> Result<()> {
         rbac: {{clusterapi: {{enabled: true}}}}
 "
         ));
-        repo.write("clusters/sim.yaml", &manifest)?;
-        let rev = repo.commit(&format!("tidemark {tag}"))?;
-        repo.tag_annotated("wave/canary", "HEAD")?;
+        self.repo.write("clusters/sim.yaml", &manifest)?;
+        let rev = self.repo.commit(&format!("tidemark {tag}"))?;
+        self.repo
+            .git(&["tag", "-f", "-a", "-m", tag, "wave/canary", "HEAD"])?;
         Ok(rev)
-    };
-    let work = tempfile::tempdir()?;
-    let helm = helm_wrapper(work.path())?.display().to_string();
-    let helm_runs = || {
-        std::fs::read_to_string(work.path().join("helm.log"))
+    }
+
+    /// How many times helm rendered.
+    fn helm_runs(&self) -> usize {
+        std::fs::read_to_string(self.work.path().join("helm.log"))
             .map(|s| s.lines().count())
             .unwrap_or(0)
-    };
-    let kubeconfig = sim.kubeconfig().display().to_string();
-    let cache = work.path().join("cache").display().to_string();
-    let repo_path = repo.path().display().to_string();
-    let once = || -> Result<Pass> {
+    }
+
+    /// One pass, `agent --once`.
+    fn once(&self, sim: &SimProcess) -> Result<Pass> {
         let run = tidemark_in(
             &[
                 "agent",
                 "--once",
                 "--repo",
-                &repo_path,
+                &self.repo.path().display().to_string(),
                 "--selector",
                 "cluster=sim",
                 "--cache-dir",
-                &cache,
+                &self.work.path().join("cache").display().to_string(),
                 "--helm-bin",
-                &helm,
+                &self.helm,
                 "--component-wait",
                 "20s",
             ],
             None,
-            &[("KUBECONFIG", &kubeconfig)],
+            &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
         )?;
         if run.code != Some(0) {
             bail!("agent --once failed: {run:?}");
         }
         Ok(Pass::parse(&run.stdout))
-    };
-    let image = || -> Result<String> {
-        let d: Value = serde_json::from_str(&sim.kubectl(&[
-            "get",
-            "deployment",
-            "-n",
-            "tidemark-system",
-            "tidemark",
-            "-o",
-            "json",
-        ])?)?;
-        Ok(d["spec"]["template"]["spec"]["containers"][0]["image"]
+    }
+}
+
+/// The agent's Deployment in the sim: its image and its generation.
+fn agent_deployment(sim: &SimProcess) -> Result<(String, u64)> {
+    let d: Value = serde_json::from_str(&sim.kubectl(&[
+        "get",
+        "deployment",
+        "-n",
+        "tidemark-system",
+        "tidemark",
+        "-o",
+        "json",
+    ])?)?;
+    Ok((
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
             .as_str()
             .unwrap_or_default()
-            .to_string())
-    };
+            .to_string(),
+        d["metadata"]["generation"].as_u64().unwrap_or_default(),
+    ))
+}
 
-    release("0.1.0")?;
-    let pass = once()?;
+/// A fleet declares tidemark's own chart (deploy/chart) as a component of the cluster: the
+/// agent applies its own Deployment, RBAC and configuration, and when a wave moves the
+/// chart's image tag, applies the new tag, and then rests (no helm, nothing applied).
+#[test]
+fn a_fleet_upgrades_its_agents_through_a_wave() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.29.8",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "20",
+    ])?;
+    let fleet = SelfUpgrade::new()?;
+    let image = || -> Result<String> { Ok(agent_deployment(&sim)?.0) };
+
+    fleet.release("0.1.0")?;
+    let pass = fleet.once(&sim)?;
     assert_eq!(pass.phase, "Converged", "{pass:?}");
     assert_eq!(image()?, "ghcr.io/tidemark-dev/tidemark:0.1.0");
     let labels: Value = serde_json::from_str(&sim.kubectl(&[
@@ -704,20 +728,76 @@ fn a_fleet_upgrades_its_agents_through_a_wave() -> Result<()> {
     ])?;
 
     // The wave moves the image tag: the next pass applies it, once.
-    let target = release("0.2.0")?;
-    let renders = helm_runs();
-    let pass = once()?;
+    let target = fleet.release("0.2.0")?;
+    let renders = fleet.helm_runs();
+    let pass = fleet.once(&sim)?;
     assert_eq!(pass.phase, "Converged", "{pass:?}");
     assert_eq!(image()?, "ghcr.io/tidemark-dev/tidemark:0.2.0");
-    assert_eq!(helm_runs(), renders + 1);
+    assert_eq!(fleet.helm_runs(), renders + 1);
     let record = status_record(&sim)?;
     assert_eq!(record.applied_revision.as_deref(), Some(target.as_str()));
 
     // Nothing left to do: no helm, no step.
-    let renders = helm_runs();
-    let pass = once()?;
+    let renders = fleet.helm_runs();
+    let pass = fleet.once(&sim)?;
     assert_eq!(pass.phase, "Converged", "{pass:?}");
     assert!(pass.executed.is_empty(), "{pass:?}");
-    assert_eq!(helm_runs(), renders);
+    assert_eq!(fleet.helm_runs(), renders);
+    Ok(())
+}
+
+/// The agent applying its own new Deployment is killed (`kill -9`, as the rollout replaces
+/// its pod) while its pass waits for that very rollout; the replica that replaces it takes
+/// the Lease once it expires and converges from what it observes: the Deployment rolled
+/// out once (its generation moved by one: the new agent's apply of the same render changed
+/// nothing), the record at the new revision.
+#[test]
+fn an_agent_killed_while_it_replaces_itself_converges_after_a_restart() -> Result<()> {
+    // At speed 1 the rollout takes seconds: the pass is still waiting for it when killed.
+    let sim = SimProcess::start(&["--version", "1.29.8", "--node-groups", "general=1"])?;
+    let fleet = SelfUpgrade::new()?;
+    fleet.release("0.1.0")?;
+    let pass = fleet.once(&sim)?;
+    assert_eq!(pass.phase, "Converged", "{pass:?}");
+    let (_, generation) = agent_deployment(&sim)?;
+
+    let target = fleet.release("0.2.0")?;
+    let extra = ["--helm-bin", fleet.helm.as_str(), "--component-wait", "60s"];
+    let mut old = spawn_agent_with(fleet.repo.path(), &sim, "old", fleet.work.path(), &extra)?;
+    let applied = wait_until(Duration::from_secs(60), "the new image applied", || {
+        agent_deployment(&sim).is_ok_and(|(image, _)| image.ends_with(":0.2.0"))
+    });
+    let _ = old.kill();
+    let _ = old.wait();
+    applied.with_context(|| agent_log(fleet.work.path(), "old"))?;
+    let record = status_record(&sim)?;
+    assert_ne!(
+        record.applied_revision.as_deref(),
+        Some(target.as_str()),
+        "the pass had ended before the kill: {record:?}"
+    );
+
+    let mut new = spawn_agent_with(fleet.repo.path(), &sim, "new", fleet.work.path(), &extra)?;
+    let converged = wait_until(Duration::from_secs(90), "the new agent converged", || {
+        status_record(&sim).is_ok_and(|r| {
+            r.applied_revision.as_deref() == Some(target.as_str())
+                && r.phase.map(|p| p.to_string()).as_deref() == Some("Converged")
+        })
+    });
+    let _ = new.kill();
+    let _ = new.wait();
+    converged.with_context(|| agent_log(fleet.work.path(), "new"))?;
+    let (image, after) = agent_deployment(&sim)?;
+    assert_eq!(image, "ghcr.io/tidemark-dev/tidemark:0.2.0");
+    assert_eq!(after, generation + 1, "the Deployment was rolled out again");
+    let record = status_record(&sim)?;
+    assert_eq!(
+        record
+            .components
+            .get("tidemark")
+            .map(|c| c.health.to_string()),
+        Some("Healthy".to_string()),
+        "{record:?}"
+    );
     Ok(())
 }
