@@ -4,7 +4,7 @@
 //! for adoption; `tidemark rbac` prints the ClusterRole one cluster's agent needs. Every
 //! `agent --once` is a new process: what it prunes comes from the recorded inventory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -321,5 +321,131 @@ spec:
     let file = sim.dir_file("role.yaml", &run.stdout)?;
     sim.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])?;
     sim.kubectl(&["get", "clusterrole", "tidemark"])?;
+    Ok(())
+}
+
+/// Every (apiGroup, resource or URL, resourceName, verb) a set of rules grants; `""` for
+/// no resource name (any).
+fn grants(rules: &[Value]) -> BTreeSet<(String, String, String, String)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        let names = strings(&rule["resourceNames"]);
+        let names = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
+        let groups = strings(&rule["apiGroups"]);
+        let groups = if groups.is_empty() {
+            vec![String::new()]
+        } else {
+            groups
+        };
+        for verb in strings(&rule["verbs"]) {
+            for url in strings(&rule["nonResourceURLs"]) {
+                out.insert((String::new(), url, String::new(), verb.clone()));
+            }
+            for group in &groups {
+                for resource in strings(&rule["resources"]) {
+                    for name in &names {
+                        out.insert((group.clone(), resource.clone(), name.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The default `deploy/` ships grants what `tidemark rbac` computes for every cluster of
+/// the example fleet (the roles of the base and the Cluster API component, wherever they
+/// are bound: `tidemark rbac` prints one ClusterRole).
+#[test]
+fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet() -> Result<()> {
+    let example = tidemark_e2e::workspace_root().join("fleet-repo-example");
+    let repo = WorkRepo::from_dir(&example)?;
+    for wave in ["canary", "early", "main"] {
+        repo.tag_annotated(&format!("wave/{wave}"), "HEAD")?;
+    }
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(tidemark_e2e::workspace_root().join("deploy/overlays/example-cluster"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut shipped = BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let doc = <Value as serde::Deserialize>::deserialize(doc)?;
+        if doc["kind"] == "ClusterRole" || doc["kind"] == "Role" {
+            shipped.extend(grants(doc["rules"].as_array().map_or(&[][..], |v| v)));
+        }
+    }
+    let work = tempfile::tempdir()?;
+    let helm = tidemark_e2e::helm_bin()?.display().to_string();
+    let clusters = std::fs::read_dir(example.join("clusters"))?;
+    let mut checked = 0;
+    for entry in clusters {
+        let name = entry?
+            .path()
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("a cluster file without a name")?;
+        let run = tidemark_in(
+            &[
+                "rbac",
+                "--repo",
+                &repo.path().display().to_string(),
+                "--selector",
+                &format!("cluster={name}"),
+                "--cache-dir",
+                &work.path().join(&name).display().to_string(),
+                "--helm-bin",
+                &helm,
+            ],
+            None,
+            &[],
+        )?;
+        if run.code != Some(0) {
+            bail!("tidemark rbac for {name} failed: {run:?}");
+        }
+        let role: Value = serde_yaml::from_str(&run.stdout)?;
+        let needed = grants(role["rules"].as_array().map_or(&[][..], |v| v));
+        let missing: Vec<_> = needed
+            .iter()
+            .filter(|(group, resource, resource_name, verb)| {
+                // A grant for any name covers a grant for one name.
+                !shipped.contains(&(
+                    group.clone(),
+                    resource.clone(),
+                    resource_name.clone(),
+                    verb.clone(),
+                )) && !shipped.contains(&(
+                    group.clone(),
+                    resource.clone(),
+                    String::new(),
+                    verb.clone(),
+                ))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "cluster {name} needs what deploy/ does not grant: {missing:?}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
     Ok(())
 }
