@@ -8,6 +8,12 @@
 //!   crate docs);
 //! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused;
 //! - `POST /sim/v1/upgrade-node-group` `{"name":"general","version":"1.29.8"}` — 202, 404, 409;
+//! - `POST /sim/v1/replace-node` `{"name":"NODE","version":"1.29.8"}` — 202, 404, 409: the
+//!   cloud terminates the node's VM and its group replaces it (a self-managed group, as an
+//!   autoscaling group does: the node and the pods still on it are deleted at once, and a new
+//!   node at VERSION boots). The group's MachineDeployment is switched to `OnDelete`, so the
+//!   sim never rolls that group by itself afterwards. Replacements are counted per node in
+//!   `state` (`replacedNodes`);
 //! - `GET  /sim/v1/faults`, `PUT|POST /sim/v1/faults` (body: a fault spec string) — faults.
 
 use std::path::Path;
@@ -67,10 +73,16 @@ fn state(shared: &Shared) -> Value {
         }
     }
     drop(store);
+    let replaced = shared
+        .replaced_nodes
+        .lock()
+        .map(|r| json!(*r))
+        .unwrap_or_else(|_| json!({}));
     let (requests, by_resource) = shared.request_counts().to_json();
     json!({
         "controlPlane": {"version": cp.to_string(), "targetVersion": target, "upgrading": target != cp.to_string()},
         "nodeGroups": groups,
+        "replacedNodes": replaced,
         "requests": requests,
         "requestsByResource": by_resource,
     })
@@ -156,6 +168,69 @@ fn upgrade_node_group(shared: &Shared, body: &Value) -> Result<Value, ApiError> 
     Ok(json!({"accepted": true, "message": format!("rolling node group {group} to v{target}")}))
 }
 
+/// Terminates node `name` and has its group replace it at `version` (see the module docs).
+fn replace_node(shared: &Shared, body: &Value) -> Result<Value, ApiError> {
+    let name = field(body, "name")?;
+    let target = version(field(body, "version")?)?;
+    let mut store = shared.lock_store();
+    let (Some(nd), Some(pd), Some(d)) = (
+        def(&store, "", "v1", "nodes"),
+        def(&store, "", "v1", "pods"),
+        def(&store, MD_GROUP, VERSION, "machinedeployments"),
+    ) else {
+        return Err(ApiError::not_found_path());
+    };
+    let node = store
+        .get(&nd.gr(), "", name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("node {name:?} not found")))?;
+    let md_name = nodes::deployment_of(&node).to_string();
+    let md = store
+        .list(&d.gr(), Some(&shared.config.capi_namespace))
+        .find(|m| s(m, "/metadata/name") == md_name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                format!("node {name:?} belongs to no node group"),
+            )
+        })?;
+    if let Some(msg) = capi::node_group_refusal(shared.cp_version(), None, target) {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!("node {name}: {msg}"),
+        ));
+    }
+    let mut m = md;
+    m["spec"]["strategy"] = json!({"type": "OnDelete"});
+    m["spec"]["template"]["spec"]["version"] = json!(format!("v{target}"));
+    write(&mut store, &d, m);
+    // The VM is gone: so are its pods (no grace: the kubelet that ran them is gone too).
+    let on_node: Vec<(String, String)> = store
+        .list(&pd.gr(), None)
+        .filter(|p| s(p, "/spec/nodeName") == name)
+        .map(|p| {
+            (
+                s(p, "/metadata/namespace").to_string(),
+                s(p, "/metadata/name").to_string(),
+            )
+        })
+        .collect();
+    for (ns, pod) in on_node {
+        let _ = store.delete(&pd, &ns, &pod);
+    }
+    let _ = store.delete(&nd, "", name);
+    drop(store);
+    if let Ok(mut r) = shared.replaced_nodes.lock() {
+        *r.entry(name.to_string()).or_insert(0) += 1;
+    }
+    Ok(
+        json!({"accepted": true, "message": format!("replacing node {name} with a node at v{target}")}),
+    )
+}
+
 /// Serves `/sim/v1/{rest}`.
 pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> http::Response<Body> {
     let result = match (&req.method, rest.trim_end_matches('/')) {
@@ -167,6 +242,10 @@ pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> http::Resp
         (&Method::POST, "upgrade-node-group") => req
             .body_value()
             .and_then(|b| upgrade_node_group(shared, &b))
+            .map(|v| (202, v)),
+        (&Method::POST, "replace-node") => req
+            .body_value()
+            .and_then(|b| replace_node(shared, &b))
             .map(|v| (202, v)),
         (&Method::GET, "faults") => {
             let spec = shared
@@ -201,7 +280,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> http::Resp
     }
 }
 
-const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane [VERSION] [--wait] | upgrade-node-group [NAME [VERSION]] [--wait] | faults [SPEC]); a missing NAME or VERSION is taken from TIDEMARK_NODE_GROUP / TIDEMARK_TARGET_VERSION";
+const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane [VERSION] [--wait] | upgrade-node-group [NAME [VERSION]] [--wait] | replace-node [NODE [VERSION]] | faults [SPEC]); a missing NAME, NODE or VERSION is taken from TIDEMARK_NODE_GROUP, TIDEMARK_NODE_NAME / TIDEMARK_TARGET_VERSION";
 
 /// Fills in arguments the `exec` provider passes in the environment instead.
 fn complete_from_env(mut args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
@@ -209,9 +288,13 @@ fn complete_from_env(mut args: Vec<String>, env: impl Fn(&str) -> Option<String>
         Some("upgrade-control-plane") if args.len() == 1 => {
             args.extend(env("TIDEMARK_TARGET_VERSION"));
         }
-        Some("upgrade-node-group") => {
+        Some(verb @ ("upgrade-node-group" | "replace-node")) => {
             if args.len() == 1 {
-                args.extend(env("TIDEMARK_NODE_GROUP"));
+                args.extend(env(if verb == "replace-node" {
+                    "TIDEMARK_NODE_NAME"
+                } else {
+                    "TIDEMARK_NODE_GROUP"
+                }));
             }
             if args.len() == 2 {
                 args.extend(env("TIDEMARK_TARGET_VERSION"));
@@ -250,6 +333,7 @@ async fn call(
 /// - `state`
 /// - `upgrade-control-plane [VERSION] [--wait]`
 /// - `upgrade-node-group [NAME [VERSION]] [--wait]` (NAME: the node group or its MachineDeployment)
+/// - `replace-node [NODE [VERSION]]` (the node is terminated at once; its replacement boots)
 /// - `faults [SPEC]`
 ///
 /// A missing NAME or VERSION is read from `TIDEMARK_NODE_GROUP` / `TIDEMARK_TARGET_VERSION`,
@@ -312,6 +396,16 @@ pub async fn ctl(kubeconfig: &Path, args: &[String]) -> Result<String, Error> {
                 })
                 .await?;
             }
+            Ok(v["message"].as_str().unwrap_or_default().to_string())
+        }
+        ["replace-node", name, version] => {
+            let v = call(
+                &client,
+                Method::POST,
+                "/sim/v1/replace-node",
+                Some(json!({"name": name, "version": version})),
+            )
+            .await?;
             Ok(v["message"].as_str().unwrap_or_default().to_string())
         }
         ["faults"] => Ok(

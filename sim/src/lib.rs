@@ -381,6 +381,8 @@ pub(crate) struct Shared {
     pub ca_pem: String,
     /// `127.0.0.1:PORT`, the address discovery advertises.
     pub address: String,
+    /// How many times each node was replaced through `/sim/v1/replace-node`.
+    pub replaced_nodes: Mutex<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Shared {
@@ -476,6 +478,7 @@ impl Sim {
             shutdown,
             ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
             address: format!("127.0.0.1:{port}"),
+            replaced_nodes: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

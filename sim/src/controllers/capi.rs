@@ -487,6 +487,16 @@ fn step(
     let mut rolling = group_nodes
         .iter()
         .any(|n| is_draining(n) || !nodes::is_ready(n));
+    let on_delete = s(md, "/spec/strategy/type") == "OnDelete";
+    if on_delete {
+        // Cluster API's `OnDelete`: machines are replaced only when deleted, each by one at
+        // the template's version; the group never rolls by itself.
+        if group_nodes.len() < replicas {
+            rolling = true;
+            nodes::create(store, config, group, &md_name, target, false);
+        }
+        return (None, rolling);
+    }
     if !old.is_empty() {
         rolling = true;
         if group_nodes.len() < replicas + surge {

@@ -171,6 +171,7 @@ mod tests {
             shutdown: tokio::sync::watch::channel(false).1,
             ca_pem: String::new(),
             address: String::new(),
+            replaced_nodes: Mutex::default(),
         }
     }
 
