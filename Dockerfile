@@ -44,11 +44,11 @@ RUN if [ -z "$TIDEMARK_PREBUILT" ]; then \
                agent/benches/fleet.rs agent/benches/idle.rs agent/benches/components.rs \
                agent/benches/git_poll.rs \
                sim/src/lib.rs sim/tests/sim.rs sim/benches/sim.rs \
-               tests/src/lib.rs tests/tests/e2e.rs; do \
+               tests/src/lib.rs tests/tests/e2e.rs tests/benches/fleet_sim.rs; do \
         mkdir -p "$(dirname "$f")" && echo 'fn main() {}' > "$f"; \
       done \
       && cargo build --release --locked -p tidemark --no-default-features --bin tidemark \
-      && rm -rf schema/src agent/src agent/benches sim/src sim/tests sim/benches tests/src tests/tests; \
+      && rm -rf schema/src agent/src agent/benches sim/src sim/tests sim/benches tests/src tests/tests tests/benches; \
     fi
 # skeleton-end
 

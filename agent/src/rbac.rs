@@ -9,7 +9,8 @@
 //! - The rules of every Role and ClusterRole a component renders: Kubernetes lets the agent
 //!   grant only what it holds itself (it gets no `escalate` and no `bind`).
 //! - The agent's own: its status Namespace (`get`, `patch`), Events, its Lease, nodes, the
-//!   API server's `/version` and `/readyz`, and the Cluster API kinds of its provider.
+//!   API server's `/version` and `/readyz`, the Cluster API kinds of its provider, and, when
+//!   it drains node groups itself (`drain: tidemark`), cordoning nodes and evicting pods.
 //!
 //! Resource names come from the CRDs of the renders, from a table of Kubernetes' built-in
 //! kinds, and otherwise are guessed (lower case, plural `s`, `es` after `s`, `x`, `ch` and
@@ -39,6 +40,9 @@ pub struct Own {
     /// Whether its provider is Cluster API (it reads and applies KubeadmControlPlanes and
     /// MachineDeployments).
     pub clusterapi: bool,
+    /// Whether it drains a node group itself (`drain: tidemark`: it cordons and annotates
+    /// nodes, lists their pods and evicts them).
+    pub drain: bool,
 }
 
 /// The computed ClusterRole.
@@ -142,6 +146,11 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
             "machinedeployments",
             &["get", "patch"],
         );
+    }
+    if own.drain {
+        grant("", "nodes", &["patch"]);
+        grant("", "pods", &["list"]);
+        grant("", "pods/eviction", &["create"]);
     }
 
     let mut rules: Vec<Value> = Vec::new();
@@ -323,6 +332,7 @@ mod tests {
             &Own {
                 status_namespace: "tidemark-system".into(),
                 clusterapi: true,
+                drain: true,
             },
         );
         let r = &role.cluster_role;
@@ -338,7 +348,8 @@ mod tests {
             ["get", "list", "watch", "create", "patch"]
         );
         assert_eq!(verbs(r, "", "pods"), ["get", "list", "watch"]);
-        assert_eq!(verbs(r, "", "nodes"), ["get", "list"]);
+        assert_eq!(verbs(r, "", "nodes"), ["get", "list", "patch"]);
+        assert_eq!(verbs(r, "", "pods/eviction"), ["create"]);
         assert_eq!(
             verbs(r, "controlplane.cluster.x-k8s.io", "kubeadmcontrolplanes"),
             ["get", "patch"]
@@ -369,6 +380,7 @@ mod tests {
         let own = Own {
             status_namespace: "tidemark-system".into(),
             clusterapi: false,
+            drain: false,
         };
         let role = cluster_role("t", &[render(crd, true)], &own);
         assert!(
@@ -387,6 +399,8 @@ mod tests {
             )
             .is_none()
         );
+        assert_eq!(verbs(&role.cluster_role, "", "nodes"), ["get", "list"]);
+        assert!(rule_for(&role.cluster_role, "", "pods/eviction").is_none());
     }
 
     #[test]

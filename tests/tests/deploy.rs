@@ -248,7 +248,11 @@ fn rbac_grants_no_wildcard_and_no_secrets() -> Result<()> {
         "repo=https://git.example.com/fleet.git",
         "selector=cluster=a",
         "rbac.clusterapi.enabled=true",
+        "rbac.drain.enabled=true",
     ])?)?);
+    docs.extend(documents(&std::fs::read_to_string(
+        workspace_root().join("deploy/components/drain/rbac.yaml"),
+    )?)?);
     assert!(roles(&docs).len() >= 5, "{:?}", roles(&docs).keys());
     let violations = rbac_violations(&docs);
     assert!(violations.is_empty(), "{violations:#?}");
@@ -387,6 +391,7 @@ fn the_chart_renders_lints_and_applies_like_the_kustomize_manifests() -> Result<
         "selector=cluster=prod-eu-1",
         "rbac.clusterapi.enabled=true",
         "image.tag=0.1.0",
+        "rbac.drain.enabled=true",
     ];
     let rendered = chart(&set)?;
     let docs = documents(&rendered)?;
@@ -409,6 +414,10 @@ fn the_chart_renders_lints_and_applies_like_the_kustomize_manifests() -> Result<
         "ClusterRole//tidemark-components".into(),
         roles(&documents(&kustomize("deploy/base")?)?)["ClusterRole//tidemark-components"].clone(),
     );
+    // The drain component (not in the example overlay: prod-eu-1's provider drains).
+    from_kustomize.extend(roles(&documents(&std::fs::read_to_string(
+        workspace_root().join("deploy/components/drain/rbac.yaml"),
+    )?)?));
     assert_eq!(roles(&docs), from_kustomize);
 
     // The same Deployment, but for the chart's labels and annotations.

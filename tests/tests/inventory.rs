@@ -367,8 +367,8 @@ fn grants(rules: &[Value]) -> BTreeSet<(String, String, String, String)> {
 }
 
 /// The default `deploy/` ships grants what `tidemark rbac` computes for every cluster of
-/// the example fleet (the roles of the base and the Cluster API component, wherever they
-/// are bound: `tidemark rbac` prints one ClusterRole).
+/// the example fleet (the roles of the base and of the optional components, Cluster API
+/// and drain, wherever they are bound: `tidemark rbac` prints one ClusterRole).
 #[test]
 fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet() -> Result<()> {
     let example = tidemark_e2e::workspace_root().join("fleet-repo-example");
@@ -387,7 +387,13 @@ fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet(
         );
     }
     let mut shipped = BTreeSet::new();
-    for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+    let drain =
+        std::fs::read(tidemark_e2e::workspace_root().join("deploy/components/drain/rbac.yaml"))?;
+    let streams = [out.stdout.as_slice(), drain.as_slice()];
+    for doc in streams
+        .iter()
+        .flat_map(|s| serde_yaml::Deserializer::from_slice(s))
+    {
         let doc = <Value as serde::Deserialize>::deserialize(doc)?;
         if doc["kind"] == "ClusterRole" || doc["kind"] == "Role" {
             shipped.extend(grants(doc["rules"].as_array().map_or(&[][..], |v| v)));

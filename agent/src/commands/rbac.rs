@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tidemark_schema::fleet::WAVE_PLACEHOLDER;
-use tidemark_schema::{DesiredState, Provider};
+use tidemark_schema::{DesiredState, DrainBy, Provider};
 
 use crate::cli::RbacArgs;
 use crate::component::inputs::{self, ComponentInputs};
@@ -143,6 +143,12 @@ pub fn run(args: RbacArgs) -> anyhow::Result<ExitCode> {
         clusterapi: at_tags
             .iter()
             .any(|a| matches!(a.state.provider, Provider::ClusterApi(_))),
+        drain: at_tags.iter().any(|a| {
+            a.state
+                .node_groups
+                .iter()
+                .any(|g| g.drain == DrainBy::Tidemark)
+        }),
     };
     let role = rbac::cluster_role(&name, &renders, &own);
     println!(
