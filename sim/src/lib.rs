@@ -130,6 +130,8 @@ mod ctl;
 mod defaults;
 mod events;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kubeconfig;
 mod patch;
 mod quantity;

@@ -7,6 +7,7 @@ mod components;
 mod deploy;
 mod desired;
 mod drain;
+mod fuzz_corpus;
 mod helm;
 mod helm_compat;
 mod image;
