@@ -4,6 +4,7 @@
 mod agent;
 mod chaos;
 mod components;
+mod crash;
 mod desired;
 mod drain;
 mod fuzz_corpus;
