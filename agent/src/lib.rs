@@ -15,6 +15,7 @@ pub mod commands;
 pub mod component;
 pub mod config;
 pub mod converge;
+pub mod crash;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod desired;

@@ -4,6 +4,7 @@
 mod agent;
 mod chaos;
 mod components;
+mod crash;
 mod deploy;
 mod desired;
 mod drain;

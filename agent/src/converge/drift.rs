@@ -74,6 +74,7 @@ pub async fn check(
                 inventory.insert(o.key(), live::uid_of(&stored));
                 o.body = diff::kept_by_server(&o.body, &stored);
                 corrected.push(format!("{} ({why})", o.key()));
+                crate::crash::point("drift-corrected");
             }
             Err(e) => errors.push(e),
         }

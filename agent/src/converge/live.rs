@@ -75,6 +75,11 @@ impl ApiError {
         matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
     }
 
+    /// Whether a server-side apply conflicted with another field manager (409 Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 409, reason, .. } if reason == "Conflict")
+    }
+
     /// Whether the API server answered 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self.cause, Cause::Refused { code: 404, .. })

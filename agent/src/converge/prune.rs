@@ -138,6 +138,7 @@ pub async fn prune(
         if live::delete(client, o).await.map_err(PruneError::Delete)? {
             deleted += 1;
             tracing::info!(component = name, object = %o.key, "pruned");
+            crate::crash::point("object-pruned");
         }
     }
     let retained: Vec<String> = found.retained.iter().map(|o| o.key.to_string()).collect();

@@ -1,0 +1,312 @@
+//! kill -9 at every point of a pass, deterministically (issue 14, item 3): the real binary
+//! runs pass after pass with `TIDEMARK_CRASH_AT=POINT@N` (see `agent/src/crash.rs`), so it
+//! aborts, as `kill -9` stops it, after helm answered, between the applies of one
+//! component's objects, between deletions of a prune, during drift corrections, after a
+//! Cluster API version patch and around the status write, across a rollout of three fleet
+//! commits (two control-plane hops with their node groups, values changes, a component
+//! removed and added back, objects edited by hand). Then it must converge, and the sim's
+//! request counters (never log lines) show that no provider request was issued twice and
+//! that nothing was deleted but the removed component's objects; and no pass ever reported
+//! the changed component Healthy while its old render was still applied.
+//!
+//! `drain: tidemark` has its own kill -9 test (five points, tests/tests/drain.rs); the exec
+//! provider's commands are killed mid-run in tests/tests/chaos.rs.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tidemark_e2e::{
+    CLUSTERAPI, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, helm_bin, sim_manifest,
+    status_record, tidemark_in, workspace_root,
+};
+
+/// (point, occurrences to try) per phase; a point a pass does not reach lets it finish.
+const POINTS: &[(&str, u32)] = &[
+    ("rendered", 2),
+    ("object-applied", 6),
+    ("object-pruned", 1),
+    ("drift-corrected", 2),
+    ("provider-requested", 1),
+    ("status-write", 1),
+    ("status-written", 1),
+];
+
+fn manifest(cp: &str, rev: u32, with_limits: bool) -> String {
+    let mut m = sim_manifest(CLUSTERAPI, cp, &[("general", cp)]);
+    m.push_str(&format!(
+        "  components:
+    - name: metrics-lite
+      chart: {{path: charts/metrics-lite}}
+      namespace: monitoring
+      values: {{config: {{externalLabels: {{rev: \"{rev}\"}}}}}}
+"
+    ));
+    if with_limits {
+        m.push_str(
+            "    - name: limits
+      chart: {path: charts/limits}
+      namespace: monitoring
+",
+        );
+    }
+    m
+}
+
+const LIMITS_CHART: &str = "apiVersion: v1
+kind: LimitRange
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  limits: [{type: Container, default: {cpu: 500m}}]
+";
+
+/// Requests served by the sim so far, by "VERB RESOURCE".
+fn requests(sim: &SimProcess) -> Result<BTreeMap<String, u64>> {
+    let run = tidemark_in(
+        &["sim", "ctl", "state"],
+        None,
+        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
+    )?;
+    let state: Value = serde_json::from_str(&run.stdout).context("sim state")?;
+    Ok(state["requestsByResource"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or_default()))
+        .collect())
+}
+
+struct Rollout {
+    repo: WorkRepo,
+    sim: SimProcess,
+    cache: tempfile::TempDir,
+}
+
+impl Rollout {
+    fn pass(&self, crash_at: Option<&str>) -> Result<Run> {
+        let helm = helm_bin()?.display().to_string();
+        let cache = self.cache.path().display().to_string();
+        let kubeconfig = self.sim.kubeconfig().display().to_string();
+        let repo = self.repo.path().display().to_string();
+        let mut env = vec![("KUBECONFIG", kubeconfig.as_str())];
+        if let Some(point) = crash_at {
+            env.push(("TIDEMARK_CRASH_AT", point));
+        }
+        tidemark_in(
+            &[
+                "agent",
+                "--once",
+                "--repo",
+                &repo,
+                "--selector",
+                "cluster=sim",
+                "--cache-dir",
+                &cache,
+                "--helm-bin",
+                &helm,
+                "--drift-interval",
+                "0s",
+                "--component-wait",
+                "3s",
+            ],
+            None,
+            &env,
+        )
+    }
+
+    fn release(&self, cp: &str, rev: u32, with_limits: bool) -> Result<()> {
+        self.repo
+            .write("clusters/sim.yaml", &manifest(cp, rev, with_limits))?;
+        let commit = self.repo.commit(&format!("{cp}, rev {rev}"))?;
+        self.repo.git(&["tag", "-f", "wave/canary", &commit])?;
+        Ok(())
+    }
+
+    /// Edits a field tidemark applied, by hand: drift for the next pass (when the object
+    /// is there yet).
+    fn tamper(&self) {
+        let _ = self.sim.kubectl(&[
+            "patch",
+            "configmap",
+            "metrics-lite",
+            "-n",
+            "monitoring",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"metrics-lite.yaml":"tampered: true\n"}}"#,
+        ]);
+    }
+
+    fn config(&self) -> String {
+        self.sim
+            .kubectl(&[
+                "get",
+                "configmap",
+                "metrics-lite",
+                "-n",
+                "monitoring",
+                "-o",
+                "jsonpath={.data.metrics-lite\\.yaml}",
+            ])
+            .unwrap_or_default()
+    }
+
+    fn converge(&self, what: &str) -> Result<()> {
+        for _ in 0..120 {
+            let run = self.pass(None)?;
+            if run.stdout.starts_with("phase: Converged") {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        bail!("{what}: never converged: {}", self.pass(None)?.stdout)
+    }
+}
+
+#[test]
+fn kill_9_at_every_point_of_three_releases_converges_without_repeats_or_wrong_prunes() -> Result<()>
+{
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=2",
+        "--speed",
+        "40",
+    ])?;
+    let repo = WorkRepo::new()?;
+    copy_dir(
+        &workspace_root().join("fleet-repo-example/charts/metrics-lite"),
+        &repo.path().join("charts/metrics-lite"),
+    )?;
+    repo.write(
+        "charts/limits/Chart.yaml",
+        "apiVersion: v2\nname: limits\nversion: 1.0.0\n",
+    )?;
+    repo.write("charts/limits/templates/limitrange.yaml", LIMITS_CHART)?;
+    repo.write(
+        "fleet.yaml",
+        &format!(
+            "{}  kubernetesVersions: [\"1.29.8\"]\n",
+            fleet_yaml(&["canary"])
+        ),
+    )?;
+    let rollout = Rollout {
+        repo,
+        sim,
+        cache: tempfile::tempdir()?,
+    };
+    rollout.release("1.28.9", 1, true)?;
+    rollout.converge("the starting point")?;
+    let start = requests(&rollout.sim)?;
+
+    // Three releases: a hop with new values and the component removed; a hop with new
+    // values and the component back; new values alone.
+    let releases = [
+        ("1.29.8", 2, false),
+        ("1.30.4", 3, true),
+        ("1.30.4", 4, false),
+    ];
+    let mut crashed = std::collections::BTreeSet::new();
+    let mut runs = 0;
+    for (cp, rev, with_limits) in releases {
+        let before = status_record(&rollout.sim)?;
+        let old_inputs = before
+            .components
+            .get("metrics-lite")
+            .and_then(|c| c.inputs.clone());
+        rollout.release(cp, rev, with_limits)?;
+        // Cycles through every point until one cycle reaches none of them (the release is
+        // done): a point the rollout has not got to yet is reached in a later cycle.
+        for _cycle in 0..4 {
+            let mut crashed_this_cycle = false;
+            for (point, times) in POINTS {
+                for n in 1..=*times {
+                    if *point == "drift-corrected" {
+                        rollout.tamper();
+                    }
+                    let run = rollout.pass(Some(&format!("{point}@{n}")))?;
+                    runs += 1;
+                    assert!(!run.stderr.contains("panicked"), "{run:?}");
+                    // Aborted (SIGABRT: no exit code), or finished without reaching it.
+                    if run.code.is_none() {
+                        assert!(
+                            run.stderr
+                                .contains(&format!("crash point {point}@{n} reached")),
+                            "{run:?}"
+                        );
+                        crashed.insert(format!("{point}@{n} in {cp} rev {rev}"));
+                        crashed_this_cycle = true;
+                    }
+                    // Healthy is never claimed for new inputs while the old render is live.
+                    let record = status_record(&rollout.sim)?;
+                    if let Some(c) = record.components.get("metrics-lite")
+                        && c.inputs != old_inputs
+                        && c.health == tidemark::status::ComponentHealth::Healthy
+                    {
+                        // (A hand edit since the last drift check is drift, not the
+                        // old render: only an earlier release's values count.)
+                        let config = rollout.config();
+                        assert!(
+                            (1..rev).all(|old| !config.contains(&format!("rev: \"{old}\""))),
+                            "metrics-lite reported Healthy for rev {rev}, live config: {config}"
+                        );
+                    }
+                }
+            }
+            if !crashed_this_cycle {
+                break;
+            }
+        }
+        rollout.converge(&format!("{cp} rev {rev}"))?;
+        assert!(rollout.config().contains(&format!("rev: \"{rev}\"")));
+    }
+    println!(
+        "{runs} runs, aborted at {} distinct points: {crashed:?}",
+        crashed.len()
+    );
+    assert!(
+        crashed.len() >= 50,
+        "aborted at {} distinct points: {crashed:?}",
+        crashed.len()
+    );
+
+    // From the sim's counters: every provider request once, deletions only of what left.
+    let end = requests(&rollout.sim)?;
+    let delta =
+        |key: &str| end.get(key).copied().unwrap_or(0) - start.get(key).copied().unwrap_or(0);
+    assert_eq!(
+        delta("patch kubeadmcontrolplanes"),
+        2,
+        "one patch per control-plane hop (1.29.8, 1.30.4)"
+    );
+    assert_eq!(
+        delta("patch machinedeployments"),
+        2,
+        "one patch per node-group hop"
+    );
+    let deleted: BTreeMap<&String, u64> = end
+        .iter()
+        .filter(|(k, _)| k.starts_with("delete ") || k.starts_with("deletecollection "))
+        .map(|(k, v)| (k, v - start.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    assert!(
+        deleted.keys().all(|k| *k == "delete limitranges"),
+        "only the removed component's objects were deleted: {deleted:?}"
+    );
+    assert!(
+        (2..=3).contains(&delta("delete limitranges")),
+        "the LimitRange pruned twice (plus retries after a crash): {deleted:?}"
+    );
+    let nodes = rollout.sim.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+    ])?;
+    assert!(nodes.split_whitespace().all(|v| v == "v1.30.4"), "{nodes}");
+    Ok(())
+}
