@@ -65,6 +65,10 @@ pub enum Command {
     /// the previous wave has applied it and stayed Converged for that wave's soak.
     /// Exit 0 promoted (or nothing to do), 1 refused.
     Promote(PromoteArgs),
+    /// Print the ClusterRole one cluster's agent needs: the kinds its components render at
+    /// every wave tag (rendered with helm, no cluster needed), what health reads, the rules
+    /// of the Roles its components render, and the agent's own needs.
+    Rbac(RbacArgs),
     /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
     /// its simulated cloud (`tidemark sim ctl ...`).
     #[cfg(feature = "sim")]
@@ -92,6 +96,27 @@ pub struct PlanArgs {
     pub components: ComponentArgs,
 }
 
+/// `tidemark rbac`
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    /// Which cluster and fleet repo.
+    #[command(flatten)]
+    pub desired: DesiredArgs,
+    /// Name of the ClusterRole printed.
+    #[arg(long, default_value = "tidemark")]
+    pub name: String,
+    /// Namespace of the agent's status record and Lease.
+    #[arg(
+        long,
+        env = "TIDEMARK_STATUS_NAMESPACE",
+        default_value = "tidemark-system"
+    )]
+    pub status_namespace: String,
+    /// How components are rendered.
+    #[command(flatten)]
+    pub components: ComponentArgs,
+}
+
 /// Rendering and checking helm components.
 #[derive(Clone, Debug, Args)]
 pub struct ComponentArgs {
@@ -114,6 +139,12 @@ pub struct ComponentArgs {
     /// (README, "Private charts"). It names files only; they are read at every render.
     #[arg(long, env = "TIDEMARK_CHART_CREDENTIALS")]
     pub chart_credentials: Option<PathBuf>,
+    /// Also sweep every kind the API server lists for objects labelled for a component,
+    /// to prune (and check the ownership of) objects no inventory records: applied by a
+    /// release before inventories, or by a pass that died before recording them. Needs
+    /// `list` on every kind; without it, prune reads only the inventoried objects by name.
+    #[arg(long, env = "TIDEMARK_PRUNE_SCAN")]
+    pub prune_scan: bool,
 }
 
 impl ComponentArgs {
@@ -128,6 +159,7 @@ impl ComponentArgs {
             drift_interval,
             component_wait,
             chart_credentials,
+            prune_scan,
         } = self;
         let dur = |v: &str, flag: &str| -> anyhow::Result<std::time::Duration> {
             Ok(v.parse::<tidemark_schema::Duration>()
@@ -147,6 +179,7 @@ impl ComponentArgs {
             health_wait: dur(component_wait, "component-wait")?,
             crd_wait: std::time::Duration::from_secs(60),
             drift_interval: dur(drift_interval, "drift-interval")?,
+            prune_scan: *prune_scan,
         };
         Ok((helm, settings))
     }

@@ -29,6 +29,10 @@ pub mod annotations {
     pub const CONVERGED_SINCE: &str = "tidemark.dev/converged-since";
     /// `"true"` stops all changes: a local veto set by a person, never written by tidemark.
     pub const PAUSED: &str = "tidemark.dev/paused";
+    /// Each component's inventory: the objects it applied, which prune may delete
+    /// (compact JSON: component -> `Kind[.group]` -> namespace (`""` when cluster-scoped)
+    /// -> name -> uid).
+    pub const INVENTORY: &str = "tidemark.dev/inventory";
     /// Prefix of every annotation tidemark reads on the status object.
     pub const PREFIX: &str = "tidemark.dev/";
 }

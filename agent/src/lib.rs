@@ -31,6 +31,7 @@ pub mod pass;
 pub mod plan;
 pub mod process;
 pub mod provider;
+pub mod rbac;
 pub mod runner;
 pub mod select;
 pub mod source;

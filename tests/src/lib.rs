@@ -612,7 +612,8 @@ pub struct GitHttpServer {
 }
 
 impl GitHttpServer {
-    /// Serves the repositories under `base`, accepting only `user`/`password`.
+    /// Serves the repositories under `base`, accepting only `user`/`password` (a password
+    /// `@FILE` is read from FILE on every request, so a test can rotate it).
     pub fn start(base: &Path, user: &str, password: &str) -> Result<Self> {
         Self::start_with(base, user, password, false, None)
     }

@@ -78,6 +78,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             ctx.renderer.register(prefixed);
             Metrics::register(prefixed)
         };
+        metrics.interval.set(config.interval.as_secs_f64());
         let admin_state = Arc::new(AdminState {
             registry,
             ready: AtomicBool::new(false),

@@ -55,6 +55,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         health_wait: std::time::Duration::from_secs(5),
         crd_wait: std::time::Duration::from_secs(30),
         drift_interval: std::time::Duration::from_secs(600),
+        prune_scan: false,
     };
     let config = DemoConfig {
         fleet,

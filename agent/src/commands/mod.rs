@@ -6,6 +6,7 @@ mod demo;
 mod desired;
 mod plan;
 mod promote;
+mod rbac;
 mod schema;
 #[cfg(feature = "sim")]
 mod sim;
@@ -28,6 +29,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(args),
         Command::Status(args) => status::run(args),
         Command::Promote(args) => promote::run(args),
+        Command::Rbac(args) => rbac::run(args),
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args),
     }

@@ -83,12 +83,19 @@ pub async fn check_ownership(
     c: &DesiredComponent,
     objects: &[RenderedObject],
 ) -> Result<(), ApplyError> {
-    let swept = scratch.swept(client).await.map_err(ApplyError::Sweep)?;
-    let mut owners: HashMap<ObjectKey, String> = swept
-        .iter()
-        .filter(|o| o.applied_by_tidemark())
-        .map(|o| (o.key.clone(), o.component.clone()))
-        .collect();
+    let mut owners: HashMap<ObjectKey, String> = HashMap::new();
+    // Objects no inventory records (applied by a release before inventories), or
+    // `--prune-scan`: whoever's label an object carries.
+    if scratch.unrecorded || scratch.prune_scan {
+        let swept = scratch.swept(client).await.map_err(ApplyError::Sweep)?;
+        owners.extend(
+            swept
+                .iter()
+                .filter(|o| o.applied_by_tidemark())
+                .map(|o| (o.key.clone(), o.component.clone())),
+        );
+    }
+    owners.extend(scratch.owners.iter().map(|(k, v)| (k.clone(), v.clone())));
     owners.extend(scratch.applied.iter().map(|(k, v)| (k.clone(), v.clone())));
     for o in objects {
         let key = o.key();
@@ -129,6 +136,7 @@ pub async fn apply_objects(
         let applied = live::apply(client, &mut scratch.kinds, o, c.force).await;
         match applied {
             Ok(stored) => {
+                scratch.uids.insert(o.key(), live::uid_of(&stored));
                 o.body = diff::kept_by_server(&o.body, &stored);
                 crds_applied = true;
                 if let Err(e) = live::wait_established(client, &o.name, crd_wait).await {
@@ -157,6 +165,7 @@ pub async fn apply_objects(
             };
             match result {
                 Ok(stored) => {
+                    scratch.uids.insert(o.key(), live::uid_of(&stored));
                     o.body = diff::kept_by_server(&o.body, &stored);
                     crate::crash::point("object-applied");
                 }

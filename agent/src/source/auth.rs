@@ -22,6 +22,15 @@ pub enum Auth {
         /// Password or token. Never logged.
         password: String,
     },
+    /// HTTP(S) basic auth with the password or token in a file, read again before every
+    /// contact with the remote: a token rotated in the file (a Kubernetes Secret mounted as
+    /// a file, an hourly installation token) is used from the next sync on, no restart.
+    BasicFile {
+        /// User name.
+        username: String,
+        /// File holding the password or token (a trailing newline is ignored).
+        password_file: PathBuf,
+    },
     /// SSH with a private key file.
     SshKey {
         /// User name, default `git`.
@@ -42,6 +51,14 @@ impl std::fmt::Debug for Auth {
                 f,
                 "Basic {{ username: {username:?}, password: <redacted> }}"
             ),
+            Auth::BasicFile {
+                username,
+                password_file,
+            } => f
+                .debug_struct("BasicFile")
+                .field("username", username)
+                .field("password_file", password_file)
+                .finish(),
             Auth::SshKey {
                 username,
                 key,
@@ -52,6 +69,23 @@ impl std::fmt::Debug for Auth {
                 .field("key", key)
                 .field("known_hosts", known_hosts)
                 .finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// The credentials to present now: a password file is read (again) here, so each
+    /// contact with the remote uses the file's current content.
+    pub(super) fn current(&self) -> Result<Auth, Error> {
+        match self {
+            Auth::BasicFile {
+                username,
+                password_file,
+            } => Ok(Auth::Basic {
+                username: username.clone(),
+                password: read_secret_file(password_file)?,
+            }),
+            other => Ok(other.clone()),
         }
     }
 }
@@ -255,6 +289,33 @@ mod tests {
         );
         assert_eq!(msg, "failed for https://***@h/x with ***");
         assert!(!format!("{auth:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn a_password_file_is_read_at_every_contact() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("password");
+        std::fs::write(&file, "first\n")?;
+        let auth = Auth::BasicFile {
+            username: "x-access-token".into(),
+            password_file: file.clone(),
+        };
+        let password = |a: Auth| match a {
+            Auth::Basic { password, .. } => password,
+            _ => String::new(),
+        };
+        assert_eq!(password(auth.current()?), "first");
+        std::fs::write(&file, "second")?;
+        assert_eq!(password(auth.current()?), "second");
+        std::fs::remove_file(&file)?;
+        let err = auth
+            .current()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(!format!("{auth:?}").contains("second"));
+        Ok(())
     }
 
     /// A known_hosts line's key and the wire encoding a server would offer.

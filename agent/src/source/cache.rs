@@ -130,9 +130,10 @@ impl GitCache {
     /// failures. Warns once per cache when the server answers with protocol v0.
     pub(super) fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
         let listing = (|| {
-            refs::list(&self.url, &self.auth, prefixes).map_err(|f| Error::List {
+            let auth = self.auth.current()?;
+            refs::list(&self.url, &auth, prefixes).map_err(|f| Error::List {
                 url: self.display_url(),
-                message: scrub(&f.message, &self.url, &self.auth),
+                message: scrub(&f.message, &self.url, &auth),
                 transient: f.transient,
             })
         })
@@ -265,17 +266,18 @@ impl GitCache {
     }
 
     fn fetch_once(&self, refspecs: &[String]) -> Result<FetchStats> {
+        let auth = self.auth.current()?;
         let rejection = HostKeyRejection::default();
         let fail = |e: git2::Error| Error::Fetch {
             url: self.display_url(),
             message: rejection
                 .reason()
-                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
+                .unwrap_or_else(|| scrub(e.message(), &self.url, &auth)),
             transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks(&rejection));
+        opts.remote_callbacks(self.callbacks(&auth, &rejection));
         opts.download_tags(AutotagOption::None);
         remote
             .fetch(refspecs, Some(&mut opts), Some("tidemark sync"))
@@ -377,9 +379,14 @@ impl GitCache {
         }
     }
 
-    pub(super) fn callbacks(&self, rejection: &HostKeyRejection) -> RemoteCallbacks<'static> {
+    /// `auth`: the credentials as [`Auth::current`] read them for this contact.
+    pub(super) fn callbacks(
+        &self,
+        auth: &Auth,
+        rejection: &HostKeyRejection,
+    ) -> RemoteCallbacks<'static> {
         let mut cb = RemoteCallbacks::new();
-        let auth = self.auth.clone();
+        let auth_for_credentials = auth.clone();
         let url = self.url.clone();
         let mut attempts = 0u32;
         cb.credentials(move |_, username_from_url, allowed| {
@@ -390,7 +397,7 @@ impl GitCache {
                     "authentication failed (credentials rejected)",
                 ));
             }
-            match &auth {
+            match &auth_for_credentials {
                 Auth::Basic { username, password }
                     if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
                 {
@@ -412,7 +419,7 @@ impl GitCache {
                 },
             }
         });
-        let auth = self.auth.clone();
+        let auth = auth.clone();
         let url = self.url.clone();
         let rejection = rejection.clone();
         cb.certificate_check(move |cert, host| {

@@ -205,8 +205,9 @@ impl GitCache {
         refspecs: &[String],
     ) -> Result<std::result::Result<(), Refused>> {
         let refused: Arc<Mutex<Option<Refused>>> = Arc::default();
+        let auth = self.auth.current()?;
         let rejection = HostKeyRejection::default();
-        let mut callbacks = self.callbacks(&rejection);
+        let mut callbacks = self.callbacks(&auth, &rejection);
         let leases: Vec<(String, Lease)> = updates
             .iter()
             .map(|u| (u.remote.clone(), u.lease.clone()))
@@ -260,7 +261,7 @@ impl GitCache {
             url: self.display_url(),
             message: rejection
                 .reason()
-                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
+                .unwrap_or_else(|| scrub(e.message(), &self.url, &auth)),
             transient: is_transient(&e),
         })?;
         Ok(Ok(()))
