@@ -11,6 +11,10 @@
 #   openssl                                        CA and certificates of the TLS tests (tests)
 #   docker-registry, apache2-utils (htpasswd)      the OCI registry of the private-chart
 #                                                  tests (tests)
+#   buildah, debootstrap                           the image test builds the Dockerfile
+#                                                  from local bases (scripts/setup-image.sh) (tests)
+#   binutils (strip)                               the image test's stripped binary
+#                                                  (scripts/build-prebuilt.sh) (tests)
 # The tests need kubectl too, which is not a Debian package: it is checked, not installed.
 #
 # Runs apt-get directly as root, through sudo otherwise (when sudo exists); without either it
@@ -47,6 +51,9 @@ if [[ "$for_what" == tests ]]; then
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+    command -v buildah >/dev/null 2>&1 || need+=(buildah)
+    command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+    command -v strip >/dev/null 2>&1 || need+=(binutils)
 fi
 
 if [[ "${#need[@]}" -gt 0 ]]; then

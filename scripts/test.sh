@@ -12,7 +12,13 @@ scripts/setup-python.sh >/dev/null
 # The official helm v4.1.4 (the tests' helm) and v3.17.2 (compatibility test) in .tools/helm/.
 scripts/setup-helm.sh >/dev/null
 
-# The e2e tests run the real binary: build it first.
+# The image test (tests/tests/image.rs) builds the Dockerfile with the binary the image
+# holds, built without the simulator and stripped (TIDEMARK_PREBUILT=target/image/tidemark),
+# on local base images (.tools/image/, made once from Debian's packages).
+scripts/build-prebuilt.sh
+scripts/setup-image.sh
+
+# The e2e tests run the real binary (with the simulator): build it (again) last.
 cargo build --locked --bin tidemark
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -138,6 +138,7 @@ async fn run() -> Result<()> {
             health_wait: Duration::from_secs(30),
             crd_wait: Duration::from_secs(30),
             drift_interval: DRIFT_INTERVAL,
+            prune_scan: false,
         },
         "bench",
     );

@@ -100,6 +100,7 @@ async fn run() -> Result<()> {
             health_wait: std::time::Duration::from_secs(5),
             crd_wait: std::time::Duration::from_secs(30),
             drift_interval: std::time::Duration::from_secs(600),
+            prune_scan: false,
         },
         "bench",
     );

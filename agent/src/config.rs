@@ -29,19 +29,30 @@ pub fn source_config(
         git_ssh_key,
         git_known_hosts,
     } = git;
+    let username = || {
+        git_username
+            .clone()
+            .unwrap_or_else(|| "x-access-token".into())
+    };
     let password = match (git_password_file, git_password_env) {
-        (Some(file), _) => Some(auth_from_file(file).context("--git-password-file")?),
-        (None, Some(p)) => Some(p.clone()),
+        (Some(file), _) => {
+            // Read once here so a missing file stops the start; read again before every
+            // contact with the remote, so a rotated token needs no restart.
+            auth_from_file(file).context("--git-password-file")?;
+            Some(Auth::BasicFile {
+                username: username(),
+                password_file: file.clone(),
+            })
+        }
+        (None, Some(p)) => Some(Auth::Basic {
+            username: username(),
+            password: p.clone(),
+        }),
         (None, None) => None,
     };
     let auth = match (password, git_ssh_key) {
         (Some(_), Some(_)) => bail!("give either a git password/token or an SSH key, not both"),
-        (Some(password), None) => Auth::Basic {
-            username: git_username
-                .clone()
-                .unwrap_or_else(|| "x-access-token".into()),
-            password,
-        },
+        (Some(password), None) => password,
         (None, Some(key)) => {
             if !key.is_file() {
                 bail!("--git-ssh-key {}: no such file", key.display());
@@ -158,5 +169,6 @@ pub fn pass_ctx(
         renderer: Renderer::new(helm),
         settings,
         preflight: Default::default(),
+        reporter: None,
     }
 }

@@ -41,7 +41,7 @@ pub fn user_agent() -> String {
 /// A client for the cluster of `kubeconfig`, or the one inferred from the environment
 /// (`KUBECONFIG`, `~/.kube/config`, the in-cluster service account).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
-    let mut config = match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
                 path: path.display().to_string(),
@@ -56,6 +56,28 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| Error::Infer(e.to_string()))?,
     };
+    finish(config)
+}
+
+/// A client for context `context` of kubeconfig `path` (`tidemark status` reads many).
+pub async fn client_for_context(path: &Path, context: &str) -> Result<kube::Client, Error> {
+    let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
+        path: format!("{} (context {context})", path.display()),
+        message: e.to_string(),
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..kube::config::KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .map_err(|e| err(&e))?;
+    finish(config)
+}
+
+/// The User-Agent and the bounded retries on a config.
+fn finish(mut config: kube::Config) -> Result<kube::Client, Error> {
     config.default_retry = false;
     let agent =
         http::HeaderValue::from_str(&user_agent()).map_err(|e| Error::Client(e.to_string()))?;

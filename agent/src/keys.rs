@@ -29,6 +29,10 @@ pub mod annotations {
     pub const CONVERGED_SINCE: &str = "tidemark.dev/converged-since";
     /// `"true"` stops all changes: a local veto set by a person, never written by tidemark.
     pub const PAUSED: &str = "tidemark.dev/paused";
+    /// Each component's inventory: the objects it applied, which prune may delete
+    /// (compact JSON: component -> `Kind[.group]` -> namespace (`""` when cluster-scoped)
+    /// -> name -> uid).
+    pub const INVENTORY: &str = "tidemark.dev/inventory";
     /// Prefix of every annotation tidemark reads on the status object.
     pub const PREFIX: &str = "tidemark.dev/";
 }
@@ -100,4 +104,16 @@ pub mod exec_env {
     pub const NODE_NAME: &str = "TIDEMARK_NODE_NAME";
     /// Nodes that may be added while a group rolls, when declared.
     pub const MAX_SURGE: &str = "TIDEMARK_MAX_SURGE";
+}
+
+/// Refs and files tidemark writes in the fleet repo itself.
+pub mod refs {
+    /// Each agent's status record with `--report-ref`: `refs/tidemark/status/<cluster>`.
+    pub const STATUS_PREFIX: &str = "refs/tidemark/status/";
+    /// The file holding the record in each status commit.
+    pub const STATUS_FILE: &str = "status.json";
+    /// The promotion log: one commit per promotion, each on the one before.
+    pub const PROMOTIONS: &str = "refs/tidemark/promotions";
+    /// The file holding a promotion in each commit of the log.
+    pub const PROMOTION_FILE: &str = "promotion.json";
 }

@@ -16,11 +16,15 @@ pub mod commands;
 pub mod component;
 pub mod config;
 pub mod converge;
+pub mod crash;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod desired;
 #[cfg(test)]
 mod fixtures;
+pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod k8s;
 pub mod keys;
 pub mod observe;
@@ -30,6 +34,7 @@ pub mod plan;
 pub mod preflight;
 pub mod process;
 pub mod provider;
+pub mod rbac;
 pub mod runner;
 pub mod select;
 pub mod source;

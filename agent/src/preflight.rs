@@ -128,7 +128,12 @@ impl Preflight {
         desired: &Desired,
         to: KubeVersion,
     ) -> Result<Vec<RenderedApi>, String> {
-        let mut scratch = Scratch::new(desired.state.components.iter().map(|c| c.name.clone()));
+        // Only its discovery is used: no records, no prune scan.
+        let mut scratch = Scratch::new(
+            desired.state.components.iter().map(|c| c.name.clone()),
+            &BTreeMap::new(),
+            false,
+        );
         let now = scratch
             .render_capabilities(target.client, target.capabilities)
             .await

@@ -135,6 +135,8 @@ mod defaults;
 mod deprecation;
 mod events;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kubeconfig;
 mod patch;
 mod quantity;

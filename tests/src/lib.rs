@@ -359,17 +359,23 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Serves the repositories under `base` (`git://127.0.0.1:PORT/<dir name>`).
     pub fn start(base: &Path) -> Result<Self> {
-        Self::start_with(base, false)
+        Self::start_with(base, false, false)
+    }
+
+    /// Like [`Self::start`], and it accepts pushes (`git receive-pack`), as a hosted git
+    /// server does for those allowed to write: promotions and agents' status refs.
+    pub fn start_writable(base: &Path) -> Result<Self> {
+        Self::start_with(base, false, true)
     }
 
     /// Like [`Self::start`], but its upload-pack speaks protocol v0 only, as a git server
     /// from before 2018 (or one that forbids v2) does: `git daemon` finds `git` on `PATH`,
     /// and a wrapper there drops the `GIT_PROTOCOL` the client asked for.
     pub fn start_v0(base: &Path) -> Result<Self> {
-        Self::start_with(base, true)
+        Self::start_with(base, true, false)
     }
 
-    fn start_with(base: &Path, v0_only: bool) -> Result<Self> {
+    fn start_with(base: &Path, v0_only: bool, writable: bool) -> Result<Self> {
         let log_dir = tempfile::tempdir()?;
         let log = log_dir.path().join("daemon.log");
         let mut path = std::env::var_os("PATH").unwrap_or_default();
@@ -402,6 +408,11 @@ impl GitDaemon {
                     "--export-all",
                     "--verbose",
                     "--informative-errors",
+                    if writable {
+                        "--enable=receive-pack"
+                    } else {
+                        "--forbid-override=receive-pack"
+                    },
                     "--listen=127.0.0.1",
                     &format!("--port={port}"),
                     &format!("--base-path={}", base.display()),
@@ -442,6 +453,11 @@ impl GitDaemon {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The daemon's process id (its CPU time, children's included, is in `/proc/PID/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// How many upload-pack requests (ref listings and fetches) the daemon has served.
@@ -522,6 +538,16 @@ impl CountingProxy {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// The bytes sent by the server to clients (down) and by clients to the server (up) so
+    /// far, without waiting for open connections.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.counts.down.load(Ordering::SeqCst),
+            self.counts.up.load(Ordering::SeqCst),
+        )
+    }
+
     /// Waits until every connection has closed, then returns the bytes sent by the server
     /// to clients (down) and by clients to the server (up) since the last call.
     pub fn take(&self) -> Result<(u64, u64)> {
@@ -586,7 +612,8 @@ pub struct GitHttpServer {
 }
 
 impl GitHttpServer {
-    /// Serves the repositories under `base`, accepting only `user`/`password`.
+    /// Serves the repositories under `base`, accepting only `user`/`password` (a password
+    /// `@FILE` is read from FILE on every request, so a test can rotate it).
     pub fn start(base: &Path, user: &str, password: &str) -> Result<Self> {
         Self::start_with(base, user, password, false, None)
     }

@@ -8,6 +8,7 @@ auth so credential handling can be tested. Usage:
 With `v0`, the client's `Git-Protocol` header is ignored, so `git http-backend` answers
 with protocol v0 (a server that does not speak v2). With `tls=CERT,KEY` it serves HTTPS
 with that certificate. Prints `listening PORT` when ready; serves until killed.
+A PASSWORD of `@FILE` is read from FILE on every request (a rotated token).
 """
 
 import base64
@@ -24,7 +25,14 @@ TLS = next((o[len("tls="):].split(",") for o in OPTIONS if o.startswith("tls="))
 BACKEND = os.path.join(
     subprocess.check_output(["git", "--exec-path"]).decode().strip(), "git-http-backend"
 )
-EXPECTED = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def expected():
+    password = PASSWORD
+    if password.startswith("@"):
+        with open(password[1:]) as f:
+            password = f.read().strip()
+    return "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()
 
 
 class GitHandler(http.server.BaseHTTPRequestHandler):
@@ -54,7 +62,7 @@ class GitHandler(http.server.BaseHTTPRequestHandler):
 
     def serve_git(self):
         body = self.read_body()
-        if self.headers.get("Authorization") != EXPECTED:
+        if self.headers.get("Authorization") != expected():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="fleet"')
             self.send_header("Content-Length", "0")

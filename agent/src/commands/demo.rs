@@ -16,8 +16,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         timeout,
         helm_bin,
         keep_repo,
+        soak,
     } = args;
     let timeout: Duration = timeout.parse().context("--timeout")?;
+    let soak: Duration = soak.parse().context("--soak")?;
     if !fleet.join("fleet.yaml").is_file() {
         anyhow::bail!(
             "{} is not a fleet repo (no fleet.yaml); run from the repository root or pass --fleet",
@@ -54,6 +56,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         health_wait: std::time::Duration::from_secs(5),
         crd_wait: std::time::Duration::from_secs(30),
         drift_interval: std::time::Duration::from_secs(600),
+        prune_scan: false,
     };
     let config = DemoConfig {
         fleet,
@@ -64,6 +67,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         helm,
         settings,
         keep_repo,
+        soak: soak.as_std(),
     };
     runtime.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::{OfflineArgs, PlanArgs, PlanCommand};
 use crate::config::fleet_source;
 use crate::converge::preview::{self, Preview};
-use crate::converge::{Scratch, Target, prune, render::Renderer};
+use crate::converge::{Scratch, Target, inventory_of, prune, render::Renderer};
 use crate::desired::{self, Resolution};
 use crate::plan::Step;
 use crate::provider::AnyProvider;
@@ -110,7 +110,11 @@ pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
             p = plan::plan(state, &digests, &observed, now);
         }
         println!("phase: {}\nmessage: {}", p.phase, p.message);
-        let mut scratch = Scratch::new(state.components.iter().map(|c| c.name.clone()));
+        let mut scratch = Scratch::new(
+            state.components.iter().map(|c| c.name.clone()),
+            &record.components,
+            settings.prune_scan,
+        );
         let mut previews: BTreeMap<String, String> = BTreeMap::new();
         for step in p.remaining.iter().chain(&p.steps) {
             let (name, detail) = match step {
@@ -119,7 +123,15 @@ pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
                         continue;
                     };
                     let detail = match desired.inputs.get(name) {
-                        Some(Ok(i)) => match preview::preview(&target, &mut scratch, c, i).await {
+                        Some(Ok(i)) => match preview::preview(
+                            &target,
+                            &mut scratch,
+                            c,
+                            i,
+                            inventory_of(record.components.get(name)).as_ref(),
+                        )
+                        .await
+                        {
                             Ok(v) => describe_preview(
                                 &v,
                                 record.components.get(name).map(|r| r.chart.as_str()),
@@ -132,11 +144,20 @@ pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
                     (name, detail)
                 }
                 Step::PruneComponent { name } if !previews.contains_key(name) => {
-                    let detail =
-                        match prune::prunable(&client, &mut scratch, name, None, false).await {
-                            Ok(found) => format!("delete {} objects", found.doomed.len()),
-                            Err(e) => format!("cannot list its objects: {}", status::describe(&e)),
-                        };
+                    let inventory = inventory_of(record.components.get(name));
+                    let found = prune::prunable(
+                        &client,
+                        &mut scratch,
+                        name,
+                        inventory.as_ref(),
+                        None,
+                        false,
+                    )
+                    .await;
+                    let detail = match found {
+                        Ok(found) => format!("delete {} objects", found.doomed.len()),
+                        Err(e) => format!("cannot read its objects: {}", status::describe(&e)),
+                    };
                     (name, detail)
                 }
                 _ => continue,

@@ -15,6 +15,7 @@ use super::{Lookup, Scratch, Target};
 use crate::component::inputs::ComponentInputs;
 use crate::component::manifest::{ObjectKey, RenderedObject};
 use crate::component::{diff, hooks};
+use crate::status::record::Inventory;
 use crate::status::{ComponentHealth, ComponentRecord, describe};
 
 /// Checks `c` (applied with `record`) for drift and corrects it; `render` is its prepared
@@ -31,11 +32,21 @@ pub async fn check(
     let client = target.client;
     let mut corrected = Vec::new();
     let mut errors: Vec<LiveError> = Vec::new();
+    // The inventory is the render's objects (but hooks), with the uids seen now: objects
+    // re-created by a correction have new ones.
+    let mut inventory = Inventory::default();
     for o in &mut render.objects {
         // Hooks run with an apply and are then theirs (a delete policy may remove them).
         if hooks::is_hook(&o.body) {
             continue;
         }
+        let recorded = record
+            .inventory
+            .iter()
+            .flat_map(Inventory::iter)
+            .find(|(k, _)| **k == o.key())
+            .map(|(_, uid)| uid.to_string());
+        inventory.insert(o.key(), recorded.unwrap_or_default());
         let why = match scratch.lookup(client, &c.name, o).await {
             Ok(Lookup::NotServed) => {
                 corrected.push(format!("{} (kind not served)", o.key()));
@@ -45,7 +56,10 @@ pub async fn check(
             // would run it again.
             Ok(Lookup::Absent) if deleted_by_its_ttl(o) => None,
             Ok(Lookup::Absent) => Some("deleted".to_string()),
-            Ok(Lookup::Found(live)) => diff::first_difference(&o.body, &live),
+            Ok(Lookup::Found(live)) => {
+                inventory.insert(o.key(), live::uid_of(&live));
+                diff::first_difference(&o.body, &live)
+            }
             Err(e) => {
                 errors.push(e);
                 continue;
@@ -57,8 +71,10 @@ pub async fn check(
         // their field manager): correcting drift takes them back.
         match live::apply(client, &mut scratch.kinds, o, true).await {
             Ok(stored) => {
+                inventory.insert(o.key(), live::uid_of(&stored));
                 o.body = diff::kept_by_server(&o.body, &stored);
                 corrected.push(format!("{} ({why})", o.key()));
+                crate::crash::point("drift-corrected");
             }
             Err(e) => errors.push(e),
         }
@@ -67,7 +83,8 @@ pub async fn check(
         Ok(found) => {
             for l in &found {
                 match live::delete(client, l).await {
-                    Ok(()) => corrected.push(format!("{} (not rendered; deleted)", l.key)),
+                    Ok(true) => corrected.push(format!("{} (not rendered; deleted)", l.key)),
+                    Ok(false) => {}
                     Err(e) => errors.push(e.into()),
                 }
             }
@@ -75,6 +92,7 @@ pub async fn check(
         Err(e) => errors.push(e),
     }
     let mut next = record.clone();
+    next.inventory = Some(inventory);
     if !errors.is_empty() {
         let described: Vec<String> = errors.iter().map(|e| describe(e)).collect();
         next.health = ComponentHealth::Failed;

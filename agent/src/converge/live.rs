@@ -75,6 +75,11 @@ impl ApiError {
         matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
     }
 
+    /// Whether a server-side apply conflicted with another field manager (409 Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 409, reason, .. } if reason == "Conflict")
+    }
+
     /// Whether the API server answered 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self.cause, Cause::Refused { code: 404, .. })
@@ -372,6 +377,20 @@ impl LiveObject {
     pub fn is_terminating(&self) -> bool {
         self.body.pointer("/metadata/deletionTimestamp").is_some()
     }
+
+    /// Its uid.
+    pub fn uid(&self) -> Option<&str> {
+        self.body.pointer("/metadata/uid").and_then(Value::as_str)
+    }
+}
+
+/// The uid of an object as the API server answered it (`""` when it has none).
+pub fn uid_of(stored: &Value) -> String {
+    stored
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The list items of `ar` as JSON values with their type fields set from `ar`: a real API
@@ -388,6 +407,40 @@ pub fn typed_items(ar: &ApiResource, items: Vec<DynamicObject>) -> Vec<Value> {
             Some(body)
         })
         .collect()
+}
+
+/// The object `key` of resource `ar` (one GET), whatever its labels; `None` when it does
+/// not exist. `component` is the value of its `tidemark.dev/component` label (`""` when it
+/// has none).
+pub async fn get(
+    client: &kube::Client,
+    ar: &ApiResource,
+    namespaced: bool,
+    key: &ObjectKey,
+) -> Result<Option<LiveObject>, ApiError> {
+    let namespace = key.namespace.as_deref().filter(|_| namespaced);
+    let found = api_for(client, ar, namespace)
+        .get_opt(&key.name)
+        .await
+        .map_err(|e| ApiError::new(format!("read {key}"), e))?;
+    let Some(body) = found.and_then(|o| typed_items(ar, vec![o]).pop()) else {
+        return Ok(None);
+    };
+    let component = body
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            keys::labels::COMPONENT.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok(Some(LiveObject {
+        key: key.clone(),
+        component,
+        resource: ar.clone(),
+        namespaced,
+        body,
+    }))
 }
 
 /// Lists every object of resource `ar` matching the label `selector`.
@@ -561,18 +614,35 @@ pub async fn sweep(client: &kube::Client, served: &Served) -> Vec<LiveObject> {
     out
 }
 
-/// Deletes `obj` (foreground: its dependents go with it). Gone already is fine.
-pub async fn delete(client: &kube::Client, obj: &LiveObject) -> Result<(), ApiError> {
+/// Deletes `obj` (foreground: its dependents go with it), only if it is still the object
+/// that was read (its uid, as a precondition). Gone already is fine. Returns whether it
+/// was deleted: `false` when another object of the same name replaced it meanwhile (the
+/// API server answers 409 Conflict to the precondition), which is left alone.
+pub async fn delete(client: &kube::Client, obj: &LiveObject) -> Result<bool, ApiError> {
     let api = api_for(
         client,
         &obj.resource,
         obj.key.namespace.as_deref().filter(|_| obj.namespaced),
     );
-    match api.delete(&obj.key.name, &DeleteParams::foreground()).await {
-        Ok(_) => Ok(()),
+    let mut params = DeleteParams::foreground();
+    if let Some(uid) = obj.uid().filter(|u| !u.is_empty()) {
+        params.preconditions = Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
+    }
+    match api.delete(&obj.key.name, &params).await {
+        Ok(_) => Ok(true),
         Err(e) => {
             let e = ApiError::new(format!("delete {}", obj.key), e);
-            if e.is_not_found() { Ok(()) } else { Err(e) }
+            match &e.cause {
+                Cause::Refused { code: 404, .. } => Ok(true),
+                Cause::Refused { code: 409, .. } if params.preconditions.is_some() => {
+                    tracing::info!(object = %obj.key, "replaced by another object since it was read; left alone");
+                    Ok(false)
+                }
+                _ => Err(e),
+            }
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::desired::{Desired, Source};
 use crate::observe::model::{Capabilities, Observed};
 use crate::plan::{CheckReason, Plan, Step};
 use crate::provider::{self, AnyProvider, Provider, RolloutLimits};
+use crate::status::record::Inventory;
 use crate::status::{ComponentHealth, ComponentRecord, describe};
 use live::{ApiError, Kinds, LiveError, LiveIndex, LiveObject};
 use render::{Render, RenderCapabilities, RenderError, Rendered, Renderer};
@@ -55,6 +56,10 @@ pub struct Settings {
     pub crd_wait: Duration,
     /// How often applied components are compared with their render.
     pub drift_interval: Duration,
+    /// Prune and the ownership check also sweep every listable kind for objects labelled
+    /// for a component (`--prune-scan`: adoption of objects no inventory records), not
+    /// only its inventory.
+    pub prune_scan: bool,
 }
 
 /// What a pass executes against: the cluster, the fleet repo at the desired commit, and
@@ -107,6 +112,16 @@ pub struct Scratch {
     swept: Option<Vec<LiveObject>>,
     /// Objects applied in this pass, by the component that applied them.
     pub applied: HashMap<ObjectKey, String>,
+    /// The uid of each object applied in this pass, as the API server answered.
+    pub uids: HashMap<ObjectKey, String>,
+    /// Objects of the components' inventories as recorded, by component.
+    pub owners: HashMap<ObjectKey, String>,
+    /// Whether some component's objects are not all in inventories (its record comes from
+    /// a release before inventories): ownership is then checked with a sweep.
+    pub unrecorded: bool,
+    /// Sweep every listable kind for labelled objects, not only the inventories
+    /// ([`Settings::prune_scan`]).
+    pub prune_scan: bool,
     /// Namespaces known to exist (created or found) in this pass.
     pub namespaces: BTreeSet<String>,
     /// The components declared now (an object of one that is not may be adopted).
@@ -127,12 +142,47 @@ pub enum Lookup {
 }
 
 impl Scratch {
-    /// Scratch for a pass in which `declared` are the declared components.
-    pub fn new(declared: impl IntoIterator<Item = String>) -> Self {
+    /// Scratch for a pass in which `declared` are the declared components and `records`
+    /// the recorded ones (with their inventories); `prune_scan` as [`Settings::prune_scan`].
+    pub fn new(
+        declared: impl IntoIterator<Item = String>,
+        records: &BTreeMap<String, ComponentRecord>,
+        prune_scan: bool,
+    ) -> Self {
+        let mut owners = HashMap::new();
+        let mut unrecorded = false;
+        for (name, r) in records {
+            match &r.inventory {
+                Some(inventory) => {
+                    owners.extend(inventory.iter().map(|(k, _)| (k.clone(), name.clone())));
+                }
+                None => {
+                    unrecorded |= r.inputs.is_some() || r.failed_inputs.is_some();
+                }
+            }
+        }
         Self {
             declared: declared.into_iter().collect(),
+            owners,
+            unrecorded,
+            prune_scan,
             ..Self::default()
         }
+    }
+
+    /// The resource of `key`'s group and kind at the version the API server prefers, and
+    /// whether it is namespaced; `None` when not served.
+    pub async fn resource_of(
+        &mut self,
+        client: &kube::Client,
+        key: &ObjectKey,
+    ) -> Result<Option<(kube::api::ApiResource, bool)>, ApiError> {
+        let served = self.served(client).await?;
+        Ok(served
+            .resources
+            .iter()
+            .find(|(ar, _)| ar.group == key.group && ar.kind == key.kind)
+            .map(|(ar, caps)| (ar.clone(), caps.scope == kube::discovery::Scope::Namespaced)))
     }
 
     /// What the API server serves, discovered once per pass.
@@ -262,7 +312,11 @@ pub async fn execute(
     now: Timestamp,
 ) -> Execution {
     let state = &desired.state;
-    let mut scratch = Scratch::new(state.components.iter().map(|c| c.name.clone()));
+    let mut scratch = Scratch::new(
+        state.components.iter().map(|c| c.name.clone()),
+        &observed.components,
+        target.settings.prune_scan,
+    );
     let mut out = Execution {
         components: observed.components.clone(),
         drift_checked: observed.drift_due && !state.components.is_empty(),
@@ -448,6 +502,7 @@ async fn request(
     match step {
         Step::UpgradeControlPlane { to, .. } => {
             provider.upgrade_control_plane(*to).await?;
+            crate::crash::point("provider-requested");
             Ok(Requested::Once)
         }
         Step::UpgradeNodeGroup {
@@ -483,6 +538,7 @@ async fn request(
                 drain_timeout: *drain_timeout,
             };
             provider.upgrade_node_group(group, *to, limits).await?;
+            crate::crash::point("provider-requested");
             Ok(Requested::Once)
         }
         _ => Ok(Requested::Once),
@@ -533,7 +589,17 @@ async fn component_step<'a>(
     if let Step::PruneComponent { name } = step {
         target.renderer.forget(name);
         // A removed component's CRDs stay: its `pruneCRDs` is gone with it.
-        return match prune::prune(target.client, scratch, name, None, false).await {
+        let inventory = inventory_of(records.get(name));
+        return match prune::prune(
+            target.client,
+            scratch,
+            name,
+            inventory.as_ref(),
+            None,
+            false,
+        )
+        .await
+        {
             Ok((n, retained)) => StepDone::Pruned {
                 name: name.clone(),
                 line: if retained.is_empty() {
@@ -645,18 +711,23 @@ async fn apply_component(
             // Rendered again (new capabilities, or inputs that do not change the output):
             // the objects are the ones applied last time. Nothing to write.
             tracing::info!(component = %c.name, "rendered again; unchanged, nothing to apply");
-            let record = ComponentRecord {
+            let mut record = ComponentRecord {
                 chart: display,
                 inputs: Some(render.inputs.clone()),
                 capabilities: Some(target.capabilities.digest()),
                 failed_inputs: None,
                 ..previous.cloned().unwrap_or_default()
             };
+            // Applied by a release before inventories: the render is what was applied.
+            if record.inventory.is_none() {
+                record.inventory = Some(inventory_of_render(&render.objects, &scratch.uids));
+            }
             target.renderer.keep(&c.name, render);
             (record, false)
         }
-        Ok(Applied::Applied(render, retained)) => {
+        Ok(Applied::Applied(render, retained, inventory)) => {
             let record = ComponentRecord {
+                inventory: Some(inventory),
                 retained,
                 chart: display,
                 health: ComponentHealth::Progressing,
@@ -674,6 +745,18 @@ async fn apply_component(
         }
         Err(e) => {
             tracing::warn!(component = %c.name, error = %describe(&e), "component failed");
+            // What this attempt applied joins the inventory: a later render that leaves it
+            // out prunes it.
+            let inventory = inventory_of(previous).map(|mut inventory| {
+                for (key, owner) in &scratch.applied {
+                    if *owner == c.name
+                        && let Some(uid) = scratch.uids.get(key)
+                    {
+                        inventory.insert(key.clone(), uid.clone());
+                    }
+                }
+                inventory
+            });
             let record = ComponentRecord {
                 chart: display,
                 health: ComponentHealth::Failed,
@@ -681,6 +764,7 @@ async fn apply_component(
                 // The last complete apply stays recorded: a failed attempt changes nothing
                 // of what runs, and the same inputs are tried again next pass.
                 failed_inputs: attempted,
+                inventory,
                 ..previous.cloned().unwrap_or_default()
             };
             (record, false)
@@ -688,11 +772,41 @@ async fn apply_component(
     }
 }
 
+/// The inventory prune works from for a component recorded as `record`: the recorded
+/// one, an empty one for a component never applied, `None` (prune sweeps) for one applied
+/// by a release before inventories.
+pub fn inventory_of(record: Option<&ComponentRecord>) -> Option<Inventory> {
+    match record {
+        None => Some(Inventory::default()),
+        Some(r) => match &r.inventory {
+            Some(i) => Some(i.clone()),
+            None if r.inputs.is_none() && r.failed_inputs.is_none() => Some(Inventory::default()),
+            None => None,
+        },
+    }
+}
+
+/// The inventory of an applied render: its objects but hooks (their delete policies are
+/// theirs), with the uids `uids` knows.
+fn inventory_of_render(objects: &[RenderedObject], uids: &HashMap<ObjectKey, String>) -> Inventory {
+    let mut out = Inventory::default();
+    for o in objects
+        .iter()
+        .filter(|o| !crate::component::hooks::is_hook(&o.body))
+    {
+        let key = o.key();
+        let uid = uids.get(&key).cloned().unwrap_or_default();
+        out.insert(key, uid);
+    }
+    out
+}
+
 /// What an apply did.
 enum Applied {
     /// The render was applied (and what it no longer holds pruned, except what it keeps:
-    /// CRDs without `pruneCRDs`, `helm.sh/resource-policy: keep`).
-    Applied(Render, Vec<String>),
+    /// CRDs without `pruneCRDs`, `helm.sh/resource-policy: keep`), with the inventory of
+    /// what it applied.
+    Applied(Render, Vec<String>, Inventory),
     /// The render is the one applied last time: nothing was written.
     Unchanged(Render),
 }
@@ -736,10 +850,12 @@ async fn try_apply(
     let mut rendered_now = ordinary.clone();
     rendered_now.extend(pre.iter().chain(&post).map(|(o, _)| o.clone()));
     rendered_now.extend(skipped.iter().cloned());
+    let inventory = inventory_of_render(&ordinary, &scratch.uids);
     let (pruned, retained) = prune::prune(
         target.client,
         scratch,
         &c.name,
+        inventory_of(previous).as_ref(),
         Some(&rendered_now),
         c.prune_crds,
     )
@@ -754,7 +870,7 @@ async fn try_apply(
         .objects
         .extend(pre.into_iter().chain(post).map(|(o, _)| o));
     render.objects.extend(skipped);
-    Ok(Applied::Applied(render, retained))
+    Ok(Applied::Applied(render, retained, inventory))
 }
 
 /// The render of `c` made ahead for this pass, or a new one, prepared for apply.

@@ -9,6 +9,7 @@ use super::render::RenderError;
 use super::{Lookup, Scratch, Target};
 use crate::component::diff;
 use crate::component::inputs::ComponentInputs;
+use crate::status::record::Inventory;
 
 /// What applying a component would do.
 #[derive(Clone, Debug, Default)]
@@ -44,12 +45,14 @@ pub enum PreviewError {
     Prune(#[from] PruneError),
 }
 
-/// Renders `c` and compares it with the cluster.
+/// Renders `c` and compares it with the cluster; what it no longer renders is found from
+/// its `inventory` (as prune would, see [`prune::prunable`]).
 pub async fn preview(
     target: &Target<'_>,
     scratch: &mut Scratch,
     c: &DesiredComponent,
     inputs: &ComponentInputs,
+    inventory: Option<&Inventory>,
 ) -> Result<Preview, PreviewError> {
     let client = target.client;
     let capabilities = scratch
@@ -79,11 +82,18 @@ pub async fn preview(
             Lookup::Found(_) => preview.unchanged += 1,
         }
     }
-    preview.prune = prune::prunable(client, scratch, &c.name, Some(&objects), c.prune_crds)
-        .await?
-        .doomed
-        .iter()
-        .map(|o| o.key.to_string())
-        .collect();
+    preview.prune = prune::prunable(
+        client,
+        scratch,
+        &c.name,
+        inventory,
+        Some(&objects),
+        c.prune_crds,
+    )
+    .await?
+    .doomed
+    .iter()
+    .map(|o| o.key.to_string())
+    .collect();
     Ok(preview)
 }

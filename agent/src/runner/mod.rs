@@ -112,7 +112,7 @@ pub async fn run(
         // Stand by until this replica leads.
         let standing = keeper.settled().await;
         if let Some(m) = observers.metrics {
-            m.leader.set(i64::from(standing == Standing::Leading));
+            m.set_leading(standing == Standing::Leading);
         }
         mark_ready();
         if standing != Standing::Leading {
@@ -131,11 +131,7 @@ pub async fn run(
             _ = stop.changed() => break 'run,
         };
         if let Some(m) = observers.metrics {
-            m.record_pass(
-                report.phase,
-                started.elapsed().as_secs_f64(),
-                report.executed.len(),
-            );
+            m.record_pass(&report, started.elapsed().as_secs_f64());
         }
         if let Some(on_pass) = observers.on_pass {
             on_pass(&report);

@@ -22,6 +22,15 @@ pub enum Auth {
         /// Password or token. Never logged.
         password: String,
     },
+    /// HTTP(S) basic auth with the password or token in a file, read again before every
+    /// contact with the remote: a token rotated in the file (a Kubernetes Secret mounted as
+    /// a file, an hourly installation token) is used from the next sync on, no restart.
+    BasicFile {
+        /// User name.
+        username: String,
+        /// File holding the password or token (a trailing newline is ignored).
+        password_file: PathBuf,
+    },
     /// SSH with a private key file.
     SshKey {
         /// User name, default `git`.
@@ -42,6 +51,14 @@ impl std::fmt::Debug for Auth {
                 f,
                 "Basic {{ username: {username:?}, password: <redacted> }}"
             ),
+            Auth::BasicFile {
+                username,
+                password_file,
+            } => f
+                .debug_struct("BasicFile")
+                .field("username", username)
+                .field("password_file", password_file)
+                .finish(),
             Auth::SshKey {
                 username,
                 key,
@@ -52,6 +69,23 @@ impl std::fmt::Debug for Auth {
                 .field("key", key)
                 .field("known_hosts", known_hosts)
                 .finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// The credentials to present now: a password file is read (again) here, so each
+    /// contact with the remote uses the file's current content.
+    pub(super) fn current(&self) -> Result<Auth, Error> {
+        match self {
+            Auth::BasicFile {
+                username,
+                password_file,
+            } => Ok(Auth::Basic {
+                username: username.clone(),
+                password: read_secret_file(password_file)?,
+            }),
+            other => Ok(other.clone()),
         }
     }
 }
@@ -104,7 +138,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, Error> {
 
 /// What a known_hosts file says of the key a server offered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum HostKeyStatus {
+pub(crate) enum HostKeyStatus {
     /// A plain entry for the host lists the key.
     Known,
     /// An `@revoked` entry matching the host lists the key: refuse, whatever else says.
@@ -143,6 +177,17 @@ pub(super) fn check_host_key(
 ) -> Result<HostKeyStatus, String> {
     let text = std::fs::read_to_string(known_hosts)
         .map_err(|e| format!("cannot read {}: {e}", known_hosts.display()))?;
+    host_key_status(&known_hosts.display().to_string(), &text, name, key)
+}
+
+/// [`check_host_key`] on the text of a known_hosts file (`origin` names it in errors).
+pub(crate) fn host_key_status(
+    origin: &str,
+    text: &str,
+    name: &str,
+    key: &[u8],
+) -> Result<HostKeyStatus, String> {
+    let known_hosts = origin;
     let mut known = false;
     let mut cert_authority = None;
     for (i, raw) in text.lines().enumerate() {
@@ -156,13 +201,12 @@ pub(super) fn check_host_key(
             Ok(entry) => entry,
             Err(e) if line.starts_with("@revoked") => {
                 return Err(format!(
-                    "{}:{}: cannot read this @revoked entry ({e}); fix or remove it",
-                    known_hosts.display(),
+                    "{known_hosts}:{}: cannot read this @revoked entry ({e}); fix or remove it",
                     i + 1
                 ));
             }
             Err(e) => {
-                tracing::debug!(file = %known_hosts.display(), line = i + 1, error = %e, "known_hosts line skipped");
+                tracing::debug!(file = %known_hosts, line = i + 1, error = %e, "known_hosts line skipped");
                 continue;
             }
         };
@@ -245,6 +289,33 @@ mod tests {
         );
         assert_eq!(msg, "failed for https://***@h/x with ***");
         assert!(!format!("{auth:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn a_password_file_is_read_at_every_contact() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("password");
+        std::fs::write(&file, "first\n")?;
+        let auth = Auth::BasicFile {
+            username: "x-access-token".into(),
+            password_file: file.clone(),
+        };
+        let password = |a: Auth| match a {
+            Auth::Basic { password, .. } => password,
+            _ => String::new(),
+        };
+        assert_eq!(password(auth.current()?), "first");
+        std::fs::write(&file, "second")?;
+        assert_eq!(password(auth.current()?), "second");
+        std::fs::remove_file(&file)?;
+        let err = auth
+            .current()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(!format!("{auth:?}").contains("second"));
+        Ok(())
     }
 
     /// A known_hosts line's key and the wire encoding a server would offer.

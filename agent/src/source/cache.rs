@@ -47,9 +47,9 @@ pub enum TagTarget {
 
 /// A bare repository caching one remote.
 pub struct GitCache {
-    repo: Repository,
-    url: String,
-    auth: Auth,
+    pub(super) repo: Repository,
+    pub(super) url: String,
+    pub(super) auth: Auth,
     path: PathBuf,
     /// Ref prefixes followed besides the branch and the wave tags.
     extra_prefixes: Vec<String>,
@@ -128,11 +128,12 @@ impl GitCache {
 
     /// Lists the remote's refs under `prefixes` (all for `None`), retrying transient
     /// failures. Warns once per cache when the server answers with protocol v0.
-    fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
+    pub(super) fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
         let listing = (|| {
-            refs::list(&self.url, &self.auth, prefixes).map_err(|f| Error::List {
+            let auth = self.auth.current()?;
+            refs::list(&self.url, &auth, prefixes).map_err(|f| Error::List {
                 url: self.display_url(),
-                message: scrub(&f.message, &self.url, &self.auth),
+                message: scrub(&f.message, &self.url, &auth),
                 transient: f.transient,
             })
         })
@@ -265,17 +266,18 @@ impl GitCache {
     }
 
     fn fetch_once(&self, refspecs: &[String]) -> Result<FetchStats> {
+        let auth = self.auth.current()?;
         let rejection = HostKeyRejection::default();
         let fail = |e: git2::Error| Error::Fetch {
             url: self.display_url(),
             message: rejection
                 .reason()
-                .unwrap_or_else(|| scrub(e.message(), &self.url, &self.auth)),
+                .unwrap_or_else(|| scrub(e.message(), &self.url, &auth)),
             transient: is_transient(&e),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(fail)?;
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks(&rejection));
+        opts.remote_callbacks(self.callbacks(&auth, &rejection));
         opts.download_tags(AutotagOption::None);
         remote
             .fetch(refspecs, Some(&mut opts), Some("tidemark sync"))
@@ -370,16 +372,21 @@ impl GitCache {
         Ok(GitTree::new(&self.repo, tree))
     }
 
-    fn read_err(&self, what: &str, e: git2::Error) -> Error {
+    pub(super) fn read_err(&self, what: &str, e: git2::Error) -> Error {
         Error::Read {
             what: what.to_string(),
             message: e.message().to_string(),
         }
     }
 
-    fn callbacks(&self, rejection: &HostKeyRejection) -> RemoteCallbacks<'static> {
+    /// `auth`: the credentials as [`Auth::current`] read them for this contact.
+    pub(super) fn callbacks(
+        &self,
+        auth: &Auth,
+        rejection: &HostKeyRejection,
+    ) -> RemoteCallbacks<'static> {
         let mut cb = RemoteCallbacks::new();
-        let auth = self.auth.clone();
+        let auth_for_credentials = auth.clone();
         let url = self.url.clone();
         let mut attempts = 0u32;
         cb.credentials(move |_, username_from_url, allowed| {
@@ -390,7 +397,7 @@ impl GitCache {
                     "authentication failed (credentials rejected)",
                 ));
             }
-            match &auth {
+            match &auth_for_credentials {
                 Auth::Basic { username, password }
                     if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
                 {
@@ -412,7 +419,7 @@ impl GitCache {
                 },
             }
         });
-        let auth = self.auth.clone();
+        let auth = auth.clone();
         let url = self.url.clone();
         let rejection = rejection.clone();
         cb.certificate_check(move |cert, host| {
@@ -432,7 +439,7 @@ impl GitCache {
 /// Why our host-key check refused the server. libgit2 replaces the callback's error with
 /// a generic "invalid or unknown remote ssh hostkey"; this keeps the precise reason.
 #[derive(Clone, Default)]
-struct HostKeyRejection(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub(super) struct HostKeyRejection(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
 impl HostKeyRejection {
     fn record(&self, reason: String) -> git2::Error {
@@ -443,7 +450,7 @@ impl HostKeyRejection {
         e
     }
 
-    fn reason(&self) -> Option<String> {
+    pub(super) fn reason(&self) -> Option<String> {
         self.0.lock().ok().and_then(|slot| slot.clone())
     }
 }
@@ -476,7 +483,7 @@ pub(super) fn is_transient(e: &git2::Error) -> bool {
         && !e.message().contains("hostkey")
 }
 
-fn backoff() -> ExponentialBuilder {
+pub(super) fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))

@@ -8,6 +8,10 @@
 //!   previous release (no `accepted` version, no `converged-since`) read as they did.
 //! - Strict writing: compact JSON with sorted keys, component messages cut to
 //!   [`COMPONENT_MESSAGE_LIMIT`] bytes (annotations share 256 KiB per object).
+//! - Each component's [`Inventory`] (what it applied, what prune may delete) has an
+//!   annotation of its own, `tidemark.dev/inventory`, so `tidemark.dev/components` stays
+//!   short enough to read. Inventories that would take the record past
+//!   [`ANNOTATION_BUDGET`] are left out with a warning (see [`Record::to_annotations`]).
 
 use std::collections::BTreeMap;
 
@@ -16,11 +20,17 @@ use serde::{Deserialize, Serialize};
 use tidemark_schema::KubeVersion;
 
 use crate::bounded;
+use crate::component::manifest::ObjectKey;
 use crate::keys::annotations as keys;
 use crate::plan::Phase;
 
 /// Longest message of one component in `tidemark.dev/components`.
 pub const COMPONENT_MESSAGE_LIMIT: usize = 1024;
+
+/// Most bytes tidemark's annotations may take together. The API server refuses an object
+/// whose annotations exceed 256 KiB; a quarter of that is left to annotations of others
+/// (`kubectl apply`'s last-applied configuration of the Namespace, for one).
+pub const ANNOTATION_BUDGET: usize = 192 * 1024;
 
 /// Everything the agent records on its status object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -166,6 +176,108 @@ pub struct ComponentRecord {
     /// When the last complete apply happened (the health timeout counts from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Timestamp>,
+    /// The objects it applied, which prune may delete (written to its own annotation,
+    /// `tidemark.dev/inventory`). `None`: not recorded (a record of a release before
+    /// inventories, or one left out for the annotation budget): prune then sweeps every
+    /// listable kind for the component's label, as `--prune-scan` does.
+    #[serde(skip)]
+    pub inventory: Option<Inventory>,
+}
+
+/// The objects a component applied, with the uid each had when applied: prune deletes
+/// only objects of the inventory (and, with `--prune-scan`, what a sweep of every kind
+/// finds labelled for the component).
+///
+/// In the annotation: `{"Kind[.group]": {"namespace" or "": {"name": "uid"}}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    objects: BTreeMap<ObjectKey, String>,
+}
+
+impl Inventory {
+    /// Records `key`, applied as `uid` (`""` when unknown).
+    pub fn insert(&mut self, key: ObjectKey, uid: String) {
+        self.objects.insert(key, uid);
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&mut self, key: &ObjectKey) {
+        self.objects.remove(key);
+    }
+
+    /// Whether `key` is recorded.
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.objects.contains_key(key)
+    }
+
+    /// Every object with its uid, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &str)> {
+        self.objects.iter().map(|(k, u)| (k, u.as_str()))
+    }
+
+    /// How many objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Adds every object of `other` (its uids win).
+    pub fn extend(&mut self, other: &Inventory) {
+        self.objects
+            .extend(other.objects.iter().map(|(k, u)| (k.clone(), u.clone())));
+    }
+}
+
+/// `Kind[.group]` -> namespace (`""`: cluster-scoped) -> name -> uid.
+type Nested = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
+
+impl Serialize for Inventory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut nested = Nested::new();
+        for (k, uid) in &self.objects {
+            let kind = if k.group.is_empty() {
+                k.kind.clone()
+            } else {
+                format!("{}.{}", k.kind, k.group)
+            };
+            nested
+                .entry(kind)
+                .or_default()
+                .entry(k.namespace.clone().unwrap_or_default())
+                .or_default()
+                .insert(k.name.clone(), uid.clone());
+        }
+        nested.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Inventory {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let nested = Nested::deserialize(deserializer)?;
+        let mut out = Inventory::default();
+        for (kind, namespaces) in nested {
+            // Kinds have no dots; groups do.
+            let (kind, group) = kind.split_once('.').unwrap_or((kind.as_str(), ""));
+            for (namespace, names) in namespaces {
+                for (name, uid) in names {
+                    out.insert(
+                        ObjectKey {
+                            group: group.to_string(),
+                            kind: kind.to_string(),
+                            namespace: (!namespace.is_empty()).then(|| namespace.clone()),
+                            name,
+                        },
+                        uid,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl ComponentRecord {
@@ -187,6 +299,15 @@ impl Record {
     /// The record held by the `tidemark.dev/*` annotations of the status object.
     pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Self {
         let text = |key: &str| annotations.get(key).cloned();
+        let mut components: BTreeMap<String, ComponentRecord> =
+            parsed(annotations, keys::COMPONENTS, json).unwrap_or_default();
+        let inventories: BTreeMap<String, Inventory> =
+            parsed(annotations, keys::INVENTORY, json).unwrap_or_default();
+        for (name, inventory) in inventories {
+            if let Some(r) = components.get_mut(&name) {
+                r.inventory = Some(inventory);
+            }
+        }
         Self {
             cluster: text(keys::CLUSTER),
             wave: text(keys::WAVE),
@@ -196,7 +317,7 @@ impl Record {
             message: text(keys::MESSAGE),
             control_plane: parsed(annotations, keys::CONTROL_PLANE, json),
             node_groups: parsed(annotations, keys::NODE_GROUPS, json).unwrap_or_default(),
-            components: parsed(annotations, keys::COMPONENTS, json).unwrap_or_default(),
+            components,
             drift_checked: parsed(annotations, keys::DRIFT_CHECKED, |v| v.parse().ok()),
             last_pass: parsed(annotations, keys::LAST_PASS, |v| v.parse().ok()),
             converged_since: parsed(annotations, keys::CONVERGED_SINCE, |v| v.parse().ok()),
@@ -206,7 +327,42 @@ impl Record {
 
     /// The annotations tidemark owns on the status object (every one it writes; never
     /// `tidemark.dev/paused`, which belongs to people).
+    ///
+    /// When the inventories would take them past [`ANNOTATION_BUDGET`], they are left out
+    /// (with a warning), and read back as not recorded: prune then sweeps for the
+    /// components' labels (which needs `list` on every kind), rather than the status never
+    /// being written again.
     pub fn to_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = self.without_inventories();
+        let inventories: BTreeMap<&String, &Inventory> = self
+            .components
+            .iter()
+            .filter_map(|(name, r)| Some((name, r.inventory.as_ref()?)))
+            .collect();
+        if inventories.is_empty() {
+            return out;
+        }
+        let Some(text) = to_json(&inventories) else {
+            return out;
+        };
+        let size = |m: &BTreeMap<String, String>| -> usize {
+            m.iter().map(|(k, v)| k.len() + v.len()).sum()
+        };
+        let total = size(&out) + keys::INVENTORY.len() + text.len();
+        if total > ANNOTATION_BUDGET {
+            tracing::warn!(
+                bytes = total,
+                budget = ANNOTATION_BUDGET,
+                objects = inventories.values().map(|i| i.len()).sum::<usize>(),
+                "the components' inventories do not fit in the status annotations; left out (prune sweeps every kind instead)"
+            );
+            return out;
+        }
+        out.insert(keys::INVENTORY.to_string(), text);
+        out
+    }
+
+    fn without_inventories(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut put = |key: &str, value: Option<String>| {
             if let Some(v) = value {
@@ -391,5 +547,89 @@ mod tests {
         let back = Record::from_annotations(&r.to_annotations());
         let message = back.components["dns"].message.clone().unwrap_or_default();
         assert!(message.ends_with(" [...]") && message.len() <= COMPONENT_MESSAGE_LIMIT + 6);
+    }
+
+    fn key(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectKey {
+        ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    /// Inventories have their own annotation, compact and grouped by kind and namespace,
+    /// and come back to the components they belong to.
+    #[test]
+    fn inventories_are_written_apart_and_read_back() {
+        let mut inventory = Inventory::default();
+        inventory.insert(key("", "ConfigMap", Some("apps"), "shared"), "u1".into());
+        inventory.insert(key("apps", "Deployment", Some("apps"), "web"), "u2".into());
+        inventory.insert(
+            key("rbac.authorization.k8s.io", "ClusterRole", None, "web"),
+            "u3".into(),
+        );
+        let mut r = Record::default();
+        r.components.insert(
+            "web".into(),
+            ComponentRecord {
+                objects: 3,
+                inventory: Some(inventory.clone()),
+                ..ComponentRecord::default()
+            },
+        );
+        // A component of a release before inventories: none recorded.
+        r.components
+            .insert("legacy".into(), ComponentRecord::default());
+        let notes = r.to_annotations();
+        assert_eq!(
+            notes[keys::INVENTORY],
+            r#"{"web":{"ClusterRole.rbac.authorization.k8s.io":{"":{"web":"u3"}},"ConfigMap":{"apps":{"shared":"u1"}},"Deployment.apps":{"apps":{"web":"u2"}}}}"#
+        );
+        assert!(!notes[keys::COMPONENTS].contains("u1"), "{notes:?}");
+        let back = Record::from_annotations(&notes);
+        assert_eq!(back.components["web"].inventory.as_ref(), Some(&inventory));
+        assert_eq!(back.components["legacy"].inventory, None);
+        assert_eq!(back, r);
+    }
+
+    /// Past the budget, the inventories are left out rather than the record refused by the
+    /// API server on every pass; they read back as not recorded.
+    #[test]
+    fn inventories_past_the_budget_are_left_out() {
+        let mut inventory = Inventory::default();
+        for i in 0..4000 {
+            inventory.insert(
+                key("", "ConfigMap", Some("apps"), &format!("config-{i:05}")),
+                format!("{i:08}-0000-4000-8000-000000000000"),
+            );
+        }
+        let mut r = Record::default();
+        r.components.insert(
+            "big".into(),
+            ComponentRecord {
+                inventory: Some(inventory),
+                ..ComponentRecord::default()
+            },
+        );
+        let notes = r.to_annotations();
+        assert!(!notes.contains_key(keys::INVENTORY));
+        assert!(notes.contains_key(keys::COMPONENTS));
+        assert_eq!(
+            Record::from_annotations(&notes).components["big"].inventory,
+            None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_inventory_is_not_recorded() {
+        let mut notes = previous_release();
+        notes.insert(
+            keys::INVENTORY.into(),
+            r#"{"dns":["not","a","map"]}"#.into(),
+        );
+        let r = Record::from_annotations(&notes);
+        assert_eq!(r.components["dns"].inventory, None);
+        assert_eq!(r.components["dns"].objects, 3);
     }
 }
