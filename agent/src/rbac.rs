@@ -131,8 +131,9 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
     if !renders.is_empty() {
         grant("", "namespaces", &["get", "create"]);
     }
-    // The agent's own.
+    // The agent's own. (Pre-flight: budgets and the pods they select, before a rollout.)
     grant("", "nodes", &["get", "list"]);
+    grant("policy", "poddisruptionbudgets", &["list"]);
     grant("events.k8s.io", "events", &["create", "patch"]);
     grant("coordination.k8s.io", "leases", &["create"]);
     if own.clusterapi {
@@ -173,7 +174,8 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
         "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
         "resourceNames": [keys::LEASE_NAME], "verbs": ["get", "update"],
     }));
-    rules.push(json!({"nonResourceURLs": ["/version", "/readyz"], "verbs": ["get"]}));
+    // `/metrics`: the deprecated APIs clients call, before a control-plane hop.
+    rules.push(json!({"nonResourceURLs": ["/version", "/readyz", "/metrics"], "verbs": ["get"]}));
     // What rendered Roles and ClusterRoles grant, as they grant it (deduplicated).
     let mut seen = BTreeSet::new();
     for rule in granted_by_roles {
