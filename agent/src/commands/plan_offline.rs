@@ -43,11 +43,13 @@ pub fn run(plan: PlanArgs, offline: OfflineArgs) -> anyhow::Result<ExitCode> {
         None => jiff::Timestamp::now(),
     };
     let (helm, _) = components.settings()?;
-    let cache = GitCache::open(&source_config(
+    let mut cache = GitCache::open(&source_config(
         &source_args.repo,
         source_args.branch.clone(),
         &source_args.git,
     )?)?;
+    // What the agents published (`agent --report-ref`), when they do.
+    cache.follow_prefix(crate::keys::refs::STATUS_PREFIX);
     let sync = cache.sync(source_args.branch.as_deref(), &[])?;
     let branch_tree = cache.tree_at(&sync.branch_commit)?;
     let fleet = select::fleet(&branch_tree)?;
@@ -60,6 +62,12 @@ pub fn run(plan: PlanArgs, offline: OfflineArgs) -> anyhow::Result<ExitCode> {
         Some(rev) => resolve_rev(&cache, rev)?,
     };
     let target_tree = cache.tree_at(&target)?;
+    let reported: std::collections::BTreeMap<String, crate::status::Record> =
+        crate::fleet::reports::from_git(&cache)?
+            .records
+            .into_iter()
+            .filter_map(|r| Some((r.record.cluster.clone()?, r.record)))
+            .collect();
 
     // The clusters, as the default branch lists them.
     let (loaded, _) = tidemark_schema::load(&branch_tree as &dyn Tree);
@@ -116,6 +124,7 @@ pub fn run(plan: PlanArgs, offline: OfflineArgs) -> anyhow::Result<ExitCode> {
                 tree: &target_tree,
                 id: target.clone(),
             },
+            reported: reported.get(name).cloned(),
         };
         pending.push(route::request(&req, &mut renders)?);
     }
@@ -132,7 +141,7 @@ pub fn run(plan: PlanArgs, offline: OfflineArgs) -> anyhow::Result<ExitCode> {
                 "to": target,
                 "branch": sync.branch,
                 "at": now.to_string(),
-                "observed": "the declaration at each cluster's wave tag (status refs are not read)",
+                "observed": "each cluster's status ref when it has one, else the declaration at its wave tag (see observedFrom)",
                 "renders": {"rendered": rendered, "cacheHits": cache_hits},
                 "blocked": blocked,
                 "clusters": routes,
@@ -167,7 +176,7 @@ fn resolve_rev(cache: &GitCache, rev: &str) -> anyhow::Result<String> {
 
 fn print_text(routes: &[ClusterRoute], target: &str, branch: &str, blocked: usize) {
     println!(
-        "plan --offline: wave tags moved to {} ({branch}); what runs is taken from the declaration at each wave tag (status refs are not read)",
+        "plan --offline: wave tags moved to {} ({branch}); what runs is taken from each cluster's status ref, or else from the declaration at its wave tag",
         short(target)
     );
     println!(

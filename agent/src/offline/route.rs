@@ -1,10 +1,11 @@
 //! `plan --offline`: from git alone, the route each cluster of a wave would take if its
 //! wave tag moved to a given commit, through the agent's own planner.
 //!
-//! - What runs is taken from the declaration at the wave tag's commit today: the planner
-//!   sees a cluster whose control plane and node groups run what that commit declares,
-//!   healthy, with that commit's components applied (said in the output; a status ref,
-//!   when published, would be more accurate).
+//! - What runs is taken from the cluster's status ref (`refs/tidemark/status/<cluster>`,
+//!   published by `agent --report-ref`) when it has one: its observed versions, accepted
+//!   declarations and components; otherwise from the declaration at the wave tag's commit
+//!   today: a healthy cluster running what that commit declares, with its components
+//!   applied. The output says which.
 //! - The components of both commits are rendered (each for its commit's declared
 //!   version); the objects to create, change and prune are the difference.
 //! - Maintenance windows are judged at the given time: a closed one is named, with when it
@@ -28,7 +29,7 @@ use crate::observe::model::{
     Capabilities, NodeGroupObservation, Observed, PreviousDesired, RenderedApi,
 };
 use crate::plan::{self, Inputs, Phase, Plan, Step};
-use crate::status::{ComponentHealth, ComponentRecord, describe};
+use crate::status::{ComponentHealth, ComponentRecord, Record, describe};
 
 /// A commit of the fleet repo: its files and its name.
 pub struct Commit<'a> {
@@ -51,6 +52,8 @@ pub struct Request<'a> {
     pub from: Option<Commit<'a>>,
     /// The commit it would move to.
     pub to: Commit<'a>,
+    /// What its agent last published to `refs/tidemark/status/<cluster>`, if it does.
+    pub reported: Option<Record>,
 }
 
 /// What moving one cluster's tag would do.
@@ -132,6 +135,7 @@ pub struct Pending {
     previous: Option<DesiredState>,
     desired: Option<DesiredState>,
     problem: Option<String>,
+    reported: Option<Record>,
     /// At the new commit.
     new: Asked,
     /// At the current commit.
@@ -197,6 +201,7 @@ pub fn request(req: &Request<'_>, cache: &mut RenderCache) -> Result<Pending, Ca
         previous: None,
         desired: None,
         problem: None,
+        reported: req.reported.clone(),
         new: BTreeMap::new(),
         old: BTreeMap::new(),
     };
@@ -293,7 +298,18 @@ pub fn finish(p: Pending, cache: &RenderCache, now: Timestamp) -> ClusterRoute {
         ),
     };
     route.observed_from = observed_from;
-    let observed = observed_from_declaration(&previous, &desired, &p, cache);
+    let mut observed = observed_from_declaration(&previous, &desired, &p, cache);
+    if let Some(record) = &p.reported {
+        apply_report(&mut observed, record);
+        route.observed_from = format!(
+            "its status ref refs/tidemark/status/{} (last pass {})",
+            p.request_cluster,
+            record
+                .last_pass
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
     route.control_plane = (
         observed.control_plane.to_string(),
         desired.control_plane.to_string(),
@@ -322,7 +338,6 @@ pub fn finish(p: Pending, cache: &RenderCache, now: Timestamp) -> ClusterRoute {
         .collect();
     // The whole route, gates aside: planned inside an open window (the window is judged
     // separately below).
-    let mut observed = observed;
     let mut planned = plan::plan(&without_window(&desired), &digests, &observed, now);
     // Pre-flight: the new commit's renders, judged for each hop (the planner judges the
     // first; later hops are judged here the same way).
@@ -371,6 +386,61 @@ pub fn finish(p: Pending, cache: &RenderCache, now: Timestamp) -> ClusterRoute {
     fill_steps(&mut route, &planned);
     route.components = component_changes(&previous, &desired, &p, cache);
     route
+}
+
+/// What an agent's published record says runs: its observed versions (the oldest of a
+/// mixed group), the declarations it accepted, its components' inputs and health.
+fn apply_report(observed: &mut Observed, record: &Record) {
+    let oldest = |text: &str| {
+        let first = text.split("..").next().unwrap_or(text);
+        KubeVersion::parse_observed(first).ok()
+    };
+    if let Some(v) = record
+        .control_plane
+        .as_ref()
+        .and_then(|v| oldest(&v.observed))
+    {
+        observed.control_plane = v;
+        observed.capabilities.kube_version = Some(v);
+    }
+    for (name, versions) in &record.node_groups {
+        let Some(g) = observed.node_groups.get_mut(name) else {
+            continue;
+        };
+        let min = oldest(&versions.observed);
+        let max = versions
+            .observed
+            .rsplit("..")
+            .next()
+            .and_then(|t| KubeVersion::parse_observed(t).ok());
+        if let Some(min) = min {
+            g.min_kubelet = Some(min);
+            g.max_kubelet = max.or(Some(min));
+            g.requested = versions.requested.or(Some(min));
+        }
+    }
+    let mut previous = observed.previous_desired.clone().unwrap_or_default();
+    if let Some(v) = &record.control_plane {
+        previous.control_plane = Some(v.baseline());
+    }
+    for (name, v) in &record.node_groups {
+        previous.node_groups.insert(name.clone(), v.baseline());
+    }
+    observed.previous_desired = Some(previous);
+    let digest = observed.capabilities.digest();
+    observed.components = record
+        .components
+        .iter()
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                ComponentRecord {
+                    capabilities: Some(digest.clone()),
+                    ..c.clone()
+                },
+            )
+        })
+        .collect();
 }
 
 fn without_window(d: &DesiredState) -> DesiredState {
@@ -602,4 +672,37 @@ fn component_changes(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{observed, v};
+    use crate::status::Versions;
+
+    #[test]
+    fn a_status_ref_says_what_runs() {
+        let mut o = observed("1.29.6", &[("general", "1.29.6"), ("batch", "1.28.11")]);
+        let mut record = Record {
+            control_plane: Some(Versions::new(Some(v("1.30.2")), None, v("1.30.2"))),
+            ..Record::default()
+        };
+        record.node_groups.insert(
+            "general".into(),
+            Versions::new(Some(v("1.29.6")), Some(v("1.30.2")), v("1.30.2")),
+        );
+        apply_report(&mut o, &record);
+        assert_eq!(o.control_plane, v("1.30.2"));
+        assert_eq!(o.node_groups["general"].min_kubelet, Some(v("1.29.6")));
+        assert_eq!(o.node_groups["general"].max_kubelet, Some(v("1.30.2")));
+        assert_eq!(
+            o.node_groups["batch"].min_kubelet,
+            Some(v("1.28.11")),
+            "not reported: kept"
+        );
+        assert_eq!(
+            o.previous_desired.and_then(|p| p.control_plane),
+            Some(v("1.30.2"))
+        );
+    }
 }
