@@ -42,7 +42,7 @@ COPY tests/Cargo.toml tests/
 RUN if [ -z "$TIDEMARK_PREBUILT" ]; then \
       for f in schema/src/lib.rs agent/src/lib.rs agent/src/main.rs \
                agent/benches/fleet.rs agent/benches/idle.rs agent/benches/components.rs \
-               agent/benches/git_poll.rs agent/benches/status.rs \
+               agent/benches/git_poll.rs agent/benches/status.rs agent/benches/render.rs \
                sim/src/lib.rs sim/tests/sim.rs sim/benches/sim.rs \
                tests/src/lib.rs tests/tests/e2e.rs tests/benches/fleet_sim.rs; do \
         mkdir -p "$(dirname "$f")" && echo 'fn main() {}' > "$f"; \

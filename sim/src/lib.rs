@@ -97,7 +97,7 @@
 //!   resource name without its group (`configmaps`, `deployments`, `leases`,
 //!   `customresourcedefinitions`, `widgets`; `events` counts core and `events.k8s.io` Events),
 //!   plus `/SUBRESOURCE` (`pods/eviction`, `deployments/scale`, `deployments/status`); requests
-//!   addressing no resource are `discovery`, `version`, `openapi`, or `unknown` for paths the
+//!   addressing no resource are `discovery`, `version`, `openapi`, `metrics`, or `unknown` for paths the
 //!   server does not serve.
 //! - Counters only grow; compare two readings (`RequestCounts::since`).
 //!

@@ -1105,10 +1105,13 @@ fn components_render_for_the_clusters_kubernetes_version() -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(api(&sim)?, "new", "rendered for 1.29: {executed:?}");
+    // Each component rendered twice: once by the pre-flight check of the 1.29 hop (for
+    // 1.29, with what 1.28 serves less what 1.29 removes), once after it (for 1.29 as it
+    // serves).
     assert_eq!(
         agent.helm_runs() - helm_before,
-        2,
-        "both rendered again, once each"
+        4,
+        "both rendered for the hop's pre-flight check and again after it, once each"
     );
     assert_eq!(
         resource_version(&sim, &["configmap", "-n", "caps", "shared"])?,
