@@ -41,7 +41,7 @@ pub fn user_agent() -> String {
 /// A client for the cluster of `kubeconfig`, or the one inferred from the environment
 /// (`KUBECONFIG`, `~/.kube/config`, the in-cluster service account).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
-    let mut config = match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
                 path: path.display().to_string(),
@@ -56,6 +56,23 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| Error::Infer(e.to_string()))?,
     };
+    build(config)
+}
+
+/// A client for the cluster of an in-memory kubeconfig (a Cluster API management cluster's,
+/// from a Secret).
+pub async fn client_from(kubeconfig: kube::config::Kubeconfig) -> Result<kube::Client, Error> {
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::Client(e.to_string()))?;
+    build(config)
+}
+
+/// The client of `config`, with tidemark's User-Agent and bounded retries.
+fn build(mut config: kube::Config) -> Result<kube::Client, Error> {
     config.default_retry = false;
     let agent =
         http::HeaderValue::from_str(&user_agent()).map_err(|e| Error::Client(e.to_string()))?;
@@ -68,4 +85,63 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(retry))
         .build())
+}
+
+/// A request the API server refused or could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action}")]
+pub struct ApiError {
+    /// What was attempted (`apply Deployment/ns/web`).
+    pub action: String,
+    /// Why it failed.
+    #[source]
+    pub cause: Cause,
+}
+
+/// The cause of an [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The API server answered with an error status.
+    #[error("{message} ({code} {reason})")]
+    Refused {
+        /// HTTP status code.
+        code: u16,
+        /// The Status reason (`Invalid`, `Conflict`, ...).
+        reason: String,
+        /// The Status message.
+        message: String,
+    },
+    /// The request did not get an answer (transport, TLS, decoding).
+    #[error(transparent)]
+    Transport(kube::Error),
+}
+
+impl ApiError {
+    /// `action` failed with `e`.
+    pub fn new(action: impl Into<String>, e: kube::Error) -> Self {
+        let cause = match e {
+            kube::Error::Api(s) => Cause::Refused {
+                code: s.code,
+                reason: s.reason,
+                message: s.message,
+            },
+            other => Cause::Transport(other),
+        };
+        Self {
+            action: action.into(),
+            cause,
+        }
+    }
+
+    /// Whether the API server refused a change to a field it does not let change (a Job's
+    /// pod template, a Service's clusterIP): 422 Invalid saying `field is immutable`. The
+    /// one place that reads an answer's text, because Kubernetes has no reason code for it.
+    pub fn is_immutable(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
+    }
+
+    /// Whether the API server answered 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.cause, Cause::Refused { code: 404, .. })
+    }
 }

@@ -263,6 +263,11 @@ pub struct Verdict {
     pub message: String,
 }
 
+/// Whether the cluster is built from a ClusterClass (Cluster API topology).
+fn is_topology(desired: &DesiredState) -> bool {
+    matches!(&desired.provider, tidemark_schema::Provider::ClusterApi(p) if p.topology)
+}
+
 /// Plans the next step of the control plane and node groups (components are woven in by
 /// [`plan`]).
 fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {
@@ -284,10 +289,31 @@ fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) ->
         let remaining = skew::route(desired, observed).unwrap_or_default();
         return answer(Phase::Paused, vec![], remaining, message);
     }
-    let route = match skew::route(desired, observed) {
+    let mut route = match skew::route(desired, observed) {
         Ok(route) => route,
         Err(blocked) => return answer(Phase::Blocked, vec![], vec![], blocked),
     };
+    if is_topology(desired) {
+        // The topology controller moves every MachineDeployment after the control plane:
+        // node groups take no step of their own; the pass waits for them.
+        route.retain(|s| !matches!(s, Step::UpgradeNodeGroup { .. }));
+        if route.is_empty()
+            && let Some((name, g)) = desired.node_groups.iter().find_map(|d| {
+                let g = observed.node_groups.get(&d.name)?;
+                let behind = g.min_kubelet.is_none_or(|v| !d.version.satisfied_by(v));
+                behind.then_some((&d.name, g))
+            })
+        {
+            let at = g
+                .min_kubelet
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "no nodes".into());
+            let message = format!(
+                "node group {name} follows the control plane (ClusterClass topology): oldest kubelet {at}"
+            );
+            return answer(Phase::Progressing, vec![], vec![], message);
+        }
+    }
     let Some(next) = route.first().cloned() else {
         let message = format!("converged: control plane {}", observed.control_plane);
         return answer(Phase::Converged, vec![], vec![], message);

@@ -734,3 +734,28 @@ mod components {
         assert!(p.steps.is_empty());
     }
 }
+
+#[test]
+fn a_topology_cluster_moves_the_control_plane_only_and_waits_for_its_groups() {
+    let mut d = desired("1.30.4").group("general", "1.30.4");
+    if let tidemark_schema::Provider::ClusterApi(p) = &mut d.provider {
+        p.topology = true;
+    }
+    d.patch_releases = vec![v("1.29.8")];
+    let p = plan_versions(&d, &observed("1.28.9", &[("general", "1.28.9")]), now());
+    assert_eq!(p.steps, [cp_step("1.28.9", "1.29.8")]);
+    assert_eq!(
+        p.remaining,
+        [cp_step("1.28.9", "1.29.8"), cp_step("1.29.8", "1.30.4")]
+    );
+    // The control plane is at its version; the topology controller rolls the group.
+    let p = plan_versions(&d, &observed("1.30.4", &[("general", "1.29.8")]), now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert!(p.steps.is_empty());
+    assert_eq!(
+        p.message,
+        "node group general follows the control plane (ClusterClass topology): oldest kubelet 1.29.8"
+    );
+    let p = plan_versions(&d, &observed("1.30.4", &[("general", "1.30.4")]), now());
+    assert_eq!(p.phase, Phase::Converged);
+}

@@ -145,6 +145,7 @@ impl Provider for Exec {
                 })
                 .collect(),
             busy: self.busy().await?,
+            nodes: None,
         })
     }
 
