@@ -126,6 +126,7 @@
 mod api;
 mod apply;
 mod controllers;
+mod convert;
 mod ctl;
 mod defaults;
 mod events;
@@ -145,25 +146,27 @@ mod watch;
 mod yaml;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 
 pub use api::requests::{RequestCounts, VERBS as REQUEST_VERBS};
+pub use controllers::capi::CapiApi;
 pub use ctl::ctl;
 pub use faults::{FaultSpec, FaultSpecError};
 pub use kubeconfig::CONTEXT;
 
-/// Labels the sim puts on nodes (and that the agent matches node groups by).
+/// Labels the sim puts on its objects.
 pub mod labels {
-    /// Cluster API's label naming the MachineDeployment (= node group) of a node.
-    pub const DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
-    /// tidemark's own node-group label.
+    /// tidemark's own node-group label, on every Node (the kubelet's `--node-labels`) and on
+    /// the Machines of a node group.
     pub const NODE_GROUP: &str = "tidemark.dev/node-group";
-    /// Cluster API's cluster-name label (on nodes and CAPI objects).
+    /// Cluster API's cluster-name label (on Cluster API objects; an annotation on Nodes).
     pub const CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
+    /// Cluster API's label naming the MachineDeployment of a Machine (never on Nodes).
+    pub const DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
 }
 
 /// Errors of the sim library.
@@ -191,6 +194,10 @@ pub enum Error {
     Pods(String),
     #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
     Version(String),
+    #[error("invalid Cluster API version {0:?}: expected v1beta1 or v1beta2")]
+    CapiApi(String),
+    #[error("invalid workload clusters: {0}")]
+    Workloads(String),
     #[error("invalid kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("failed to build a kube client")]
@@ -232,6 +239,12 @@ pub struct SimConfig {
     /// endpoints, so its group is listed in `/apis` but its group-version answers 503
     /// `service unavailable` (as metrics-server's does until its pod is ready).
     pub unavailable_api_services: Vec<String>,
+    /// The versions of Cluster API's groups served where this sim's Cluster API objects are
+    /// (itself when self-managed; a management sim's own setting otherwise).
+    pub capi_api: CapiApi,
+    /// The cluster is built from a ClusterClass: its `Cluster` has `spec.topology` and the
+    /// topology controller moves the control plane and MachineDeployments.
+    pub topology: bool,
 }
 
 /// What happens to the pods of a sim.
@@ -275,6 +288,8 @@ impl Default for SimConfig {
             node_versions: Vec::new(),
             pods: PodLifecycle::Run,
             unavailable_api_services: Vec::new(),
+            capi_api: CapiApi::default(),
+            topology: false,
         }
     }
 }
@@ -381,6 +396,11 @@ pub(crate) struct Shared {
     pub ca_pem: String,
     /// `127.0.0.1:PORT`, the address discovery advertises.
     pub address: String,
+    /// Cluster API as installed in this sim: the clusters whose objects it holds (itself
+    /// when self-managed, workload sims when it is a management sim).
+    pub capi: Option<controllers::capi::Installation>,
+    /// The management sim holding this cluster's Cluster API objects, when another sim does.
+    pub management: OnceLock<Weak<Shared>>,
 }
 
 impl Shared {
@@ -426,9 +446,20 @@ pub struct Sim {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Sim {
-    /// Starts a sim on 127.0.0.1 (port from the config, 0 = any free port).
-    pub async fn start(config: SimConfig) -> Result<Sim, Error> {
+/// A sim bound to its port, its store bootstrapped, not yet serving.
+struct Prepared {
+    config: SimConfig,
+    version: Version,
+    tls: tls::Tls,
+    listener: tokio::net::TcpListener,
+    port: u16,
+    url: String,
+    kubeconfig: String,
+    store: store::Store,
+}
+
+impl Prepared {
+    async fn new(config: SimConfig, capi: Option<CapiApi>) -> Result<Prepared, Error> {
         let version = Version::parse(&config.version)
             .ok_or_else(|| Error::Version(config.version.clone()))?;
         if !(config.speed.is_finite() && config.speed > 0.0 && config.speed <= 10_000.0) {
@@ -461,12 +492,36 @@ impl Sim {
             .port();
         let url = format!("https://127.0.0.1:{port}");
         let kubeconfig = kubeconfig::render(&url, &tls.ca_pem);
-        let (stop, shutdown) = signal::channel(false);
         let mut store = store::Store::new(config.seed, config.watch_window);
-        controllers::bootstrap(&mut store, &config, version);
+        controllers::bootstrap(&mut store, &config, capi);
+        Ok(Prepared {
+            config,
+            version,
+            tls,
+            listener,
+            port,
+            url,
+            kubeconfig,
+            store,
+        })
+    }
+
+    /// Serves: the listener and the controllers run.
+    fn launch(self, capi: Option<controllers::capi::Installation>) -> Sim {
+        let Prepared {
+            config,
+            version,
+            tls,
+            listener,
+            port,
+            url,
+            kubeconfig,
+            mut store,
+        } = self;
         // A cluster that has been running: its early history is compacted away.
         let bootstrapped = store.resource_version();
         store.compact(bootstrapped);
+        let (stop, shutdown) = signal::channel(false);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
@@ -476,18 +531,108 @@ impl Sim {
             shutdown,
             ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
             address: format!("127.0.0.1:{port}"),
+            capi,
+            management: OnceLock::new(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),
             tokio::spawn(controllers::run(shared.clone())),
         ];
         tracing::info!(%url, "sim started");
-        Ok(Sim {
+        Sim {
             shared,
             url,
             kubeconfig,
             stop,
             tasks,
+        }
+    }
+}
+
+/// A management sim and the workload sims whose Cluster API objects it holds
+/// ([`Sim::start_managed`]).
+pub struct Managed {
+    /// The management cluster: Cluster API's CRDs and controllers, and every workload
+    /// cluster's `Cluster`, `KubeadmControlPlane`, MachineDeployments, Machines and
+    /// `<cluster>-kubeconfig` Secret, in the workload's `capi_namespace`.
+    pub management: Sim,
+    /// The workload clusters, in the order given: Nodes, Pods, their control plane's version;
+    /// no Cluster API objects.
+    pub workloads: Vec<Sim>,
+}
+
+impl Sim {
+    /// Starts a self-managed sim on 127.0.0.1 (port from the config, 0 = any free port): it
+    /// holds its own Cluster API objects.
+    pub async fn start(config: SimConfig) -> Result<Sim, Error> {
+        let api = config.capi_api;
+        let mut p = Prepared::new(config, Some(api)).await?;
+        let mut stores = controllers::capi::Stores {
+            mgmt: &mut p.store,
+            workload: None,
+        };
+        controllers::capi::create_cluster(&mut stores, &p.config, p.version, &p.kubeconfig);
+        let installation = controllers::capi::Installation {
+            api,
+            clusters: vec![controllers::capi::Managed::new(
+                &p.config.cluster_name,
+                &p.config.capi_namespace,
+                None,
+            )],
+        };
+        Ok(p.launch(Some(installation)))
+    }
+
+    /// Starts a management sim (`management`: its own version and node groups, whose nodes
+    /// no Cluster API manages; its `capi_api` says which Cluster API versions it serves) and
+    /// one workload sim per entry of `workloads`, whose Cluster API objects the management
+    /// sim holds and whose Machines it rolls. Cluster names must differ.
+    pub async fn start_managed(
+        management: SimConfig,
+        workloads: Vec<SimConfig>,
+    ) -> Result<Managed, Error> {
+        let mut names: Vec<&str> = workloads.iter().map(|w| w.cluster_name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) || names.is_empty() {
+            return Err(Error::Workloads(
+                "give at least one workload cluster, each with its own cluster name".into(),
+            ));
+        }
+        let api = management.capi_api;
+        let mut mgmt = Prepared::new(management, Some(api)).await?;
+        controllers::plain_nodes(&mut mgmt.store, &mgmt.config, mgmt.version);
+        let mut prepared = Vec::new();
+        for w in workloads {
+            let mut p = Prepared::new(w, None).await?;
+            let mut stores = controllers::capi::Stores {
+                mgmt: &mut mgmt.store,
+                workload: Some(&mut p.store),
+            };
+            controllers::capi::create_cluster(&mut stores, &p.config, p.version, &p.kubeconfig);
+            prepared.push(p);
+        }
+        let mut clusters = Vec::new();
+        let mut sims = Vec::new();
+        for p in prepared {
+            let sim = p.launch(None);
+            clusters.push(controllers::capi::Managed::new(
+                &sim.shared.config.cluster_name,
+                &sim.shared.config.capi_namespace,
+                Some(sim.shared.clone()),
+            ));
+            sims.push(sim);
+        }
+        let management = mgmt.launch(Some(controllers::capi::Installation { api, clusters }));
+        for sim in &sims {
+            // Set once, right after the sim was made.
+            let _ = sim
+                .shared
+                .management
+                .set(Arc::downgrade(&management.shared));
+        }
+        Ok(Managed {
+            management,
+            workloads: sims,
         })
     }
 
@@ -566,13 +711,56 @@ pub async fn run_until_signal(config: SimConfig, kubeconfig_path: PathBuf) -> Re
         sim.url(),
         kubeconfig_path.display()
     );
+    wait_for_signal().await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Starts a management sim and its workload sims ([`Sim::start_managed`]), writes each
+/// kubeconfig to its path, prints one line
+/// `sim ready: URL kubeconfig=PATH; management: URL kubeconfig=PATH[; workload NAME: URL kubeconfig=PATH]...`
+/// (the first workload first) on stdout, and serves until SIGINT or SIGTERM.
+pub async fn run_managed_until_signal(
+    management: (SimConfig, PathBuf),
+    workloads: Vec<(SimConfig, PathBuf)>,
+) -> Result<(), Error> {
+    let (configs, paths): (Vec<SimConfig>, Vec<PathBuf>) = workloads.into_iter().unzip();
+    let managed = Sim::start_managed(management.0, configs).await?;
+    managed.management.write_kubeconfig(&management.1)?;
+    let mut parts = Vec::new();
+    for (i, (sim, path)) in managed.workloads.iter().zip(&paths).enumerate() {
+        sim.write_kubeconfig(path)?;
+        let line = format!("{} kubeconfig={}", sim.url(), path.display());
+        if i == 0 {
+            parts.push(line);
+            parts.push(format!(
+                "management: {} kubeconfig={}",
+                managed.management.url(),
+                management.1.display()
+            ));
+        } else {
+            parts.push(format!(
+                "workload {}: {line}",
+                sim.shared.config.cluster_name
+            ));
+        }
+    }
+    println!("sim ready: {}", parts.join("; "));
+    wait_for_signal().await?;
+    for sim in managed.workloads {
+        sim.shutdown().await;
+    }
+    managed.management.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), Error> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(Error::Signal)?,
         _ = term.recv() => {}
     }
-    sim.shutdown().await;
     Ok(())
 }
 
