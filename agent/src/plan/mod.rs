@@ -295,15 +295,26 @@ fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) ->
     };
     if is_topology(desired) {
         // The topology controller moves every MachineDeployment after the control plane:
-        // node groups take no step of their own; the pass waits for them.
+        // node groups take no step of their own. And Cluster API's webhook refuses the next
+        // `topology.version` until the control plane and every MachineDeployment run the
+        // current one: a node group behind the control plane (behind its declared version once
+        // the control plane is there) or still rolling is waited for.
         route.retain(|s| !matches!(s, Step::UpgradeNodeGroup { .. }));
-        if route.is_empty()
-            && let Some((name, g)) = desired.node_groups.iter().find_map(|d| {
-                let g = observed.node_groups.get(&d.name)?;
-                let behind = g.min_kubelet.is_none_or(|v| !d.version.satisfied_by(v));
-                behind.then_some((&d.name, g))
-            })
-        {
+        let lagging = desired.node_groups.iter().find_map(|d| {
+            let g = observed.node_groups.get(&d.name)?;
+            let target = if route.is_empty() {
+                d.version
+            } else {
+                observed.control_plane
+            };
+            let behind = g.min_kubelet.is_none_or(|v| !target.satisfied_by(v)) || g.is_rolling();
+            behind.then_some((&d.name, g))
+        });
+        if let Some((name, g)) = lagging {
+            if g.is_rolling() {
+                let (phase, message) = gates::rolling(desired, name, g, now);
+                return answer(phase, vec![], route, message);
+            }
             let at = g
                 .min_kubelet
                 .map(|v| v.to_string())
@@ -311,7 +322,7 @@ fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) ->
             let message = format!(
                 "node group {name} follows the control plane (ClusterClass topology): oldest kubelet {at}"
             );
-            return answer(Phase::Progressing, vec![], vec![], message);
+            return answer(Phase::Progressing, vec![], route, message);
         }
     }
     let Some(next) = route.first().cloned() else {

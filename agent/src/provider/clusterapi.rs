@@ -281,12 +281,7 @@ impl ClusterApi {
                     e,
                 )
             });
-        let list = match listed {
-            Ok(l) => l,
-            // No Machine kind served: nothing maps nodes, the node label does.
-            Err(e) if e.is_not_found() => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
-        };
+        let list = listed?;
         let group_of: BTreeMap<&str, &str> = self
             .groups
             .iter()
@@ -336,8 +331,8 @@ fn version_at(obj: &DynamicObject, pointer: &str) -> Option<KubeVersion> {
 
 impl Provider for ClusterApi {
     fn node_groups(&self) -> NodeGroupSelector {
-        // Used only when the Machines do not say (an explicit node label, or a cluster
-        // without Machines yet).
+        // Used only with an explicit node label (`nodeGroupLabel`, one Cluster API syncs from
+        // the Machines); otherwise `observe` maps nodes through the Machines' nodeRefs.
         NodeGroupSelector {
             label: self
                 .node_group_label
@@ -396,8 +391,7 @@ impl Provider for ClusterApi {
             }
         }
         // Nodes belong to groups through their Machines, unless a node label is declared.
-        // A cluster without Machines yet (no nodeRef) falls back to the label.
-        if self.node_group_label.is_none() && !machines.is_empty() {
+        if self.node_group_label.is_none() {
             out.nodes = Some(nodes);
         }
         Ok(out)
@@ -534,9 +528,16 @@ fn drain_problem(machine: &Value) -> Option<ProviderProblem> {
         .and_then(Value::as_str)
         .map(|n| format!(" (node {n})"))
         .unwrap_or_default();
+    // Cluster API's message is a list ("Drain not completed yet (started at ...):\n* Pod
+    // ns/a: ..."); a status message is one line.
+    let message: Vec<&str> = message
+        .lines()
+        .map(|l| l.trim().trim_start_matches("* ").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     Some(ProviderProblem {
         permanent: false,
-        message: format!("machine {name}{node} draining: {}", message.trim()),
+        message: format!("machine {name}{node} draining: {}", message.join(" ")),
     })
 }
 
@@ -567,12 +568,9 @@ mod tests {
                  "message": "Drain not completed yet (started at 2026-11-28T10:00:00Z):\n* Pod default/web-1: cannot evict pod as it would violate the pod's disruption budget. The disruption budget web-pdb needs 2 healthy pods and has 2 currently"}]}
         });
         let p = drain_problem(&v2).unwrap_or_else(|| panic!("no problem"));
-        assert!(
-            p.message
-                .starts_with("machine md-1-abc (node node-3) draining: Drain not completed yet")
-                && p.message.contains("web-pdb"),
-            "{}",
-            p.message
+        assert_eq!(
+            p.message,
+            "machine md-1-abc (node node-3) draining: Drain not completed yet (started at 2026-11-28T10:00:00Z): Pod default/web-1: cannot evict pod as it would violate the pod's disruption budget. The disruption budget web-pdb needs 2 healthy pods and has 2 currently"
         );
         assert!(!p.permanent);
         let v1 = json!({
