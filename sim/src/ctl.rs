@@ -1,12 +1,17 @@
 //! The simulated "cloud": the `/sim/v1` control interface an `exec` provider's commands use to
-//! upgrade the control plane and node groups (the same rules as Cluster API: one minor at a
-//! time, no downgrade, kubelet never newer than the control plane), read the cluster state and
-//! change faults; and [`ctl`], the client behind `tidemark sim ctl`.
+//! upgrade the control plane and node groups, read the cluster state and change faults; and
+//! [`ctl`], the client behind `tidemark sim ctl`. Requests act on the cluster's Cluster API
+//! objects, wherever they are (the sim itself when self-managed, its management sim
+//! otherwise): an upgrade writes `KubeadmControlPlane.spec.version` (or a topology cluster's
+//! `Cluster.spec.topology.version`) or `MachineDeployment.spec.template.spec.version`, after
+//! the cloud's own rules: one minor at a time, no downgrade, kubelet never newer than the
+//! control plane and only at its minor (kubeadm), no node-group request on a topology cluster.
 //!
 //! Endpoints (never subject to faults):
-//! - `GET  /sim/v1/state` — control plane, node groups and request counts as JSON (see the
-//!   crate docs);
-//! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused;
+//! - `GET  /sim/v1/state` — control plane, node groups, Machines and request counts as JSON
+//!   (see the crate docs; a management sim lists every cluster it manages);
+//! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused (also
+//!   through a management sim, which has no managed control plane of its own);
 //! - `POST /sim/v1/upgrade-node-group` `{"name":"general","version":"1.29.8"}` — 202, 404, 409;
 //! - `GET  /sim/v1/faults`, `PUT|POST /sim/v1/faults` (body: a fault spec string) — faults.
 

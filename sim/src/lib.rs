@@ -26,11 +26,12 @@
 //! # What a cluster looks like
 //!
 //! - `/version` reports the control plane (`v1.28.9` by default); namespaces `default`,
-//!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and the Cluster API
-//!   namespace (`capi-system`) exist, each with the `kube-root-ca.crt` ConfigMap and the
-//!   `default` ServiceAccount (made for every new namespace too). Every built-in group version
-//!   has a local APIService; `SimConfig::unavailable_api_services` adds aggregated APIs that
-//!   never become available (their group-version answers 503 `service unavailable`).
+//!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and, where the
+//!   Cluster API objects are, their namespace (`capi-system`) exist, each with the
+//!   `kube-root-ca.crt` ConfigMap and the `default` ServiceAccount (made for every new
+//!   namespace too). Every built-in group version has a local APIService;
+//!   `SimConfig::unavailable_api_services` adds aggregated APIs that never become available
+//!   (their group-version answers 503 `service unavailable`).
 //! - Objects look as a real server stores them: defaults (pod templates, Services,
 //!   workloads), admission (a Pod's service account token volume, tolerations, priority),
 //!   canonical quantities (`0.5` -> `500m`), unknown fields dropped, Go's zero values
@@ -40,19 +41,12 @@
 //!   created; custom resources are pruned, defaulted and validated with its schema.
 //! - `SimConfig::pods` ([`PodLifecycle`]): pods run (the default) or stay `Pending` (no
 //!   scheduler, no kubelet; no workload becomes available, as when the corpus was recorded).
-//! - Nodes are named `<cluster>-<group>-xxxxx` and labelled
-//!   `cluster.x-k8s.io/deployment-name=<cluster>-<group>` (the MachineDeployment, as Cluster
-//!   API does), `tidemark.dev/node-group=<group>` and `cluster.x-k8s.io/cluster-name=<cluster>`.
-//! - Cluster API objects in `SimConfig::capi_namespace`: the `KubeadmControlPlane`
-//!   (`controlplane.cluster.x-k8s.io/v1beta1`) is named after the cluster, each
-//!   `MachineDeployment` (`cluster.x-k8s.io/v1beta1`) `<cluster>-<group>`; versions are written
-//!   `v1.28.9`. Their fields are owned by the manager `kube-controller-manager`: a server-side
-//!   apply that changes `spec.version` needs `force`, as on a cluster whose objects another tool
-//!   created. Progress: KCP `status.version`/`updatedReplicas`/conditions
-//!   (`MachinesSpecUpToDate`), MD `status.replicas`/`updatedReplicas`/`readyReplicas`/`phase`
-//!   (`ScalingUp` while rolling, `Running` when done)/`observedGeneration` and a `Ready`
-//!   condition whose reason is `UpgradeRejected` (skew, skipped minor, downgrade) or
-//!   `DrainingFailed` (a PodDisruptionBudget blocks; the message names it), plus Events.
+//! - Nodes are named `<cluster>-<group>-xxxxx`, each the Node of one Cluster API Machine (of
+//!   the same name), labelled `tidemark.dev/node-group=<group>` (the kubelet's
+//!   `--node-labels`; `exec` node groups use it) and annotated as Cluster API annotates them
+//!   (`cluster.x-k8s.io/machine`, `owner-kind`, `owner-name`, `cluster-name`,
+//!   `cluster-namespace`). They carry no `cluster.x-k8s.io/deployment-name` label: a Node
+//!   belongs to a MachineDeployment through the Machine whose `status.nodeRef` names it.
 //! - Images whose name contains `fail` never become ready (containers wait with reason
 //!   `CrashLoopBackOff`; Jobs fail with `BackoffLimitExceeded`). A Deployment without progress
 //!   for `progressDeadlineSeconds` (scaled by speed) gets `Progressing=False`
@@ -69,6 +63,66 @@
 //! - The `kube` client retries 429/503 answers by default (up to 15 times with backoff); an
 //!   eviction blocked by a PodDisruptionBudget is a 429, so callers that want to see it at once
 //!   build their client with `default_retry = false`.
+//!
+//! # Cluster API
+//!
+//! Cluster API 1.11 as it runs for real (`controllers::capi`; `sim/FIDELITY.md` lists what is
+//! not modelled):
+//!
+//! - **Where the objects are.** [`Sim::start`] is a self-managed cluster: its Cluster API
+//!   objects are in itself. [`Sim::start_managed`] starts a **management** sim holding the
+//!   Cluster API objects of one or more **workload** sims, all in one process: the
+//!   management sim's controllers reach each workload's Nodes, Pods and control plane in
+//!   memory (lock order: management store, then workload store). A workload sim has no
+//!   Cluster API CRDs. `tidemark sim --management-kubeconfig PATH [--workload NAME=PATH]...`
+//!   runs that from the command line.
+//! - **Objects** in `SimConfig::capi_namespace`: a `Cluster` named after the cluster (with
+//!   `spec.topology` when `SimConfig::topology`), its `KubeadmControlPlane` (same name), a
+//!   `MachineDeployment` `<cluster>-<group>` per node group, Machines `<deployment>-xxxxx`
+//!   (labels `cluster.x-k8s.io/cluster-name`, `cluster.x-k8s.io/deployment-name`; owned by
+//!   their MachineDeployment: no MachineSets), and the Secret `<cluster>-kubeconfig` (key
+//!   `value`: the workload's kubeconfig). Versions are written `v1.28.9`. Fields are owned by
+//!   the manager `manager` (Cluster API's controllers): a server-side apply that changes
+//!   `spec.version` needs `force`, as on a cluster whose objects another tool created.
+//! - **Versions** (`SimConfig::capi_api`, [`CapiApi`]): `v1beta2` (default; `v1beta1` and
+//!   `v1beta2` served, `v1beta2` stored and preferred, converted as Cluster API's webhooks
+//!   convert: `spec.strategy` <-> `spec.rollout.strategy`, `nodeDrainTimeout: "10m0s"` <->
+//!   `deletion.nodeDrainTimeoutSeconds: 600`, conditions <-> `status.v1beta2` /
+//!   `status.deprecated.v1beta1`, `nodeRef` `{name}`) or `v1beta1` only.
+//! - **Rollouts.** A changed `KubeadmControlPlane.spec.version` upgrades the control plane
+//!   over time, one minor at a time (a skipped minor is refused in its status,
+//!   `UpgradeRejected`). A changed `MachineDeployment.spec.template.spec.version` replaces
+//!   Machines (`RollingUpdate` with `maxSurge`/`maxUnavailable`, default 1/0; `OnDelete`
+//!   replaces only Machines someone deletes), new ones only when the MachineSet preflight
+//!   checks pass (kubelet not newer than the control plane, kubeadm joins only at its minor,
+//!   control plane stable). A topology cluster moves its control plane, then one
+//!   MachineDeployment at a time, to `Cluster.spec.topology.version`; the Cluster webhook
+//!   refuses a `topology.version` that goes down, skips a minor, or comes before everything
+//!   runs the current one.
+//! - **Drains.** A deleted Machine keeps its finalizer while its Node is cordoned and drained
+//!   through the eviction rules. A PodDisruptionBudget that refuses an eviction shows on the
+//!   **Machine** (v1beta2 `Deleting`, reason `DrainingNode`; v1beta1 `DrainingSucceeded=False`,
+//!   reason `Draining`; Cluster API's message naming each pod and the budget, from
+//!   `status.deletion.nodeDrainStartTime`); MachineDeployment conditions only summarise
+//!   (`ScalingDown`: `Machine X is in deletion`). Without `nodeDrainTimeout` a drain waits
+//!   forever; once it has passed (wall-clock seconds) the Machine is deleted anyway (counted:
+//!   `drainsForced`).
+//!
+//! `GET /sim/v1/state` (`tidemark sim ctl state`) through a cluster's kubeconfig shows that
+//! cluster as its Cluster API objects say, wherever they are:
+//!
+//! ```json
+//! {"name": "sim", "namespace": "capi-system", "topologyVersion": "", "clusterApi": "v1beta2",
+//!  "controlPlane": {"version": "1.28.9", "targetVersion": "1.29.8", "upgrading": true},
+//!  "nodeGroups": [{"name": "general", "machineDeployment": "sim-general",
+//!                  "strategy": "RollingUpdate", "targetVersion": "1.29.8", "upgrading": true,
+//!                  "message": "", "nodes": [{"name", "kubeletVersion", "ready", "unschedulable"}],
+//!                  "machines": [{"name", "node", "version", "phase", "deleting"}]}],
+//!  "drainsForced": 0, "machinesDeleted": 2, "requests": {...}, "requestsByResource": {...}}
+//! ```
+//!
+//! Through a management sim's kubeconfig: its own `controlPlane`, `clusterApi`, and
+//! `clusters`: one such object per workload cluster.
 //!
 //! # Request counters
 //!

@@ -441,9 +441,7 @@ fn deleting(stores: &mut Stores, ctx: &mut Ctx, kinds: &Kinds, m: &Managed, mach
                             "Ready",
                             false,
                             "Deleting",
-                            &format!(
-                                "* Deleting: Machine deletion in progress, stage: DrainingNode"
-                            ),
+                            "* Deleting: Machine deletion in progress, stage: DrainingNode",
                             generation
                         ),
                         v1beta2_condition("Deleting", true, "DrainingNode", &message, generation),
