@@ -254,6 +254,18 @@ fn a_sim_serving_only_v1beta1() -> Result<()> {
         serde_json::from_str(&sim.kubectl(&["get", "--raw", "/apis/cluster.x-k8s.io"])?)?;
     assert_eq!(group["preferredVersion"]["version"], "v1beta1");
     assert_eq!(group["versions"].as_array().map(Vec::len), Some(1));
+    // A budget holds the first drain: tidemark reads it from the Machine's v1beta1
+    // `DrainingSucceeded` condition (Cluster API 1.8 has no v1beta2 conditions).
+    let web = sim.dir_file("web.yaml", WEB)?;
+    sim.kubectl(&["apply", "--server-side", "-f", &web.display().to_string()])?;
+    sim.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "default",
+        "--timeout=30s",
+    ])?;
     let repo = WorkRepo::new()?;
     repo.write("fleet.yaml", &fleet())?;
     repo.write(
@@ -267,7 +279,44 @@ fn a_sim_serving_only_v1beta1() -> Result<()> {
     repo.commit("1.29 -> 1.30")?;
     repo.tag_annotated("wave/canary", "HEAD")?;
     let cache = tempfile::tempdir()?;
-    let (steps, _) = converge(&repo, &sim, cache.path(), Duration::from_secs(120))?;
+    let start = Instant::now();
+    let mut steps = Vec::new();
+    let held = loop {
+        let pass = once(&repo, &sim, cache.path())?;
+        steps.extend(pass.executed.iter().cloned());
+        if pass
+            .message
+            .starts_with("node group general rolling, held: machine ")
+        {
+            break pass.message;
+        }
+        assert_eq!(pass.phase, "Progressing", "{}", pass.message);
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never held: {}",
+            pass.message
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        held.contains(" draining: Drain not completed yet (started at ")
+            && held.contains("Pod default/web-")
+            && held
+                .contains("The disruption budget web-pdb needs 1 healthy pods and has 1 currently"),
+        "{held}"
+    );
+    sim.kubectl(&[
+        "patch",
+        "pdb",
+        "web-pdb",
+        "-n",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":0}}"#,
+    ])?;
+    let (more, _) = converge(&repo, &sim, cache.path(), Duration::from_secs(120))?;
+    steps.extend(more);
     assert_eq!(
         steps,
         [

@@ -17,7 +17,7 @@
 //!   the drain is skipped and the Machine deleted anyway, Pods and all; without it, a drain
 //!   waits forever. Forced deletions are counted (`tidemark sim ctl state`: `drainsForced`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value, json};
@@ -240,8 +240,19 @@ fn running_status(machine: &Value, node: Option<&Value>) -> Value {
 }
 
 /// Reconciles every Machine of the cluster `m`.
-pub(crate) fn reconcile(stores: &mut Stores, ctx: &mut Ctx, kinds: &Kinds, m: &Managed) {
-    for machine in kinds.of_cluster(stores.mgmt, Kind::Machine, &m.namespace, &m.name) {
+/// `seen` remembers, per Machine uid, the resourceVersions of the Machine and its Node when
+/// their status was last computed: a running Machine whose Node did not change since is not
+/// looked at again (a tick costs what changed).
+pub(crate) fn reconcile(
+    stores: &mut Stores,
+    ctx: &mut Ctx,
+    kinds: &Kinds,
+    m: &Managed,
+    seen: &mut HashMap<String, (String, String)>,
+) {
+    let machines = kinds.of_cluster(stores.mgmt, Kind::Machine, &m.namespace, &m.name);
+    seen.retain(|uid, _| machines.iter().any(|x| s(x, "/metadata/uid") == uid));
+    for machine in machines {
         if machine.pointer("/metadata/deletionTimestamp").is_some() {
             deleting(stores, ctx, kinds, m, &machine);
             continue;
@@ -253,6 +264,17 @@ pub(crate) fn reconcile(stores: &mut Stores, ctx: &mut Ctx, kinds: &Kinds, m: &M
         } else {
             nodes::get(stores.wl(), &node_name)
         };
+        let versions = (
+            s(&machine, "/metadata/resourceVersion").to_string(),
+            node.as_ref()
+                .map(|n| s(n, "/metadata/resourceVersion").to_string())
+                .unwrap_or_default(),
+        );
+        let uid = s(&machine, "/metadata/uid").to_string();
+        if seen.get(&uid) == Some(&versions) {
+            continue;
+        }
+        seen.insert(uid, versions);
         let mut status = running_status(&machine, node.as_ref());
         if node.as_ref().is_some_and(|n| !nodes::is_ready(n)) {
             // Booting: look again until Ready (the Node's change wakes it too).

@@ -581,6 +581,9 @@ pub(crate) fn create_cluster(
 pub(crate) struct Queues {
     seen: HashMap<String, (u64, u64)>,
     due: HashMap<String, Instant>,
+    /// Per cluster, Machine uid -> the resourceVersions of the Machine and its Node last
+    /// looked at.
+    machines: HashMap<String, HashMap<String, (String, String)>>,
 }
 
 /// Runs the controllers for every cluster whose objects this sim holds. A cluster is looked
@@ -612,7 +615,8 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
         }
         queues.seen.insert(key.clone(), rvs);
         ctx.wake = None;
-        cluster(&mut stores, ctx, &kinds, m, workload);
+        let machines_seen = queues.machines.entry(key.clone()).or_default();
+        cluster(&mut stores, ctx, &kinds, m, workload, machines_seen);
         match ctx.wake.take() {
             Some(at) => queues.due.insert(key, at),
             None => queues.due.remove(&key),
@@ -621,7 +625,14 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
 }
 
 /// One cluster: topology, control plane, MachineDeployments, Machines, the Cluster's status.
-fn cluster(stores: &mut Stores, ctx: &mut Ctx, kinds: &Kinds, m: &Managed, workload: &Shared) {
+fn cluster(
+    stores: &mut Stores,
+    ctx: &mut Ctx,
+    kinds: &Kinds,
+    m: &Managed,
+    workload: &Shared,
+    machines_seen: &mut HashMap<String, (String, String)>,
+) {
     let Some(cluster) = kinds.get(stores.mgmt, Kind::Cluster, &m.namespace, &m.name) else {
         return;
     };
@@ -631,7 +642,7 @@ fn cluster(stores: &mut Stores, ctx: &mut Ctx, kinds: &Kinds, m: &Managed, workl
     topology::reconcile(stores, ctx, kinds, &cluster);
     control_plane::reconcile(stores, ctx, kinds, &cluster, workload);
     deployments::reconcile(stores, ctx, kinds, &cluster);
-    machines::reconcile(stores, ctx, kinds, m);
+    machines::reconcile(stores, ctx, kinds, m, machines_seen);
     topology::cluster_status(stores, kinds, &cluster, workload);
 }
 
