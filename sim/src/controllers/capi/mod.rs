@@ -586,9 +586,19 @@ pub(crate) struct Queues {
     machines: HashMap<String, HashMap<String, (String, String)>>,
 }
 
+/// Whether `store` has a change since `since` to a resource `relevant` names (`true` when
+/// the changes are not known: the first look, or more changes than the event log keeps).
+fn changed(store: &Store, since: Option<u64>, relevant: impl Fn(&GroupResource) -> bool) -> bool {
+    match since.and_then(|rv| store.events_since(rv)) {
+        Some(events) => events.iter().any(|e| relevant(&e.gr)),
+        None => true,
+    }
+}
+
 /// Runs the controllers for every cluster whose objects this sim holds. A cluster is looked
-/// at when either store changed since the last look (its own writes included: they are seen
-/// on the next look, which then finds nothing to do) or a timer of its is due.
+/// at when a Cluster API object (management store) or a Node (workload store) changed since
+/// the last look (its own writes included: they are seen on the next look, which then finds
+/// nothing to do), or a timer of its is due (a rollout, a boot, a drain in progress).
 pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
     let shared = ctx.shared;
     let Some(install) = &shared.capi else {
@@ -610,10 +620,16 @@ pub(crate) fn reconcile(store: &mut Store, ctx: &mut Ctx, queues: &mut Queues) {
             stores.wl().resource_version(),
         );
         let due = queues.due.get(&key).is_some_and(|at| *at <= ctx.now);
-        if queues.seen.get(&key) == Some(&rvs) && !due {
+        let last = queues.seen.insert(key.clone(), rvs);
+        let capi_changed = changed(stores.mgmt, last.map(|l| l.0), |gr| {
+            gr.group == CLUSTER_GROUP || gr.group == CONTROL_PLANE_GROUP
+        });
+        let nodes_changed = changed(stores.wl(), last.map(|l| l.1), |gr| {
+            gr.group.is_empty() && gr.plural == "nodes"
+        });
+        if !(due || capi_changed || nodes_changed) {
             continue;
         }
-        queues.seen.insert(key.clone(), rvs);
         ctx.wake = None;
         let machines_seen = queues.machines.entry(key.clone()).or_default();
         cluster(&mut stores, ctx, &kinds, m, workload, machines_seen);
