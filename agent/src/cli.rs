@@ -264,8 +264,9 @@ pub struct SimArgs {
 #[cfg(feature = "sim")]
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
-    /// `upgrade-control-plane [VERSION]`, `upgrade-node-group [GROUP [VERSION]]`, `state`;
-    /// missing arguments come from TIDEMARK_TARGET_VERSION and TIDEMARK_NODE_GROUP.
+    /// `upgrade-control-plane [VERSION]`, `upgrade-node-group [GROUP [VERSION]]`,
+    /// `replace-node [NODE [VERSION]]`, `state`, `faults [SPEC]`; missing arguments come from
+    /// TIDEMARK_TARGET_VERSION, TIDEMARK_NODE_GROUP and TIDEMARK_NODE_NAME.
     Ctl {
         /// Kubeconfig of the sim.
         #[arg(long, env = "KUBECONFIG")]

@@ -59,6 +59,7 @@ impl DesiredExt for DesiredState {
             max_surge: None,
             drain_timeout_action: Default::default(),
             drain: Default::default(),
+            delete_empty_dir_data: false,
         });
         self
     }

@@ -33,6 +33,17 @@ pub mod annotations {
     pub const PREFIX: &str = "tidemark.dev/";
 }
 
+/// Annotations tidemark puts on Nodes it drains itself (`drain: tidemark`): the state of a
+/// replacement lives on the node, so a restarted agent continues where it stopped.
+pub mod node_annotations {
+    /// The version a cordoned node is being replaced for.
+    pub const DRAIN_TARGET: &str = "tidemark.dev/drain-target";
+    /// When tidemark cordoned it and began evicting (the drain timeout counts from here).
+    pub const DRAIN_STARTED: &str = "tidemark.dev/drain-started";
+    /// When tidemark ran the `replaceNode` command for it (never run twice for one node).
+    pub const REPLACE_REQUESTED: &str = "tidemark.dev/replace-requested";
+}
+
 /// Labels tidemark puts on objects it applies.
 pub mod labels {
     /// The component an applied object belongs to; prune and health select by it.
@@ -85,4 +96,8 @@ pub mod exec_env {
     pub const DRAIN_TIMEOUT_SECONDS: &str = "TIDEMARK_DRAIN_TIMEOUT_SECONDS";
     /// The cluster's manifest name.
     pub const CLUSTER: &str = "TIDEMARK_CLUSTER";
+    /// The node to replace (`replaceNode`).
+    pub const NODE_NAME: &str = "TIDEMARK_NODE_NAME";
+    /// Nodes that may be added while a group rolls, when declared.
+    pub const MAX_SURGE: &str = "TIDEMARK_MAX_SURGE";
 }

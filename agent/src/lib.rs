@@ -20,6 +20,8 @@ pub mod demo;
 pub mod desired;
 #[cfg(test)]
 mod fixtures;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod k8s;
 pub mod keys;
 pub mod observe;

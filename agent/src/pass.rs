@@ -295,7 +295,8 @@ pub fn conclude(p: &Progress) -> (Phase, String) {
         execution,
         ..
     } = p;
-    let mut notes = plan.notes.clone();
+    let mut notes = execution.progress.clone();
+    notes.extend(plan.notes.iter().cloned());
     if desired.descends_from_applied == Some(false) {
         notes.push(format!(
             "the desired commit {} does not descend from the last applied one (the wave tag moved back): it is a new desired state, and versions never go down",
@@ -556,7 +557,7 @@ mod tests {
         let step = p.plan.steps[0].clone();
         p.execution.failure = Some(StepFailure {
             step,
-            error: crate::provider::Error::NeedsPatch(v("1.30")),
+            error: crate::provider::Error::NeedsPatch(v("1.30")).into(),
         });
         assert_eq!(
             conclude(&p),

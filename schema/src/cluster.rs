@@ -120,6 +120,11 @@ pub struct NodeGroup {
     /// Eviction API and runs the exec provider's `replaceNode` command node by node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainBy>,
+    /// With `drain: tidemark`: evict pods that use local storage (`emptyDir`), whose data
+    /// is lost with the node (`kubectl drain --delete-emptydir-data`). Without it such a pod
+    /// holds the drain and the status names it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_empty_dir_data: bool,
 }
 
 /// What happens when a node's drain outlasts `drainTimeout`.

@@ -17,6 +17,8 @@ pub mod component;
 pub mod diagnostic;
 pub mod duration;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json_schema;
 pub mod load;
 pub mod meta;

@@ -81,6 +81,8 @@ pub struct DesiredNodeGroup {
     pub drain_timeout_action: DrainTimeoutAction,
     /// Who drains its nodes.
     pub drain: DrainBy,
+    /// tidemark's drain evicts pods with `emptyDir` volumes.
+    pub delete_empty_dir_data: bool,
 }
 
 /// A component with its values layers in merge order.
@@ -159,6 +161,7 @@ pub fn resolve(
             max_surge: g.max_surge,
             drain_timeout_action: g.drain_timeout_action.unwrap_or_default(),
             drain: g.drain.unwrap_or_default(),
+            delete_empty_dir_data: g.delete_empty_dir_data,
         })
         .collect();
 

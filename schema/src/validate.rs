@@ -260,6 +260,12 @@ fn check_cluster_with(
                 }
             }
             for (i, g) in spec.node_groups.iter().enumerate() {
+                if g.delete_empty_dir_data {
+                    at(
+                        &format!("spec.nodeGroups[{i}].deleteEmptyDirData"),
+                        "only tidemark's own drain reads it (`drain: tidemark`, exec groups); Cluster API drains its machines itself".into(),
+                    );
+                }
                 if g.drain == Some(DrainBy::Tidemark) {
                     at(
                         &format!("spec.nodeGroups[{i}].drain"),
@@ -274,6 +280,12 @@ fn check_cluster_with(
                     at(
                         &format!("spec.nodeGroups[{i}].drain"),
                         "`drain: tidemark` needs spec.provider.replaceNode, the command that replaces one drained node".into(),
+                    );
+                }
+                if g.delete_empty_dir_data && g.drain != Some(DrainBy::Tidemark) {
+                    at(
+                        &format!("spec.nodeGroups[{i}].deleteEmptyDirData"),
+                        "only tidemark's own drain reads it (`drain: tidemark`); the provider's drain has its own rules".into(),
                     );
                 }
                 if g.drain_timeout_action == Some(DrainTimeoutAction::Force) {

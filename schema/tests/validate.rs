@@ -174,7 +174,7 @@ fn unknown_field() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`",
+            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`, `deleteEmptyDirData`",
         ],
     );
 }
@@ -243,7 +243,7 @@ fn bad_version_string() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-us-1.yaml:21:14: spec.controlPlane.version: `1.3x` is not a Kubernetes version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.30.4)",
+            "clusters/prod-us-1.yaml:24:14: spec.controlPlane.version: `1.3x` is not a Kubernetes version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.30.4)",
         ],
     );
 }
@@ -259,7 +259,7 @@ fn unquoted_float_version() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-us-1.yaml:21:14: spec.controlPlane.version: version must be quoted: YAML reads it as the number 1.3 (an unquoted 1.30 becomes 1.3); write a string, e.g. \"1.30\"",
+            "clusters/prod-us-1.yaml:24:14: spec.controlPlane.version: version must be quoted: YAML reads it as the number 1.3 (an unquoted 1.30 becomes 1.3); write a string, e.g. \"1.30\"",
         ],
     );
 }
@@ -392,7 +392,7 @@ fn missing_values_file() {
         &[
             "clusters/prod-eu-1.yaml:30:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
             "clusters/prod-eu-2.yaml:32:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
-            "clusters/prod-us-1.yaml:38:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-us-1.yaml:44:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
             "components/observability.yaml:26:11: spec.components[1].valuesFiles[0]: values file `values/log-shipper/common.yaml` not found in the repository",
         ],
     );
@@ -436,7 +436,7 @@ fn file_not_utf8() {
             "clusters/prod-eu-1.yaml:33:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
             "clusters/prod-eu-1.yaml:45:11: spec.components[0].valuesFiles[1]: values file `values/node-agent/prod.yaml` is not UTF-8",
             "clusters/prod-eu-2.yaml: file is not UTF-8 (invalid byte at offset 10)",
-            "clusters/prod-us-1.yaml:45:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
+            "clusters/prod-us-1.yaml:51:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
         ],
     );
 }
@@ -466,7 +466,7 @@ fn symlink_outside_repo_as_values_file() {
             "clusters/prod-eu-1.yaml:33:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
             "clusters/prod-eu-1.yaml:45:11: spec.components[0].valuesFiles[1]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
             "clusters/prod-eu-2.yaml:35:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
-            "clusters/prod-us-1.yaml:45:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
+            "clusters/prod-us-1.yaml:51:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
         ],
     );
 }
@@ -520,7 +520,7 @@ fn many_problems_reported_in_one_run_sorted() {
         &[
             "clusters/dev-eu-1.yaml:24:16: spec.nodeGroups[1].version: node group `batch` is declared at 1.29.7, above the control plane (1.29.6): a kubelet must never be newer than the API server",
             "clusters/edge-ap-1.yaml:9:24: metadata.labels.tidemark.dev/wave: wave `mian` is not declared in fleet.yaml (waves: canary, early, main)",
-            "clusters/prod-us-1.yaml:21:14: spec.controlPlane.version: `1.3x` is not a Kubernetes version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.30.4)",
+            "clusters/prod-us-1.yaml:24:14: spec.controlPlane.version: `1.3x` is not a Kubernetes version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.30.4)",
             "clusters/staging-eu-1.yaml:31:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/staging.yaml` not found in the repository",
             "clusters/staging-us-1.yaml:40:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/staging.yaml` not found in the repository",
             "fleet.yaml:19:15: spec.tagPattern: tag pattern `waves` must contain `{wave}` exactly once",
@@ -588,7 +588,7 @@ fn exec_provider_with_empty_command() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-us-1.yaml:19:5: spec.provider.status: must be a non-empty command (a list: program, then arguments)",
+            "clusters/prod-us-1.yaml:22:5: spec.provider.status: must be a non-empty command (a list: program, then arguments)",
             "clusters/staging-us-1.yaml:18:5: spec.provider.upgradeNodeGroup: must be a non-empty command (a list: program, then arguments)",
         ],
     );
@@ -703,6 +703,7 @@ spec:
   controlPlane: {version: \"1.30.4\"}
   nodeGroups:
     - {name: self-managed, version: \"1.30.4\", drain: tidemark, drainTimeoutAction: force}
+    - {name: other, version: \"1.30.4\", deleteEmptyDirData: true}
 ";
     let dir = tempfile::tempdir().unwrap();
     for (rel, text) in [
@@ -718,6 +719,7 @@ spec:
     let expected = [
         "clusters/e.yaml:8:54: spec.nodeGroups[0].drain: `drain: tidemark` needs spec.provider.replaceNode, the command that replaces one drained node",
         "clusters/e.yaml:8:84: spec.nodeGroups[0].drainTimeoutAction: only Cluster API can force a drain (nodeDrainTimeout); an exec group's drain stops and reports",
+        "clusters/e.yaml:9:60: spec.nodeGroups[1].deleteEmptyDirData: only tidemark's own drain reads it (`drain: tidemark`); the provider's drain has its own rules",
         "clusters/t.yaml:5:105: spec.provider.kubeconfigFile: give the management cluster's kubeconfig either as kubeconfigSecret or as kubeconfigFile, not both",
         "clusters/t.yaml:9:28: spec.nodeGroups[1].version: node group `gpu` cannot have a version of its own on a ClusterClass (topology) cluster: the topology controller moves every MachineDeployment to the control plane's version (1.30.4); declare 1.30.4 or drop topology",
         "clusters/t.yaml:9:45: spec.nodeGroups[1].drain: Cluster API drains its machines itself; `drain: tidemark` is for exec node groups (with spec.provider.replaceNode)",

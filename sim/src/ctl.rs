@@ -13,6 +13,12 @@
 //! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused (also
 //!   through a management sim, which has no managed control plane of its own);
 //! - `POST /sim/v1/upgrade-node-group` `{"name":"general","version":"1.29.8"}` — 202, 404, 409;
+//! - `POST /sim/v1/replace-node` `{"name":"NODE","version":"1.29.8"}` — 202, 404, 409: the
+//!   cloud terminates the node's VM and its group replaces it (a self-managed group, as an
+//!   autoscaling group does: the node and the pods still on it are deleted at once, so is its
+//!   Machine, and a new node at VERSION boots). The group's MachineDeployment is switched to
+//!   `OnDelete`, so the sim never rolls that group by itself afterwards. Replacements are counted per node in
+//!   `state` (`replacedNodes`);
 //! - `GET  /sim/v1/faults`, `PUT|POST /sim/v1/faults` (body: a fault spec string) — faults.
 
 use std::path::Path;
@@ -85,6 +91,11 @@ fn kinds(store: &Store) -> Result<Kinds, ApiError> {
 fn cluster_state(home: &Shared, m: &Managed, workload: &Shared) -> Value {
     let cp = workload.cp_version();
     let (forced, deleted) = m.counts();
+    let replaced = workload
+        .replaced_nodes
+        .lock()
+        .map(|r| json!(*r))
+        .unwrap_or_else(|_| json!({}));
     with_stores(home, workload, |stores| {
         let Some(kinds) = Kinds::of(stores.mgmt) else {
             return json!({});
@@ -158,6 +169,7 @@ fn cluster_state(home: &Shared, m: &Managed, workload: &Shared) -> Value {
             "controlPlane": {"version": cp.to_string(), "targetVersion": target, "upgrading": target != cp.to_string()},
             "nodeGroups": groups,
             "drainsForced": forced, "machinesDeleted": deleted,
+            "replacedNodes": replaced,
         })
     })
 }
@@ -317,6 +329,85 @@ fn upgrade_node_group(shared: &Arc<Shared>, body: &Value) -> Result<Value, ApiEr
     })
 }
 
+/// Terminates node `name` and has its group replace it at `version` (see the module docs).
+fn replace_node(shared: &Arc<Shared>, body: &Value) -> Result<Value, ApiError> {
+    let name = field(body, "name")?;
+    let target = version(field(body, "version")?)?;
+    let home = capi_home(shared)?;
+    let m = managed(&home, shared)?;
+    let cp = shared.cp_version();
+    with_stores(&home, shared, |stores| {
+        let kinds = kinds(stores.mgmt)?;
+        if nodes::get(stores.wl(), name).is_none() {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("node {name:?} not found"),
+            ));
+        }
+        let machine = kinds
+            .of_cluster(stores.mgmt, Kind::Machine, &m.namespace, &m.name)
+            .into_iter()
+            .find(|x| s(x, "/status/nodeRef/name") == name);
+        let md = machine.as_ref().and_then(|x| {
+            kinds.get(
+                stores.mgmt,
+                Kind::MachineDeployment,
+                &m.namespace,
+                label(x, keys::DEPLOYMENT_NAME),
+            )
+        });
+        let (Some(machine), Some(md)) = (machine, md) else {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("node {name:?} belongs to no node group"),
+            ));
+        };
+        if let Some(msg) = capi::node_group_refusal(cp, None, target) {
+            return Err(conflict(format!("node {name}: {msg}")));
+        }
+        // From now on the group is replaced node by node (Cluster API's `OnDelete`), each at
+        // the template's version.
+        let mut new = md;
+        new["spec"]["rollout"]["strategy"] = json!({"type": "OnDelete"});
+        new["spec"]["template"]["spec"]["version"] = json!(capi::v(target));
+        kinds
+            .update(stores.mgmt, Kind::MachineDeployment, new)
+            .map_err(|e| conflict(e.message))?;
+        // The VM is gone: so are its pods (no grace: the kubelet that ran them is gone too)
+        // and its Node; its Machine goes (nothing left to drain) and is replaced.
+        let wl = stores.wl();
+        if let (Some(nd), Some(pd)) = (
+            crate::controllers::def(wl, "", "v1", "nodes"),
+            crate::controllers::def(wl, "", "v1", "pods"),
+        ) {
+            let on_node: Vec<(String, String)> = wl
+                .list(&pd.gr(), None)
+                .filter(|p| s(p, "/spec/nodeName") == name)
+                .map(|p| {
+                    (
+                        s(p, "/metadata/namespace").to_string(),
+                        s(p, "/metadata/name").to_string(),
+                    )
+                })
+                .collect();
+            for (ns, pod) in on_node {
+                let _ = wl.delete(&pd, &ns, &pod);
+            }
+            let _ = wl.delete(&nd, "", name);
+        }
+        capi::machines::delete(stores, &kinds, &machine);
+        Ok(())
+    })?;
+    if let Ok(mut r) = shared.replaced_nodes.lock() {
+        *r.entry(name.to_string()).or_insert(0) += 1;
+    }
+    Ok(
+        json!({"accepted": true, "message": format!("replacing node {name} with a node at v{target}")}),
+    )
+}
+
 /// Serves `/sim/v1/{rest}`.
 pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, rest: &str) -> http::Response<Body> {
     let result = match (&req.method, rest.trim_end_matches('/')) {
@@ -328,6 +419,10 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, rest: &str) -> http:
         (&Method::POST, "upgrade-node-group") => req
             .body_value()
             .and_then(|b| upgrade_node_group(shared, &b))
+            .map(|v| (202, v)),
+        (&Method::POST, "replace-node") => req
+            .body_value()
+            .and_then(|b| replace_node(shared, &b))
             .map(|v| (202, v)),
         (&Method::GET, "faults") => {
             let spec = shared
@@ -362,7 +457,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, rest: &str) -> http:
     }
 }
 
-const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane [VERSION] [--wait] | upgrade-node-group [NAME [VERSION]] [--wait] | faults [SPEC]); a missing NAME or VERSION is taken from TIDEMARK_NODE_GROUP / TIDEMARK_TARGET_VERSION";
+const USAGE: &str = "usage: tidemark sim ctl (state | upgrade-control-plane [VERSION] [--wait] | upgrade-node-group [NAME [VERSION]] [--wait] | replace-node [NODE [VERSION]] | faults [SPEC]); a missing NAME, NODE or VERSION is taken from TIDEMARK_NODE_GROUP, TIDEMARK_NODE_NAME / TIDEMARK_TARGET_VERSION";
 
 /// Fills in arguments the `exec` provider passes in the environment instead.
 fn complete_from_env(mut args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
@@ -370,9 +465,13 @@ fn complete_from_env(mut args: Vec<String>, env: impl Fn(&str) -> Option<String>
         Some("upgrade-control-plane") if args.len() == 1 => {
             args.extend(env("TIDEMARK_TARGET_VERSION"));
         }
-        Some("upgrade-node-group") => {
+        Some(verb @ ("upgrade-node-group" | "replace-node")) => {
             if args.len() == 1 {
-                args.extend(env("TIDEMARK_NODE_GROUP"));
+                args.extend(env(if verb == "replace-node" {
+                    "TIDEMARK_NODE_NAME"
+                } else {
+                    "TIDEMARK_NODE_GROUP"
+                }));
             }
             if args.len() == 2 {
                 args.extend(env("TIDEMARK_TARGET_VERSION"));
@@ -411,6 +510,7 @@ async fn call(
 /// - `state`
 /// - `upgrade-control-plane [VERSION] [--wait]`
 /// - `upgrade-node-group [NAME [VERSION]] [--wait]` (NAME: the node group or its MachineDeployment)
+/// - `replace-node [NODE [VERSION]]` (the node is terminated at once; its replacement boots)
 /// - `faults [SPEC]`
 ///
 /// A missing NAME or VERSION is read from `TIDEMARK_NODE_GROUP` / `TIDEMARK_TARGET_VERSION`,
@@ -473,6 +573,16 @@ pub async fn ctl(kubeconfig: &Path, args: &[String]) -> Result<String, Error> {
                 })
                 .await?;
             }
+            Ok(v["message"].as_str().unwrap_or_default().to_string())
+        }
+        ["replace-node", name, version] => {
+            let v = call(
+                &client,
+                Method::POST,
+                "/sim/v1/replace-node",
+                Some(json!({"name": name, "version": version})),
+            )
+            .await?;
             Ok(v["message"].as_str().unwrap_or_default().to_string())
         }
         ["faults"] => Ok(

@@ -185,6 +185,8 @@ mod ctl;
 mod defaults;
 mod events;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kubeconfig;
 mod patch;
 mod quantity;
@@ -455,6 +457,8 @@ pub(crate) struct Shared {
     pub capi: Option<controllers::capi::Installation>,
     /// The management sim holding this cluster's Cluster API objects, when another sim does.
     pub management: OnceLock<Weak<Shared>>,
+    /// How many times each node was replaced through `/sim/v1/replace-node`.
+    pub replaced_nodes: Mutex<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Shared {
@@ -587,6 +591,7 @@ impl Prepared {
             address: format!("127.0.0.1:{port}"),
             capi,
             management: OnceLock::new(),
+            replaced_nodes: Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(server::serve(listener, tls.acceptor, shared.clone())),

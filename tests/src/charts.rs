@@ -359,8 +359,46 @@ spec:
     values: &["keep: true\ncrd: true\n", "{}"],
 };
 
+/// An aggregated API whose backend is missing, as metrics-server's chart renders before its
+/// pod is ready: the APIService `v1beta1.metrics.k8s.io` points at a Service without
+/// endpoints, so its group-version answers 503 in discovery.
+pub const METRICS_API: TestChart = TestChart {
+    name: "metrics-api",
+    files: &[
+        (
+            "templates/service.yaml",
+            "apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-backend
+  namespace: kube-system
+spec:
+  selector: {app: metrics-backend}
+  ports: [{port: 443, targetPort: 4443}]
+",
+        ),
+        (
+            "templates/apiservice.yaml",
+            "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {name: metrics-backend, namespace: kube-system}
+",
+        ),
+    ],
+    values: &["{}"],
+};
+
 /// Every chart above.
 pub const ALL: &[&TestChart] = &[
+    &METRICS_API,
     &VERSIONED,
     &LIFECYCLE,
     &WIDGETS,

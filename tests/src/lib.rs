@@ -490,6 +490,11 @@ impl GitDaemon {
         self.port
     }
 
+    /// The daemon's process id (its CPU time, children's included, is in `/proc/PID/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// How many upload-pack requests (ref listings and fetches) the daemon has served.
     pub fn upload_pack_requests(&self) -> Result<usize> {
         Ok(std::fs::read_to_string(&self.log)?
@@ -566,6 +571,16 @@ impl CountingProxy {
         self.counts
             .accepted
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The bytes sent by the server to clients (down) and by clients to the server (up) so
+    /// far, without waiting for open connections.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.counts.down.load(Ordering::SeqCst),
+            self.counts.up.load(Ordering::SeqCst),
+        )
     }
 
     /// Waits until every connection has closed, then returns the bytes sent by the server

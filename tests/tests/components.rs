@@ -1129,3 +1129,139 @@ fn components_render_for_the_clusters_kubernetes_version() -> Result<()> {
     );
     Ok(())
 }
+
+/// An aggregated API whose backend never runs (its discovery answers 503) holds no other
+/// component: a change to another component applies in one pass, and the commit that
+/// removes the broken APIService applies too. On a real server the pass stalled for about
+/// 7.5 minutes on discovery retries and then failed with nothing applied.
+#[test]
+fn an_unavailable_aggregated_api_holds_nothing_and_the_commit_removing_it_applies() -> Result<()> {
+    let sim = start_sim()?;
+    let metrics_api = "    - name: metrics-api
+      chart: {path: charts/metrics-api}
+      namespace: kube-system
+";
+    let mut fleet = Fleet::new(METRICS_LITE)?;
+    write_chart(&fleet, &charts::METRICS_API)?;
+    fleet.components = format!("{METRICS_LITE}{metrics_api}");
+    fleet.release("an aggregated API")?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_ne!(pass.phase, "Failed", "{pass:?}");
+    // The aggregator finds no endpoint behind it: unavailable, and discovery of
+    // metrics.k8s.io/v1beta1 fails (kubectl says so as well).
+    let mut available = String::new();
+    for _ in 0..50 {
+        available = sim.kubectl(&[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        ])?;
+        if available == "False" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(available, "False");
+    assert!(
+        sim.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1"])
+            .is_err(),
+        "the group-version answers an error"
+    );
+
+    // A change to another component applies in one pass.
+    fleet.components =
+        format!("{METRICS_LITE}      values: {{config: {{logLevel: debug}}}}\n{metrics_api}");
+    fleet.release("metrics-lite logs at debug")?;
+    let before = sim_discovery(&sim)?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_ne!(pass.phase, "Failed", "{pass:?}");
+    let config = sim.kubectl(&[
+        "get",
+        "configmap",
+        "-n",
+        "monitoring",
+        "metrics-lite",
+        "-o",
+        "jsonpath={.data.metrics-lite\\.yaml}",
+    ])?;
+    assert!(config.contains("logLevel: debug"), "{config}");
+    // Discovery of the broken group is not retried for minutes: a handful of requests.
+    let discovery = sim_discovery(&sim)? - before;
+    assert!(discovery < 60, "{discovery} discovery requests in one pass");
+
+    // The commit removing the broken APIService applies: it is pruned.
+    fleet.components = METRICS_LITE.to_string();
+    fleet.release("remove the aggregated API")?;
+    let pass = agent.once(&fleet, &sim, &[])?;
+    assert_ne!(pass.phase, "Failed", "{pass:?}");
+    assert!(!exists(
+        &sim,
+        &["get", "apiservice", "v1beta1.metrics.k8s.io"]
+    ));
+    assert!(!exists(
+        &sim,
+        &["get", "service", "-n", "kube-system", "metrics-backend"]
+    ));
+    Ok(())
+}
+
+/// Discovery requests served so far.
+fn sim_discovery(sim: &SimProcess) -> Result<u64> {
+    let run = tidemark_in(
+        &["sim", "ctl", "state"],
+        None,
+        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
+    )?;
+    let state: Value = serde_json::from_str(&run.stdout)?;
+    Ok(state["requestsByResource"]["get discovery"]
+        .as_u64()
+        .unwrap_or_default())
+}
+
+/// Where pods never run (no scheduler, no kubelet: how the real server of the fidelity
+/// corpus behaved), a Deployment with no available replica is `Progressing`, then `Failed`
+/// at its timeout; never Healthy. On a real server, list items carry no kind, and health
+/// read Healthy here.
+#[test]
+fn where_pods_never_run_a_component_is_never_healthy() -> Result<()> {
+    let sim = SimProcess::start(&[
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "20",
+        "--pods",
+        "pending",
+    ])?;
+    let fleet = Fleet::new(
+        "    - name: metrics-lite
+      chart: {path: charts/metrics-lite}
+      namespace: monitoring
+      timeout: 4s
+",
+    )?;
+    let agent = Agent::new()?;
+    let pass = agent.once(&fleet, &sim, &["--component-wait", "1s"])?;
+    assert_eq!(pass.phase, "Progressing", "{pass:?}");
+    assert_eq!(
+        components(&sim)?["metrics-lite"]["health"],
+        "Progressing",
+        "{pass:?}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let pass = agent.once(&fleet, &sim, &["--component-wait", "1s"])?;
+    assert_eq!(pass.phase, "Failed", "{pass:?}");
+    let status = components(&sim)?;
+    let message = status["metrics-lite"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("not healthy within 4s") && message.contains("Deployment"),
+        "{status}"
+    );
+    Ok(())
+}

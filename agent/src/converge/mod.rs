@@ -15,6 +15,7 @@
 //! `tidemark plan`; [`live`] is their access to the API server.
 
 pub mod apply;
+pub mod drain;
 pub mod drift;
 pub mod hooks;
 pub mod live;
@@ -209,7 +210,28 @@ pub struct StepFailure {
     /// The step.
     pub step: Step,
     /// Why.
-    pub error: provider::Error,
+    pub error: StepError,
+}
+
+/// Why a control-plane or node-group step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The provider refused or failed.
+    #[error(transparent)]
+    Provider(#[from] provider::Error),
+    /// tidemark's own drain stopped.
+    #[error(transparent)]
+    Drain(#[from] drain::DrainError),
+}
+
+impl StepError {
+    /// Whether a person must act (as opposed to retrying later).
+    pub fn needs_person(&self) -> bool {
+        match self {
+            StepError::Provider(e) => e.needs_person(),
+            StepError::Drain(e) => e.needs_person(),
+        }
+    }
 }
 
 /// What executing a plan did.
@@ -226,6 +248,8 @@ pub struct Execution {
     pub components: BTreeMap<String, ComponentRecord>,
     /// Whether every applied component was checked for drift in this pass.
     pub drift_checked: bool,
+    /// What a step in progress reports (tidemark's own drain: the node it waits for).
+    pub progress: Vec<String>,
 }
 
 /// Executes the steps of `plan` for `desired`, observed as `observed`.
@@ -287,17 +311,29 @@ pub async fn execute(
         for step in here {
             let span = tracing::info_span!("step", %step);
             if step.is_disruptive() {
-                if let Err(error) = request(provider, step).instrument(span).await {
-                    tracing::warn!(%step, error = %describe(&error), "step failed");
-                    out.failure = Some(StepFailure {
-                        step: step.clone(),
-                        error,
-                    });
-                    return finish(out, desired, held_by);
+                match request(target, provider, step, desired, now)
+                    .instrument(span)
+                    .await
+                {
+                    Err(error) => {
+                        tracing::warn!(%step, error = %describe(&error), "step failed");
+                        out.failure = Some(StepFailure {
+                            step: step.clone(),
+                            error,
+                        });
+                        return finish(out, desired, held_by);
+                    }
+                    Ok(Requested::Once) => {
+                        tracing::info!(%step, "step requested");
+                        out.executed.push(step.to_string());
+                        out.requests.extend(requested(step));
+                    }
+                    Ok(Requested::Continuing(progress)) => {
+                        out.executed.push(step.to_string());
+                        out.progress.push(progress);
+                    }
+                    Ok(Requested::Finished) => out.executed.push(step.to_string()),
                 }
-                tracing::info!(%step, "step requested");
-                out.executed.push(step.to_string());
-                out.requests.extend(requested(step));
                 continue;
             }
             let done = component_step(target, &mut scratch, step, desired, &out.components, now)
@@ -389,11 +425,31 @@ fn component_of<'a>(
     Some((c, inputs))
 }
 
-/// Asks the provider for a control-plane or node-group step.
-async fn request(provider: &AnyProvider, step: &Step) -> Result<(), provider::Error> {
+/// What a control-plane or node-group step did.
+enum Requested {
+    /// The provider was asked (it rolls on its own).
+    Once,
+    /// tidemark's own drain went on: what it waits for now.
+    Continuing(String),
+    /// tidemark's own drain finished.
+    Finished,
+}
+
+/// Asks the provider for a control-plane or node-group step, or drives tidemark's own
+/// drain of a `drain: tidemark` group one pass further.
+async fn request(
+    target: &Target<'_>,
+    provider: &AnyProvider,
+    step: &Step,
+    desired: &Desired,
+    now: Timestamp,
+) -> Result<Requested, StepError> {
     tracing::info!(%step, "executing step");
     match step {
-        Step::UpgradeControlPlane { to, .. } => provider.upgrade_control_plane(*to).await,
+        Step::UpgradeControlPlane { to, .. } => {
+            provider.upgrade_control_plane(*to).await?;
+            Ok(Requested::Once)
+        }
         Step::UpgradeNodeGroup {
             group,
             to,
@@ -401,13 +457,35 @@ async fn request(provider: &AnyProvider, step: &Step) -> Result<(), provider::Er
             drain_timeout,
             ..
         } => {
+            let ours = desired
+                .state
+                .node_groups
+                .iter()
+                .find(|g| &g.name == group && g.drain == tidemark_schema::DrainBy::Tidemark);
+            if let (Some(declared), AnyProvider::Exec(exec)) = (ours, provider) {
+                let drain = drain::Drain {
+                    client: target.client,
+                    exec,
+                    group,
+                    max_unavailable: *max_unavailable,
+                    drain_timeout: *drain_timeout,
+                    delete_empty_dir_data: declared.delete_empty_dir_data,
+                    to: *to,
+                    now,
+                };
+                return Ok(match drain.step().await? {
+                    drain::Drained::Done => Requested::Finished,
+                    drain::Drained::Progress(p) => Requested::Continuing(p),
+                });
+            }
             let limits = RolloutLimits {
                 max_unavailable: *max_unavailable,
                 drain_timeout: *drain_timeout,
             };
-            provider.upgrade_node_group(group, *to, limits).await
+            provider.upgrade_node_group(group, *to, limits).await?;
+            Ok(Requested::Once)
         }
-        _ => Ok(()),
+        _ => Ok(Requested::Once),
     }
 }
 

@@ -47,7 +47,24 @@ pub(super) fn hold(
             format!("the provider reports a request in progress: {busy}"),
         ));
     }
-    if let Some((name, g)) = observed.node_groups.iter().find(|(_, g)| g.is_rolling()) {
+    // A group tidemark drains itself (`drain: tidemark`) rolls by this very step, pass
+    // after pass: its rollout is continued, not waited for, even outside the window.
+    let drained_by_us = |name: &str| {
+        desired
+            .node_groups
+            .iter()
+            .any(|d| d.name == name && d.drain == tidemark_schema::DrainBy::Tidemark)
+    };
+    let continuing = matches!(next, Step::UpgradeNodeGroup { group, .. }
+        if drained_by_us(group) && observed.node_groups.get(group).is_some_and(|g| g.is_rolling()));
+    if continuing {
+        return None;
+    }
+    if let Some((name, g)) = observed
+        .node_groups
+        .iter()
+        .find(|(name, g)| g.is_rolling() && !drained_by_us(name))
+    {
         return Some(rolling(desired, name, g, now));
     }
     if let Some(window) = &desired.maintenance_window

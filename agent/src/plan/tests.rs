@@ -374,6 +374,44 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
 }
 
 #[test]
+fn a_group_tidemark_drains_is_continued_pass_after_pass_while_others_are_waited_for() {
+    let mut d = desired("1.29.8")
+        .group("self", "1.29.8")
+        .group("managed", "1.29.8");
+    d.node_groups[0].drain = tidemark_schema::DrainBy::Tidemark;
+    d.node_groups[0].max_unavailable = 2;
+    // tidemark's own drain is half way: two nodes cordoned, one already replaced.
+    let mut o = observed("1.29.8", &[("self", "1.28.9"), ("managed", "1.28.9")]);
+    if let Some(g) = o.node_groups.get_mut("self") {
+        g.max_kubelet = Some(v("1.29.8"));
+        g.cordoned = 2;
+    }
+    let p = plan_versions(&d, &o, now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert_eq!(
+        p.steps.first().map(ToString::to_string).as_deref(),
+        Some("upgrade node group self 1.28.9 -> 1.29.8 (to its declared version)"),
+        "the drain goes on: {}",
+        p.message
+    );
+    // A provider-drained group that rolls is followed, not asked again.
+    let mut o = observed("1.29.8", &[("self", "1.28.9"), ("managed", "1.28.9")]);
+    if let Some(g) = o.node_groups.get_mut("managed") {
+        g.max_kubelet = Some(v("1.29.8"));
+        g.requested = Some(v("1.29.8"));
+        g.cordoned = 1;
+    }
+    let p = plan_versions(&d, &o, now());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(
+        p.message
+            .starts_with("node group managed rolling to 1.29.8"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
 fn a_busy_exec_provider_is_followed_not_asked_again() {
     let mut o = observed("1.29.8", &[("g", "1.29.8")]);
     o.provider_busy = Some("cluster update in progress".into());

@@ -48,7 +48,8 @@ impl Exec {
         }
     }
 
-    fn timeout(&self) -> Duration {
+    /// Longest one command may take.
+    pub fn timeout(&self) -> Duration {
         self.spec
             .timeout
             .map(|t| t.as_std())
@@ -119,6 +120,32 @@ impl Exec {
     fn fresh(&self, versions: Option<&Versions>, now: Timestamp) -> Option<KubeVersion> {
         let (version, at) = versions?.request()?;
         (now.duration_since(at).unsigned_abs() < self.timeout()).then_some(version)
+    }
+}
+
+impl Exec {
+    /// Runs the `replaceNode` command for `node` of `group`, to be replaced at `to`.
+    pub async fn replace_node(
+        &self,
+        node: &str,
+        group: &str,
+        to: KubeVersion,
+    ) -> Result<(), Error> {
+        let Some(argv) = &self.spec.replace_node else {
+            return Err(Error::EmptyCommand("replaceNode"));
+        };
+        let env = [
+            (exec_env::NODE_NAME, node.to_string()),
+            (exec_env::NODE_GROUP, group.to_string()),
+            (exec_env::TARGET_VERSION, to.to_string()),
+        ]
+        .into();
+        self.run("replaceNode", argv, env).await
+    }
+
+    /// The node label that names a node's group.
+    pub fn node_group_label(&self) -> &str {
+        &self.node_group_label
     }
 }
 

@@ -104,7 +104,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, Error> {
 
 /// What a known_hosts file says of the key a server offered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum HostKeyStatus {
+pub(crate) enum HostKeyStatus {
     /// A plain entry for the host lists the key.
     Known,
     /// An `@revoked` entry matching the host lists the key: refuse, whatever else says.
@@ -143,6 +143,17 @@ pub(super) fn check_host_key(
 ) -> Result<HostKeyStatus, String> {
     let text = std::fs::read_to_string(known_hosts)
         .map_err(|e| format!("cannot read {}: {e}", known_hosts.display()))?;
+    host_key_status(&known_hosts.display().to_string(), &text, name, key)
+}
+
+/// [`check_host_key`] on the text of a known_hosts file (`origin` names it in errors).
+pub(crate) fn host_key_status(
+    origin: &str,
+    text: &str,
+    name: &str,
+    key: &[u8],
+) -> Result<HostKeyStatus, String> {
+    let known_hosts = origin;
     let mut known = false;
     let mut cert_authority = None;
     for (i, raw) in text.lines().enumerate() {
@@ -156,13 +167,12 @@ pub(super) fn check_host_key(
             Ok(entry) => entry,
             Err(e) if line.starts_with("@revoked") => {
                 return Err(format!(
-                    "{}:{}: cannot read this @revoked entry ({e}); fix or remove it",
-                    known_hosts.display(),
+                    "{known_hosts}:{}: cannot read this @revoked entry ({e}); fix or remove it",
                     i + 1
                 ));
             }
             Err(e) => {
-                tracing::debug!(file = %known_hosts.display(), line = i + 1, error = %e, "known_hosts line skipped");
+                tracing::debug!(file = %known_hosts, line = i + 1, error = %e, "known_hosts line skipped");
                 continue;
             }
         };

@@ -15,6 +15,7 @@ mod tree;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub(crate) use auth::host_key_status;
 pub use auth::{Auth, read_secret_file as auth_from_file, redact_url};
 pub use cache::{FetchStats, GitCache, TagTarget};
 pub use tree::GitTree;

@@ -173,6 +173,7 @@ mod tests {
             address: String::new(),
             capi: None,
             management: Default::default(),
+            replaced_nodes: Mutex::default(),
         }
     }
 
