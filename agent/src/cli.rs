@@ -57,6 +57,14 @@ pub enum Command {
     /// Show the steps the agent would take next for one cluster, and why, without doing
     /// anything.
     Plan(PlanArgs),
+    /// Show the fleet by wave: each cluster's phase, versions, whether it runs its wave
+    /// tag's commit, and how long ago its agent reported. Exit 1 when any cluster is
+    /// Blocked or Failed.
+    Status(StatusArgs),
+    /// Move a wave's tag to the commit the previous wave's tag names, once every cluster of
+    /// the previous wave has applied it and stayed Converged for that wave's soak.
+    /// Exit 0 promoted (or nothing to do), 1 refused.
+    Promote(PromoteArgs),
     /// Run a simulated Kubernetes cluster on 127.0.0.1 (for tests and the demo), or talk to
     /// its simulated cloud (`tidemark sim ctl ...`).
     #[cfg(feature = "sim")]
@@ -164,6 +172,10 @@ pub struct DemoArgs {
     /// on PATH, else `.tools/helm/v4.1.4/helm` (provisioned by `scripts/setup-helm.sh`).
     #[arg(long, env = "TIDEMARK_HELM_BIN")]
     pub helm_bin: Option<PathBuf>,
+    /// The soak of every wave in the demo (the example fleet's are 10m and 1h); waves are
+    /// promoted with `tidemark promote`'s rules once the previous wave soaked this long.
+    #[arg(long, default_value = "3s")]
+    pub soak: String,
 }
 
 /// `tidemark agent`
@@ -188,6 +200,122 @@ pub struct AgentArgs {
     /// Address of /healthz, /readyz and /metrics (port 0 picks a free port; see the log).
     #[arg(long, env = "TIDEMARK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+    /// Also publish the status record to the fleet repo as `refs/tidemark/status/<cluster>`
+    /// (on each change of phase or revision, and every 10 minutes), with the git
+    /// credentials of the fetch: `tidemark status --from-git` and `tidemark promote` then
+    /// need read access to git alone. The agent needs push rights to that ref namespace.
+    #[arg(long, env = "TIDEMARK_REPORT_REF")]
+    pub report_ref: bool,
+}
+
+/// Which fleet, and where its clusters' status records are read: kubeconfig contexts, or
+/// the status refs agents publish to git with `--report-ref`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The fleet repo: URL (`https://`, `ssh://`, `git://`, `file://`, scp-like) or path.
+    #[arg(long, env = "TIDEMARK_REPO")]
+    pub repo: String,
+    /// Branch holding fleet.yaml and the cluster manifests; default the remote's HEAD.
+    #[arg(long, env = "TIDEMARK_BRANCH")]
+    pub branch: Option<String>,
+    /// Kubeconfig file whose contexts are read (repeat for several); default the files in
+    /// KUBECONFIG, else ~/.kube/config. A cluster is matched to its manifest by the
+    /// `tidemark.dev/cluster` annotation its agent writes.
+    #[arg(long = "kubeconfig", value_name = "FILE")]
+    pub kubeconfigs: Vec<PathBuf>,
+    /// Context to read (repeat for several); default every context of the files.
+    #[arg(long = "context", value_name = "NAME")]
+    pub contexts: Vec<String>,
+    /// Read the records from `refs/tidemark/status/*` in the fleet repo (agents run with
+    /// `--report-ref`) instead of the clusters: read access to git is all it needs.
+    #[arg(long, conflicts_with_all = ["kubeconfigs", "contexts"])]
+    pub from_git: bool,
+    /// How long one cluster may take to answer before it is shown unreachable.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
+    /// Namespace whose annotations hold each agent's status.
+    #[arg(
+        long,
+        env = "TIDEMARK_STATUS_NAMESPACE",
+        default_value = "tidemark-system"
+    )]
+    pub status_namespace: String,
+    /// Git access.
+    #[command(flatten)]
+    pub git: GitArgs,
+}
+
+/// Output format of `status` and `promote`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ViewFormat {
+    /// A table for people.
+    Text,
+    /// A JSON document.
+    Json,
+    /// A YAML document.
+    Yaml,
+}
+
+/// `tidemark status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Which fleet and where its records are read.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = ViewFormat::Text)]
+    pub output: ViewFormat,
+    /// Redraw every --interval until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between redraws with --watch.
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    /// Print the promotion log (refs/tidemark/promotions), newest first, instead.
+    #[arg(long, conflicts_with = "watch")]
+    pub history: bool,
+    /// Most promotions --history prints.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `tidemark promote`
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The wave whose tag moves.
+    pub wave: String,
+    /// Which fleet and where its records are read.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// For the first wave: the commit (or a ref the fleet repo has) to move to; default
+    /// the head of the branch.
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// Print the decision only; move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sign the tag with this SSH private key (OpenSSH format, no passphrase), as `git
+    /// tag -s` with gpg.format=ssh does; agents with --allowed-signers accept it when the
+    /// key is listed there.
+    #[arg(long, value_name = "FILE", env = "TIDEMARK_SIGN_KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// Promote during a freeze window of fleet.yaml; needs --reason, recorded in the log.
+    #[arg(long, requires = "reason")]
+    pub override_freeze: bool,
+    /// Why the freeze is overridden.
+    #[arg(long, requires = "override_freeze")]
+    pub reason: Option<String>,
+    /// How far an agent's clock may be from this machine's: soak is judged on the agents'
+    /// own times, and a clock up to this far behind cannot shorten it.
+    #[arg(long, default_value = "30s")]
+    pub clock_skew: String,
+    /// Who promotes, `Name <email>`, recorded in the tag and the log; default git's
+    /// user.name and user.email, else the login name.
+    #[arg(long, env = "TIDEMARK_PROMOTED_BY")]
+    pub by: Option<String>,
+    /// Output format of the decision.
+    #[arg(long, short = 'o', value_enum, default_value_t = ViewFormat::Text)]
+    pub output: ViewFormat,
 }
 
 /// `tidemark sim`: a simulated cluster on 127.0.0.1.

@@ -153,5 +153,6 @@ pub fn pass_ctx(
         kubeconfig,
         renderer: Renderer::new(helm),
         settings,
+        reporter: None,
     }
 }

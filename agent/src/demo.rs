@@ -19,11 +19,15 @@ use tidemark_schema::{Cluster, ComponentSet, FsTree, KubeVersion};
 use tidemark_sim::{Sim, SimConfig};
 
 use crate::desired::Source;
+use crate::fleet::promotion::Verdict;
+use crate::fleet::render::{self, Style};
+use crate::fleet::view::FleetView;
+use crate::fleet::{self, Ask, FleetRepo, Records};
 use crate::pass::PassReport;
 use crate::plan::Phase;
 use crate::runner::lease::LeaseConfig;
 use crate::runner::{self, Observers};
-use crate::source::{Auth, GitCache, SourceConfig};
+use crate::source::{Auth, GitCache, Identity, SourceConfig};
 
 /// How the demo runs.
 #[derive(Clone, Debug)]
@@ -42,6 +46,9 @@ pub struct DemoConfig {
     pub helm: crate::component::helm::Helm,
     /// How the agents wait for components.
     pub settings: crate::converge::Settings,
+    /// The soak of every wave, shortened for the demo (written into its copy of
+    /// fleet.yaml, so `tidemark promote`'s rules apply unchanged).
+    pub soak: Duration,
 }
 
 /// One cluster as the demo tracks it.
@@ -72,6 +79,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         .tempdir()?;
     let repo = work.path().join("fleet");
     copy_fleet(&config.fleet, &repo, &config.binary)?;
+    let soaks = shorten_soaks(&repo.join("fleet.yaml"), config.soak)?;
     let git = Git { dir: repo.clone() };
     git.run(&["init", "-q", "-b", "main"])?;
     git.run(&["add", "-A"])?;
@@ -127,6 +135,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
 
     // One simulated cluster and one agent per manifest.
     let board: Board = Arc::default();
+    let mut offsets: BTreeMap<String, SignedDuration> = BTreeMap::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sims = Vec::new();
     let mut agents = Vec::new();
@@ -152,6 +161,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             .and_then(|w| w.next_open(Timestamp::now()))
             .map(|open| open.duration_since(Timestamp::now()) + SignedDuration::from_secs(60));
         let window_note = offset.map(|o| format!("window fast-forwarded {}h", o.as_secs() / 3600));
+        if let Some(o) = offset {
+            offsets.insert(name.clone(), o);
+        }
         board
             .lock()
             .map_err(|_| anyhow::anyhow!("board poisoned"))?
@@ -238,21 +250,17 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         ));
 
         let rollout = Instant::now();
+        let promoter = Promoter::new(&repo, work.path(), &clusters, &offsets)?;
+        out.line(&format!(
+            "waves are promoted with `tidemark promote` (its library): soak {} instead of {} (shortened for the demo); soak is judged on each cluster's real time (the demo moved some clusters' clocks into their maintenance windows)",
+            tidemark_schema::Duration(config.soak),
+            soaks
+        ));
         for wave in &waves {
-            let tag = fleet.wave_tag(wave);
-            git.run(&[
-                "tag",
-                "-f",
-                "-a",
-                &tag,
-                "-m",
-                &format!("promote {wave}"),
-                &target,
-            ])?;
-            out.line(&format!(
-                "promoted wave {wave}: moved {tag} to {} (soak skipped in the demo)",
-                &target[..12]
-            ));
+            let promoted = promoter
+                .promote_when_ready(wave, &board, &out, started, config.timeout)
+                .await?;
+            out.line(&promoted);
             let this_wave = wave.clone();
             let this_target = target.clone();
             wait_for(&board, &out, started, config.timeout, move |_, r| {
@@ -268,7 +276,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             drop(rows);
             out.line(&format!("wave {wave} converged"));
         }
-        anyhow::Ok(())
+        let status = promoter.status().await?;
+        anyhow::Ok(status)
     }
     .await;
 
@@ -283,7 +292,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("board poisoned"))?
         .clone();
-    result?;
+    let status = result?;
     out.line("");
     out.line("summary:");
     out.line(&format!(
@@ -312,7 +321,198 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         rows.len(),
         started.elapsed().as_secs_f64()
     ));
+    out.line("");
+    out.line("$ tidemark status   (as the fleet stood before the simulated clusters stopped)");
+    out.line(status.trim_end());
     Ok(())
+}
+
+/// `tidemark promote` as the demo runs it: the library's check and promotion (tag pushed
+/// with a lease, the promotion log), with the records read through each simulated
+/// cluster's kubeconfig.
+struct Promoter {
+    repo: FleetRepo,
+    records: Records,
+    /// How far each agent's clock was moved into its maintenance window.
+    offsets: BTreeMap<String, SignedDuration>,
+}
+
+impl Promoter {
+    fn new(
+        repo: &Path,
+        work: &Path,
+        clusters: &[(PathBuf, Cluster)],
+        offsets: &BTreeMap<String, SignedDuration>,
+    ) -> anyhow::Result<Self> {
+        let config = SourceConfig {
+            url: repo.display().to_string(),
+            branch: None,
+            cache_dir: work.join("cache").join("promote"),
+            auth: Auth::None,
+        };
+        let files: Vec<PathBuf> = clusters
+            .iter()
+            .map(|(_, c)| work.join(format!("{}.kubeconfig", c.metadata.name)))
+            .collect();
+        Ok(Self {
+            repo: FleetRepo::open(&config)?,
+            records: Records::Contexts {
+                kubeconfigs: files,
+                contexts: Vec::new(),
+                namespace: crate::keys::DEFAULT_STATUS_NAMESPACE.to_string(),
+                timeout: Duration::from_secs(5),
+            },
+            offsets: offsets.clone(),
+        })
+    }
+
+    /// The fleet now, each agent's times moved back by its clock's offset: the demo's
+    /// clocks are a fiction of the demo, and soak is judged on real time.
+    async fn observe(&self) -> anyhow::Result<(fleet::layout::Layout, FleetView)> {
+        let now = Timestamp::now();
+        let (layout, mut view) = self.repo.observe(&self.records, now).await?;
+        for wave in &mut view.waves {
+            for c in &mut wave.clusters {
+                let Some(offset) = self.offsets.get(&c.name) else {
+                    continue;
+                };
+                let back = |t: &mut Option<Timestamp>| {
+                    *t = t.and_then(|t| t.checked_sub(*offset).ok());
+                };
+                back(&mut c.last_pass);
+                back(&mut c.converged_since);
+                if let Some(r) = c.record.as_mut() {
+                    back(&mut r.last_pass);
+                    back(&mut r.converged_since);
+                }
+                c.age_seconds = c
+                    .last_pass
+                    .map(|t| now.duration_since(t).as_secs().max(0).unsigned_abs());
+            }
+        }
+        Ok((layout, view))
+    }
+
+    /// Promotes `wave` as soon as `tidemark promote` allows it, drawing the board and
+    /// saying each new reason for a refusal meanwhile. Returns what was done.
+    async fn promote_when_ready(
+        &self,
+        wave: &str,
+        board: &Board,
+        out: &Output,
+        started: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let ask = Ask {
+            wave: wave.to_string(),
+            to: None,
+            clock_skew: Duration::from_secs(1),
+            override_reason: None,
+        };
+        let mut said = String::new();
+        let mut last_plain = BTreeMap::new();
+        loop {
+            let (layout, view) = self.observe().await?;
+            let check = self
+                .repo
+                .decide(&layout, view, &ask, Timestamp::now())
+                .await?;
+            let decision = &check.decision;
+            match &decision.verdict {
+                Verdict::Promote => {
+                    let by = Identity {
+                        name: "tidemark demo".into(),
+                        email: "demo@tidemark.invalid".into(),
+                    };
+                    self.repo
+                        .promote(&check, by, None, Timestamp::now())
+                        .await?;
+                    let evidence = match &decision.previous {
+                        None => format!("first wave, {}", decision.to_source),
+                        Some(p) => format!(
+                            "{} cluster(s) of wave {} converged at it and soaked {}",
+                            decision.clusters.len(),
+                            p.name,
+                            p.soak
+                        ),
+                    };
+                    return Ok(format!(
+                        "tidemark promote {wave}: moved {} to {} ({evidence}; recorded in {})",
+                        decision.tag,
+                        &decision.to[..12.min(decision.to.len())],
+                        crate::keys::refs::PROMOTIONS
+                    ));
+                }
+                Verdict::AlreadyThere => {
+                    return Ok(format!("wave {wave} already runs {}", decision.to));
+                }
+                Verdict::Refused { reasons } => {
+                    let text = reasons.join("; ");
+                    if text != said {
+                        out.line(&format!("tidemark promote {wave}: refused for now: {text}"));
+                        said = text;
+                    }
+                }
+            }
+            let rows = board
+                .lock()
+                .map_err(|_| anyhow::anyhow!("board poisoned"))?
+                .clone();
+            out.draw(&rows, &mut last_plain);
+            if started.elapsed() > timeout {
+                bail!("the demo did not finish within {timeout:?}: promoting {wave}: {said}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `tidemark status` of the demo fleet.
+    async fn status(&self) -> anyhow::Result<String> {
+        let (_, view) = self.observe().await?;
+        let tty = std::io::stdout().is_terminal();
+        let style = Style {
+            color: tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            message_width: 60,
+        };
+        Ok(render::table(&view, style))
+    }
+}
+
+/// Writes `soak` into every wave of the demo's copy of fleet.yaml; returns the soaks it
+/// replaced, as people read them (`canary 10m, early 1h`).
+fn shorten_soaks(fleet_yaml: &Path, soak: Duration) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(fleet_yaml)?;
+    let mut replaced = Vec::new();
+    let mut wave = String::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(name) = trimmed.strip_prefix("name: ") {
+            wave = name.trim().to_string();
+        }
+        match trimmed.strip_prefix("soak: ") {
+            Some(old) => {
+                replaced.push(format!("{wave} {}", old.trim()));
+                let indent = &line[..line.len() - line.trim_start().len()];
+                let dash = if line.trim_start().starts_with("- ") {
+                    "- "
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "{indent}{dash}soak: {}\n",
+                    tidemark_schema::Duration(soak)
+                ));
+            }
+            None => out.push_str(line),
+        }
+    }
+    std::fs::write(fleet_yaml, out)?;
+    Ok(if replaced.is_empty() {
+        "none".into()
+    } else {
+        replaced.join(", ")
+    })
 }
 
 /// Moves the chart at `chart` (in the work tree `repo`) from version `from` to `to`, and

@@ -139,7 +139,11 @@ pub fn resolve(
         },
     };
     let outcome = match select::desired_at(tree, &selection)? {
-        AtRevision::Desired(state) => Outcome::Desired { state, revision },
+        AtRevision::Desired(mut state) => {
+            // The stop-all switch is read where people flip it: the default branch.
+            state.fleet_paused = fleet.spec.paused;
+            Outcome::Desired { state, revision }
+        }
         AtRevision::NotInRevision => Outcome::NothingYet {
             reason: format!(
                 "tag {} (commit {}) does not contain cluster `{}` yet",
@@ -306,6 +310,21 @@ impl Source {
         tokio::task::spawn_blocking(move || inner.resolve(applied.as_deref(), now))
             .await
             .map_err(Error::Worker)?
+    }
+
+    /// Runs `work` with the git cache on the blocking pool (one git operation at a time
+    /// per cache), e.g. publishing the status record to the fleet repo.
+    pub async fn with_cache<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&GitCache) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let cache = inner.cache.lock().map_err(|_| Error::Poisoned)?;
+            Ok(work(&cache))
+        })
+        .await
+        .map_err(Error::Worker)?
     }
 
     /// Writes the chart directory `path` of commit `revision` into `dest` (for helm).

@@ -38,6 +38,7 @@ pub fn desired(cp: &str) -> DesiredState {
         components: vec![],
         maintenance_window: None,
         paused: false,
+        fleet_paused: false,
         patch_releases: vec![],
     }
 }

@@ -56,7 +56,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
             .await
             .map_err(|e| Error::Infer(e.to_string()))?,
     };
-    build(config)
+    finish(config)
 }
 
 /// A client for the cluster of an in-memory kubeconfig (a Cluster API management cluster's,
@@ -68,11 +68,28 @@ pub async fn client_from(kubeconfig: kube::config::Kubeconfig) -> Result<kube::C
     )
     .await
     .map_err(|e| Error::Client(e.to_string()))?;
-    build(config)
+    finish(config)
 }
 
-/// The client of `config`, with tidemark's User-Agent and bounded retries.
-fn build(mut config: kube::Config) -> Result<kube::Client, Error> {
+/// A client for context `context` of kubeconfig `path` (`tidemark status` reads many).
+pub async fn client_for_context(path: &Path, context: &str) -> Result<kube::Client, Error> {
+    let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
+        path: format!("{} (context {context})", path.display()),
+        message: e.to_string(),
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..kube::config::KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .map_err(|e| err(&e))?;
+    finish(config)
+}
+
+/// The User-Agent and the bounded retries on a config.
+fn finish(mut config: kube::Config) -> Result<kube::Client, Error> {
     config.default_retry = false;
     let agent =
         http::HeaderValue::from_str(&user_agent()).map_err(|e| Error::Client(e.to_string()))?;
@@ -138,6 +155,11 @@ impl ApiError {
     /// one place that reads an answer's text, because Kubernetes has no reason code for it.
     pub fn is_immutable(&self) -> bool {
         matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
+    }
+
+    /// Whether a server-side apply conflicted with another field manager (409 Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 409, reason, .. } if reason == "Conflict")
     }
 
     /// Whether the API server answered 404.

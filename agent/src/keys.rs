@@ -101,3 +101,15 @@ pub mod exec_env {
     /// Nodes that may be added while a group rolls, when declared.
     pub const MAX_SURGE: &str = "TIDEMARK_MAX_SURGE";
 }
+
+/// Refs and files tidemark writes in the fleet repo itself.
+pub mod refs {
+    /// Each agent's status record with `--report-ref`: `refs/tidemark/status/<cluster>`.
+    pub const STATUS_PREFIX: &str = "refs/tidemark/status/";
+    /// The file holding the record in each status commit.
+    pub const STATUS_FILE: &str = "status.json";
+    /// The promotion log: one commit per promotion, each on the one before.
+    pub const PROMOTIONS: &str = "refs/tidemark/promotions";
+    /// The file holding a promotion in each commit of the log.
+    pub const PROMOTION_FILE: &str = "promotion.json";
+}

@@ -15,11 +15,13 @@ pub mod commands;
 pub mod component;
 pub mod config;
 pub mod converge;
+pub mod crash;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod desired;
 #[cfg(test)]
 mod fixtures;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod k8s;

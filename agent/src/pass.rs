@@ -3,6 +3,7 @@
 //! ```text
 //! read the status record -> resolve the desired state (git) -> observe (cluster, provider)
 //!   -> plan (pure) -> execute the next step(s) -> compose the next record (pure) -> write it
+//!   (-> publish it to the fleet repo, with `--report-ref`)
 //! ```
 //!
 //! A pass keeps nothing in memory for the next one but caches: a restart (or `kill -9`)
@@ -40,6 +41,8 @@ pub struct Ctx {
     pub settings: converge::Settings,
     /// Records Events.
     pub events: Events,
+    /// Publishes the record to the fleet repo too (`--report-ref`).
+    pub reporter: Option<status::Reporter>,
 }
 
 /// Why a pass stopped before it could plan. Each is classified in [`PassError::phase`].
@@ -155,6 +158,7 @@ pub async fn run(ctx: &Ctx, now: Timestamp) -> PassReport {
                     false
                 }
             };
+        status::publish(ctx.reporter.as_ref(), &next, now).await;
         let executed = outcome
             .map(|p| p.execution.executed)
             .unwrap_or_default();

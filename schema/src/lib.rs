@@ -17,6 +17,7 @@ pub mod component;
 pub mod diagnostic;
 pub mod duration;
 pub mod fleet;
+pub mod freeze;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json_schema;

@@ -43,6 +43,10 @@ pub struct DesiredState {
     pub maintenance_window: Option<MaintenanceWindow>,
     /// Whether git pauses this cluster.
     pub paused: bool,
+    /// Whether the whole fleet is paused (`spec.paused` of `fleet.yaml` on the default
+    /// branch, which [`resolve`] does not read: the agent sets it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fleet_paused: bool,
     /// Known patch releases, highest per minor: where intermediate control-plane hops land.
     /// From fleet.yaml `kubernetesVersions` and every version this cluster declares.
     pub patch_releases: Vec<KubeVersion>,
@@ -207,6 +211,7 @@ pub fn resolve(
         components,
         maintenance_window: spec.maintenance_window.clone().or(window),
         paused: spec.paused,
+        fleet_paused: false,
         patch_releases: patch_releases(fleet, cluster),
     }
 }

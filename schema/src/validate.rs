@@ -139,6 +139,18 @@ pub fn check_fleet(doc: &Document<Fleet>) -> Vec<Diagnostic> {
             );
         }
     }
+    let mut freeze_names: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in f.spec.freezes.iter().enumerate() {
+        if let Some(j) = freeze_names.insert(&f.name, i) {
+            at(
+                &format!("spec.freezes[{i}].name"),
+                format!("duplicate freeze `{}` (also spec.freezes[{j}])", f.name),
+            );
+        }
+        if let Err(e) = f.check() {
+            at(&format!("spec.freezes[{i}]"), e.to_string());
+        }
+    }
     out
 }
 

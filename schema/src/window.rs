@@ -27,7 +27,7 @@ pub struct MaintenanceWindow {
     pub time_zone: String,
 }
 
-fn utc() -> String {
+pub(crate) fn utc() -> String {
     "UTC".to_string()
 }
 
@@ -90,6 +90,12 @@ impl MaintenanceWindow {
         })
     }
 
+    /// When the opening that contains `now` closes; `None` when the window is not open.
+    pub fn closes_after(&self, now: Timestamp) -> Option<Timestamp> {
+        let len = jiff::SignedDuration::try_from(self.duration.as_std()).ok()?;
+        self.opening_containing(now)?.checked_add(len).ok()
+    }
+
     /// The next time the window opens strictly after `now` (within the next 8 days).
     pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
         let tz = self.zone().ok()?;
@@ -123,7 +129,7 @@ pub enum Day {
 }
 
 impl Day {
-    fn weekday(self) -> Weekday {
+    pub(crate) fn weekday(self) -> Weekday {
         match self {
             Day::Mon => Weekday::Monday,
             Day::Tue => Weekday::Tuesday,

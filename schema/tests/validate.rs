@@ -683,6 +683,70 @@ fn json_schema_rejects_unknown_field_and_unquoted_version() {
 }
 
 #[test]
+fn bad_freezes_and_failure_budgets() {
+    let repo = Repo::example();
+    repo.edit(
+        "fleet.yaml",
+        "  tagPattern: \"wave/{wave}\"",
+        "  tagPattern: \"wave/{wave}\"
+  freezes:
+    - {name: year-end, from: \"2026-12-21\", until: \"2026-12-01\", timeZone: Europe/Berlin}
+    - {name: year-end, days: [Fri], start: \"16:00\"}",
+    );
+    assert_diagnostics(
+        repo.diagnostics(),
+        &[
+            "fleet.yaml:21:7: spec.freezes[0]: `until` must be after `from`",
+            "fleet.yaml:22:7: spec.freezes[1]: a freeze is either a calendar freeze (`from` and `until`) or a weekly one (`days`, `start` and `duration`)",
+            "fleet.yaml:22:14: spec.freezes[1].name: duplicate freeze `year-end` (also spec.freezes[0])",
+        ],
+    );
+    let repo = Repo::example();
+    repo.edit(
+        "fleet.yaml",
+        "soak: 10m",
+        "soak: 10m\n      maxUnhealthy: 120%",
+    );
+    let diags = repo.diagnostics();
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert!(
+        diags[0].starts_with("fleet.yaml:12:21: spec.waves[0].maxUnhealthy: ")
+            && diags[0].contains("`120%` is not a failure budget"),
+        "{diags:?}"
+    );
+}
+
+#[test]
+fn json_schema_knows_freezes_budgets_and_the_stop_all_switch() {
+    let repo = Repo::example();
+    repo.edit(
+        "fleet.yaml",
+        "  tagPattern: \"wave/{wave}\"",
+        "  tagPattern: \"wave/{wave}\"
+  paused: true
+  freezes:
+    - {name: year-end, from: \"2026-12-21\", until: \"2027-01-04T06:00\", timeZone: Europe/Berlin}
+    - {name: weekend, days: [Fri], start: \"16:00\", duration: 64h, reason: nobody is around}",
+    );
+    repo.edit(
+        "fleet.yaml",
+        "soak: 10m",
+        "soak: 10m\n      maxUnhealthy: 10%",
+    );
+    repo.edit("fleet.yaml", "soak: 1h", "soak: 1h\n      maxUnhealthy: 1");
+    assert_diagnostics(repo.diagnostics(), &[]);
+    let (ok, output) = run_check_jsonschema(&[repo.path("fleet.yaml")]);
+    assert!(
+        ok,
+        "check-jsonschema rejected a valid fleet.yaml:\n{output}"
+    );
+
+    repo.edit("fleet.yaml", "maxUnhealthy: 10%", "maxUnhealthy: 110%");
+    let (ok, output) = run_check_jsonschema(&[repo.path("fleet.yaml")]);
+    assert!(!ok, "check-jsonschema accepted a budget of 110%:\n{output}");
+}
+
+#[test]
 fn settings_a_provider_cannot_honour_are_refused() {
     let fleet = "apiVersion: tidemark.dev/v1alpha1\nkind: Fleet\nmetadata: {name: f}\nspec:\n  waves: [{name: main}]\n";
     let topology = "apiVersion: tidemark.dev/v1alpha1

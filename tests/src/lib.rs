@@ -405,17 +405,23 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Serves the repositories under `base` (`git://127.0.0.1:PORT/<dir name>`).
     pub fn start(base: &Path) -> Result<Self> {
-        Self::start_with(base, false)
+        Self::start_with(base, false, false)
+    }
+
+    /// Like [`Self::start`], and it accepts pushes (`git receive-pack`), as a hosted git
+    /// server does for those allowed to write: promotions and agents' status refs.
+    pub fn start_writable(base: &Path) -> Result<Self> {
+        Self::start_with(base, false, true)
     }
 
     /// Like [`Self::start`], but its upload-pack speaks protocol v0 only, as a git server
     /// from before 2018 (or one that forbids v2) does: `git daemon` finds `git` on `PATH`,
     /// and a wrapper there drops the `GIT_PROTOCOL` the client asked for.
     pub fn start_v0(base: &Path) -> Result<Self> {
-        Self::start_with(base, true)
+        Self::start_with(base, true, false)
     }
 
-    fn start_with(base: &Path, v0_only: bool) -> Result<Self> {
+    fn start_with(base: &Path, v0_only: bool, writable: bool) -> Result<Self> {
         let log_dir = tempfile::tempdir()?;
         let log = log_dir.path().join("daemon.log");
         let mut path = std::env::var_os("PATH").unwrap_or_default();
@@ -448,6 +454,11 @@ impl GitDaemon {
                     "--export-all",
                     "--verbose",
                     "--informative-errors",
+                    if writable {
+                        "--enable=receive-pack"
+                    } else {
+                        "--forbid-override=receive-pack"
+                    },
                     "--listen=127.0.0.1",
                     &format!("--port={port}"),
                     &format!("--base-path={}", base.display()),

@@ -301,13 +301,13 @@ fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
     let lines: Vec<&str> = run.stdout.lines().collect();
     let promoted: Vec<&str> = lines
         .iter()
-        .filter(|l| l.starts_with("promoted wave "))
+        .filter(|l| l.starts_with("tidemark promote ") && l.contains(": moved "))
         .copied()
         .collect();
     assert_eq!(promoted.len(), 3, "{}", run.stdout);
     for (i, wave) in ["canary", "early", "main"].iter().enumerate() {
         assert!(
-            promoted[i].starts_with(&format!("promoted wave {wave}: moved wave/{wave} to ")),
+            promoted[i].starts_with(&format!("tidemark promote {wave}: moved wave/{wave} to ")),
             "{promoted:?}"
         );
         // A wave is promoted only after the previous one converged.
@@ -333,6 +333,25 @@ fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
         "{}",
         run.stdout
     );
+    // Promoted by `tidemark promote`'s rules, with the soak it says it shortened.
+    assert!(
+        run.stdout
+            .contains("soak 3s instead of canary 10m, early 1h (shortened for the demo)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        promoted[1].contains("2 cluster(s) of wave canary converged at it and soaked 3s"),
+        "{promoted:?}"
+    );
+    // It ends with `tidemark status`: every cluster at its wave tag.
+    let status = run
+        .stdout
+        .split("$ tidemark status")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(status.contains("7 cluster(s): 7 Converged"), "{status}");
+    assert_eq!(status.matches(" yes ").count(), 7, "{status}");
     Ok(())
 }
 

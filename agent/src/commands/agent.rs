@@ -29,6 +29,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         identity,
         lease_duration,
         metrics_addr,
+        report_ref,
     } = args;
     let source = fleet_source(&source_args)?;
     let interval: Duration = interval.parse().context("--interval")?;
@@ -48,7 +49,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             },
             clock_offset: jiff::SignedDuration::ZERO,
         };
-        let ctx = pass_ctx(
+        let reporter = report_ref.then(|| crate::status::Reporter::new(source.clone()));
+        let mut ctx = pass_ctx(
             source,
             client,
             status_namespace,
@@ -57,6 +59,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             settings,
             &identity,
         );
+        ctx.reporter = reporter;
         if once {
             match runner::run_once(&ctx, &config).await {
                 Ok(report) => {

@@ -15,8 +15,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes_per_group,
         timeout,
         helm_bin,
+        soak,
     } = args;
     let timeout: Duration = timeout.parse().context("--timeout")?;
+    let soak: Duration = soak.parse().context("--soak")?;
     if !fleet.join("fleet.yaml").is_file() {
         anyhow::bail!(
             "{} is not a fleet repo (no fleet.yaml); run from the repository root or pass --fleet",
@@ -62,6 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         binary,
         helm,
         settings,
+        soak: soak.as_std(),
     };
     runtime.block_on(demo::run(config))?;
     Ok(ExitCode::SUCCESS)

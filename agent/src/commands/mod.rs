@@ -5,9 +5,11 @@ mod agent;
 mod demo;
 mod desired;
 mod plan;
+mod promote;
 mod schema;
 #[cfg(feature = "sim")]
 mod sim;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,6 +26,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Promote(args) => promote::run(args),
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim::run(args),
     }
@@ -37,4 +41,48 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")
+}
+
+/// The fleet repo and where its records are read, from the flags `status` and `promote`
+/// share.
+/// With `read_records` false (the promotion log only) no kubeconfig is read.
+fn fleet_source(
+    args: &crate::cli::FleetArgs,
+    read_records: bool,
+) -> anyhow::Result<(crate::fleet::FleetRepo, crate::fleet::Records)> {
+    use anyhow::Context;
+    let crate::cli::FleetArgs {
+        repo,
+        branch,
+        kubeconfigs,
+        contexts,
+        from_git,
+        timeout,
+        status_namespace,
+        git,
+    } = args;
+    let config = crate::config::source_config(repo, branch.clone(), git)?;
+    let fleet = crate::fleet::FleetRepo::open(&config)?;
+    let timeout: tidemark_schema::Duration = timeout.parse().context("--timeout")?;
+    let records = if *from_git || !read_records {
+        crate::fleet::Records::Git
+    } else {
+        crate::fleet::Records::Contexts {
+            kubeconfigs: if kubeconfigs.is_empty() {
+                crate::fleet::reports::default_kubeconfigs()
+            } else {
+                kubeconfigs.clone()
+            },
+            contexts: contexts.clone(),
+            namespace: status_namespace.clone(),
+            timeout: timeout.as_std(),
+        }
+    };
+    Ok((fleet, records))
+}
+
+/// Whether standard output is a terminal that takes colours (`NO_COLOR` unset).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -150,10 +150,16 @@ pub async fn apply_objects(
                     tracing::info!(component = %c.name, object = %o.key(), "replacing (immutable)");
                     live::replace(client, &mut scratch.kinds, o, c.force).await
                 }
+                Err(LiveError::Api(e)) if e.is_conflict() && !c.force => {
+                    take_back(client, scratch, &c.name, o, e).await
+                }
                 other => other,
             };
             match result {
-                Ok(stored) => o.body = diff::kept_by_server(&o.body, &stored),
+                Ok(stored) => {
+                    o.body = diff::kept_by_server(&o.body, &stored);
+                    crate::crash::point("object-applied");
+                }
                 Err(e) => {
                     tracing::warn!(component = %c.name, object = %o.key(), error = %crate::status::describe(&e), "apply failed");
                     failures.push(e);
@@ -170,6 +176,38 @@ pub async fn apply_objects(
             first,
         }),
     }
+}
+
+/// A conflict on an object tidemark applied before: someone took one of its fields by
+/// hand (`kubectl edit`, `kubectl patch`), which is drift. The new render takes it back, as
+/// the drift correction does, instead of failing the release until the next drift check.
+/// On an object tidemark never applied (an adoption), the conflict stands: taking fields
+/// from another owner needs the component's `force: true`.
+async fn take_back(
+    client: &kube::Client,
+    scratch: &mut Scratch,
+    component: &str,
+    o: &mut RenderedObject,
+    conflict: ApiError,
+) -> Result<serde_json::Value, LiveError> {
+    let ours = match scratch.lookup(client, component, o).await? {
+        super::Lookup::Found(body) => body
+            .pointer("/metadata/managedFields")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|fs| {
+                fs.iter().any(|f| {
+                    f.get("manager").and_then(serde_json::Value::as_str)
+                        == Some(crate::keys::FIELD_MANAGER)
+                        && f.get("operation").and_then(serde_json::Value::as_str) == Some("Apply")
+                })
+            }),
+        _ => false,
+    };
+    if !ours {
+        return Err(LiveError::Api(conflict));
+    }
+    tracing::info!(component, object = %o.key(), conflict = %crate::status::describe(&conflict), "fields of ours changed by hand: taking them back");
+    live::apply(client, &mut scratch.kinds, o, true).await
 }
 
 /// Creates the namespaces `objects` need (and the component's own) that the render does
@@ -321,6 +359,70 @@ mod tests {
             delete.is_some_and(|d| d.body["propagationPolicy"] == "Background"),
             "{delete:?}"
         );
+    }
+
+    /// A conflict on an object tidemark applied before (a field edited by hand) is drift:
+    /// the apply is repeated with force. On an object tidemark never applied, it stands.
+    #[tokio::test]
+    async fn a_conflict_on_our_own_object_takes_the_field_back_and_on_a_foreign_one_fails() {
+        for (ours, expected_patches) in [(true, 2), (false, 1)] {
+            let managers = if ours {
+                json!([{"manager": "tidemark", "operation": "Apply", "apiVersion": "batch/v1"},
+                       {"manager": "kubectl-patch", "operation": "Update", "apiVersion": "batch/v1"}])
+            } else {
+                json!([{"manager": "helm", "operation": "Update", "apiVersion": "batch/v1"}])
+            };
+            let listed = json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": [{
+                "metadata": {"name": "migrate", "namespace": "apps",
+                    "labels": {"tidemark.dev/component": "jobs"}, "managedFields": managers},
+            }]});
+            let (client, log) = scripted::client(vec![
+                on(
+                    Method::GET,
+                    "/api/v1/namespaces/apps",
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+                ),
+                discovery("batch/v1", &[("Job", "jobs", true)]),
+                on_with(Method::PATCH, JOB, |req| {
+                    if req.query.contains("force=true") {
+                        (
+                            200,
+                            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "apps"}}),
+                        )
+                    } else {
+                        (
+                            409,
+                            scripted::status(
+                                409,
+                                "Conflict",
+                                "Apply failed with 1 conflict: conflict with \"kubectl-patch\": .spec.backoffLimit",
+                            ),
+                        )
+                    }
+                }),
+                on(Method::GET, "/apis/batch/v1/jobs", 200, listed),
+            ]);
+            let mut scratch = Scratch::default();
+            let result = scripted::within(apply_objects(
+                &client,
+                &mut scratch,
+                &component(),
+                &mut job(),
+                Duration::from_secs(1),
+            ))
+            .await;
+            assert_eq!(result.is_ok(), ours, "ours: {ours}");
+            let patches: Vec<String> = scripted::requests(&log)
+                .iter()
+                .filter(|s| s.method == Method::PATCH)
+                .map(|s| s.query.clone())
+                .collect();
+            assert_eq!(patches.len(), expected_patches, "{patches:?}");
+            if ours {
+                assert!(patches[1].contains("force=true"), "{patches:?}");
+            }
+        }
     }
 
     /// Other failures are reported, not retried as a replace, and every object is tried.

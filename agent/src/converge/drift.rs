@@ -59,6 +59,7 @@ pub async fn check(
             Ok(stored) => {
                 o.body = diff::kept_by_server(&o.body, &stored);
                 corrected.push(format!("{} ({why})", o.key()));
+                crate::crash::point("drift-corrected");
             }
             Err(e) => errors.push(e),
         }

@@ -448,6 +448,7 @@ async fn request(
     match step {
         Step::UpgradeControlPlane { to, .. } => {
             provider.upgrade_control_plane(*to).await?;
+            crate::crash::point("provider-requested");
             Ok(Requested::Once)
         }
         Step::UpgradeNodeGroup {
@@ -483,6 +484,7 @@ async fn request(
                 drain_timeout: *drain_timeout,
             };
             provider.upgrade_node_group(group, *to, limits).await?;
+            crate::crash::point("provider-requested");
             Ok(Requested::Once)
         }
         _ => Ok(Requested::Once),

@@ -87,6 +87,7 @@ pub async fn prune(
     for o in &found.doomed {
         live::delete(client, o).await.map_err(PruneError::Delete)?;
         tracing::info!(component = name, object = %o.key, "pruned");
+        crate::crash::point("object-pruned");
     }
     let retained: Vec<String> = found.retained.iter().map(|o| o.key.to_string()).collect();
     for o in &retained {

@@ -165,6 +165,7 @@ impl Renderer {
         };
         self.processes.inc();
         let out = self.helm.render(&req).await?;
+        crate::crash::point("rendered");
         let mut objects = manifest::parse(&out).map_err(RenderError::Manifest)?;
         // Test, delete and rollback hooks never run under tidemark.
         objects.retain(|o| !hooks::is_never_applied(&o.body));

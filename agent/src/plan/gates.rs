@@ -10,6 +10,9 @@ use crate::observe::model::{NodeGroupObservation, Observed};
 
 /// Why the plan must not act now, if anything holds it: the phase and a message naming it.
 pub(super) fn paused(desired: &DesiredState, observed: &Observed) -> Option<String> {
+    if desired.fleet_paused {
+        return Some("the whole fleet is paused in git (fleet.yaml spec.paused: true)".into());
+    }
     if desired.paused {
         return Some("paused in git (spec.paused: true)".into());
     }

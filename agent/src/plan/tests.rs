@@ -784,6 +784,26 @@ mod components {
         assert_eq!(p.phase, Phase::Paused);
         assert!(p.steps.is_empty());
     }
+
+    #[test]
+    fn a_paused_fleet_starts_no_step_components_included() {
+        let mut d = with_component(
+            desired("1.30.4").group("g", "1.30.4"),
+            "dns",
+            ComponentPhase::BeforeControlPlane,
+        );
+        d.fleet_paused = true;
+        let o = observed("1.29.8", &[("g", "1.29.8")]);
+        let p = plan(&d, &BTreeMap::new(), &o, now());
+        assert_eq!(
+            (p.phase, p.message.as_str()),
+            (
+                Phase::Paused,
+                "the whole fleet is paused in git (fleet.yaml spec.paused: true)"
+            )
+        );
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+    }
 }
 
 #[test]

@@ -47,9 +47,9 @@ pub enum TagTarget {
 
 /// A bare repository caching one remote.
 pub struct GitCache {
-    repo: Repository,
-    url: String,
-    auth: Auth,
+    pub(super) repo: Repository,
+    pub(super) url: String,
+    pub(super) auth: Auth,
     path: PathBuf,
     /// Ref prefixes followed besides the branch and the wave tags.
     extra_prefixes: Vec<String>,
@@ -128,7 +128,7 @@ impl GitCache {
 
     /// Lists the remote's refs under `prefixes` (all for `None`), retrying transient
     /// failures. Warns once per cache when the server answers with protocol v0.
-    fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
+    pub(super) fn list(&self, prefixes: Option<&[String]>) -> Result<Listing> {
         let listing = (|| {
             refs::list(&self.url, &self.auth, prefixes).map_err(|f| Error::List {
                 url: self.display_url(),
@@ -370,14 +370,14 @@ impl GitCache {
         Ok(GitTree::new(&self.repo, tree))
     }
 
-    fn read_err(&self, what: &str, e: git2::Error) -> Error {
+    pub(super) fn read_err(&self, what: &str, e: git2::Error) -> Error {
         Error::Read {
             what: what.to_string(),
             message: e.message().to_string(),
         }
     }
 
-    fn callbacks(&self, rejection: &HostKeyRejection) -> RemoteCallbacks<'static> {
+    pub(super) fn callbacks(&self, rejection: &HostKeyRejection) -> RemoteCallbacks<'static> {
         let mut cb = RemoteCallbacks::new();
         let auth = self.auth.clone();
         let url = self.url.clone();
@@ -432,7 +432,7 @@ impl GitCache {
 /// Why our host-key check refused the server. libgit2 replaces the callback's error with
 /// a generic "invalid or unknown remote ssh hostkey"; this keeps the precise reason.
 #[derive(Clone, Default)]
-struct HostKeyRejection(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub(super) struct HostKeyRejection(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
 impl HostKeyRejection {
     fn record(&self, reason: String) -> git2::Error {
@@ -443,7 +443,7 @@ impl HostKeyRejection {
         e
     }
 
-    fn reason(&self) -> Option<String> {
+    pub(super) fn reason(&self) -> Option<String> {
         self.0.lock().ok().and_then(|slot| slot.clone())
     }
 }
@@ -476,7 +476,7 @@ pub(super) fn is_transient(e: &git2::Error) -> bool {
         && !e.message().contains("hostkey")
 }
 
-fn backoff() -> ExponentialBuilder {
+pub(super) fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))

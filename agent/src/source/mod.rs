@@ -8,6 +8,8 @@
 
 mod auth;
 mod cache;
+mod journal;
+mod push;
 mod refs;
 mod ssh;
 mod tree;
@@ -18,6 +20,8 @@ use std::path::PathBuf;
 pub(crate) use auth::host_key_status;
 pub use auth::{Auth, read_secret_file as auth_from_file, redact_url};
 pub use cache::{FetchStats, GitCache, TagTarget};
+pub use journal::{Entry, Identity, TagRequest};
+pub use push::{Lease, RefUpdate, Refused};
 pub use tree::GitTree;
 
 /// Where the fleet repo is and how to reach it.
@@ -118,6 +122,24 @@ pub enum Error {
         /// Whether trying again may help (not for rejected credentials or host keys).
         transient: bool,
     },
+    /// Pushing failed (unreachable, auth, no push rights).
+    #[error("failed to push to {url}: {message}")]
+    Push {
+        /// The remote, credentials removed.
+        url: String,
+        /// What failed, credentials removed.
+        message: String,
+        /// Whether trying again may help (not for rejected credentials or host keys).
+        transient: bool,
+    },
+    /// An object could not be written to the cache.
+    #[error("failed to write {what} to the git cache: {message}")]
+    Write {
+        /// What was being written.
+        what: String,
+        /// What failed.
+        message: String,
+    },
     /// The wanted branch does not exist on the remote.
     #[error("branch `{branch}` not found on {url}")]
     NoBranch {
@@ -154,6 +176,9 @@ impl Error {
                 transient: true,
                 ..
             } | Error::Fetch {
+                transient: true,
+                ..
+            } | Error::Push {
                 transient: true,
                 ..
             }

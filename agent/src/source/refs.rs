@@ -103,7 +103,7 @@ pub(super) fn list(
 }
 
 /// A local path or `file://` URL, as a path.
-fn local_path(url: &str) -> Option<PathBuf> {
+pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(path) = url.strip_prefix("file://") {
         return Some(PathBuf::from(path));
     }

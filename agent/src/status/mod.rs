@@ -6,7 +6,10 @@
 //! - [`compose`] (pure) turns the previous record and what a pass found into the next one.
 //! - [`events`] (pure) names the Events between two records.
 //! - [`read`] and [`write`] talk to the API server: one read and at most one write per pass.
+//! - [`publish`] also pushes the record to the fleet repo (`--report-ref`), on a change of
+//!   phase or revision and as a heartbeat.
 
+pub mod publish;
 pub mod record;
 mod write;
 
@@ -15,6 +18,7 @@ use jiff::Timestamp;
 use crate::keys::reasons;
 use crate::plan::Phase;
 
+pub use publish::{Reporter, publish};
 pub use record::{ComponentHealth, ComponentRecord, Record, Versions};
 pub use write::{Error, Events, read, write};
 

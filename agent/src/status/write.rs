@@ -74,6 +74,7 @@ pub async fn write(
         "kind": "Namespace",
         "metadata": {"name": namespace, "annotations": annotations},
     });
+    crate::crash::point("status-write");
     // Forced: these annotations are tidemark's; an earlier agent version (a merge patch)
     // or a person may hold some of them, and the record must be written whole.
     api.patch(
@@ -86,6 +87,7 @@ pub async fn write(
         namespace: namespace.to_string(),
         source,
     })?;
+    crate::crash::point("status-written");
     for note in super::events(before, next) {
         events.publish(namespace, &note).await;
     }

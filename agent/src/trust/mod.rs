@@ -24,12 +24,14 @@
 
 pub mod allowed_signers;
 pub mod pattern;
+pub mod sign;
 pub mod tag;
 
 use jiff::Timestamp;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey, SshSig};
 
 pub use allowed_signers::{AllowedSigners, Entry};
+pub use sign::{SignError, SigningKey};
 
 /// The namespace git signs tags and commits in (`ssh-keygen -Y sign -n git`).
 pub const GIT_NAMESPACE: &str = "git";
