@@ -32,7 +32,10 @@ use crate::store::{Store, now};
 /// Whether the Node of `machine` is Ready.
 pub(crate) fn node_ready(workload: &Store, machine: &Value) -> bool {
     let name = s(machine, "/status/nodeRef/name");
-    !name.is_empty() && nodes::get(workload, name).is_some_and(|n| nodes::is_ready(&n))
+    let Some(d) = crate::controllers::def(workload, "", "v1", "nodes") else {
+        return false;
+    };
+    !name.is_empty() && workload.get(&d.gr(), "", name).is_some_and(nodes::is_ready)
 }
 
 /// Whether a Machine label is one Cluster API syncs to its Node.
