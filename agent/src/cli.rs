@@ -392,7 +392,15 @@ pub struct PromoteArgs {
     pub output: ViewFormat,
 }
 
-/// `tidemark sim`
+/// `tidemark sim`: a simulated cluster on 127.0.0.1.
+///
+/// By default one self-managed cluster: its Cluster API objects are in itself. With
+/// `--management-kubeconfig`, a management cluster holds the Cluster API objects (Cluster,
+/// KubeadmControlPlane, MachineDeployments, Machines, the `<cluster>-kubeconfig` Secret) of the
+/// workload cluster written to `--kubeconfig`, and of one more workload cluster per
+/// `--workload NAME=PATH` (each like the first: same versions, node groups and topology).
+/// All run in this one process; `tidemark sim ctl` through a workload's kubeconfig acts on that
+/// cluster, through the management's it shows every cluster.
 #[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -436,6 +444,22 @@ pub struct SimArgs {
     /// Repeatable.
     #[arg(long = "unavailable-api-service")]
     pub unavailable_api_services: Vec<String>,
+    /// Also run a management cluster holding the Cluster API objects, and write its
+    /// kubeconfig here (without: the cluster is self-managed).
+    #[arg(long)]
+    pub management_kubeconfig: Option<PathBuf>,
+    /// Another workload cluster of the management cluster, `NAME=KUBECONFIG-PATH`
+    /// (repeatable; needs --management-kubeconfig).
+    #[arg(long = "workload", requires = "management_kubeconfig")]
+    pub workloads: Vec<String>,
+    /// Versions of the Cluster API groups served: `v1beta2` (v1beta1 and v1beta2, v1beta2
+    /// stored and preferred, as Cluster API 1.11) or `v1beta1` (v1beta1 only).
+    #[arg(long, default_value = "v1beta2")]
+    pub capi_api: tidemark_sim::CapiApi,
+    /// The cluster is built from a ClusterClass: `Cluster.spec.topology.version` drives the
+    /// control plane and the MachineDeployments.
+    #[arg(long)]
+    pub topology: bool,
 }
 
 /// `tidemark sim ctl`

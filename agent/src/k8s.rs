@@ -59,6 +59,18 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
     finish(config)
 }
 
+/// A client for the cluster of an in-memory kubeconfig (a Cluster API management cluster's,
+/// from a Secret).
+pub async fn client_from(kubeconfig: kube::config::Kubeconfig) -> Result<kube::Client, Error> {
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::Client(e.to_string()))?;
+    finish(config)
+}
+
 /// A client for context `context` of kubeconfig `path` (`tidemark status` reads many).
 pub async fn client_for_context(path: &Path, context: &str) -> Result<kube::Client, Error> {
     let err = |e: &dyn std::fmt::Display| Error::Kubeconfig {
@@ -90,4 +102,68 @@ fn finish(mut config: kube::Config) -> Result<kube::Client, Error> {
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(retry))
         .build())
+}
+
+/// A request the API server refused or could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action}")]
+pub struct ApiError {
+    /// What was attempted (`apply Deployment/ns/web`).
+    pub action: String,
+    /// Why it failed.
+    #[source]
+    pub cause: Cause,
+}
+
+/// The cause of an [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The API server answered with an error status.
+    #[error("{message} ({code} {reason})")]
+    Refused {
+        /// HTTP status code.
+        code: u16,
+        /// The Status reason (`Invalid`, `Conflict`, ...).
+        reason: String,
+        /// The Status message.
+        message: String,
+    },
+    /// The request did not get an answer (transport, TLS, decoding).
+    #[error(transparent)]
+    Transport(kube::Error),
+}
+
+impl ApiError {
+    /// `action` failed with `e`.
+    pub fn new(action: impl Into<String>, e: kube::Error) -> Self {
+        let cause = match e {
+            kube::Error::Api(s) => Cause::Refused {
+                code: s.code,
+                reason: s.reason,
+                message: s.message,
+            },
+            other => Cause::Transport(other),
+        };
+        Self {
+            action: action.into(),
+            cause,
+        }
+    }
+
+    /// Whether the API server refused a change to a field it does not let change (a Job's
+    /// pod template, a Service's clusterIP): 422 Invalid saying `field is immutable`. The
+    /// one place that reads an answer's text, because Kubernetes has no reason code for it.
+    pub fn is_immutable(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
+    }
+
+    /// Whether a server-side apply conflicted with another field manager (409 Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(&self.cause, Cause::Refused { code: 409, reason, .. } if reason == "Conflict")
+    }
+
+    /// Whether the API server answered 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.cause, Cause::Refused { code: 404, .. })
+    }
 }

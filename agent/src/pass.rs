@@ -62,6 +62,9 @@ pub enum PassError {
     /// The cluster could not be observed.
     #[error(transparent)]
     Observe(#[from] observe::Error),
+    /// The provider could not be set up (a management cluster's kubeconfig).
+    #[error("failed to set up the provider")]
+    Provider(#[source] crate::provider::Error),
 }
 
 impl PassError {
@@ -77,7 +80,10 @@ impl PassError {
                 Phase::Blocked
             }
             PassError::NothingYet(_) => Phase::Waiting,
-            PassError::Status(_) | PassError::Desired(_) | PassError::Observe(_) => Phase::Failed,
+            PassError::Status(_)
+            | PassError::Desired(_)
+            | PassError::Observe(_)
+            | PassError::Provider(_) => Phase::Failed,
         }
     }
 }
@@ -198,7 +204,14 @@ async fn pipeline(
         desired.selection.wave.clone(),
     ));
 
-    let provider = AnyProvider::for_cluster(&ctx.client, &desired.state, ctx.kubeconfig.as_deref());
+    let provider = AnyProvider::for_cluster(
+        &ctx.client,
+        &ctx.status_namespace,
+        &desired.state,
+        ctx.kubeconfig.as_deref(),
+    )
+    .await
+    .map_err(PassError::Provider)?;
     let mut observed = observe::cluster(
         &ctx.client,
         &provider,

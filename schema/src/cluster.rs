@@ -189,7 +189,9 @@ pub struct ClusterApiProvider {
     /// MachineDeployment (node groups then follow the control plane's version).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub topology: bool,
-    /// Node label naming a node's group. Default `cluster.x-k8s.io/deployment-name`.
+    /// Node label naming a node's group, when Cluster API syncs one from the Machines (a
+    /// label under `node.cluster.x-k8s.io/`, say). Default: nodes belong to the group of the
+    /// Machine whose `status.nodeRef` names them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group_label: Option<String>,
     /// How many minors a kubelet may lag the API server (0 to 3). Default 3.

@@ -1,22 +1,28 @@
 //! The simulated "cloud": the `/sim/v1` control interface an `exec` provider's commands use to
-//! upgrade the control plane and node groups (the same rules as Cluster API: one minor at a
-//! time, no downgrade, kubelet never newer than the control plane), read the cluster state and
-//! change faults; and [`ctl`], the client behind `tidemark sim ctl`.
+//! upgrade the control plane and node groups, read the cluster state and change faults; and
+//! [`ctl`], the client behind `tidemark sim ctl`. Requests act on the cluster's Cluster API
+//! objects, wherever they are (the sim itself when self-managed, its management sim
+//! otherwise): an upgrade writes `KubeadmControlPlane.spec.version` (or a topology cluster's
+//! `Cluster.spec.topology.version`) or `MachineDeployment.spec.template.spec.version`, after
+//! the cloud's own rules: one minor at a time, no downgrade, kubelet never newer than the
+//! control plane and only at its minor (kubeadm), no node-group request on a topology cluster.
 //!
 //! Endpoints (never subject to faults):
-//! - `GET  /sim/v1/state` — control plane, node groups and request counts as JSON (see the
-//!   crate docs);
-//! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused;
+//! - `GET  /sim/v1/state` — control plane, node groups, Machines and request counts as JSON
+//!   (see the crate docs; a management sim lists every cluster it manages);
+//! - `POST /sim/v1/upgrade-control-plane` `{"version":"1.29.8"}` — 202, 409 when refused (also
+//!   through a management sim, which has no managed control plane of its own);
 //! - `POST /sim/v1/upgrade-node-group` `{"name":"general","version":"1.29.8"}` — 202, 404, 409;
 //! - `POST /sim/v1/replace-node` `{"name":"NODE","version":"1.29.8"}` — 202, 404, 409: the
 //!   cloud terminates the node's VM and its group replaces it (a self-managed group, as an
-//!   autoscaling group does: the node and the pods still on it are deleted at once, and a new
-//!   node at VERSION boots). The group's MachineDeployment is switched to `OnDelete`, so the
-//!   sim never rolls that group by itself afterwards. Replacements are counted per node in
+//!   autoscaling group does: the node and the pods still on it are deleted at once, so is its
+//!   Machine, and a new node at VERSION boots). The group's MachineDeployment is switched to
+//!   `OnDelete`, so the sim never rolls that group by itself afterwards. Replacements are counted per node in
 //!   `state` (`replacedNodes`);
 //! - `GET  /sim/v1/faults`, `PUT|POST /sim/v1/faults` (body: a fault spec string) — faults.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -24,38 +30,97 @@ use serde_json::{Value, json};
 
 use crate::api::status::ApiError;
 use crate::api::{Body, Req, error_response, json_response};
-use crate::controllers::capi::{self, KCP_GROUP, MD_GROUP, VERSION};
-use crate::controllers::{def, nodes, s, write};
+use crate::controllers::capi::{self, Kind, Kinds, Managed, Stores, deployments, keys, label};
+use crate::controllers::{nodes, s};
+use crate::store::Store;
 use crate::{Error, FaultSpec, Shared, Version};
 
-fn state(shared: &Shared) -> Value {
-    let store = shared.lock_store();
-    let cp = shared.cp_version();
-    let kcp = def(&store, KCP_GROUP, VERSION, "kubeadmcontrolplanes").and_then(|d| {
-        store
-            .get(
-                &d.gr(),
-                &shared.config.capi_namespace,
-                &capi::kcp_name(&shared.config.cluster_name),
-            )
-            .cloned()
-    });
-    let target = kcp
+/// The sim holding the Cluster API objects of `shared`'s cluster (itself when self-managed,
+/// else its management sim).
+fn capi_home(shared: &Arc<Shared>) -> Result<Arc<Shared>, ApiError> {
+    if shared
+        .capi
         .as_ref()
-        .map(|k| s(k, "/spec/version").trim_start_matches('v').to_string())
-        .unwrap_or_else(|| cp.to_string());
-    let all_nodes = nodes::all(&store);
-    let mut groups = Vec::new();
-    if let Some(d) = def(&store, MD_GROUP, VERSION, "machinedeployments") {
-        for md in store.list(&d.gr(), Some(&shared.config.capi_namespace)) {
-            let group = capi::group_of(md);
-            let md_name = s(md, "/metadata/name");
-            let want = s(md, "/spec/template/spec/version")
+        .is_some_and(|c| c.clusters.iter().any(|m| m.workload.is_none()))
+    {
+        return Ok(shared.clone());
+    }
+    if shared.capi.is_some() {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            "this is a management sim: its own control plane and nodes are not managed by Cluster API; ask through a workload cluster's kubeconfig",
+        ));
+    }
+    shared
+        .management
+        .get()
+        .and_then(std::sync::Weak::upgrade)
+        .ok_or_else(|| ApiError::unavailable("the management sim is gone"))
+}
+
+/// The record of `workload`'s cluster in `home`.
+fn managed<'a>(home: &'a Shared, workload: &Shared) -> Result<&'a Managed, ApiError> {
+    home.capi
+        .as_ref()
+        .and_then(|c| {
+            c.clusters.iter().find(|m| {
+                m.name == workload.config.cluster_name
+                    && m.namespace == workload.config.capi_namespace
+            })
+        })
+        .ok_or_else(ApiError::not_found_path)
+}
+
+/// Runs `f` with the home (management) store and the workload store locked, in that order.
+fn with_stores<T>(home: &Shared, workload: &Shared, f: impl FnOnce(&mut Stores) -> T) -> T {
+    let mut guard = home.lock_store();
+    let mut wl_guard = (!std::ptr::eq(home, workload)).then(|| workload.lock_store());
+    let mut stores = Stores {
+        mgmt: &mut guard,
+        workload: wl_guard.as_deref_mut(),
+    };
+    f(&mut stores)
+}
+
+fn kinds(store: &Store) -> Result<Kinds, ApiError> {
+    Kinds::of(store).ok_or_else(ApiError::not_found_path)
+}
+
+/// One managed cluster as `state` shows it.
+fn cluster_state(home: &Shared, m: &Managed, workload: &Shared) -> Value {
+    let cp = workload.cp_version();
+    let (forced, deleted) = m.counts();
+    let replaced = workload
+        .replaced_nodes
+        .lock()
+        .map(|r| json!(*r))
+        .unwrap_or_else(|_| json!({}));
+    with_stores(home, workload, |stores| {
+        let Some(kinds) = Kinds::of(stores.mgmt) else {
+            return json!({});
+        };
+        let cluster = kinds.get(stores.mgmt, Kind::Cluster, &m.namespace, &m.name);
+        let topology = cluster
+            .as_ref()
+            .map(|c| s(c, "/spec/topology/version").to_string())
+            .unwrap_or_default();
+        let kcp = cluster
+            .as_ref()
+            .and_then(|c| capi::control_plane_of(stores.mgmt, &kinds, c));
+        let target = kcp
+            .as_ref()
+            .map(|k| s(k, "/spec/version").trim_start_matches('v').to_string())
+            .unwrap_or_else(|| cp.to_string());
+        let machines = kinds.of_cluster(stores.mgmt, Kind::Machine, &m.namespace, &m.name);
+        let mut groups = Vec::new();
+        for md in kinds.of_cluster(stores.mgmt, Kind::MachineDeployment, &m.namespace, &m.name) {
+            let md_name = s(&md, "/metadata/name").to_string();
+            let want = s(&md, "/spec/template/spec/version")
                 .trim_start_matches('v')
                 .to_string();
-            let members: Vec<Value> = all_nodes
+            let members: Vec<Value> = deployments::nodes_of(stores, &kinds, &m.namespace, &m.name, &md_name)
                 .iter()
-                .filter(|n| nodes::deployment_of(n) == md_name)
                 .map(|n| json!({
                     "name": s(n, "/metadata/name"),
                     "kubeletVersion": s(n, "/status/nodeInfo/kubeletVersion").trim_start_matches('v'),
@@ -63,29 +128,84 @@ fn state(shared: &Shared) -> Value {
                     "unschedulable": n.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false),
                 }))
                 .collect();
-            let done = members.iter().all(|m| m["kubeletVersion"] == json!(want))
+            let own: Vec<Value> = machines
+                .iter()
+                .filter(|x| label(x, keys::DEPLOYMENT_NAME) == md_name)
+                .map(|x| {
+                    json!({
+                        "name": s(x, "/metadata/name"),
+                        "node": s(x, "/status/nodeRef/name"),
+                        "version": s(x, "/spec/version").trim_start_matches('v'),
+                        "phase": s(x, "/status/phase"),
+                        "deleting": x.pointer("/metadata/deletionTimestamp").is_some(),
+                    })
+                })
+                .collect();
+            let done = members
+                .iter()
+                .all(|n| n["kubeletVersion"] == json!(want) && n["ready"] == json!(true))
+                && own
+                    .iter()
+                    .all(|x| x["deleting"] == json!(false) && x["version"] == json!(want))
                 && md.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+            // The first v1beta1 condition that is not True says what holds it, if anything.
+            let message = md
+                .pointer("/status/deprecated/v1beta1/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["status"] == json!("False")))
+                .and_then(|c| c.get("message"))
+                .cloned()
+                .unwrap_or(json!(""));
             groups.push(json!({
-                "name": group, "machineDeployment": md_name, "targetVersion": want, "upgrading": !done,
-                "message": md.pointer("/status/conditions/0/message").cloned().unwrap_or(json!("")),
-                "nodes": members,
+                "name": capi::group_of(&md), "machineDeployment": md_name,
+                "strategy": match s(&md, "/spec/rollout/strategy/type") { "" => "RollingUpdate", t => t },
+                "targetVersion": want, "upgrading": !done, "message": message,
+                "nodes": members, "machines": own,
             }));
         }
-    }
-    drop(store);
-    let replaced = shared
-        .replaced_nodes
-        .lock()
-        .map(|r| json!(*r))
-        .unwrap_or_else(|_| json!({}));
-    let (requests, by_resource) = shared.request_counts().to_json();
-    json!({
-        "controlPlane": {"version": cp.to_string(), "targetVersion": target, "upgrading": target != cp.to_string()},
-        "nodeGroups": groups,
-        "replacedNodes": replaced,
-        "requests": requests,
-        "requestsByResource": by_resource,
+        json!({
+            "name": m.name, "namespace": m.namespace,
+            "topologyVersion": topology.trim_start_matches('v'),
+            "controlPlane": {"version": cp.to_string(), "targetVersion": target, "upgrading": target != cp.to_string()},
+            "nodeGroups": groups,
+            "drainsForced": forced, "machinesDeleted": deleted,
+            "replacedNodes": replaced,
+        })
     })
+}
+
+fn state(shared: &Arc<Shared>) -> Value {
+    let (requests, by_resource) = shared.request_counts().to_json();
+    let mut out = match (&shared.capi, capi_home(shared)) {
+        (Some(install), Err(_)) => {
+            // A management sim: every cluster it manages.
+            let clusters: Vec<Value> = install
+                .clusters
+                .iter()
+                .filter_map(|m| m.workload.as_ref().map(|w| cluster_state(shared, m, w)))
+                .collect();
+            let cp = shared.cp_version().to_string();
+            json!({
+                "controlPlane": {"version": cp, "targetVersion": cp, "upgrading": false},
+                "clusterApi": install.api.to_string(),
+                "clusters": clusters,
+            })
+        }
+        (_, Ok(home)) => match managed(&home, shared) {
+            Ok(m) => {
+                let mut st = cluster_state(&home, m, shared);
+                if let Some(install) = &home.capi {
+                    st["clusterApi"] = json!(install.api.to_string());
+                }
+                st
+            }
+            Err(_) => json!({}),
+        },
+        (None, Err(e)) => json!({"error": e.message}),
+    };
+    out["requests"] = requests;
+    out["requestsByResource"] = by_resource;
+    out
 }
 
 fn field<'a>(body: &'a Value, key: &str) -> Result<&'a str, ApiError> {
@@ -100,129 +220,186 @@ fn version(v: &str) -> Result<Version, ApiError> {
     })
 }
 
-fn upgrade_control_plane(shared: &Shared, body: &Value) -> Result<Value, ApiError> {
-    let target = version(field(body, "version")?)?;
-    let mut store = shared.lock_store();
-    let d = def(&store, KCP_GROUP, VERSION, "kubeadmcontrolplanes")
-        .ok_or_else(ApiError::not_found_path)?;
-    let name = capi::kcp_name(&shared.config.cluster_name);
-    let kcp = store
-        .get(&d.gr(), &shared.config.capi_namespace, &name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&d, &name))?;
-    let cp = shared.cp_version();
-    let pending = Version::parse(s(&kcp, "/spec/version"));
-    if pending == Some(target) {
-        return Ok(
-            json!({"accepted": true, "message": format!("control plane upgrade to v{target} already requested")}),
-        );
-    }
-    if pending.is_some_and(|p| p != cp) {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "a control plane upgrade to v{} is in progress",
-                pending.map(|p| p.to_string()).unwrap_or_default()
-            ),
-        ));
-    }
-    if let Some(msg) = capi::control_plane_refusal(cp, target) {
-        return Err(ApiError::new(409, "Conflict", msg));
-    }
-    let mut k = kcp;
-    k["spec"]["version"] = json!(format!("v{target}"));
-    write(&mut store, &d, k);
-    Ok(
-        json!({"accepted": true, "message": format!("upgrading the control plane from v{cp} to v{target}")}),
-    )
+fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(409, "Conflict", message)
 }
 
-fn upgrade_node_group(shared: &Shared, body: &Value) -> Result<Value, ApiError> {
+fn upgrade_control_plane(shared: &Arc<Shared>, body: &Value) -> Result<Value, ApiError> {
+    let target = version(field(body, "version")?)?;
+    let home = capi_home(shared)?;
+    let m = managed(&home, shared)?;
+    let cp = shared.cp_version();
+    with_stores(&home, shared, |stores| {
+        let kinds = kinds(stores.mgmt)?;
+        let cluster = kinds
+            .get(stores.mgmt, Kind::Cluster, &m.namespace, &m.name)
+            .ok_or_else(|| {
+                ApiError::new(404, "NotFound", format!("cluster {:?} not found", m.name))
+            })?;
+        let kcp = capi::control_plane_of(stores.mgmt, &kinds, &cluster)
+            .ok_or_else(|| ApiError::new(404, "NotFound", "the cluster has no control plane"))?;
+        let topology = !s(&cluster, "/spec/topology/version").is_empty();
+        let pending = Version::parse(if topology {
+            s(&cluster, "/spec/topology/version")
+        } else {
+            s(&kcp, "/spec/version")
+        });
+        if pending == Some(target) {
+            return Ok(
+                json!({"accepted": true, "message": format!("control plane upgrade to v{target} already requested")}),
+            );
+        }
+        if pending.is_some_and(|p| p != cp) {
+            return Err(conflict(format!(
+                "a control plane upgrade to v{} is in progress",
+                pending.map(|p| p.to_string()).unwrap_or_default()
+            )));
+        }
+        // The simulated cloud upgrades; it never downgrades.
+        if target < cp {
+            return Err(conflict(format!(
+                "cannot downgrade the control plane from v{cp} to v{target}"
+            )));
+        }
+        if let Some(msg) = capi::control_plane_refusal(cp, target) {
+            return Err(conflict(msg));
+        }
+        if topology {
+            let mut c = cluster;
+            c["spec"]["topology"]["version"] = json!(capi::v(target));
+            kinds
+                .update(stores.mgmt, Kind::Cluster, c)
+                .map_err(|e| conflict(e.message))?;
+        } else {
+            let mut k = kcp;
+            k["spec"]["version"] = json!(capi::v(target));
+            kinds
+                .update(stores.mgmt, Kind::KubeadmControlPlane, k)
+                .map_err(|e| conflict(e.message))?;
+        }
+        Ok(
+            json!({"accepted": true, "message": format!("upgrading the control plane from v{cp} to v{target}")}),
+        )
+    })
+}
+
+fn upgrade_node_group(shared: &Arc<Shared>, body: &Value) -> Result<Value, ApiError> {
     let group = field(body, "name")?;
     let target = version(field(body, "version")?)?;
-    let mut store = shared.lock_store();
-    let d = def(&store, MD_GROUP, VERSION, "machinedeployments")
-        .ok_or_else(ApiError::not_found_path)?;
-    let md = store
-        .list(&d.gr(), Some(&shared.config.capi_namespace))
-        .find(|m| capi::group_of(m) == group || s(m, "/metadata/name") == group)
-        .cloned()
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("node group {group:?} not found")))?;
-    let md_name = s(&md, "/metadata/name").to_string();
-    let lowest = nodes::all(&store)
-        .iter()
-        .filter(|n| nodes::deployment_of(n) == md_name)
-        .filter_map(nodes::kubelet_version)
-        .min();
-    if let Some(msg) = capi::node_group_refusal(shared.cp_version(), lowest, target) {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!("node group {group}: {msg}"),
-        ));
-    }
-    let mut m = md;
-    m["spec"]["template"]["spec"]["version"] = json!(format!("v{target}"));
-    write(&mut store, &d, m);
-    Ok(json!({"accepted": true, "message": format!("rolling node group {group} to v{target}")}))
+    let home = capi_home(shared)?;
+    let m = managed(&home, shared)?;
+    let cp = shared.cp_version();
+    with_stores(&home, shared, |stores| {
+        let kinds = kinds(stores.mgmt)?;
+        if kinds
+            .get(stores.mgmt, Kind::Cluster, &m.namespace, &m.name)
+            .is_some_and(|c| !s(&c, "/spec/topology/version").is_empty())
+        {
+            return Err(conflict(format!(
+                "cluster {} is built from a ClusterClass: its node groups follow spec.topology.version",
+                m.name
+            )));
+        }
+        let md = kinds
+            .of_cluster(stores.mgmt, Kind::MachineDeployment, &m.namespace, &m.name)
+            .into_iter()
+            .find(|md| capi::group_of(md) == group || s(md, "/metadata/name") == group)
+            .ok_or_else(|| {
+                ApiError::new(404, "NotFound", format!("node group {group:?} not found"))
+            })?;
+        let md_name = s(&md, "/metadata/name").to_string();
+        let lowest = deployments::nodes_of(stores, &kinds, &m.namespace, &m.name, &md_name)
+            .iter()
+            .filter_map(nodes::kubelet_version)
+            .min();
+        if Version::parse(s(&md, "/spec/template/spec/version")) == Some(target) {
+            return Ok(
+                json!({"accepted": true, "message": format!("node group {group} upgrade to v{target} already requested")}),
+            );
+        }
+        if let Some(msg) = capi::node_group_refusal(cp, lowest, target) {
+            return Err(conflict(format!("node group {group}: {msg}")));
+        }
+        let mut new = md;
+        new["spec"]["template"]["spec"]["version"] = json!(capi::v(target));
+        kinds
+            .update(stores.mgmt, Kind::MachineDeployment, new)
+            .map_err(|e| conflict(e.message))?;
+        Ok(json!({"accepted": true, "message": format!("rolling node group {group} to v{target}")}))
+    })
 }
 
 /// Terminates node `name` and has its group replace it at `version` (see the module docs).
-fn replace_node(shared: &Shared, body: &Value) -> Result<Value, ApiError> {
+fn replace_node(shared: &Arc<Shared>, body: &Value) -> Result<Value, ApiError> {
     let name = field(body, "name")?;
     let target = version(field(body, "version")?)?;
-    let mut store = shared.lock_store();
-    let (Some(nd), Some(pd), Some(d)) = (
-        def(&store, "", "v1", "nodes"),
-        def(&store, "", "v1", "pods"),
-        def(&store, MD_GROUP, VERSION, "machinedeployments"),
-    ) else {
-        return Err(ApiError::not_found_path());
-    };
-    let node = store
-        .get(&nd.gr(), "", name)
-        .cloned()
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("node {name:?} not found")))?;
-    let md_name = nodes::deployment_of(&node).to_string();
-    let md = store
-        .list(&d.gr(), Some(&shared.config.capi_namespace))
-        .find(|m| s(m, "/metadata/name") == md_name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
+    let home = capi_home(shared)?;
+    let m = managed(&home, shared)?;
+    let cp = shared.cp_version();
+    with_stores(&home, shared, |stores| {
+        let kinds = kinds(stores.mgmt)?;
+        if nodes::get(stores.wl(), name).is_none() {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("node {name:?} not found"),
+            ));
+        }
+        let machine = kinds
+            .of_cluster(stores.mgmt, Kind::Machine, &m.namespace, &m.name)
+            .into_iter()
+            .find(|x| s(x, "/status/nodeRef/name") == name);
+        let md = machine.as_ref().and_then(|x| {
+            kinds.get(
+                stores.mgmt,
+                Kind::MachineDeployment,
+                &m.namespace,
+                label(x, keys::DEPLOYMENT_NAME),
+            )
+        });
+        let (Some(machine), Some(md)) = (machine, md) else {
+            return Err(ApiError::new(
                 404,
                 "NotFound",
                 format!("node {name:?} belongs to no node group"),
-            )
-        })?;
-    if let Some(msg) = capi::node_group_refusal(shared.cp_version(), None, target) {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!("node {name}: {msg}"),
-        ));
-    }
-    let mut m = md;
-    m["spec"]["strategy"] = json!({"type": "OnDelete"});
-    m["spec"]["template"]["spec"]["version"] = json!(format!("v{target}"));
-    write(&mut store, &d, m);
-    // The VM is gone: so are its pods (no grace: the kubelet that ran them is gone too).
-    let on_node: Vec<(String, String)> = store
-        .list(&pd.gr(), None)
-        .filter(|p| s(p, "/spec/nodeName") == name)
-        .map(|p| {
-            (
-                s(p, "/metadata/namespace").to_string(),
-                s(p, "/metadata/name").to_string(),
-            )
-        })
-        .collect();
-    for (ns, pod) in on_node {
-        let _ = store.delete(&pd, &ns, &pod);
-    }
-    let _ = store.delete(&nd, "", name);
-    drop(store);
+            ));
+        };
+        if let Some(msg) = capi::node_group_refusal(cp, None, target) {
+            return Err(conflict(format!("node {name}: {msg}")));
+        }
+        // From now on the group is replaced node by node (Cluster API's `OnDelete`), each at
+        // the template's version.
+        let mut new = md;
+        new["spec"]["rollout"]["strategy"] = json!({"type": "OnDelete"});
+        new["spec"]["template"]["spec"]["version"] = json!(capi::v(target));
+        kinds
+            .update(stores.mgmt, Kind::MachineDeployment, new)
+            .map_err(|e| conflict(e.message))?;
+        // The VM is gone: so are its pods (no grace: the kubelet that ran them is gone too)
+        // and its Node; its Machine goes (nothing left to drain) and is replaced.
+        let wl = stores.wl();
+        if let (Some(nd), Some(pd)) = (
+            crate::controllers::def(wl, "", "v1", "nodes"),
+            crate::controllers::def(wl, "", "v1", "pods"),
+        ) {
+            let on_node: Vec<(String, String)> = wl
+                .list(&pd.gr(), None)
+                .filter(|p| s(p, "/spec/nodeName") == name)
+                .map(|p| {
+                    (
+                        s(p, "/metadata/namespace").to_string(),
+                        s(p, "/metadata/name").to_string(),
+                    )
+                })
+                .collect();
+            for (ns, pod) in on_node {
+                let _ = wl.delete(&pd, &ns, &pod);
+            }
+            let _ = wl.delete(&nd, "", name);
+        }
+        capi::machines::delete(stores, &kinds, &machine);
+        Ok(())
+    })?;
     if let Ok(mut r) = shared.replaced_nodes.lock() {
         *r.entry(name.to_string()).or_insert(0) += 1;
     }
@@ -232,7 +409,7 @@ fn replace_node(shared: &Shared, body: &Value) -> Result<Value, ApiError> {
 }
 
 /// Serves `/sim/v1/{rest}`.
-pub(crate) async fn handle(shared: &Shared, req: &Req, rest: &str) -> http::Response<Body> {
+pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, rest: &str) -> http::Response<Body> {
     let result = match (&req.method, rest.trim_end_matches('/')) {
         (&Method::GET, "state") => Ok((200, state(shared))),
         (&Method::POST, "upgrade-control-plane") => req

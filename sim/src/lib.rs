@@ -26,11 +26,12 @@
 //! # What a cluster looks like
 //!
 //! - `/version` reports the control plane (`v1.28.9` by default); namespaces `default`,
-//!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and the Cluster API
-//!   namespace (`capi-system`) exist, each with the `kube-root-ca.crt` ConfigMap and the
-//!   `default` ServiceAccount (made for every new namespace too). Every built-in group version
-//!   has a local APIService; `SimConfig::unavailable_api_services` adds aggregated APIs that
-//!   never become available (their group-version answers 503 `service unavailable`).
+//!   `kube-system`, `kube-public`, `kube-node-lease`, `tidemark-system` and, where the
+//!   Cluster API objects are, their namespace (`capi-system`) exist, each with the
+//!   `kube-root-ca.crt` ConfigMap and the `default` ServiceAccount (made for every new
+//!   namespace too). Every built-in group version has a local APIService;
+//!   `SimConfig::unavailable_api_services` adds aggregated APIs that never become available
+//!   (their group-version answers 503 `service unavailable`).
 //! - Objects look as a real server stores them: defaults (pod templates, Services,
 //!   workloads), admission (a Pod's service account token volume, tolerations, priority),
 //!   canonical quantities (`0.5` -> `500m`), unknown fields dropped, Go's zero values
@@ -44,19 +45,12 @@
 //!   as `apiserver_requested_deprecated_apis`, as kube-apiserver does (`deprecation`).
 //! - `SimConfig::pods` ([`PodLifecycle`]): pods run (the default) or stay `Pending` (no
 //!   scheduler, no kubelet; no workload becomes available, as when the corpus was recorded).
-//! - Nodes are named `<cluster>-<group>-xxxxx` and labelled
-//!   `cluster.x-k8s.io/deployment-name=<cluster>-<group>` (the MachineDeployment, as Cluster
-//!   API does), `tidemark.dev/node-group=<group>` and `cluster.x-k8s.io/cluster-name=<cluster>`.
-//! - Cluster API objects in `SimConfig::capi_namespace`: the `KubeadmControlPlane`
-//!   (`controlplane.cluster.x-k8s.io/v1beta1`) is named after the cluster, each
-//!   `MachineDeployment` (`cluster.x-k8s.io/v1beta1`) `<cluster>-<group>`; versions are written
-//!   `v1.28.9`. Their fields are owned by the manager `kube-controller-manager`: a server-side
-//!   apply that changes `spec.version` needs `force`, as on a cluster whose objects another tool
-//!   created. Progress: KCP `status.version`/`updatedReplicas`/conditions
-//!   (`MachinesSpecUpToDate`), MD `status.replicas`/`updatedReplicas`/`readyReplicas`/`phase`
-//!   (`ScalingUp` while rolling, `Running` when done)/`observedGeneration` and a `Ready`
-//!   condition whose reason is `UpgradeRejected` (skew, skipped minor, downgrade) or
-//!   `DrainingFailed` (a PodDisruptionBudget blocks; the message names it), plus Events.
+//! - Nodes are named `<cluster>-<group>-xxxxx`, each the Node of one Cluster API Machine (of
+//!   the same name), labelled `tidemark.dev/node-group=<group>` (the kubelet's
+//!   `--node-labels`; `exec` node groups use it) and annotated as Cluster API annotates them
+//!   (`cluster.x-k8s.io/machine`, `owner-kind`, `owner-name`, `cluster-name`,
+//!   `cluster-namespace`). They carry no `cluster.x-k8s.io/deployment-name` label: a Node
+//!   belongs to a MachineDeployment through the Machine whose `status.nodeRef` names it.
 //! - Images whose name contains `fail` never become ready (containers wait with reason
 //!   `CrashLoopBackOff`; Jobs fail with `BackoffLimitExceeded`). A Deployment without progress
 //!   for `progressDeadlineSeconds` (scaled by speed) gets `Progressing=False`
@@ -73,6 +67,66 @@
 //! - The `kube` client retries 429/503 answers by default (up to 15 times with backoff); an
 //!   eviction blocked by a PodDisruptionBudget is a 429, so callers that want to see it at once
 //!   build their client with `default_retry = false`.
+//!
+//! # Cluster API
+//!
+//! Cluster API 1.11 as it runs for real (`controllers::capi`; `sim/FIDELITY.md` lists what is
+//! not modelled):
+//!
+//! - **Where the objects are.** [`Sim::start`] is a self-managed cluster: its Cluster API
+//!   objects are in itself. [`Sim::start_managed`] starts a **management** sim holding the
+//!   Cluster API objects of one or more **workload** sims, all in one process: the
+//!   management sim's controllers reach each workload's Nodes, Pods and control plane in
+//!   memory (lock order: management store, then workload store). A workload sim has no
+//!   Cluster API CRDs. `tidemark sim --management-kubeconfig PATH [--workload NAME=PATH]...`
+//!   runs that from the command line.
+//! - **Objects** in `SimConfig::capi_namespace`: a `Cluster` named after the cluster (with
+//!   `spec.topology` when `SimConfig::topology`), its `KubeadmControlPlane` (same name), a
+//!   `MachineDeployment` `<cluster>-<group>` per node group, Machines `<deployment>-xxxxx`
+//!   (labels `cluster.x-k8s.io/cluster-name`, `cluster.x-k8s.io/deployment-name`; owned by
+//!   their MachineDeployment: no MachineSets), and the Secret `<cluster>-kubeconfig` (key
+//!   `value`: the workload's kubeconfig). Versions are written `v1.28.9`. Fields are owned by
+//!   the manager `manager` (Cluster API's controllers): a server-side apply that changes
+//!   `spec.version` needs `force`, as on a cluster whose objects another tool created.
+//! - **Versions** (`SimConfig::capi_api`, [`CapiApi`]): `v1beta2` (default; `v1beta1` and
+//!   `v1beta2` served, `v1beta2` stored and preferred, converted as Cluster API's webhooks
+//!   convert: `spec.strategy` <-> `spec.rollout.strategy`, `nodeDrainTimeout: "10m0s"` <->
+//!   `deletion.nodeDrainTimeoutSeconds: 600`, conditions <-> `status.v1beta2` /
+//!   `status.deprecated.v1beta1`, `nodeRef` `{name}`) or `v1beta1` only.
+//! - **Rollouts.** A changed `KubeadmControlPlane.spec.version` upgrades the control plane
+//!   over time, one minor at a time (a skipped minor is refused in its status,
+//!   `UpgradeRejected`). A changed `MachineDeployment.spec.template.spec.version` replaces
+//!   Machines (`RollingUpdate` with `maxSurge`/`maxUnavailable`, default 1/0; `OnDelete`
+//!   replaces only Machines someone deletes), new ones only when the MachineSet preflight
+//!   checks pass (kubelet not newer than the control plane, kubeadm joins only at its minor,
+//!   control plane stable). A topology cluster moves its control plane, then one
+//!   MachineDeployment at a time, to `Cluster.spec.topology.version`; the Cluster webhook
+//!   refuses a `topology.version` that goes down, skips a minor, or comes before everything
+//!   runs the current one.
+//! - **Drains.** A deleted Machine keeps its finalizer while its Node is cordoned and drained
+//!   through the eviction rules. A PodDisruptionBudget that refuses an eviction shows on the
+//!   **Machine** (v1beta2 `Deleting`, reason `DrainingNode`; v1beta1 `DrainingSucceeded=False`,
+//!   reason `Draining`; Cluster API's message naming each pod and the budget, from
+//!   `status.deletion.nodeDrainStartTime`); MachineDeployment conditions only summarise
+//!   (`ScalingDown`: `Machine X is in deletion`). Without `nodeDrainTimeout` a drain waits
+//!   forever; once it has passed (wall-clock seconds) the Machine is deleted anyway (counted:
+//!   `drainsForced`).
+//!
+//! `GET /sim/v1/state` (`tidemark sim ctl state`) through a cluster's kubeconfig shows that
+//! cluster as its Cluster API objects say, wherever they are:
+//!
+//! ```json
+//! {"name": "sim", "namespace": "capi-system", "topologyVersion": "", "clusterApi": "v1beta2",
+//!  "controlPlane": {"version": "1.28.9", "targetVersion": "1.29.8", "upgrading": true},
+//!  "nodeGroups": [{"name": "general", "machineDeployment": "sim-general",
+//!                  "strategy": "RollingUpdate", "targetVersion": "1.29.8", "upgrading": true,
+//!                  "message": "", "nodes": [{"name", "kubeletVersion", "ready", "unschedulable"}],
+//!                  "machines": [{"name", "node", "version", "phase", "deleting"}]}],
+//!  "drainsForced": 0, "machinesDeleted": 2, "requests": {...}, "requestsByResource": {...}}
+//! ```
+//!
+//! Through a management sim's kubeconfig: its own `controlPlane`, `clusterApi`, and
+//! `clusters`: one such object per workload cluster.
 //!
 //! # Request counters
 //!
@@ -130,6 +184,7 @@
 mod api;
 mod apply;
 mod controllers;
+mod convert;
 mod ctl;
 mod defaults;
 mod deprecation;
@@ -152,25 +207,27 @@ mod watch;
 mod yaml;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 
 pub use api::requests::{RequestCounts, VERBS as REQUEST_VERBS};
+pub use controllers::capi::CapiApi;
 pub use ctl::ctl;
 pub use faults::{FaultSpec, FaultSpecError};
 pub use kubeconfig::CONTEXT;
 
-/// Labels the sim puts on nodes (and that the agent matches node groups by).
+/// Labels the sim puts on its objects.
 pub mod labels {
-    /// Cluster API's label naming the MachineDeployment (= node group) of a node.
-    pub const DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
-    /// tidemark's own node-group label.
+    /// tidemark's own node-group label, on every Node (the kubelet's `--node-labels`) and on
+    /// the Machines of a node group.
     pub const NODE_GROUP: &str = "tidemark.dev/node-group";
-    /// Cluster API's cluster-name label (on nodes and CAPI objects).
+    /// Cluster API's cluster-name label (on Cluster API objects; an annotation on Nodes).
     pub const CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
+    /// Cluster API's label naming the MachineDeployment of a Machine (never on Nodes).
+    pub const DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
 }
 
 /// Errors of the sim library.
@@ -198,6 +255,10 @@ pub enum Error {
     Pods(String),
     #[error("invalid version {0:?}: expected MAJOR.MINOR.PATCH")]
     Version(String),
+    #[error("invalid Cluster API version {0:?}: expected v1beta1 or v1beta2")]
+    CapiApi(String),
+    #[error("invalid workload clusters: {0}")]
+    Workloads(String),
     #[error("invalid kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("failed to build a kube client")]
@@ -239,6 +300,12 @@ pub struct SimConfig {
     /// endpoints, so its group is listed in `/apis` but its group-version answers 503
     /// `service unavailable` (as metrics-server's does until its pod is ready).
     pub unavailable_api_services: Vec<String>,
+    /// The versions of Cluster API's groups served where this sim's Cluster API objects are
+    /// (itself when self-managed; a management sim's own setting otherwise).
+    pub capi_api: CapiApi,
+    /// The cluster is built from a ClusterClass: its `Cluster` has `spec.topology` and the
+    /// topology controller moves the control plane and MachineDeployments.
+    pub topology: bool,
 }
 
 /// What happens to the pods of a sim.
@@ -282,6 +349,8 @@ impl Default for SimConfig {
             node_versions: Vec::new(),
             pods: PodLifecycle::Run,
             unavailable_api_services: Vec::new(),
+            capi_api: CapiApi::default(),
+            topology: false,
         }
     }
 }
@@ -388,6 +457,11 @@ pub(crate) struct Shared {
     pub ca_pem: String,
     /// `127.0.0.1:PORT`, the address discovery advertises.
     pub address: String,
+    /// Cluster API as installed in this sim: the clusters whose objects it holds (itself
+    /// when self-managed, workload sims when it is a management sim).
+    pub capi: Option<controllers::capi::Installation>,
+    /// The management sim holding this cluster's Cluster API objects, when another sim does.
+    pub management: OnceLock<Weak<Shared>>,
     /// How many times each node was replaced through `/sim/v1/replace-node`.
     pub replaced_nodes: Mutex<std::collections::BTreeMap<String, u32>>,
     /// Deprecated APIs requested since the API server (of this minor) started.
@@ -442,9 +516,20 @@ pub struct Sim {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Sim {
-    /// Starts a sim on 127.0.0.1 (port from the config, 0 = any free port).
-    pub async fn start(config: SimConfig) -> Result<Sim, Error> {
+/// A sim bound to its port, its store bootstrapped, not yet serving.
+struct Prepared {
+    config: SimConfig,
+    version: Version,
+    tls: tls::Tls,
+    listener: tokio::net::TcpListener,
+    port: u16,
+    url: String,
+    kubeconfig: String,
+    store: store::Store,
+}
+
+impl Prepared {
+    async fn new(config: SimConfig, capi: Option<CapiApi>) -> Result<Prepared, Error> {
         let version = Version::parse(&config.version)
             .ok_or_else(|| Error::Version(config.version.clone()))?;
         if !(config.speed.is_finite() && config.speed > 0.0 && config.speed <= 10_000.0) {
@@ -477,13 +562,37 @@ impl Sim {
             .port();
         let url = format!("https://127.0.0.1:{port}");
         let kubeconfig = kubeconfig::render(&url, &tls.ca_pem);
-        let (stop, shutdown) = signal::channel(false);
         let mut store = store::Store::new(config.seed, config.watch_window);
         store.registry.set_minor(version.minor);
-        controllers::bootstrap(&mut store, &config, version);
+        controllers::bootstrap(&mut store, &config, capi);
+        Ok(Prepared {
+            config,
+            version,
+            tls,
+            listener,
+            port,
+            url,
+            kubeconfig,
+            store,
+        })
+    }
+
+    /// Serves: the listener and the controllers run.
+    fn launch(self, capi: Option<controllers::capi::Installation>) -> Sim {
+        let Prepared {
+            config,
+            version,
+            tls,
+            listener,
+            port,
+            url,
+            kubeconfig,
+            mut store,
+        } = self;
         // A cluster that has been running: its early history is compacted away.
         let bootstrapped = store.resource_version();
         store.compact(bootstrapped);
+        let (stop, shutdown) = signal::channel(false);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             faults: Mutex::new(faults::Faults::new(config.faults.clone(), config.seed)),
@@ -493,6 +602,8 @@ impl Sim {
             shutdown,
             ca_pem: String::from_utf8_lossy(&tls.ca_pem).into_owned(),
             address: format!("127.0.0.1:{port}"),
+            capi,
+            management: OnceLock::new(),
             replaced_nodes: Mutex::default(),
             deprecated: Mutex::default(),
         });
@@ -501,12 +612,100 @@ impl Sim {
             tokio::spawn(controllers::run(shared.clone())),
         ];
         tracing::info!(%url, "sim started");
-        Ok(Sim {
+        Sim {
             shared,
             url,
             kubeconfig,
             stop,
             tasks,
+        }
+    }
+}
+
+/// A management sim and the workload sims whose Cluster API objects it holds
+/// ([`Sim::start_managed`]).
+pub struct Managed {
+    /// The management cluster: Cluster API's CRDs and controllers, and every workload
+    /// cluster's `Cluster`, `KubeadmControlPlane`, MachineDeployments, Machines and
+    /// `<cluster>-kubeconfig` Secret, in the workload's `capi_namespace`.
+    pub management: Sim,
+    /// The workload clusters, in the order given: Nodes, Pods, their control plane's version;
+    /// no Cluster API objects.
+    pub workloads: Vec<Sim>,
+}
+
+impl Sim {
+    /// Starts a self-managed sim on 127.0.0.1 (port from the config, 0 = any free port): it
+    /// holds its own Cluster API objects.
+    pub async fn start(config: SimConfig) -> Result<Sim, Error> {
+        let api = config.capi_api;
+        let mut p = Prepared::new(config, Some(api)).await?;
+        let mut stores = controllers::capi::Stores {
+            mgmt: &mut p.store,
+            workload: None,
+        };
+        controllers::capi::create_cluster(&mut stores, &p.config, p.version, &p.kubeconfig);
+        let installation = controllers::capi::Installation {
+            api,
+            clusters: vec![controllers::capi::Managed::new(
+                &p.config.cluster_name,
+                &p.config.capi_namespace,
+                None,
+            )],
+        };
+        Ok(p.launch(Some(installation)))
+    }
+
+    /// Starts a management sim (`management`: its own version and node groups, whose nodes
+    /// no Cluster API manages; its `capi_api` says which Cluster API versions it serves) and
+    /// one workload sim per entry of `workloads`, whose Cluster API objects the management
+    /// sim holds and whose Machines it rolls. Cluster names must differ.
+    pub async fn start_managed(
+        management: SimConfig,
+        workloads: Vec<SimConfig>,
+    ) -> Result<Managed, Error> {
+        let mut names: Vec<&str> = workloads.iter().map(|w| w.cluster_name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) || names.is_empty() {
+            return Err(Error::Workloads(
+                "give at least one workload cluster, each with its own cluster name".into(),
+            ));
+        }
+        let api = management.capi_api;
+        let mut mgmt = Prepared::new(management, Some(api)).await?;
+        controllers::plain_nodes(&mut mgmt.store, &mgmt.config, mgmt.version);
+        let mut prepared = Vec::new();
+        for w in workloads {
+            let mut p = Prepared::new(w, None).await?;
+            let mut stores = controllers::capi::Stores {
+                mgmt: &mut mgmt.store,
+                workload: Some(&mut p.store),
+            };
+            controllers::capi::create_cluster(&mut stores, &p.config, p.version, &p.kubeconfig);
+            prepared.push(p);
+        }
+        let mut clusters = Vec::new();
+        let mut sims = Vec::new();
+        for p in prepared {
+            let sim = p.launch(None);
+            clusters.push(controllers::capi::Managed::new(
+                &sim.shared.config.cluster_name,
+                &sim.shared.config.capi_namespace,
+                Some(sim.shared.clone()),
+            ));
+            sims.push(sim);
+        }
+        let management = mgmt.launch(Some(controllers::capi::Installation { api, clusters }));
+        for sim in &sims {
+            // Set once, right after the sim was made.
+            let _ = sim
+                .shared
+                .management
+                .set(Arc::downgrade(&management.shared));
+        }
+        Ok(Managed {
+            management,
+            workloads: sims,
         })
     }
 
@@ -585,13 +784,56 @@ pub async fn run_until_signal(config: SimConfig, kubeconfig_path: PathBuf) -> Re
         sim.url(),
         kubeconfig_path.display()
     );
+    wait_for_signal().await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Starts a management sim and its workload sims ([`Sim::start_managed`]), writes each
+/// kubeconfig to its path, prints one line
+/// `sim ready: URL kubeconfig=PATH; management: URL kubeconfig=PATH[; workload NAME: URL kubeconfig=PATH]...`
+/// (the first workload first) on stdout, and serves until SIGINT or SIGTERM.
+pub async fn run_managed_until_signal(
+    management: (SimConfig, PathBuf),
+    workloads: Vec<(SimConfig, PathBuf)>,
+) -> Result<(), Error> {
+    let (configs, paths): (Vec<SimConfig>, Vec<PathBuf>) = workloads.into_iter().unzip();
+    let managed = Sim::start_managed(management.0, configs).await?;
+    managed.management.write_kubeconfig(&management.1)?;
+    let mut parts = Vec::new();
+    for (i, (sim, path)) in managed.workloads.iter().zip(&paths).enumerate() {
+        sim.write_kubeconfig(path)?;
+        let line = format!("{} kubeconfig={}", sim.url(), path.display());
+        if i == 0 {
+            parts.push(line);
+            parts.push(format!(
+                "management: {} kubeconfig={}",
+                managed.management.url(),
+                management.1.display()
+            ));
+        } else {
+            parts.push(format!(
+                "workload {}: {line}",
+                sim.shared.config.cluster_name
+            ));
+        }
+    }
+    println!("sim ready: {}", parts.join("; "));
+    wait_for_signal().await?;
+    for sim in managed.workloads {
+        sim.shutdown().await;
+    }
+    managed.management.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), Error> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(Error::Signal)?,
         _ = term.recv() => {}
     }
-    sim.shutdown().await;
     Ok(())
 }
 

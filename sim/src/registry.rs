@@ -64,6 +64,84 @@ pub(crate) struct ResourceDef {
     /// Objects are stored with those of this group's resource of the same name
     /// (`events.k8s.io` Events are core Events).
     pub storage_group: Option<&'static str>,
+    /// How objects of a custom resource convert between the versions of its CRD (see
+    /// `convert`); `None` for built-in kinds.
+    pub conversion: Option<Arc<CrdConversion>>,
+}
+
+/// How the versions of one CRD convert: to and from its storage version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CrdConversion {
+    /// The version objects are stored at (`storage: true`).
+    pub storage: String,
+    /// `spec.conversion.strategy`.
+    pub strategy: ConversionStrategy,
+}
+
+/// `spec.conversion` of a CRD, as far as the sim can follow it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ConversionStrategy {
+    /// `None`: only `apiVersion` changes.
+    None,
+    /// `Webhook` served by the sim's Cluster API (its conversion webhooks run in process:
+    /// `controllers::capi::convert`).
+    ClusterApi,
+    /// `Webhook` the sim cannot call: reading or writing a version other than the storage
+    /// version fails as with an unreachable webhook. Holds the webhook's Service.
+    Unreachable { service: String },
+}
+
+/// The conversion webhooks of Cluster API that the sim serves in process, by Service
+/// (namespace, name): the core provider's and the kubeadm control plane provider's.
+pub(crate) const CLUSTER_API_WEBHOOKS: &[(&str, &str)] = &[
+    ("capi-system", "capi-webhook-service"),
+    (
+        "capi-kubeadm-control-plane-system",
+        "capi-kubeadm-control-plane-webhook-service",
+    ),
+];
+
+/// The conversion of a CRD's `spec`: its storage version and strategy.
+fn crd_conversion(spec: &Value) -> Option<CrdConversion> {
+    let versions = spec.get("versions")?.as_array()?;
+    let storage = versions
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .or_else(|| versions.first())?
+        .get("name")?
+        .as_str()?
+        .to_string();
+    let conversion = spec.get("conversion");
+    let strategy = match conversion
+        .and_then(|c| c.get("strategy"))
+        .and_then(Value::as_str)
+    {
+        Some("Webhook") => {
+            let service = conversion
+                .and_then(|c| c.pointer("/webhook/clientConfig/service"))
+                .map(|s| {
+                    let f = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+                    (f("namespace").to_string(), f("name").to_string())
+                });
+            match service {
+                Some((ns, name))
+                    if CLUSTER_API_WEBHOOKS
+                        .iter()
+                        .any(|(n, s)| *n == ns && *s == name) =>
+                {
+                    ConversionStrategy::ClusterApi
+                }
+                Some((ns, name)) => ConversionStrategy::Unreachable {
+                    service: format!("{ns}/{name}"),
+                },
+                None => ConversionStrategy::Unreachable {
+                    service: "(a URL)".into(),
+                },
+            }
+        }
+        _ => ConversionStrategy::None,
+    };
+    Some(CrdConversion { storage, strategy })
 }
 
 impl ResourceDef {
@@ -320,6 +398,7 @@ impl Registry {
                     schema: None,
                     printer_columns: Arc::new(Vec::new()),
                     storage_group: (*group == "events.k8s.io").then_some(""),
+                    conversion: None,
                 });
             }
         }
@@ -433,6 +512,7 @@ impl Registry {
             .and_then(Value::as_array)
             .filter(|v| !v.is_empty())
             .ok_or("spec.versions: Required value")?;
+        let conversion = crd_conversion(spec).map(Arc::new);
         let mut new = Vec::new();
         // The storage version first, so it is the preferred one in discovery.
         let mut ordered: Vec<&Value> = versions.iter().collect();
@@ -467,6 +547,7 @@ impl Registry {
                         .unwrap_or_default(),
                 ),
                 storage_group: None,
+                conversion: conversion.clone(),
             });
         }
         self.defs.retain(|d| d.crd.as_deref() != Some(crd_name));

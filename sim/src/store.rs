@@ -13,7 +13,7 @@ use crate::api::status::ApiError;
 use crate::apply::{self, Scope};
 use crate::registry::{GroupResource, Registry, ResourceDef};
 use crate::rng::Rng;
-use crate::{defaults, events, quantity, schema, validation};
+use crate::{defaults, quantity, schema, validation};
 
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,7 +533,7 @@ impl Store {
         defaults::encode(def, &mut obj);
         validation::validate_with(def, &obj, None, name_errors)?;
         self.before_write(def, &mut obj, w.dry_run)?;
-        let mut obj = events::to_storage(def, obj);
+        let mut obj = crate::convert::to_storage(def, obj);
         if w.dry_run {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
             return Ok(obj);
@@ -557,7 +557,7 @@ impl Store {
         let Some(old) = self.get(&def.gr(), &ns, &name).cloned() else {
             return Err(ApiError::not_found(def, &name));
         };
-        let old = events::from_storage(def, old);
+        let old = crate::convert::from_storage(def, old);
         decode(def, &mut obj)?;
         let rv = meta(&obj, "resourceVersion");
         if !rv.is_empty() && rv != meta(&old, "resourceVersion") {
@@ -649,15 +649,17 @@ impl Store {
                 .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
+        // Validating admission webhooks (Cluster API's, which the sim runs).
+        crate::controllers::capi::admit(self, def, &new, Some(&old))?;
         self.before_write(def, &mut new, w.dry_run)?;
         if new != old && same_but_managed_times(&old, &new) {
             // Like Kubernetes: a new managedFields timestamp alone is no change.
             new = old.clone();
         }
         if new == old || w.dry_run {
-            return Ok(events::to_storage(def, new));
+            return Ok(crate::convert::to_storage(def, new));
         }
-        let new = events::to_storage(def, new);
+        let new = crate::convert::to_storage(def, new);
         let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
             && new
                 .pointer("/metadata/finalizers")

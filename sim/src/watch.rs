@@ -81,7 +81,7 @@ impl Filter {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let mut obj = crate::events::from_storage(&self.def, obj.clone());
+        let mut obj = crate::convert::from_storage(&self.def, obj.clone());
         if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(self.api_version));
         }

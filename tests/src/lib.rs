@@ -124,12 +124,26 @@ pub struct SimProcess {
 impl SimProcess {
     /// Starts `tidemark sim --kubeconfig DIR/kubeconfig ARGS` and waits for its ready line.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_with(args, false)
+    }
+
+    /// Starts `tidemark sim` with a management sim holding the cluster's Cluster API objects
+    /// (`--management-kubeconfig DIR/management.kubeconfig`): [`SimProcess::kubectl`] talks
+    /// to the workload cluster, [`SimProcess::kubectl_management`] to the management one.
+    pub fn start_managed(args: &[&str]) -> Result<Self> {
+        Self::start_with(args, true)
+    }
+
+    fn start_with(args: &[&str], managed: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let mut child = Command::new(tidemark_bin()?)
-            .arg("sim")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
+        let mut cmd = Command::new(tidemark_bin()?);
+        cmd.arg("sim").arg("--kubeconfig").arg(&kubeconfig);
+        if managed {
+            cmd.arg("--management-kubeconfig")
+                .arg(dir.path().join("management.kubeconfig"));
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -149,6 +163,33 @@ impl SimProcess {
         Ok(Self { child, dir })
     }
 
+    /// Path of the management sim's kubeconfig ([`SimProcess::start_managed`]).
+    pub fn management_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("management.kubeconfig")
+    }
+
+    /// Runs the real `kubectl` against the management sim.
+    pub fn kubectl_management(&self, args: &[&str]) -> Result<String> {
+        kubectl_with(&self.management_kubeconfig(), args)
+    }
+
+    /// `tidemark sim ctl state` through `kubeconfig` (the workload's or the management's),
+    /// parsed.
+    pub fn ctl_state(&self, kubeconfig: &Path) -> Result<serde_json::Value> {
+        let out = Command::new(tidemark_bin()?)
+            .args(["sim", "ctl", "--kubeconfig"])
+            .arg(kubeconfig)
+            .arg("state")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "tidemark sim ctl state failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// Path of its kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
@@ -163,19 +204,24 @@ impl SimProcess {
 
     /// Runs the real `kubectl` against the sim; returns stdout (fails on a non-zero exit).
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        kubectl_with(&self.kubeconfig(), args)
     }
+}
+
+/// Runs the real `kubectl` with `kubeconfig`; returns stdout (fails on a non-zero exit).
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Drop for SimProcess {

@@ -142,7 +142,10 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     let mut kubelets: Vec<&str> = nodes.split_whitespace().collect();
     kubelets.sort();
     assert_eq!(kubelets, ["v1.29.8", "v1.30.4", "v1.30.4"]);
-    // The node group's rollout limits reached Cluster API.
+    // The node group's rollout limits reached Cluster API, in the served version's fields
+    // (v1beta2: spec.rollout.strategy); no maxSurge (not declared) beyond Cluster API's own
+    // default, no drain timeout (it would make Cluster API force the deletion of a machine
+    // whose drain does not finish).
     let strategy = sim.kubectl(&[
         "get",
         "machinedeployments.cluster.x-k8s.io",
@@ -150,9 +153,22 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
         "-n",
         "capi-system",
         "-o",
-        "jsonpath={.spec.strategy.rollingUpdate.maxUnavailable} {.spec.template.spec.nodeDrainTimeout}",
+        "jsonpath={.apiVersion} {.spec.rollout.strategy.rollingUpdate.maxUnavailable} {.spec.template.spec.deletion.nodeDrainTimeoutSeconds}",
     ])?;
-    assert_eq!(strategy, "1 600s");
+    assert_eq!(strategy, "cluster.x-k8s.io/v1beta2 1 ");
+    let managed = sim.kubectl(&[
+        "get",
+        "machinedeployments.cluster.x-k8s.io",
+        "sim-general",
+        "-n",
+        "capi-system",
+        "-o",
+        "jsonpath={.metadata.managedFields[?(@.manager==\"tidemark\")].fieldsV1}",
+    ])?;
+    assert!(
+        !managed.contains("maxSurge"),
+        "tidemark owns no maxSurge: {managed}"
+    );
 
     // Converged and idle: a pass writes nothing (the status object keeps its resourceVersion).
     let rv = sim.kubectl(&[
@@ -546,8 +562,56 @@ spec:
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(held.is_some_and(|m| m.contains("web-pdb")));
+    let held = held.unwrap_or_default();
+    // The status names the Machine, its Node, the pod and the PodDisruptionBudget, in Cluster
+    // API's words (read from the Machine being deleted).
+    let machine = between(&held, "machine ", " (node ");
+    assert!(
+        held.contains(&format!("machine {machine} (node {machine}) draining: Drain not completed yet (started at "))
+            && held.contains("Pod default/web-")
+            && held.contains("cannot evict pod as it would violate the pod's disruption budget. The disruption budget web-pdb needs 1 healthy pods and has 1 currently"),
+        "{held}"
+    );
+    // Nothing was forced: the Machine waits, deleting, its Node still there; the pod runs.
+    let state = sim.ctl_state(&sim.kubeconfig())?;
+    assert_eq!(state["drainsForced"], 0, "{state}");
+    assert_eq!(state["machinesDeleted"], 0, "{state}");
+    let deleting = sim.kubectl(&[
+        "get",
+        "machines.cluster.x-k8s.io",
+        &machine,
+        "-n",
+        "capi-system",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp} {.status.conditions[?(@.type==\"Deleting\")].reason}",
+    ])?;
+    assert!(
+        deleting.ends_with(" DrainingNode") && deleting.len() > " DrainingNode".len(),
+        "{deleting}"
+    );
+    let pod_node = sim.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "default",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ])?;
+    assert_eq!(
+        pod_node, machine,
+        "the pod still runs on the node being drained"
+    );
     Ok(())
+}
+
+/// The text between `start` and `end` in `text` ("" without).
+fn between(text: &str, start: &str, end: &str) -> String {
+    text.split_once(start)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(found, _)| found.to_string())
+        .unwrap_or_default()
 }
 
 #[test]

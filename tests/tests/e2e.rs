@@ -3,6 +3,7 @@
 
 mod agent;
 mod chaos;
+mod clusterapi;
 mod components;
 mod crash;
 mod deploy;

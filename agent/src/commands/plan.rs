@@ -64,7 +64,9 @@ pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
             desired::short(&desired.revision),
             state.control_plane
         );
-        let provider = AnyProvider::for_cluster(&client, state, kubeconfig.as_deref());
+        let provider =
+            AnyProvider::for_cluster(&client, &status_namespace, state, kubeconfig.as_deref())
+                .await?;
         let mut observed =
             observe::cluster(&client, &provider, &record, settings.drift_interval, now).await?;
         // A drift check is the agent's routine, not a change to show.

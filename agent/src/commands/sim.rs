@@ -21,6 +21,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         port,
         pods,
         unavailable_api_services,
+        management_kubeconfig,
+        workloads,
+        capi_api,
+        topology,
     } = args;
     if let Some(SimCommand::Ctl { kubeconfig, args }) = command {
         let out = super::runtime()?
@@ -46,10 +50,48 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         port,
         pods,
         unavailable_api_services,
+        capi_api,
+        topology,
         ..SimConfig::default()
     };
+    let Some(management_kubeconfig) = management_kubeconfig else {
+        super::runtime()?
+            .block_on(tidemark_sim::run_until_signal(config, kubeconfig))
+            .context("sim")?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    // The management cluster: one node of its own, no faults, Cluster API's versions.
+    let management = SimConfig {
+        cluster_name: "management".into(),
+        node_groups: vec![("general".into(), 1)],
+        node_versions: Vec::new(),
+        faults: FaultSpec::default(),
+        port: 0,
+        topology: false,
+        unavailable_api_services: Vec::new(),
+        ..config.clone()
+    };
+    let mut clusters = vec![(config.clone(), kubeconfig)];
+    for w in &workloads {
+        let (name, path) = w
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            .with_context(|| format!("--workload {w:?}: expected NAME=KUBECONFIG-PATH"))?;
+        clusters.push((
+            SimConfig {
+                cluster_name: name.to_string(),
+                port: 0,
+                seed: config.seed.wrapping_add(clusters.len() as u64),
+                ..config.clone()
+            },
+            path.into(),
+        ));
+    }
     super::runtime()?
-        .block_on(tidemark_sim::run_until_signal(config, kubeconfig))
+        .block_on(tidemark_sim::run_managed_until_signal(
+            (management, management_kubeconfig),
+            clusters,
+        ))
         .context("sim")?;
     Ok(ExitCode::SUCCESS)
 }

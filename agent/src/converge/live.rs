@@ -22,69 +22,7 @@ use serde_json::Value;
 use crate::component::manifest::{ObjectKey, RenderedObject};
 use crate::keys;
 
-/// A request the API server refused or could not be sent.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action}")]
-pub struct ApiError {
-    /// What was attempted (`apply Deployment/ns/web`).
-    pub action: String,
-    /// Why it failed.
-    #[source]
-    pub cause: Cause,
-}
-
-/// The cause of an [`ApiError`].
-#[derive(Debug, thiserror::Error)]
-pub enum Cause {
-    /// The API server answered with an error status.
-    #[error("{message} ({code} {reason})")]
-    Refused {
-        /// HTTP status code.
-        code: u16,
-        /// The Status reason (`Invalid`, `Conflict`, ...).
-        reason: String,
-        /// The Status message.
-        message: String,
-    },
-    /// The request did not get an answer (transport, TLS, decoding).
-    #[error(transparent)]
-    Transport(kube::Error),
-}
-
-impl ApiError {
-    /// `action` failed with `e`.
-    pub fn new(action: impl Into<String>, e: kube::Error) -> Self {
-        let cause = match e {
-            kube::Error::Api(s) => Cause::Refused {
-                code: s.code,
-                reason: s.reason,
-                message: s.message,
-            },
-            other => Cause::Transport(other),
-        };
-        Self {
-            action: action.into(),
-            cause,
-        }
-    }
-
-    /// Whether the API server refused a change to a field it does not let change (a Job's
-    /// pod template, a Service's clusterIP): 422 Invalid saying `field is immutable`. The
-    /// one place that reads an answer's text, because Kubernetes has no reason code for it.
-    pub fn is_immutable(&self) -> bool {
-        matches!(&self.cause, Cause::Refused { code: 422, message, .. } if message.contains("field is immutable"))
-    }
-
-    /// Whether a server-side apply conflicted with another field manager (409 Conflict).
-    pub fn is_conflict(&self) -> bool {
-        matches!(&self.cause, Cause::Refused { code: 409, reason, .. } if reason == "Conflict")
-    }
-
-    /// Whether the API server answered 404.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self.cause, Cause::Refused { code: 404, .. })
-    }
-}
+pub use crate::k8s::{ApiError, Cause};
 
 /// Errors of component steps against the cluster.
 #[derive(Debug, thiserror::Error)]

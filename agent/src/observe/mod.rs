@@ -76,12 +76,12 @@ pub async fn cluster(
             )
             .collect(),
     };
-    let (mut node_groups, nodes_not_ready) = nodes(client, provider).await?;
-
     let progress = provider
         .observe(record, now)
         .await
         .map_err(Error::Provider)?;
+    let (mut node_groups, nodes_not_ready) =
+        nodes(client, provider, progress.nodes.as_ref()).await?;
     // A request counts while it is ahead of what runs; its time comes from the record when
     // tidemark made it.
     let control_plane_requested = progress
@@ -140,11 +140,12 @@ async fn readyz(client: &kube::Client) -> bool {
         .is_ok_and(|body| body.trim() == "ok")
 }
 
-/// Nodes by node group (matched by the provider's label), and the names of nodes that are
-/// not Ready (any group).
+/// Nodes by node group (matched by name when the provider maps them, else by its label),
+/// and the names of nodes that are not Ready (any group).
 async fn nodes(
     client: &kube::Client,
     provider: &AnyProvider,
+    by_name: Option<&BTreeMap<String, String>>,
 ) -> Result<(BTreeMap<String, NodeGroupObservation>, Vec<String>), Error> {
     let selector = provider.node_groups();
     let api: Api<Node> = Api::all(client.clone());
@@ -164,15 +165,18 @@ async fn nodes(
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if !ready {
-            not_ready.push(name);
+            not_ready.push(name.clone());
         }
-        let Some(group) = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(&selector.label))
-            .and_then(|v| selector.groups.get(v))
-        else {
+        let group = match by_name {
+            Some(map) => map.get(&name),
+            None => node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(&selector.label))
+                .and_then(|v| selector.groups.get(v)),
+        };
+        let Some(group) = group else {
             continue;
         };
         let kubelet = status

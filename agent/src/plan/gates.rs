@@ -2,10 +2,11 @@
 //! flight, the maintenance window, pre-flight health checks.
 
 use jiff::Timestamp;
+use tidemark_schema::DrainTimeoutAction;
 use tidemark_schema::resolve::DesiredState;
 
 use super::{Phase, Step};
-use crate::observe::model::Observed;
+use crate::observe::model::{NodeGroupObservation, Observed};
 
 /// Why the plan must not act now, if anything holds it: the phase and a message naming it.
 pub(super) fn paused(desired: &DesiredState, observed: &Observed) -> Option<String> {
@@ -67,59 +68,7 @@ pub(super) fn hold(
         .iter()
         .find(|(name, g)| g.is_rolling() && !drained_by_us(name))
     {
-        if let Some(problem) = &g.provider_problem {
-            let drain_timeout = desired
-                .node_groups
-                .iter()
-                .find(|d| &d.name == name)
-                .map(|d| d.drain_timeout.as_std());
-            let overdue = match (g.requested_at, drain_timeout) {
-                (Some(at), Some(limit)) => now.duration_since(at).unsigned_abs() > limit,
-                _ => false,
-            };
-            if problem.permanent || overdue {
-                let limit = drain_timeout
-                    .map(|d| tidemark_schema::Duration(d).to_string())
-                    .unwrap_or_default();
-                let why = if problem.permanent {
-                    String::new()
-                } else {
-                    format!(" not finished within drainTimeout {limit}")
-                };
-                return Some((
-                    Phase::Blocked,
-                    format!("node group {name}: rollout{why}: {}", problem.message),
-                ));
-            }
-            return Some((
-                Phase::Progressing,
-                format!("node group {name} rolling, held: {}", problem.message),
-            ));
-        }
-        let target = g
-            .requested
-            .or(g.max_kubelet)
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "?".into());
-        let at_target = if g.min_kubelet == g.max_kubelet {
-            g.nodes
-        } else {
-            g.nodes.saturating_sub(1)
-        };
-        return Some((
-            Phase::Progressing,
-            format!(
-                "node group {name} rolling to {target}: {} nodes, {} ready, {} cordoned{}",
-                g.nodes,
-                g.ready,
-                g.cordoned,
-                if at_target == g.nodes {
-                    ""
-                } else {
-                    ", mixed kubelet versions"
-                }
-            ),
-        ));
+        return Some(rolling(desired, name, g, now));
     }
     if let Some(window) = &desired.maintenance_window
         && !window.is_open(now)
@@ -169,4 +118,78 @@ pub(super) fn hold(
         ));
     }
     None
+}
+
+/// Where node group `name` is in its rollout: what holds it (a drain: `Progressing`, then
+/// `Blocked` after `drainTimeout` unless the group lets the provider force it), or how far
+/// it is.
+pub(super) fn rolling(
+    desired: &DesiredState,
+    name: &str,
+    g: &NodeGroupObservation,
+    now: Timestamp,
+) -> (Phase, String) {
+    if let Some(problem) = &g.provider_problem {
+        let declared = desired.node_groups.iter().find(|d| d.name == name);
+        let drain_timeout = declared.map(|d| d.drain_timeout.as_std());
+        // The provider was told to give up draining after drainTimeout (Cluster API's
+        // nodeDrainTimeout): the drain does not block, it ends by force.
+        let forced = declared.is_some_and(|d| d.drain_timeout_action == DrainTimeoutAction::Force);
+        let overdue = match (g.requested_at, drain_timeout) {
+            (Some(at), Some(limit)) => now.duration_since(at).unsigned_abs() > limit,
+            _ => false,
+        };
+        let limit = drain_timeout
+            .map(|d| tidemark_schema::Duration(d).to_string())
+            .unwrap_or_default();
+        if problem.permanent || (overdue && !forced) {
+            let why = if problem.permanent {
+                String::new()
+            } else {
+                format!(" not finished within drainTimeout {limit}")
+            };
+            return (
+                Phase::Blocked,
+                format!("node group {name}: rollout{why}: {}", problem.message),
+            );
+        }
+        let force = if forced {
+            format!(
+                "; the provider deletes the node anyway once drainTimeout {limit} has passed (drainTimeoutAction: force)"
+            )
+        } else {
+            String::new()
+        };
+        return (
+            Phase::Progressing,
+            format!(
+                "node group {name} rolling, held: {}{force}",
+                problem.message
+            ),
+        );
+    }
+    let target = g
+        .requested
+        .or(g.max_kubelet)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "?".into());
+    let at_target = if g.min_kubelet == g.max_kubelet {
+        g.nodes
+    } else {
+        g.nodes.saturating_sub(1)
+    };
+    (
+        Phase::Progressing,
+        format!(
+            "node group {name} rolling to {target}: {} nodes, {} ready, {} cordoned{}",
+            g.nodes,
+            g.ready,
+            g.cordoned,
+            if at_target == g.nodes {
+                ""
+            } else {
+                ", mixed kubelet versions"
+            }
+        ),
+    )
 }

@@ -269,6 +269,11 @@ pub struct Verdict {
     pub message: String,
 }
 
+/// Whether the cluster is built from a ClusterClass (Cluster API topology).
+fn is_topology(desired: &DesiredState) -> bool {
+    matches!(&desired.provider, tidemark_schema::Provider::ClusterApi(p) if p.topology)
+}
+
 /// Plans the next step of the control plane and node groups (components are woven in by
 /// [`plan`]).
 fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) -> Plan {
@@ -290,10 +295,42 @@ fn plan_versions(desired: &DesiredState, observed: &Observed, now: Timestamp) ->
         let remaining = skew::route(desired, observed).unwrap_or_default();
         return answer(Phase::Paused, vec![], remaining, message);
     }
-    let route = match skew::route(desired, observed) {
+    let mut route = match skew::route(desired, observed) {
         Ok(route) => route,
         Err(blocked) => return answer(Phase::Blocked, vec![], vec![], blocked),
     };
+    if is_topology(desired) {
+        // The topology controller moves every MachineDeployment after the control plane:
+        // node groups take no step of their own. And Cluster API's webhook refuses the next
+        // `topology.version` until the control plane and every MachineDeployment run the
+        // current one: a node group behind the control plane (behind its declared version once
+        // the control plane is there) or still rolling is waited for.
+        route.retain(|s| !matches!(s, Step::UpgradeNodeGroup { .. }));
+        let lagging = desired.node_groups.iter().find_map(|d| {
+            let g = observed.node_groups.get(&d.name)?;
+            let target = if route.is_empty() {
+                d.version
+            } else {
+                observed.control_plane
+            };
+            let behind = g.min_kubelet.is_none_or(|v| !target.satisfied_by(v)) || g.is_rolling();
+            behind.then_some((&d.name, g))
+        });
+        if let Some((name, g)) = lagging {
+            if g.is_rolling() {
+                let (phase, message) = gates::rolling(desired, name, g, now);
+                return answer(phase, vec![], route, message);
+            }
+            let at = g
+                .min_kubelet
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "no nodes".into());
+            let message = format!(
+                "node group {name} follows the control plane (ClusterClass topology): oldest kubelet {at}"
+            );
+            return answer(Phase::Progressing, vec![], route, message);
+        }
+    }
     let Some(next) = route.first().cloned() else {
         let message = format!("converged: control plane {}", observed.control_plane);
         return answer(Phase::Converged, vec![], vec![], message);

@@ -358,6 +358,19 @@ fn a_drain_held_by_a_disruption_budget_blocks_after_the_drain_timeout() {
         p.message,
         "node group g: rollout not finished within drainTimeout 10m: PodDisruptionBudget web-pdb blocks the drain of node n1"
     );
+    // A group that lets the provider force the drain is not blocked: it says so.
+    let mut forced = d.clone();
+    forced.node_groups[0].drain_timeout_action = tidemark_schema::DrainTimeoutAction::Force;
+    for at in [now(), later] {
+        let p = plan_versions(&forced, &o, at);
+        assert_eq!(
+            (p.phase, p.message.as_str()),
+            (
+                Phase::Progressing,
+                "node group g rolling, held: PodDisruptionBudget web-pdb blocks the drain of node n1; the provider deletes the node anyway once drainTimeout 10m has passed (drainTimeoutAction: force)"
+            )
+        );
+    }
 }
 
 #[test]
@@ -791,4 +804,41 @@ mod components {
         );
         assert!(p.steps.is_empty(), "{:?}", p.steps);
     }
+}
+
+#[test]
+fn a_topology_cluster_moves_the_control_plane_only_and_waits_for_its_groups() {
+    let mut d = desired("1.30.4").group("general", "1.30.4");
+    if let tidemark_schema::Provider::ClusterApi(p) = &mut d.provider {
+        p.topology = true;
+    }
+    d.patch_releases = vec![v("1.29.8")];
+    let p = plan_versions(&d, &observed("1.28.9", &[("general", "1.28.9")]), now());
+    assert_eq!(p.steps, [cp_step("1.28.9", "1.29.8")]);
+    assert_eq!(
+        p.remaining,
+        [cp_step("1.28.9", "1.29.8"), cp_step("1.29.8", "1.30.4")]
+    );
+    // The control plane moved; the group has not followed yet: the next minor waits (Cluster
+    // API's webhook would refuse it).
+    let p = plan_versions(&d, &observed("1.29.8", &[("general", "1.28.9")]), now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert!(p.steps.is_empty());
+    assert_eq!(p.remaining, [cp_step("1.29.8", "1.30.4")]);
+    assert_eq!(
+        p.message,
+        "node group general follows the control plane (ClusterClass topology): oldest kubelet 1.28.9"
+    );
+    let p = plan_versions(&d, &observed("1.29.8", &[("general", "1.29.8")]), now());
+    assert_eq!(p.steps, [cp_step("1.29.8", "1.30.4")]);
+    // The control plane is at its version; the topology controller rolls the group.
+    let p = plan_versions(&d, &observed("1.30.4", &[("general", "1.29.8")]), now());
+    assert_eq!(p.phase, Phase::Progressing);
+    assert!(p.steps.is_empty());
+    assert_eq!(
+        p.message,
+        "node group general follows the control plane (ClusterClass topology): oldest kubelet 1.29.8"
+    );
+    let p = plan_versions(&d, &observed("1.30.4", &[("general", "1.30.4")]), now());
+    assert_eq!(p.phase, Phase::Converged);
 }

@@ -172,6 +172,7 @@ impl Provider for Exec {
                 })
                 .collect(),
             busy: self.busy().await?,
+            nodes: None,
         })
     }
 

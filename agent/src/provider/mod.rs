@@ -26,14 +26,8 @@ pub use exec::Exec;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes request failed.
-    #[error("failed to {action}")]
-    Api {
-        /// What was attempted.
-        action: String,
-        /// The cause.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] crate::k8s::ApiError),
     /// The provider needs an exact version and only a minor is known.
     #[error("no patch release of {0} is known: list one in fleet.yaml spec.kubernetesVersions")]
     NeedsPatch(KubeVersion),
@@ -43,6 +37,14 @@ pub enum Error {
     /// An `exec` command is configured empty.
     #[error("the provider's `{0}` command is empty")]
     EmptyCommand(&'static str),
+    /// The management cluster (where the Cluster API objects are) cannot be reached.
+    #[error("failed to use the management cluster's kubeconfig from {from}: {problem}")]
+    Management {
+        /// Where the kubeconfig comes from (a Secret, a file).
+        from: String,
+        /// What is wrong (never the kubeconfig's content).
+        problem: String,
+    },
 }
 
 impl Error {
@@ -62,6 +64,9 @@ pub struct ProviderObservation {
     pub node_groups: BTreeMap<String, GroupProgress>,
     /// A request the provider reports in progress (the `exec` status command), in its words.
     pub busy: Option<String>,
+    /// Node name -> node group, when the provider knows it (Cluster API: the Machines'
+    /// `nodeRef`); else nodes are matched by [`Provider::node_groups`]' label.
+    pub nodes: Option<BTreeMap<String, String>>,
 }
 
 /// A node group as the provider sees it.
@@ -123,18 +128,22 @@ pub enum AnyProvider {
 
 impl AnyProvider {
     /// The provider declared in the manifest. `kubeconfig` is handed to `exec` commands
-    /// (as `KUBECONFIG`) so they act on the same cluster as the agent.
-    pub fn for_cluster(
+    /// (as `KUBECONFIG`) so they act on the same cluster as the agent; a Cluster API
+    /// management cluster's kubeconfig Secret is read from `agent_namespace`.
+    pub async fn for_cluster(
         client: &kube::Client,
+        agent_namespace: &str,
         desired: &DesiredState,
         kubeconfig: Option<&std::path::Path>,
-    ) -> Self {
-        match &desired.provider {
+    ) -> Result<Self, Error> {
+        Ok(match &desired.provider {
             ProviderSpec::ClusterApi(spec) => {
-                AnyProvider::ClusterApi(ClusterApi::new(client.clone(), desired, spec))
+                let management =
+                    ClusterApi::management_client(client, agent_namespace, spec).await?;
+                AnyProvider::ClusterApi(ClusterApi::new(management, desired, spec))
             }
             ProviderSpec::Exec(spec) => AnyProvider::Exec(Exec::new(desired, spec, kubeconfig)),
-        }
+        })
     }
 }
 

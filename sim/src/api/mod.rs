@@ -369,6 +369,7 @@ pub(crate) fn parse_target(
     if ns.is_some() && !def.namespaced {
         return Err(ApiError::not_found_resource());
     }
+    crate::convert::check(&def)?;
     Ok(Target {
         def,
         ns,

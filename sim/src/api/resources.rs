@@ -133,7 +133,7 @@ fn list_item(obj: Value, t: &Target) -> Value {
     if t.def.crd.is_some() {
         return with_version(obj, t);
     }
-    let mut obj = crate::events::from_storage(&t.def, obj);
+    let mut obj = crate::convert::from_storage(&t.def, obj);
     if let Some(m) = obj.as_object_mut() {
         m.remove("apiVersion");
         m.remove("kind");
@@ -160,7 +160,7 @@ fn deleted(obj: Value, t: &Target, gone: bool) -> Value {
 /// A stored object as the request's resource shows it (`events.k8s.io` Events), with the
 /// `apiVersion` the request addressed.
 fn with_version(obj: Value, t: &Target) -> Value {
-    let mut obj = crate::events::from_storage(&t.def, obj);
+    let mut obj = crate::convert::from_storage(&t.def, obj);
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(t.def.api_version()));
         m.insert("kind".into(), json!(t.def.kind));
@@ -503,7 +503,7 @@ fn patch(
     let live = store
         .get(&t.def.gr(), &ns, name)
         .cloned()
-        .map(|o| crate::events::from_storage(&t.def, o))
+        .map(|o| crate::convert::from_storage(&t.def, o))
         .ok_or_else(|| ApiError::not_found(&t.def, name))?;
     let mut new = live.clone();
     let result = match ct.as_str() {
@@ -614,7 +614,7 @@ fn server_side_apply(
     let live = store
         .get(&t.def.gr(), &ns, name)
         .cloned()
-        .map(|o| crate::events::from_storage(&t.def, o));
+        .map(|o| crate::convert::from_storage(&t.def, o));
     if let (Some(live), Some(rv)) = (
         &live,
         applied
@@ -728,6 +728,7 @@ fn scale(
     let live = store
         .get(&t.def.gr(), &ns, name)
         .cloned()
+        .map(|o| crate::convert::from_storage(&t.def, o))
         .ok_or_else(|| ApiError::not_found(&t.def, name))?;
     let current = scale_of(&live);
     let wanted = match req.method {

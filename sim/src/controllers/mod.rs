@@ -1,6 +1,7 @@
 //! Simulated cluster behaviour: one task that ticks (faster with a higher `speed`) and, under
-//! the store lock, runs the controllers in order — nodes boot, Cluster API upgrades the control
-//! plane and rolls node groups, workloads get pods that get scheduled and become ready,
+//! the store lock, runs the controllers in order — nodes boot, Cluster API (where this sim
+//! holds its objects) upgrades control planes and rolls Machines, also of the workload sims it
+//! manages (their stores locked after this one's), workloads get pods that get scheduled and become ready,
 //! PodDisruptionBudget status follows, terminating namespaces empty, orphans are collected.
 //! Controllers write through the same store API as clients (manager `sim-controller-manager`).
 //!
@@ -186,13 +187,23 @@ pub(crate) fn set_status_as(
 
 /// Writes a changed object (spec/metadata).
 pub(crate) fn write(store: &mut Store, def: &ResourceDef, new: Value) -> Option<Value> {
+    write_as(store, def, new, Writer::CONTROLLER)
+}
+
+/// [`write`] by another writer.
+pub(crate) fn write_as(
+    store: &mut Store,
+    def: &ResourceDef,
+    new: Value,
+    writer: Writer,
+) -> Option<Value> {
     match store.update(
         def,
         new,
         Scope::Main {
             has_status: def.has_status,
         },
-        Writer::CONTROLLER,
+        writer,
     ) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -242,18 +253,19 @@ pub(crate) fn keep_transitions(old: Option<&Value>, conds: &mut [Value]) {
     }
 }
 
-/// Creates the objects a fresh cluster has.
-pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version) {
+/// Creates the objects a fresh cluster has: namespaces, APIServices, and Cluster API's CRDs
+/// when it runs there (`capi`). Nodes come from Cluster API's Machines
+/// ([`capi::create_cluster`]) or, in a cluster Cluster API does not manage, from
+/// [`plain_nodes`].
+pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, capi: Option<capi::CapiApi>) {
     if let Some(nsdef) = def(store, "", "v1", "namespaces") {
-        let mut names = vec![
+        for ns in [
             "default",
             "kube-system",
             "kube-public",
             "kube-node-lease",
             "tidemark-system",
-        ];
-        names.push(&config.capi_namespace);
-        for ns in names {
+        ] {
             let _ = store.create(
                 &nsdef,
                 json!({"metadata": {"name": ns}}),
@@ -261,13 +273,30 @@ pub(crate) fn bootstrap(store: &mut Store, config: &SimConfig, version: Version)
             );
         }
     }
-    capi::bootstrap(store, config, version);
+    if let Some(api) = capi {
+        capi::install(store, api);
+    }
     apiservices::bootstrap(store, &config.unavailable_api_services);
+}
+
+/// Nodes of the node groups of a cluster Cluster API does not manage (a management sim's
+/// own), Ready, named `<cluster>-<group>-xxxxx`.
+pub(crate) fn plain_nodes(store: &mut Store, config: &SimConfig, version: Version) {
     for (group, count) in &config.node_groups {
         let version = config.group_version(group).unwrap_or(version);
         for _ in 0..*count {
-            let deployment = capi::md_name(&config.cluster_name, group);
-            nodes::create(store, config, group, &deployment, version, true);
+            let name = nodes::plain_name(store, &config.cluster_name, group);
+            nodes::create(
+                store,
+                nodes::NewNode {
+                    name,
+                    group,
+                    version,
+                    ready: true,
+                    labels: serde_json::Map::new(),
+                    annotations: serde_json::Map::new(),
+                },
+            );
         }
     }
 }

@@ -2,14 +2,14 @@
 //! the boot time has passed), cordoning, and the facts other controllers ask about nodes
 //! (ready, schedulable, kubelet version).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::queue::Queue;
 use super::{ANNOTATION_PREFIX, Ctx, def, durations, s, write};
-use crate::labels::{CLUSTER_NAME, DEPLOYMENT_NAME, NODE_GROUP};
+use crate::Version;
+use crate::labels::NODE_GROUP;
 use crate::registry::ResourceDef;
 use crate::store::{Store, Writer, now};
-use crate::{SimConfig, Version};
 
 const BOOTING: &str = "sim.tidemark.dev/booting";
 
@@ -53,36 +53,58 @@ fn conditions(ready: bool) -> Value {
     ])
 }
 
-/// Creates a node of `group` (MachineDeployment `deployment`) at `version`, Ready now or
-/// after booting. Its name is `<deployment>-xxxxx`.
-pub(crate) fn create(
-    store: &mut Store,
-    config: &SimConfig,
-    group: &str,
-    deployment: &str,
-    version: Version,
-    ready: bool,
-) -> Option<Value> {
+/// A node to create.
+pub(crate) struct NewNode<'a> {
+    pub name: String,
+    /// Its node group: the kubelet registers it with `tidemark.dev/node-group=<group>`
+    /// (`--node-labels`).
+    pub group: &'a str,
+    pub version: Version,
+    /// Ready now, or after booting.
+    pub ready: bool,
+    /// More labels (those Cluster API syncs from its Machine).
+    pub labels: Map<String, Value>,
+    /// Annotations (those Cluster API writes).
+    pub annotations: Map<String, Value>,
+}
+
+/// A name for a node of `group` of `cluster` not backed by a Machine: `<cluster>-<group>-xxxxx`.
+pub(crate) fn plain_name(store: &mut Store, cluster: &str, group: &str) -> String {
+    format!("{cluster}-{group}-{}", store.rng.suffix(5))
+}
+
+/// Creates a node (Ready now or after booting) with the usual labels, capacity and kubelet
+/// version.
+pub(crate) fn create(store: &mut Store, node: NewNode) -> Option<Value> {
     let def = def(store, "", "v1", "nodes")?;
-    let name = format!("{deployment}-{}", store.rng.suffix(5));
+    let NewNode {
+        name,
+        group,
+        version,
+        ready,
+        labels,
+        mut annotations,
+    } = node;
     let ip = format!(
         "10.0.{}.{}",
         store.rng.next_u64() % 250,
         1 + store.rng.next_u64() % 250
     );
-    let mut annotations = json!({});
     if !ready {
-        annotations[BOOTING] = json!("true");
+        annotations.insert(BOOTING.into(), json!("true"));
+    }
+    let mut all_labels = json!({
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "sim.large", NODE_GROUP: group,
+    });
+    for (k, v) in labels {
+        all_labels[k] = v;
     }
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                "node.kubernetes.io/instance-type": "sim.large",
-                DEPLOYMENT_NAME: deployment, NODE_GROUP: group, CLUSTER_NAME: config.cluster_name,
-            },
+            "labels": all_labels,
             "annotations": annotations,
         },
         "spec": {"providerID": format!("sim://{name}"), "podCIDR": "10.244.0.0/24"},
@@ -121,29 +143,18 @@ pub(crate) fn kubelet_version(node: &Value) -> Option<Version> {
     Version::parse(s(node, "/status/nodeInfo/kubeletVersion"))
 }
 
-/// The MachineDeployment of a node (`cluster.x-k8s.io/deployment-name`).
-pub(crate) fn deployment_of(node: &Value) -> &str {
-    node.pointer("/metadata/labels")
-        .and_then(|l| l.get(DEPLOYMENT_NAME))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
 /// All nodes.
 pub(crate) fn all(store: &Store) -> Vec<Value> {
-    of_deployment(store, None)
-}
-
-/// The nodes of MachineDeployment `deployment` (all nodes with `None`).
-pub(crate) fn of_deployment(store: &Store, deployment: Option<&str>) -> Vec<Value> {
     match def(store, "", "v1", "nodes") {
-        Some(d) => store
-            .list(&d.gr(), None)
-            .filter(|n| deployment.is_none_or(|md| deployment_of(n) == md))
-            .cloned()
-            .collect(),
+        Some(d) => store.list(&d.gr(), None).cloned().collect(),
         None => vec![],
     }
+}
+
+/// The node named `name`.
+pub(crate) fn get(store: &Store, name: &str) -> Option<Value> {
+    let d = def(store, "", "v1", "nodes")?;
+    store.get(&d.gr(), "", name).cloned()
 }
 
 /// Marks a node unschedulable (idempotent).

@@ -171,6 +171,8 @@ mod tests {
             shutdown: tokio::sync::watch::channel(false).1,
             ca_pem: String::new(),
             address: String::new(),
+            capi: None,
+            management: Default::default(),
             replaced_nodes: Mutex::default(),
             deprecated: Mutex::default(),
         }

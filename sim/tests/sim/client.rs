@@ -55,8 +55,12 @@ async fn typed_crud() {
         let name = n.metadata.name.clone().unwrap();
         let one = nodes.get(&name).await.unwrap();
         let labels = one.metadata.labels.unwrap();
-        assert_eq!(labels["cluster.x-k8s.io/deployment-name"], "sim-general");
+        // Cluster API does not label Nodes with their MachineDeployment; it annotates them
+        // with their Machine.
+        assert!(!labels.contains_key("cluster.x-k8s.io/deployment-name"));
         assert_eq!(labels["tidemark.dev/node-group"], "general");
+        let annotations = one.metadata.annotations.unwrap();
+        assert_eq!(annotations["cluster.x-k8s.io/machine"], name);
         assert!(name.starts_with("sim-general-"), "{name}");
         let set = ListParams::default().labels("tidemark.dev/node-group in (gpu),!missing");
         assert_eq!(nodes.list(&set).await.unwrap().items.len(), 1);

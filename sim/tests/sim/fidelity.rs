@@ -936,6 +936,8 @@ fn config(speed: f64) -> SimConfig {
     SimConfig {
         speed,
         pods: PodLifecycle::Pending,
+        // The recorded cluster served Cluster API's groups at v1beta1 only.
+        capi_api: tidemark_sim::CapiApi::V1beta1,
         ..Default::default()
     }
 }
