@@ -108,6 +108,7 @@ pub fn observed(cp: &str, groups: &[(&str, &str)]) -> Observed {
             })
             .collect(),
         nodes_not_ready: vec![],
+        node_group_of: BTreeMap::new(),
         api_healthy: true,
         paused_annotation: false,
         provider_busy: None,

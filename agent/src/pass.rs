@@ -236,10 +236,10 @@ async fn pipeline(
     if let Some(next) = plan.steps.iter().find(|s| s.is_disruptive()).cloned() {
         observed.preflight = ctx
             .preflight
-            .gather(&target, &desired, &observed, &provider, &next)
+            .gather(&target, &desired, &observed, &next)
             .await;
         plan = plan::plan(&desired.state, &digests, &observed, now);
-        findings = plan::preflight_findings(&observed, &next);
+        findings = plan::preflight_findings(&desired.state, &observed, &next);
     }
     ctx.preflight.record(&findings);
     tracing::debug!(?plan, "planned");

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
@@ -32,7 +32,6 @@ use crate::observe::model::{
     DeprecatedRequest, DisruptionBudget, Observed, Preflight as Facts, RenderedApi,
 };
 use crate::plan::{Finding, PreflightCheck, Step};
-use crate::provider::{AnyProvider, Provider};
 use crate::status::describe;
 
 /// The metric family of the API server that names deprecated APIs in use.
@@ -92,7 +91,6 @@ impl Preflight {
         target: &Target<'_>,
         desired: &Desired,
         observed: &Observed,
-        provider: &AnyProvider,
         next: &Step,
     ) -> Facts {
         match next {
@@ -110,7 +108,7 @@ impl Preflight {
             {
                 Facts {
                     disruption_budgets: Some(
-                        disruption_budgets(target.client, provider)
+                        disruption_budgets(target.client, &observed.node_group_of)
                             .await
                             .map_err(|e| describe(&e)),
                     ),
@@ -327,7 +325,7 @@ fn split_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
 /// Every PodDisruptionBudget with the pods it selects and the node groups they run on.
 async fn disruption_budgets(
     client: &kube::Client,
-    provider: &AnyProvider,
+    group_of: &BTreeMap<String, String>,
 ) -> Result<Vec<DisruptionBudget>, Error> {
     let api = |what| move |source| Error::Api { what, source };
     let budgets = Api::<PodDisruptionBudget>::all(client.clone())
@@ -341,20 +339,6 @@ async fn disruption_budgets(
         .list(&ListParams::default())
         .await
         .map_err(api("pods"))?;
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(api("nodes"))?;
-    let selector = provider.node_groups();
-    let group_of: HashMap<String, String> = nodes
-        .items
-        .iter()
-        .filter_map(|n| {
-            let value = n.metadata.labels.as_ref()?.get(&selector.label)?;
-            let group = selector.groups.get(value)?;
-            Some((n.metadata.name.clone()?, group.clone()))
-        })
-        .collect();
     let int_or_percent = |v: &Option<IntOrString>| {
         v.as_ref().map(|v| match v {
             IntOrString::Int(i) => i.to_string(),

@@ -255,8 +255,22 @@ fn a_sim_serving_only_v1beta1() -> Result<()> {
     assert_eq!(group["preferredVersion"]["version"], "v1beta1");
     assert_eq!(group["versions"].as_array().map(Vec::len), Some(1));
     // A budget holds the first drain: tidemark reads it from the Machine's v1beta1
-    // `DrainingSucceeded` condition (Cluster API 1.8 has no v1beta2 conditions).
-    let web = sim.dir_file("web.yaml", WEB)?;
+    // `DrainingSucceeded` condition (Cluster API 1.8 has no v1beta2 conditions). Two pods
+    // pinned to one node: the budget allows one eviction (so the pre-flight check lets the
+    // rollout begin), and the evicted pod runs nowhere else, so the second never comes.
+    let node = sim.kubectl(&[
+        "get",
+        "nodes",
+        "-l",
+        "tidemark.dev/node-group=general",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])?;
+    let pinned = WEB.replace("replicas: 1", "replicas: 2").replace(
+        "nodeSelector: {tidemark.dev/node-group: general}",
+        &format!("nodeSelector: {{kubernetes.io/hostname: {node}}}"),
+    );
+    let web = sim.dir_file("web.yaml", &pinned)?;
     sim.kubectl(&["apply", "--server-side", "-f", &web.display().to_string()])?;
     sim.kubectl(&[
         "rollout",
@@ -449,6 +463,8 @@ fn a_topology_cluster_moves_only_its_topology_version() -> Result<()> {
     Ok(())
 }
 
+/// A budget that never allows an eviction (held before a rollout by the pre-flight check,
+/// unless the group's drains end by force).
 const WEB: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web, namespace: default}

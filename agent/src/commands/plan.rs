@@ -106,9 +106,7 @@ pub fn run(args: PlanCommand) -> anyhow::Result<ExitCode> {
         // The pre-flight checks of the next disruptive step, as the agent runs them.
         if let Some(next) = p.steps.iter().find(|s| s.is_disruptive()).cloned() {
             let preflight = crate::preflight::Preflight::default();
-            observed.preflight = preflight
-                .gather(&target, &desired, &observed, &provider, &next)
-                .await;
+            observed.preflight = preflight.gather(&target, &desired, &observed, &next).await;
             p = plan::plan(state, &digests, &observed, now);
         }
         println!("phase: {}\nmessage: {}", p.phase, p.message);

@@ -80,7 +80,7 @@ pub async fn cluster(
         .observe(record, now)
         .await
         .map_err(Error::Provider)?;
-    let (mut node_groups, nodes_not_ready) =
+    let (mut node_groups, nodes_not_ready, node_group_of) =
         nodes(client, provider, progress.nodes.as_ref()).await?;
     // A request counts while it is ahead of what runs; its time comes from the record when
     // tidemark made it.
@@ -117,6 +117,7 @@ pub async fn cluster(
         control_plane_requested_at,
         node_groups,
         nodes_not_ready,
+        node_group_of,
         api_healthy,
         paused_annotation: record.paused,
         provider_busy: progress.busy,
@@ -146,7 +147,7 @@ async fn nodes(
     client: &kube::Client,
     provider: &AnyProvider,
     by_name: Option<&BTreeMap<String, String>>,
-) -> Result<(BTreeMap<String, NodeGroupObservation>, Vec<String>), Error> {
+) -> Result<NodesByGroup, Error> {
     let selector = provider.node_groups();
     let api: Api<Node> = Api::all(client.clone());
     let list = api
@@ -158,6 +159,7 @@ async fn nodes(
         })?;
     let mut groups: BTreeMap<String, NodeGroupObservation> = BTreeMap::new();
     let mut not_ready = Vec::new();
+    let mut group_of = BTreeMap::new();
     for node in list {
         let name = node.metadata.name.clone().unwrap_or_default();
         let status = node.status.as_ref();
@@ -179,6 +181,7 @@ async fn nodes(
         let Some(group) = group else {
             continue;
         };
+        group_of.insert(name.clone(), group.clone());
         let kubelet = status
             .and_then(|s| s.node_info.as_ref())
             .and_then(|i| KubeVersion::parse_observed(&i.kubelet_version).ok());
@@ -196,8 +199,15 @@ async fn nodes(
             g.max_kubelet = Some(g.max_kubelet.map_or(k, |m| m.max(k)));
         }
     }
-    Ok((groups, not_ready))
+    Ok((groups, not_ready, group_of))
 }
+
+/// Node groups, the nodes that are not Ready, and each grouped node's group.
+type NodesByGroup = (
+    BTreeMap<String, NodeGroupObservation>,
+    Vec<String>,
+    BTreeMap<String, String>,
+);
 
 /// The declarations tidemark accepted on earlier passes (a refused downgrade keeps the
 /// last accepted one).

@@ -23,6 +23,8 @@ pub struct Observed {
     pub node_groups: BTreeMap<String, NodeGroupObservation>,
     /// Nodes that are not Ready, by name (any group).
     pub nodes_not_ready: Vec<String>,
+    /// The node group of each node matched to one, by node name.
+    pub node_group_of: BTreeMap<String, String>,
     /// Whether `/readyz` answered ok.
     pub api_healthy: bool,
     /// `tidemark.dev/paused: "true"` on the status object: a local veto.

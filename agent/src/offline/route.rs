@@ -359,7 +359,7 @@ pub fn finish(p: Pending, cache: &RenderCache, now: Timestamp) -> ClusterRoute {
             from: observed.control_plane,
             to: *to,
         };
-        for f in plan::preflight_findings(&o, &step) {
+        for f in plan::preflight_findings(&desired, &o, &step) {
             preflight.insert(format!("before the hop to {to}: {f}"));
         }
     }
@@ -536,6 +536,7 @@ fn observed_from_declaration(
         control_plane_requested_at: None,
         node_groups,
         nodes_not_ready: vec![],
+        node_group_of: BTreeMap::new(),
         api_healthy: true,
         paused_annotation: false,
         provider_busy: None,

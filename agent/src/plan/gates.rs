@@ -106,7 +106,7 @@ pub(super) fn hold(
             ),
         ));
     }
-    let found = super::preflight::findings(observed, next);
+    let found = super::preflight::findings(desired, observed, next);
     if !found.is_empty() {
         let named: Vec<String> = found.iter().map(ToString::to_string).collect();
         return Some((

@@ -14,7 +14,8 @@
 
 use std::fmt;
 
-use tidemark_schema::KubeVersion;
+use tidemark_schema::resolve::DesiredState;
+use tidemark_schema::{DrainTimeoutAction, KubeVersion};
 
 use super::Step;
 use crate::apis::RemovedApis;
@@ -64,15 +65,20 @@ impl fmt::Display for Finding {
     }
 }
 
-/// What holds `next`, judged from `observed.preflight`.
-pub fn findings(observed: &Observed, next: &Step) -> Vec<Finding> {
+/// What holds `next`, judged from `observed.preflight`. A group whose drains end by force
+/// after `drainTimeout` (`drainTimeoutAction: force`) is not held by a budget: its drain
+/// does finish.
+pub fn findings(desired: &DesiredState, observed: &Observed, next: &Step) -> Vec<Finding> {
     match next {
         Step::UpgradeControlPlane { to, .. } => hop(observed, *to),
         Step::UpgradeNodeGroup { group, .. }
             if !observed
                 .node_groups
                 .get(group)
-                .is_some_and(|g| g.is_rolling()) =>
+                .is_some_and(|g| g.is_rolling())
+                && !desired.node_groups.iter().any(|g| {
+                    &g.name == group && g.drain_timeout_action == DrainTimeoutAction::Force
+                }) =>
         {
             rollout(observed, group)
         }
@@ -236,7 +242,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::fixtures::{observed, v};
+    use crate::fixtures::{DesiredExt, desired, observed, v};
     use crate::observe::model::DeprecatedRequest;
 
     fn budget(max: Option<&str>, min: Option<&str>, pods: u32) -> DisruptionBudget {
@@ -294,7 +300,7 @@ mod tests {
             to: v("1.32.0"),
         };
         assert!(
-            findings(&o, &step).is_empty(),
+            findings(&desired("1.32.0"), &o, &step).is_empty(),
             "nothing gathered, nothing judged"
         );
         o.preflight.hop = Some(v("1.32.0"));
@@ -323,7 +329,7 @@ mod tests {
                 kind: "FlowSchema".into(),
             },
         ]));
-        let found: Vec<String> = findings(&o, &step)
+        let found: Vec<String> = findings(&desired("1.32.0"), &o, &step)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -337,7 +343,7 @@ mod tests {
         o.preflight.rendered_for_hop = Some(Err("boom".into()));
         o.preflight.deprecated_requests = Some(Ok(vec![]));
         assert_eq!(
-            findings(&o, &step)[0].message,
+            findings(&desired("1.32.0"), &o, &step)[0].message,
             "cannot render the components for 1.32.0: boom"
         );
     }
@@ -354,16 +360,23 @@ mod tests {
             max_unavailable: 1,
             drain_timeout: std::time::Duration::from_secs(60),
         };
-        assert_eq!(findings(&o, &step("general")).len(), 1);
-        assert!(findings(&o, &step("general"))[0].message.contains(
+        let d = desired("1.31.4").group("general", "1.31.4");
+        assert_eq!(findings(&d, &o, &step("general")).len(), 1);
+        assert!(findings(&d, &o, &step("general"))[0].message.contains(
             "PodDisruptionBudget default/web never allows an eviction (maxUnavailable: 0)"
         ));
-        assert!(findings(&o, &step("gpu")).is_empty());
+        assert!(findings(&d, &o, &step("gpu")).is_empty());
+        let mut forced = d.clone();
+        forced.node_groups[0].drain_timeout_action = DrainTimeoutAction::Force;
+        assert!(
+            findings(&forced, &o, &step("general")).is_empty(),
+            "a drain that ends by force finishes"
+        );
         if let Some(g) = o.node_groups.get_mut("general") {
             g.cordoned = 1;
         }
         assert!(
-            findings(&o, &step("general")).is_empty(),
+            findings(&d, &o, &step("general")).is_empty(),
             "a rollout under way is not held"
         );
     }
