@@ -147,6 +147,9 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
             "machinedeployments",
             &["get", "patch"],
         );
+        // Nodes map to groups through Machines; topology clusters move the Cluster.
+        grant(keys::capi::CLUSTER_GROUP, "machines", &["list"]);
+        grant(keys::capi::CLUSTER_GROUP, "clusters", &["get", "patch"]);
     }
     if own.drain {
         grant("", "nodes", &["patch"]);
