@@ -404,8 +404,18 @@ async fn both_api_versions_serve_the_same_objects_and_v1beta1_only_serves_one() 
         assert_eq!(group["preferredVersion"]["version"], json!("v1beta2"), "{group}");
         assert_eq!(group["versions"].as_array().unwrap().len(), 2);
 
-        let v1 = capi(&client, "MachineDeployment", "v1beta1").get("sim-general").await.unwrap();
-        let v2 = capi(&client, "MachineDeployment", "v1beta2").get("sim-general").await.unwrap();
+        // One object behind both versions: the same resourceVersion (read again if the
+        // MachineDeployment controller wrote its status between the two reads).
+        let (mut v1, mut v2);
+        let mut tries = 0;
+        loop {
+            v1 = capi(&client, "MachineDeployment", "v1beta1").get("sim-general").await.unwrap();
+            v2 = capi(&client, "MachineDeployment", "v1beta2").get("sim-general").await.unwrap();
+            tries += 1;
+            if v1.metadata.resource_version == v2.metadata.resource_version || tries == 20 {
+                break;
+            }
+        }
         assert_eq!(v1.data.pointer("/spec/strategy/rollingUpdate/maxSurge"), Some(&json!(1)));
         assert_eq!(v2.data.pointer("/spec/rollout/strategy/rollingUpdate/maxSurge"), Some(&json!(1)));
         assert!(v2.data.pointer("/spec/strategy").is_none());
@@ -416,11 +426,12 @@ async fn both_api_versions_serve_the_same_objects_and_v1beta1_only_serves_one() 
         let v1 = capi(&client, "MachineDeployment", "v1beta1").get("sim-general").await.unwrap();
         assert_eq!(v1.data.pointer("/spec/strategy/rollingUpdate/maxUnavailable"), Some(&json!(2)));
         assert_eq!(v1.data.pointer("/spec/template/spec/nodeDrainTimeout"), Some(&json!("10m0s")));
-        // An unchanged write through the other version changes nothing.
-        let rv = v1.metadata.resource_version.clone();
+        // An unchanged write through the other version changes nothing (the generation: the
+        // controller may write status meanwhile, which moves the resourceVersion).
+        let generation = v1.metadata.generation;
         let same = json!({"spec": {"template": {"spec": {"nodeDrainTimeout": "10m0s"}}}});
         let after = capi(&client, "MachineDeployment", "v1beta1").patch("sim-general", &PatchParams::default(), &Patch::Merge(same)).await.unwrap();
-        assert_eq!(after.metadata.resource_version, rv);
+        assert_eq!(after.metadata.generation, generation);
         // kubectl reads the preferred version.
         let out = k.run(&["get", "machinedeployments.cluster.x-k8s.io", "sim-general", "-n", "capi-system", "-o", "jsonpath={.apiVersion} {.spec.rollout.strategy.rollingUpdate.maxUnavailable}"]).await;
         assert_eq!(out.stdout, "cluster.x-k8s.io/v1beta2 2", "{}", out.stderr);
