@@ -173,6 +173,18 @@ impl SimProcess {
         kubectl_with(&self.management_kubeconfig(), args)
     }
 
+    /// The sim's request counters so far, `"VERB RESOURCE"` -> count (`requestsByResource`
+    /// of `tidemark sim ctl state`; a key never seen is absent).
+    pub fn requests_by_resource(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let state = self.ctl_state(&self.kubeconfig())?;
+        Ok(state["requestsByResource"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect())
+    }
+
     /// `tidemark sim ctl state` through `kubeconfig` (the workload's or the management's),
     /// parsed.
     pub fn ctl_state(&self, kubeconfig: &Path) -> Result<serde_json::Value> {

@@ -1213,14 +1213,10 @@ fn an_unavailable_aggregated_api_holds_nothing_and_the_commit_removing_it_applie
 
 /// Discovery requests served so far.
 fn sim_discovery(sim: &SimProcess) -> Result<u64> {
-    let run = tidemark_in(
-        &["sim", "ctl", "state"],
-        None,
-        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
-    )?;
-    let state: Value = serde_json::from_str(&run.stdout)?;
-    Ok(state["requestsByResource"]["get discovery"]
-        .as_u64()
+    Ok(sim
+        .requests_by_resource()?
+        .get("get discovery")
+        .copied()
         .unwrap_or_default())
 }
 

@@ -14,8 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::{Result, bail};
 use tidemark_e2e::{
     CLUSTERAPI, Run, SimProcess, WorkRepo, copy_dir, fleet_yaml, helm_bin, sim_manifest,
     status_record, tidemark_in, workspace_root,
@@ -81,22 +80,6 @@ metadata:
 spec:
   limits: [{type: Container, default: {cpu: 500m}}]
 ";
-
-/// Requests served by the sim so far, by "VERB RESOURCE".
-fn requests(sim: &SimProcess) -> Result<BTreeMap<String, u64>> {
-    let run = tidemark_in(
-        &["sim", "ctl", "state"],
-        None,
-        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
-    )?;
-    let state: Value = serde_json::from_str(&run.stdout).context("sim state")?;
-    Ok(state["requestsByResource"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or_default()))
-        .collect())
-}
 
 struct Rollout {
     repo: WorkRepo,
@@ -225,7 +208,7 @@ fn kill_9_at_every_point_of_five_releases_converges_without_repeats_or_wrong_pru
     };
     rollout.release("1.28.9", 1, true)?;
     rollout.converge("the starting point")?;
-    let start = requests(&rollout.sim)?;
+    let start = rollout.sim.requests_by_resource()?;
 
     // Five releases: a hop with new values and the component removed; a hop with new
     // values and the component back; then new values with it removed, back, removed.
@@ -320,7 +303,7 @@ fn kill_9_at_every_point_of_five_releases_converges_without_repeats_or_wrong_pru
     );
 
     // From the sim's counters: every provider request once, deletions only of what left.
-    let end = requests(&rollout.sim)?;
+    let end = rollout.sim.requests_by_resource()?;
     let delta =
         |key: &str| end.get(key).copied().unwrap_or(0) - start.get(key).copied().unwrap_or(0);
     assert_eq!(

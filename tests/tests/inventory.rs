@@ -65,23 +65,6 @@ fn release(repo: &WorkRepo, service: bool, extra: bool, note: &str) -> Result<St
     Ok(rev)
 }
 
-/// The sim's request counters, `"VERB RESOURCE"` -> count.
-fn requests(sim: &SimProcess) -> Result<BTreeMap<String, u64>> {
-    let run = tidemark_in(
-        &["sim", "ctl", "state"],
-        None,
-        &[("KUBECONFIG", &sim.kubeconfig().display().to_string())],
-    )?;
-    let state: Value =
-        serde_json::from_str(&run.stdout).with_context(|| format!("sim state: {}", run.stdout))?;
-    Ok(state["requestsByResource"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-        .collect())
-}
-
 fn count(counts: &BTreeMap<String, u64>, key: &str) -> u64 {
     counts.get(key).copied().unwrap_or(0)
 }
@@ -154,9 +137,9 @@ fn prune_deletes_from_the_recorded_inventory_and_lists_no_other_kind() -> Result
     // The render drops the Service and `app-relabel`. A new agent process prunes from the
     // recorded inventory: the Service read by name and deleted; nothing listed to do it.
     release(&repo, false, false, "b")?;
-    let before = requests(&sim)?;
+    let before = sim.requests_by_resource()?;
     let second = pass(agent_once(repo.path(), &sim, &helm, work.path(), &[])?)?;
-    let after = requests(&sim)?;
+    let after = sim.requests_by_resource()?;
     assert_eq!(second.phase, "Converged", "{second:?}");
     // Deleted in the foreground: gone once the garbage collector has been through.
     tidemark_e2e::wait_until(Duration::from_secs(10), "the Service pruned", || {
@@ -211,7 +194,7 @@ fn prune_deletes_from_the_recorded_inventory_and_lists_no_other_kind() -> Result
         !exists(&sim, "configmap", "app-stray")
     })?;
     assert!(exists(&sim, "configmap", "app-relabel"));
-    assert!(count(&requests(&sim)?, "list secrets") > 0);
+    assert!(count(&sim.requests_by_resource()?, "list secrets") > 0);
     Ok(())
 }
 
