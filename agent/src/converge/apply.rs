@@ -200,16 +200,7 @@ async fn take_back(
     conflict: ApiError,
 ) -> Result<serde_json::Value, LiveError> {
     let ours = match scratch.lookup(client, component, o).await? {
-        super::Lookup::Found(body) => body
-            .pointer("/metadata/managedFields")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|fs| {
-                fs.iter().any(|f| {
-                    f.get("manager").and_then(serde_json::Value::as_str)
-                        == Some(crate::keys::FIELD_MANAGER)
-                        && f.get("operation").and_then(serde_json::Value::as_str) == Some("Apply")
-                })
-            }),
+        super::Lookup::Found(body) => live::has_our_apply_entry(&body),
         _ => false,
     };
     if !ours {

@@ -285,21 +285,24 @@ pub struct LiveObject {
     pub body: Value,
 }
 
+/// Whether `body` has a server-side apply entry of tidemark's field manager.
+pub fn has_our_apply_entry(body: &Value) -> bool {
+    body.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|fs| {
+            fs.iter().any(|f| {
+                f.get("manager").and_then(Value::as_str) == Some(keys::FIELD_MANAGER)
+                    && f.get("operation").and_then(Value::as_str) == Some("Apply")
+            })
+        })
+}
+
 impl LiveObject {
     /// Whether tidemark applied it: it has a server-side apply entry of our field manager
     /// and no controller owns it. Objects that only copied the label (pods of a workload
     /// whose template carries it) are never pruned.
     pub fn applied_by_tidemark(&self) -> bool {
-        let ours = self
-            .body
-            .pointer("/metadata/managedFields")
-            .and_then(Value::as_array)
-            .is_some_and(|fs| {
-                fs.iter().any(|f| {
-                    f.get("manager").and_then(Value::as_str) == Some(keys::FIELD_MANAGER)
-                        && f.get("operation").and_then(Value::as_str) == Some("Apply")
-                })
-            });
+        let ours = has_our_apply_entry(&self.body);
         let controlled = self
             .body
             .pointer("/metadata/ownerReferences")
