@@ -27,3 +27,9 @@ else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --locked --workspace --no-fail-fast "$@"
 fi
+
+# Every cargo-fuzz target of fuzz/ for 15 s from its seed corpus (a crash fails the run);
+# skipped when the command names tests to run. Longer runs: scripts/fuzz.sh SECONDS.
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh --ci 15
+fi

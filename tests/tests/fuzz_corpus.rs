@@ -1,4 +1,4 @@
-//! The fuzz targets (`fuzz/`, run for real with `scripts/fuzz.sh` and cargo-fuzz on nightly)
+//! The fuzz targets (`fuzz/`, run for real with `scripts/fuzz.sh` and cargo-fuzz)
 //! replayed on every test run, on stable: each target's entry point over its seed corpus
 //! (`fuzz/corpus/<target>/`) and over deterministic mutations of every seed (bytes flipped,
 //! ranges cut and repeated, syntax tokens inserted). A panic is a failed test. Inputs that
