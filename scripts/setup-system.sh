@@ -15,6 +15,8 @@
 #                                                  from local bases (scripts/setup-image.sh) (tests)
 #   binutils (strip)                               the image test's stripped binary
 #                                                  (scripts/build-prebuilt.sh) (tests)
+#   g++                                            libFuzzer, which cargo-fuzz builds
+#                                                  (scripts/fuzz.sh --ci) (tests)
 # The tests need kubectl too, which is not a Debian package: it is checked, not installed.
 #
 # Runs apt-get directly as root, through sudo otherwise (when sudo exists); without either it
@@ -54,6 +56,7 @@ if [[ "$for_what" == tests ]]; then
     command -v buildah >/dev/null 2>&1 || need+=(buildah)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
     command -v strip >/dev/null 2>&1 || need+=(binutils)
+    command -v g++ >/dev/null 2>&1 || need+=(g++)
 fi
 
 if [[ "${#need[@]}" -gt 0 ]]; then
