@@ -81,6 +81,23 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the error cannot come from a damaged cache: the remote failed (unreachable,
+    /// refused, no such branch), or the wave tag's signature was refused. Any other error
+    /// (a read, a fetch, a manifest or chart that does not parse) may.
+    fn not_from_the_cache(&self) -> bool {
+        matches!(
+            self,
+            Error::Source(
+                source::Error::List { .. }
+                    | source::Error::NoBranch { .. }
+                    | source::Error::NoHead { .. }
+                    | source::Error::Credentials(_)
+            ) | Error::Untrusted { .. }
+        )
+    }
+}
+
 /// Syncs `cache` and resolves the desired state of the cluster matching `selector`. With
 /// `signers`, a wave tag must carry a signature they accept at `now`.
 pub fn resolve(
@@ -344,10 +361,28 @@ impl Source {
 }
 
 impl SourceInner {
+    /// Resolves; when that fails for a reason other than the remote, and the cache turns
+    /// out damaged (corrupt objects, a ref or HEAD unreadable), the cache is recreated and
+    /// the pass resolves once more from a fresh fetch.
     fn resolve(&self, applied: Option<&str>, now: Timestamp) -> Result<Resolution, Error> {
-        let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+        let mut cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+        match self.resolve_with(&cache, applied, now) {
+            Err(e) if !e.not_from_the_cache() && cache.repair_if_damaged()? => {
+                tracing::debug!(error = %e, "resolving again with a recreated git cache");
+                self.resolve_with(&cache, applied, now)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn resolve_with(
+        &self,
+        cache: &GitCache,
+        applied: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Resolution, Error> {
         let resolved = resolve(
-            &cache,
+            cache,
             self.branch.as_deref(),
             &self.selector,
             self.signers.as_ref(),
@@ -362,7 +397,7 @@ impl SourceInner {
             }
             Outcome::Desired { state, revision } => (*state, revision),
         };
-        let inputs = self.inputs(&cache, &revision, &state)?;
+        let inputs = self.inputs(cache, &revision, &state)?;
         let descends_from_applied = applied
             .filter(|a| *a != revision)
             .and_then(|a| cache.descends_from(&revision, a).ok());

@@ -81,14 +81,20 @@ impl GitCache {
             message: e.to_string(),
         };
         std::fs::create_dir_all(&config.cache_dir).map_err(|e| cache_err(&e))?;
-        let repo = match Repository::open_bare(&path) {
+        let damage = match Repository::open_bare(&path) {
+            Ok(repo) => match damage(&repo) {
+                None => Ok(repo),
+                Some(reason) => Err(reason),
+            },
+            Err(e) => Err(e.message().to_string()),
+        };
+        let repo = match damage {
             Ok(repo) => repo,
-            Err(_) => {
-                if path.exists() {
-                    tracing::warn!(path = %path.display(), "git cache unreadable, recreating it");
-                    std::fs::remove_dir_all(&path).map_err(|e| cache_err(&e))?;
+            Err(reason) => {
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    warn_recreating(&path, &reason);
                 }
-                Repository::init_bare(&path).map_err(|e| cache_err(&e))?
+                recreate(&path).map_err(|e| cache_err(&e))?
             }
         };
         Ok(Self {
@@ -99,6 +105,23 @@ impl GitCache {
             extra_prefixes: Vec::new(),
             warned_v0: AtomicBool::new(false),
         })
+    }
+
+    /// Checks every object the cached refs lead to (commits at their tips, their trees and
+    /// blobs, tag objects) and, when one cannot be read or does not match its id, deletes
+    /// the cache and starts it anew: the next sync fetches everything again. Returns
+    /// whether it did. Called after a read of the cache failed; [`GitCache::open`] does the
+    /// same check.
+    pub fn repair_if_damaged(&mut self) -> Result<bool> {
+        let Some(reason) = damage(&self.repo) else {
+            return Ok(false);
+        };
+        warn_recreating(&self.path, &reason);
+        self.repo = recreate(&self.path).map_err(|e| Error::Cache {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(true)
     }
 
     /// Also follows the refs under `prefix` (e.g. `refs/tidemark/status/`): each sync lists
@@ -455,6 +478,74 @@ impl HostKeyRejection {
     }
 }
 
+fn warn_recreating(path: &Path, reason: &str) {
+    tracing::warn!(
+        path = %path.display(),
+        reason,
+        "git cache unreadable, recreating it from the remote"
+    );
+}
+
+/// Deletes whatever is at `path` (a directory, or a file where one should be) and
+/// initialises an empty bare cache there.
+fn recreate(path: &Path) -> Result<Repository, Box<dyn std::error::Error>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)?,
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    Ok(Repository::init_bare(path)?)
+}
+
+/// Why the cache cannot be trusted, if it cannot: HEAD or a ref unreadable, or an object
+/// a ref leads to (the tip commit, its whole tree, a tag object) missing, corrupt or not
+/// matching its id (libgit2 checks every object's hash as it reads it). History behind
+/// the tips is not walked: a pass reads only the trees at the tips. Costs one read of
+/// each object of the followed trees; run at open and after a failed read, not per poll.
+fn damage(repo: &Repository) -> Option<String> {
+    let check = || -> Result<(), git2::Error> {
+        repo.find_reference("HEAD")?;
+        let odb = repo.odb()?;
+        let mut seen = std::collections::HashSet::new();
+        for r in repo.references()? {
+            let r = r?;
+            if let Some(id) = r.resolve()?.target() {
+                walk(repo, &odb, id, &mut seen)?;
+            }
+        }
+        Ok(())
+    };
+    check().err().map(|e| e.message().to_string())
+}
+
+/// Reads object `id` and everything it names that a pass may read: a tag's target, a
+/// commit's tree, a tree's entries (not a commit's parents, nor submodules).
+fn walk(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    id: git2::Oid,
+    seen: &mut std::collections::HashSet<git2::Oid>,
+) -> Result<(), git2::Error> {
+    if !seen.insert(id) {
+        return Ok(());
+    }
+    let kind = odb.read(id)?.kind();
+    match kind {
+        git2::ObjectType::Tag => walk(repo, odb, repo.find_tag(id)?.target_id(), seen),
+        git2::ObjectType::Commit => walk(repo, odb, repo.find_commit(id)?.tree_id(), seen),
+        git2::ObjectType::Tree => {
+            let tree = repo.find_tree(id)?;
+            for entry in tree.iter() {
+                if entry.kind() != Some(git2::ObjectType::Commit) {
+                    walk(repo, odb, entry.id(), seen)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The `ref-prefix`es of a sync: the branch (HEAD when none is given, to learn the default
 /// branch), the literal part of each tag glob, the extra prefixes.
 fn followed_prefixes(branch: Option<&str>, tag_globs: &[String], extra: &[String]) -> Vec<String> {
@@ -618,6 +709,56 @@ mod tests {
         assert!(!report.fetched);
         assert_eq!(report.pruned, ["refs/tidemark/status/a"]);
         assert_eq!(cache.local_ref("refs/tidemark/status/a"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_damaged_cache_is_recreated_and_fetched_again() -> Result<(), Box<dyn std::error::Error>> {
+        let remote_dir = tempfile::tempdir()?;
+        let (_remote, commit) = remote_with_commit(remote_dir.path())?;
+        let cache_dir = tempfile::tempdir()?;
+        let config = SourceConfig {
+            url: remote_dir.path().display().to_string(),
+            branch: None,
+            cache_dir: cache_dir.path().to_path_buf(),
+            auth: Auth::None,
+        };
+        let mut cache = GitCache::open(&config)?;
+        cache.sync(None, &[])?;
+        assert!(!cache.repair_if_damaged()?, "a sound cache is kept");
+
+        // The objects replaced by garbage of the same size.
+        let hex = commit.to_string();
+        let garble = |cache: &GitCache| -> Result<(), Box<dyn std::error::Error>> {
+            let loose = cache.path().join("objects").join(&hex[..2]).join(&hex[2..]);
+            let packs = std::fs::read_dir(cache.path().join("objects/pack"))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "pack"));
+            for file in packs.chain(loose.exists().then_some(loose)) {
+                let len = std::fs::metadata(&file)?.len();
+                std::fs::write(&file, vec![0x5a; usize::try_from(len)?])?;
+            }
+            Ok(())
+        };
+
+        // Found when the cache is opened (an agent restarted).
+        garble(&cache)?;
+        drop(cache);
+        let mut cache = GitCache::open(&config)?;
+        let report = cache.sync(None, &[])?;
+        assert!(report.fetched, "opened anew and fetched: {report:?}");
+        assert_eq!(report.branch_commit, hex);
+        assert!(cache.tree_at(&hex).is_ok());
+        assert!(!cache.repair_if_damaged()?);
+
+        // Found after a failed read, with nothing moved on the remote: the same objects are
+        // fetched again (into a pack of the same name) and read from the new files.
+        garble(&cache)?;
+        assert!(cache.repair_if_damaged()?);
+        let report = cache.sync(None, &[])?;
+        assert!(report.fetched, "{report:?}");
+        assert!(cache.tree_at(&hex).is_ok());
         Ok(())
     }
 
