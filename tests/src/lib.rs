@@ -417,23 +417,34 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Serves the repositories under `base` (`git://127.0.0.1:PORT/<dir name>`).
     pub fn start(base: &Path) -> Result<Self> {
-        Self::start_with(base, false, false)
+        Self::start_with(base, false, false, None)
+    }
+
+    /// Like [`Self::start`], on `port` (a server that comes back where it was, after an
+    /// outage: clients keep their URL).
+    pub fn start_on(base: &Path, port: u16) -> Result<Self> {
+        Self::start_with(base, false, false, Some(port))
     }
 
     /// Like [`Self::start`], and it accepts pushes (`git receive-pack`), as a hosted git
     /// server does for those allowed to write: promotions and agents' status refs.
     pub fn start_writable(base: &Path) -> Result<Self> {
-        Self::start_with(base, false, true)
+        Self::start_with(base, false, true, None)
     }
 
     /// Like [`Self::start`], but its upload-pack speaks protocol v0 only, as a git server
     /// from before 2018 (or one that forbids v2) does: `git daemon` finds `git` on `PATH`,
     /// and a wrapper there drops the `GIT_PROTOCOL` the client asked for.
     pub fn start_v0(base: &Path) -> Result<Self> {
-        Self::start_with(base, true, false)
+        Self::start_with(base, true, false, None)
     }
 
-    fn start_with(base: &Path, v0_only: bool, writable: bool) -> Result<Self> {
+    fn start_with(
+        base: &Path,
+        v0_only: bool,
+        writable: bool,
+        fixed_port: Option<u16>,
+    ) -> Result<Self> {
         let log_dir = tempfile::tempdir()?;
         let log = log_dir.path().join("daemon.log");
         let mut path = std::env::var_os("PATH").unwrap_or_default();
@@ -455,8 +466,13 @@ impl GitDaemon {
             joined.push(&path);
             path = joined;
         }
-        for _ in 0..5 {
-            let port = free_port()?;
+        // A fixed port may still be held for a moment by the previous daemon: try longer.
+        let attempts = if fixed_port.is_some() { 50 } else { 5 };
+        for _ in 0..attempts {
+            let port = match fixed_port {
+                Some(p) => p,
+                None => free_port()?,
+            };
             // Run git-daemon itself, not the `git` wrapper: killing the wrapper would
             // leave the daemon running.
             let child = Command::new(git_daemon_path()?)
@@ -499,6 +515,10 @@ impl GitDaemon {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+            if fixed_port.is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         bail!("git daemon did not start")
     }
@@ -1414,6 +1434,154 @@ entries:
 generated: \"2025-01-01T00:00:00Z\"
 "
     )
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `127.0.0.1:upstream` that counts every connection
+/// a client opens (also while the upstream is down: the client is then dropped at once, as
+/// a refused connection would be) and can cut responses short: the first `cuts`
+/// connections whose server response grows beyond `cut_after` bytes are closed, both ways,
+/// after exactly `cut_after` bytes have reached the client (a fetch cut in the middle of
+/// its pack).
+pub struct CuttingProxy {
+    port: u16,
+    state: std::sync::Arc<CutState>,
+}
+
+#[derive(Default)]
+struct CutState {
+    attempts: std::sync::atomic::AtomicUsize,
+    cuts_left: std::sync::atomic::AtomicUsize,
+    cut_after: std::sync::atomic::AtomicU64,
+    /// Bytes the server had sent before each cut connection was closed.
+    cut: std::sync::Mutex<Vec<u64>>,
+    /// Bytes the server sent on each connection that was not cut, in order of closing.
+    whole: std::sync::Mutex<Vec<u64>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl CuttingProxy {
+    /// Forwards connections on a fresh port to `127.0.0.1:upstream`, cutting nothing yet.
+    pub fn start(upstream: u16) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        let state = std::sync::Arc::new(CutState::default());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                shared.attempts.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                };
+                let state = shared.clone();
+                std::thread::spawn(move || relay_cutting(client, server, &state));
+            }
+        });
+        Ok(Self { port, state })
+    }
+
+    /// Cuts the next `cuts` responses that grow beyond `bytes` bytes.
+    pub fn cut(&self, cuts: usize, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        self.state.cut_after.store(bytes, Ordering::SeqCst);
+        self.state.cuts_left.store(cuts, Ordering::SeqCst);
+    }
+
+    /// The port to connect to instead of the upstream's.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections clients opened so far, whether or not the upstream answered.
+    pub fn attempts(&self) -> usize {
+        self.state
+            .attempts
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// For each connection cut so far: the bytes the client got before the cut.
+    pub fn cut_at(&self) -> Vec<u64> {
+        self.state.cut.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// For each connection that ended without a cut: the bytes the server sent.
+    pub fn whole_responses(&self) -> Vec<u64> {
+        self.state
+            .whole
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn relay_cutting(client: TcpStream, server: TcpStream, state: &CutState) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut server, mut client) = (server, client);
+    let limit = state.cut_after.load(Ordering::SeqCst);
+    let mut sent = 0u64;
+    let mut cut = false;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let after = sent + n as u64;
+        let may_cut = limit > 0 && after > limit && state.cuts_left.load(Ordering::SeqCst) > 0;
+        if may_cut
+            && state
+                .cuts_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                .is_ok()
+        {
+            let keep = usize::try_from(limit - sent).unwrap_or(n).min(n);
+            let _ = client.write_all(&buf[..keep]);
+            sent += keep as u64;
+            cut = true;
+            break;
+        }
+        if client.write_all(&buf[..n]).is_err() {
+            sent = after;
+            break;
+        }
+        sent = after;
+    }
+    if cut {
+        // Closed mid-response: no orderly end the client could take for a complete answer.
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+        if let Ok(mut v) = state.cut.lock() {
+            v.push(sent);
+        }
+    } else {
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        if let Ok(mut v) = state.whole.lock() {
+            v.push(sent);
+        }
+    }
+    let _ = up.join();
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream` that can hold new connections: while
