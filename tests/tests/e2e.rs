@@ -11,6 +11,7 @@ mod desired;
 mod drain;
 mod fleet;
 mod fuzz_corpus;
+mod git_faults;
 mod helm;
 mod helm_compat;
 mod image;
