@@ -3,6 +3,14 @@
 //! one agent per cluster; then an upgrade is committed and rolled out wave by wave, each
 //! wave promoted when the previous one has converged.
 //!
+//! Clusters whose Cluster API objects live in a management cluster (the provider names a
+//! `kubeconfigSecret` or `kubeconfigFile`) share one simulated management cluster holding
+//! those objects: the demo puts its kubeconfig where each manifest says (the Secret in the
+//! agent's namespace of the workload cluster, or the file the manifest names, rewritten in
+//! the demo's copy to a file of the demo), prints each version the agents move there, and
+//! ends with what the management cluster holds and the Cluster API requests each side
+//! served.
+//!
 //! Nothing here is special to the demo but the orchestration: the agents run the same
 //! runner and passes as `tidemark agent` (with a clock moved into each cluster's
 //! maintenance window), against clusters that speak the real API over HTTPS.
@@ -83,7 +91,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         .prefix("tidemark-demo-")
         .tempdir()?;
     let repo = work.path().join("fleet");
-    copy_fleet(&config.fleet, &repo, &config.binary)?;
+    let management_kubeconfig = work.path().join("management.kubeconfig");
+    copy_fleet(&config.fleet, &repo, &config.binary, &management_kubeconfig)?;
     let soaks = shorten_soaks(&repo.join("fleet.yaml"), config.soak)?;
     let git = Git { dir: repo.clone() };
     git.run(&["init", "-q", "-b", "main"])?;
@@ -138,10 +147,48 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             .join(", ")
     ));
 
+    // The management cluster of the clusters whose Cluster API objects are not their own,
+    // started with those workload clusters.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let managed: Vec<&Cluster> = clusters
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| management_of(c).is_some())
+        .collect();
+    let mut workload_sims: BTreeMap<String, Sim> = BTreeMap::new();
+    let mut management: Option<Management> = None;
+    if !managed.is_empty() {
+        let started = Sim::start_managed(
+            management_sim_config(&config),
+            managed.iter().map(|c| sim_config(c, &config)).collect(),
+        )
+        .await
+        .context("failed to start the simulated management cluster")?;
+        started
+            .management
+            .write_kubeconfig(&management_kubeconfig)?;
+        let names: Vec<String> = managed.iter().map(|c| c.metadata.name.clone()).collect();
+        for (name, sim) in names.iter().zip(started.workloads) {
+            workload_sims.insert(name.clone(), sim);
+        }
+        out.line(&format!(
+            "management cluster {}: holds the Cluster API objects of {}",
+            started.management.url(),
+            names.join(", ")
+        ));
+        let client = started.management.client().await?;
+        let watcher = watch_management(client.clone(), out.clone(), stopped.clone());
+        management = Some(Management {
+            sim: started.management,
+            client,
+            clusters: names,
+            watcher,
+        });
+    }
+
     // One simulated cluster and one agent per manifest.
     let board: Board = Arc::default();
     let mut offsets: BTreeMap<String, SignedDuration> = BTreeMap::new();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sims = Vec::new();
     let mut agents = Vec::new();
     for (_, cluster) in &clusters {
@@ -152,9 +199,21 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             cluster.wave().map(str::to_string),
             &sets,
         );
-        let sim = Sim::start(sim_config(cluster, &config))
-            .await
-            .with_context(|| format!("failed to start the simulated cluster {name}"))?;
+        let sim = match workload_sims.remove(&name) {
+            Some(sim) => sim,
+            None => Sim::start(sim_config(cluster, &config))
+                .await
+                .with_context(|| format!("failed to start the simulated cluster {name}"))?,
+        };
+        if let Some((Some(secret), _)) = management_of(cluster) {
+            // What the platform engineer does once per workload cluster (README: "Cluster
+            // API with a management cluster"): the management cluster's kubeconfig, key
+            // `value`, in a Secret of the agent's namespace.
+            let yaml = std::fs::read_to_string(&management_kubeconfig)?;
+            put_kubeconfig_secret(&sim, secret, &yaml)
+                .await
+                .with_context(|| format!("failed to create Secret {secret} in {name}"))?;
+        }
         let kubeconfig = work.path().join(format!("{name}.kubeconfig"));
         sim.write_kubeconfig(&kubeconfig)?;
         // Maintenance windows are honoured by fast-forwarding this cluster's clock into its
@@ -193,7 +252,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             helm: config.helm.clone(),
             settings: config.settings.clone(),
         }));
-        sims.push(sim);
+        sims.push((name, sim));
     }
 
     let result = async {
@@ -290,8 +349,17 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     for a in agents {
         let _ = a.await;
     }
-    for sim in sims {
+    // What the management cluster holds now, and who wrote Cluster API objects where.
+    let management_report = match &management {
+        Some(m) => Some(m.report(&sims).await),
+        None => None,
+    };
+    for (_, sim) in sims {
         sim.shutdown().await;
+    }
+    if let Some(m) = management {
+        let _ = m.watcher.await;
+        m.sim.shutdown().await;
     }
     let rows = board
         .lock()
@@ -325,6 +393,12 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     out.line("control-plane and node-group steps the agents executed:");
     for (name, r) in &rows {
         out.line(&format!("  {name}: {}", r.steps.join("; ")));
+    }
+    if let Some(report) = management_report {
+        out.line("");
+        for line in report? {
+            out.line(&line);
+        }
     }
     out.line(&format!(
         "rolled out to {} clusters in {:.1}s",
@@ -571,9 +645,9 @@ fn bump_chart(repo: &Path, chart: &str, from: &str, to: &str) -> anyhow::Result<
 /// their versions, named as Cluster API names them.
 fn sim_config(cluster: &Cluster, config: &DemoConfig) -> SimConfig {
     let cp = cluster.spec.control_plane.version;
-    let capi_namespace = match &cluster.spec.provider {
-        tidemark_schema::Provider::ClusterApi(p) => p.namespace.clone(),
-        tidemark_schema::Provider::Exec(_) => "capi-system".into(),
+    let (capi_namespace, topology) = match &cluster.spec.provider {
+        tidemark_schema::Provider::ClusterApi(p) => (p.namespace.clone(), p.topology),
+        tidemark_schema::Provider::Exec(_) => ("capi-system".into(), false),
     };
     SimConfig {
         version: cp.to_string(),
@@ -593,8 +667,196 @@ fn sim_config(cluster: &Cluster, config: &DemoConfig) -> SimConfig {
         speed: config.speed,
         cluster_name: cluster.metadata.name.clone(),
         capi_namespace,
+        topology,
         ..SimConfig::default()
     }
+}
+
+/// The management cluster of the demo: its own nodes run nothing tidemark upgrades.
+fn management_sim_config(config: &DemoConfig) -> SimConfig {
+    SimConfig {
+        version: "1.31.6".into(),
+        node_groups: Vec::new(),
+        speed: config.speed,
+        cluster_name: "management".into(),
+        ..SimConfig::default()
+    }
+}
+
+/// Where a cluster's Cluster API objects are reached from, when not from the cluster
+/// itself: its provider's `kubeconfigSecret` and `kubeconfigFile`.
+fn management_of(cluster: &Cluster) -> Option<(Option<&String>, Option<&String>)> {
+    match &cluster.spec.provider {
+        tidemark_schema::Provider::ClusterApi(p)
+            if p.kubeconfig_secret.is_some() || p.kubeconfig_file.is_some() =>
+        {
+            Some((p.kubeconfig_secret.as_ref(), p.kubeconfig_file.as_ref()))
+        }
+        _ => None,
+    }
+}
+
+/// Creates Secret `name` (key `value`: the management cluster's kubeconfig) in the agent's
+/// namespace of the workload cluster `sim`.
+async fn put_kubeconfig_secret(sim: &Sim, name: &str, kubeconfig: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let namespace = crate::keys::DEFAULT_STATUS_NAMESPACE;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(sim.client().await?, namespace);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        string_data: Some([("value".to_string(), kubeconfig.to_string())].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+/// The simulated management cluster, the workload clusters whose Cluster API objects it
+/// holds, and the task printing the versions the agents move there.
+struct Management {
+    sim: Sim,
+    client: kube::Client,
+    clusters: Vec<String>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// The Cluster API kinds whose versions tidemark moves, as the demo reads them (v1beta1,
+/// served by every Cluster API the simulator models), and where the version is.
+const VERSIONED_KINDS: [(&str, &str, &str); 3] = [
+    (
+        "controlplane.cluster.x-k8s.io",
+        "KubeadmControlPlane",
+        "/spec/version",
+    ),
+    (
+        "cluster.x-k8s.io",
+        "MachineDeployment",
+        "/spec/template/spec/version",
+    ),
+    ("cluster.x-k8s.io", "Cluster", "/spec/topology/version"),
+];
+
+/// `Kind namespace/name` -> the version it is set to, for every Cluster API object of
+/// [`VERSIONED_KINDS`] in the cluster of `client` (Clusters only when built from a
+/// ClusterClass).
+async fn capi_versions(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let mut out = BTreeMap::new();
+    for (group, kind, pointer) in VERSIONED_KINDS {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1beta1", kind));
+        let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+        for o in api.list(&ListParams::default()).await? {
+            let Some(version) = o.data.pointer(pointer).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let namespace = o.metadata.namespace.clone().unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            out.insert(format!("{kind} {namespace}/{name}"), version.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Prints each version the agents set in the management cluster as it moves (read every
+/// 300ms through its API, until `stop`).
+fn watch_management(
+    client: kube::Client,
+    out: Output,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: Option<BTreeMap<String, String>> = None;
+        loop {
+            if let Ok(now) = capi_versions(&client).await {
+                if let Some(before) = &seen {
+                    for (object, version) in &now {
+                        match before.get(object) {
+                            Some(old) if old != version => out
+                                .line(&format!("management cluster: {object} {old} -> {version}")),
+                            _ => {}
+                        }
+                    }
+                }
+                seen = Some(now);
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    })
+}
+
+impl Management {
+    /// What the management cluster holds, and the Cluster API writes each cluster served
+    /// (`sims`: every other simulated cluster, by name).
+    async fn report(&self, sims: &[(String, Sim)]) -> anyhow::Result<Vec<String>> {
+        let mut lines = vec![format!(
+            "the management cluster holds the Cluster API objects of {}:",
+            self.clusters.join(", ")
+        )];
+        for (object, version) in capi_versions(&self.client).await? {
+            lines.push(format!("  {object} at {version}"));
+        }
+        let management = capi_writes(&self.sim);
+        let said: Vec<String> = management
+            .iter()
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        lines.push(format!(
+            "Cluster API writes the management cluster served (from the agents of {}): {}",
+            self.clusters.join(", "),
+            if said.is_empty() {
+                "none".to_string()
+            } else {
+                said.join(", ")
+            }
+        ));
+        let (managed, own): (Vec<_>, Vec<_>) = sims
+            .iter()
+            .partition(|(name, _)| self.clusters.contains(name));
+        let total = |sims: &[&(String, Sim)]| -> u64 {
+            sims.iter()
+                .map(|(_, sim)| capi_writes(sim).values().sum::<u64>())
+                .sum()
+        };
+        lines.push(format!(
+            "Cluster API writes the workload clusters {} served: {}",
+            self.clusters.join(", "),
+            total(&managed)
+        ));
+        lines.push(format!(
+            "Cluster API writes the other clusters served (self-managed ones write their own): {}",
+            total(&own)
+        ));
+        Ok(lines)
+    }
+}
+
+/// Write requests on Cluster API kinds a sim served, by `"verb resource"` (only those seen).
+fn capi_writes(sim: &Sim) -> BTreeMap<String, u64> {
+    const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
+    const KINDS: [&str; 4] = [
+        "clusters",
+        "kubeadmcontrolplanes",
+        "machinedeployments",
+        "machines",
+    ];
+    let counts = sim.request_counts();
+    WRITES
+        .iter()
+        .flat_map(|verb| KINDS.iter().map(move |kind| (*verb, *kind)))
+        .filter_map(|(verb, kind)| {
+            let n = counts.resource(verb, kind);
+            (n > 0).then(|| (format!("{verb} {kind}"), n))
+        })
+        .collect()
 }
 
 /// The release the demo upgrades to: the next minor's patch (a fixed, known-good table).
@@ -744,6 +1006,7 @@ async fn wait_for(
 }
 
 /// Terminal output: a table redrawn in place on a TTY, changed lines otherwise.
+#[derive(Clone, Copy)]
 struct Output {
     tty: bool,
 }
@@ -791,28 +1054,42 @@ impl Output {
 }
 
 /// Copies the fleet directory, pointing `exec` commands at this binary (they name
-/// `tidemark`, which need not be on PATH).
-fn copy_fleet(src: &Path, dst: &Path, binary: &Path) -> anyhow::Result<()> {
+/// `tidemark`, which need not be on PATH) and a provider's `kubeconfigFile` (a path in the
+/// agent's container) at the demo's management kubeconfig.
+fn copy_fleet(src: &Path, dst: &Path, binary: &Path, management: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dst)?;
     for entry in std::fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
         let entry = entry?;
         let to = dst.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_fleet(&entry.path(), &to, binary)?;
+            copy_fleet(&entry.path(), &to, binary, management)?;
         } else if to.parent().is_some_and(|p| p.ends_with("clusters")) {
-            let text = std::fs::read_to_string(entry.path())?;
-            std::fs::write(
-                &to,
-                text.replace(
-                    "[tidemark, sim, ctl",
-                    &format!("[\"{}\", sim, ctl", binary.display()),
-                ),
-            )?;
+            let text = std::fs::read_to_string(entry.path())?.replace(
+                "[tidemark, sim, ctl",
+                &format!("[\"{}\", sim, ctl", binary.display()),
+            );
+            std::fs::write(&to, map_kubeconfig_file(&text, management))?;
         } else {
             std::fs::copy(entry.path(), &to)?;
         }
     }
     Ok(())
+}
+
+/// `text` with the value of every block-style `kubeconfigFile:` key replaced by `to`.
+fn map_kubeconfig_file(text: &str, to: &Path) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let key = line.trim_start();
+        match key.strip_prefix("kubeconfigFile:") {
+            Some(_) => {
+                let indent = &line[..line.len() - key.len()];
+                out.push_str(&format!("{indent}kubeconfigFile: \"{}\"\n", to.display()));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 struct Git {
