@@ -9,8 +9,12 @@
 //! - The rules of every Role and ClusterRole a component renders: Kubernetes lets the agent
 //!   grant only what it holds itself (it gets no `escalate` and no `bind`).
 //! - The agent's own: its status Namespace (`get`, `patch`), Events, its Lease, nodes, the
-//!   API server's `/version` and `/readyz`, the Cluster API kinds of its provider, and, when
-//!   it drains node groups itself (`drain: tidemark`), cordoning nodes and evicting pods.
+//!   API server's `/version` and `/readyz`, the Cluster API kinds of its provider when they
+//!   are in the cluster itself (self-managed), and, when it drains node groups itself
+//!   (`drain: tidemark`), cordoning nodes and evicting pods.
+//! - A cluster managed from a management cluster (`kubeconfigSecret`): `get` on that one
+//!   Secret, in a Role of the agent's namespace ([`Role::kubeconfig_secret`]); the Cluster
+//!   API kinds are granted in the management cluster, not here.
 //!
 //! Resource names come from the CRDs of the renders, from a table of Kubernetes' built-in
 //! kinds, and otherwise are guessed (lower case, plural `s`, `es` after `s`, `x`, `ch` and
@@ -37,9 +41,13 @@ pub struct ComponentRender {
 pub struct Own {
     /// The namespace of its status record and Lease.
     pub status_namespace: String,
-    /// Whether its provider is Cluster API (it reads and applies KubeadmControlPlanes and
-    /// MachineDeployments).
+    /// Whether its provider is Cluster API with the objects in this cluster (self-managed:
+    /// it reads and applies KubeadmControlPlanes and MachineDeployments here).
     pub clusterapi: bool,
+    /// The Secrets of the agent's namespace holding the management cluster's kubeconfig
+    /// (`provider.kubeconfigSecret`, at any of the revisions), when the Cluster API objects
+    /// are there.
+    pub kubeconfig_secrets: BTreeSet<String>,
     /// Whether it drains a node group itself (`drain: tidemark`: it cordons and annotates
     /// nodes, lists their pods and evicts them).
     pub drain: bool,
@@ -52,6 +60,9 @@ pub struct Role {
     pub cluster_role: Value,
     /// `Kind.group` whose resource name was guessed.
     pub guessed: BTreeSet<String>,
+    /// The Role (in the status namespace) reading the management cluster's kubeconfig
+    /// Secret, when there is one: a ClusterRole would grant that name in every namespace.
+    pub kubeconfig_secret: Option<Value>,
 }
 
 const ALL: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
@@ -186,6 +197,15 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
             rules.push(rule);
         }
     }
+    let kubeconfig_secret = (!own.kubeconfig_secrets.is_empty()).then(|| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": format!("{name}-clusterapi-kubeconfig"), "namespace": own.status_namespace},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                       "resourceNames": own.kubeconfig_secrets, "verbs": ["get"]}],
+        })
+    });
     Role {
         cluster_role: json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -194,6 +214,7 @@ pub fn cluster_role(name: &str, renders: &[ComponentRender], own: &Own) -> Role 
             "rules": rules,
         }),
         guessed,
+        kubeconfig_secret,
     }
 }
 
@@ -337,6 +358,7 @@ mod tests {
             &Own {
                 status_namespace: "tidemark-system".into(),
                 clusterapi: true,
+                kubeconfig_secrets: BTreeSet::new(),
                 drain: true,
             },
         );
@@ -385,6 +407,7 @@ mod tests {
         let own = Own {
             status_namespace: "tidemark-system".into(),
             clusterapi: false,
+            kubeconfig_secrets: BTreeSet::new(),
             drain: false,
         };
         let role = cluster_role("t", &[render(crd, true)], &own);
@@ -406,6 +429,34 @@ mod tests {
         );
         assert_eq!(verbs(&role.cluster_role, "", "nodes"), ["get", "list"]);
         assert!(rule_for(&role.cluster_role, "", "pods/eviction").is_none());
+        assert_eq!(role.kubeconfig_secret, None);
+    }
+
+    #[test]
+    fn a_managed_cluster_reads_one_secret_in_its_namespace_and_no_cluster_api_kinds() {
+        let own = Own {
+            status_namespace: "tidemark-system".into(),
+            clusterapi: false,
+            kubeconfig_secrets: BTreeSet::from(["capi-management-kubeconfig".to_string()]),
+            drain: false,
+        };
+        let role = cluster_role("tidemark", &[], &own);
+        assert_eq!(
+            verbs(&role.cluster_role, "", "secrets"),
+            Vec::<String>::new()
+        );
+        assert!(!role.cluster_role.to_string().contains("secrets"));
+        assert!(!role.cluster_role.to_string().contains("cluster.x-k8s.io"));
+        assert_eq!(
+            role.kubeconfig_secret,
+            Some(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "tidemark-clusterapi-kubeconfig", "namespace": "tidemark-system"},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                           "resourceNames": ["capi-management-kubeconfig"], "verbs": ["get"]}],
+            }))
+        );
     }
 
     #[test]

@@ -248,12 +248,20 @@ fn rbac_grants_no_wildcard_and_no_secrets() -> Result<()> {
         "repo=https://git.example.com/fleet.git",
         "selector=cluster=a",
         "rbac.clusterapi.enabled=true",
+        "rbac.clusterapi.kubeconfigSecret=capi-management-kubeconfig",
         "rbac.drain.enabled=true",
     ])?)?);
-    docs.extend(documents(&std::fs::read_to_string(
-        workspace_root().join("deploy/components/drain/rbac.yaml"),
-    )?)?);
-    assert!(roles(&docs).len() >= 5, "{:?}", roles(&docs).keys());
+    for file in [
+        "deploy/components/drain/rbac.yaml",
+        "deploy/components/clusterapi/rbac.yaml",
+    ] {
+        docs.extend(documents(&std::fs::read_to_string(
+            workspace_root().join(file),
+        )?)?);
+    }
+    // The management cluster's side of a managed workload cluster.
+    docs.extend(documents(&kustomize("deploy/clusterapi-management")?)?);
+    assert!(roles(&docs).len() >= 8, "{:?}", roles(&docs).keys());
     let violations = rbac_violations(&docs);
     assert!(violations.is_empty(), "{violations:#?}");
 
@@ -368,16 +376,33 @@ fn the_kustomize_overlay_applies_server_side() -> Result<()> {
     assert_eq!(cm["data"]["TIDEMARK_SELECTOR"], "cluster=prod-eu-1");
     assert!(cm["data"]["TIDEMARK_REPO"].is_string());
 
-    // The RBAC objects exist where they are needed.
+    // The RBAC objects exist where they are needed: prod-eu-1 is managed from a management
+    // cluster, so its agent reads one Secret here and no Cluster API kind.
     get(&["get", "clusterrole", "tidemark-agent"])?;
     get(&["get", "role", "-n", "default", "tidemark-events"])?;
+    let secret_role = get(&[
+        "get",
+        "role",
+        "-n",
+        "tidemark-system",
+        "tidemark-clusterapi-kubeconfig",
+    ])?;
+    assert_eq!(
+        secret_role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"],
+            "resourceNames": ["capi-management-kubeconfig"], "verbs": ["get"]}])
+    );
     get(&[
         "get",
         "rolebinding",
         "-n",
-        "capi-system",
-        "tidemark-clusterapi",
+        "tidemark-system",
+        "tidemark-clusterapi-kubeconfig",
     ])?;
+    assert!(
+        sim.kubectl(&["get", "clusterrole", "tidemark-clusterapi"])
+            .is_err()
+    );
     Ok(())
 }
 
@@ -392,6 +417,7 @@ fn the_chart_renders_lints_and_applies_like_the_kustomize_manifests() -> Result<
         "rbac.clusterapi.enabled=true",
         "image.tag=0.1.0",
         "rbac.drain.enabled=true",
+        "rbac.clusterapi.kubeconfigSecret=capi-management-kubeconfig",
     ];
     let rendered = chart(&set)?;
     let docs = documents(&rendered)?;
@@ -406,7 +432,7 @@ fn the_chart_renders_lints_and_applies_like_the_kustomize_manifests() -> Result<
         String::from_utf8_lossy(&lint.stdout)
     );
 
-    // The same RBAC as the overlay (which also has the Cluster API component).
+    // The same RBAC as the overlay (which has the kubeconfig Secret's component).
     let kustomized = documents(&kustomize("deploy/overlays/example-cluster")?)?;
     let mut from_kustomize = roles(&kustomized);
     // The example overlay adds Ingresses to the components' default: compare with the base.
@@ -414,10 +440,16 @@ fn the_chart_renders_lints_and_applies_like_the_kustomize_manifests() -> Result<
         "ClusterRole//tidemark-components".into(),
         roles(&documents(&kustomize("deploy/base")?)?)["ClusterRole//tidemark-components"].clone(),
     );
-    // The drain component (not in the example overlay: prod-eu-1's provider drains).
-    from_kustomize.extend(roles(&documents(&std::fs::read_to_string(
-        workspace_root().join("deploy/components/drain/rbac.yaml"),
-    )?)?));
+    // The drain component (not in the example overlay: prod-eu-1's provider drains) and the
+    // self-managed clusters' Cluster API component (prod-eu-1's objects are elsewhere).
+    for file in [
+        "deploy/components/drain/rbac.yaml",
+        "deploy/components/clusterapi/rbac.yaml",
+    ] {
+        from_kustomize.extend(roles(&documents(&std::fs::read_to_string(
+            workspace_root().join(file),
+        )?)?));
+    }
     assert_eq!(roles(&docs), from_kustomize);
 
     // The same Deployment, but for the chart's labels and annotations.
@@ -807,6 +839,177 @@ fn an_agent_killed_while_it_replaces_itself_converges_after_a_restart() -> Resul
             .map(|c| c.health.to_string()),
         Some("Healthy".to_string()),
         "{record:?}"
+    );
+    Ok(())
+}
+
+/// The management cluster's side of a managed workload cluster
+/// (deploy/clusterapi-management, its `namespace:` set to the cluster's Cluster API
+/// namespace as its header says) applies server-side to a management sim, and its Role
+/// grants every Cluster API request the agent then made there during a control-plane and a
+/// node-group upgrade (counted by the management sim), in that namespace, and nothing more
+/// than those and the ClusterClass clusters' `get`/`patch` of the Cluster. In the workload
+/// cluster the agent read the kubeconfig Secret, which the example overlay's Role grants by
+/// name, and wrote no Cluster API object.
+#[test]
+fn the_management_side_role_grants_what_the_agent_asks_of_the_management_cluster() -> Result<()> {
+    let sim = SimProcess::start_managed(&[
+        "--version",
+        "1.29.8",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "50",
+    ])?;
+    let work = tempfile::tempdir()?;
+    let management = work.path().join("clusterapi-management");
+    copy_dir(
+        &workspace_root().join("deploy/clusterapi-management"),
+        &management,
+    )?;
+    let kustomization = management.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&kustomization)?;
+    assert!(text.contains("\nnamespace: prod-eu-1\n"), "{text}");
+    std::fs::write(
+        &kustomization,
+        text.replace("\nnamespace: prod-eu-1\n", "\nnamespace: capi-system\n"),
+    )?;
+    let applied = sim.kubectl_management(&[
+        "apply",
+        "--server-side",
+        "-k",
+        &management.display().to_string(),
+    ])?;
+    assert!(
+        applied.contains("role.rbac.authorization.k8s.io/tidemark-clusterapi serverside-applied"),
+        "{applied}"
+    );
+    let binding: Value = serde_json::from_str(&sim.kubectl_management(&[
+        "get",
+        "rolebinding",
+        "-n",
+        "capi-system",
+        "tidemark-clusterapi",
+        "-o",
+        "json",
+    ])?)?;
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "tidemark", "namespace": "capi-system"}])
+    );
+    let role: Value = serde_json::from_str(&sim.kubectl_management(&[
+        "get",
+        "role",
+        "-n",
+        "capi-system",
+        "tidemark-clusterapi",
+        "-o",
+        "json",
+    ])?)?;
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().context("no rules")? {
+        assert!(rule["resourceNames"].is_null(), "{rule}");
+        for resource in rule["resources"].as_array().into_iter().flatten() {
+            for verb in rule["verbs"].as_array().into_iter().flatten() {
+                granted.insert(format!(
+                    "{} {}",
+                    verb.as_str().unwrap_or_default(),
+                    resource.as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+
+    // The agent, given the management kubeconfig in the Secret the example names.
+    sim.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "capi-management-kubeconfig",
+        "-n",
+        "tidemark-system",
+        &format!(
+            "--from-file=value={}",
+            sim.management_kubeconfig().display()
+        ),
+    ])?;
+    let before = sim.ctl_state(&sim.management_kubeconfig())?;
+    let repo = WorkRepo::new()?;
+    repo.write(
+        "fleet.yaml",
+        &format!(
+            "{}  kubernetesVersions: [\"1.30.10\"]\n",
+            fleet_yaml(&["canary"])
+        ),
+    )?;
+    repo.write(
+        "clusters/sim.yaml",
+        &sim_manifest(
+            "{kind: clusterapi, namespace: capi-system, kubeconfigSecret: capi-management-kubeconfig}",
+            "1.30.10",
+            &[("general", "1.30.10")],
+        ),
+    )?;
+    repo.commit("1.29 -> 1.30")?;
+    repo.tag_annotated("wave/canary", "HEAD")?;
+    let helm = helm_bin()?;
+    let mut phases = Vec::new();
+    wait_until(Duration::from_secs(120), "the upgrade converged", || {
+        let run = tidemark_e2e::agent_once(repo.path(), &sim, &helm, work.path(), &[]);
+        let phase = run
+            .map(|r| Pass::parse(&r.stdout).phase)
+            .unwrap_or_default();
+        phases.push(phase.clone());
+        phase == "Converged"
+    })?;
+    let after = sim.ctl_state(&sim.management_kubeconfig())?;
+    let capi = [
+        "clusters",
+        "kubeadmcontrolplanes",
+        "machinedeployments",
+        "machines",
+    ];
+    let asked: BTreeSet<String> = after["requestsByResource"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, n)| {
+            n.as_u64().unwrap_or(0)
+                > before["requestsByResource"][key.as_str()]
+                    .as_u64()
+                    .unwrap_or(0)
+        })
+        .map(|(key, _)| key.clone())
+        .filter(|key| capi.iter().any(|r| key.ends_with(&format!(" {r}"))))
+        .collect();
+    assert!(asked.contains("patch kubeadmcontrolplanes"), "{asked:?}");
+    assert!(asked.contains("patch machinedeployments"), "{asked:?}");
+    assert!(asked.contains("list machines"), "{asked:?}");
+    let missing: Vec<&String> = asked.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "asked of the management cluster but not granted: {missing:?}"
+    );
+    let unused: BTreeSet<&String> = granted.difference(&asked).collect();
+    assert_eq!(
+        unused,
+        BTreeSet::from([&"get clusters".to_string(), &"patch clusters".to_string()]),
+        "granted beyond what a non-ClusterClass cluster's agent asks (phases {phases:?})"
+    );
+    // The workload cluster: the kubeconfig Secret read, no Cluster API request.
+    let workload = sim.ctl_state(&sim.kubeconfig())?;
+    let workload_capi: Vec<(&String, &Value)> = workload["requestsByResource"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| capi.iter().any(|r| key.ends_with(&format!(" {r}"))))
+        .collect();
+    assert!(workload_capi.is_empty(), "{workload_capi:?}");
+    assert!(
+        workload["requestsByResource"]["get secrets"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{workload}"
     );
     Ok(())
 }

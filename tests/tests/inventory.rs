@@ -350,8 +350,11 @@ fn grants(rules: &[Value]) -> BTreeSet<(String, String, String, String)> {
 }
 
 /// The default `deploy/` ships grants what `tidemark rbac` computes for every cluster of
-/// the example fleet (the roles of the base and of the optional components, Cluster API
-/// and drain, wherever they are bound: `tidemark rbac` prints one ClusterRole).
+/// the example fleet (the roles of the base and of the optional components, Cluster API,
+/// the management kubeconfig Secret and drain, wherever they are bound). The clusters
+/// managed from a management cluster (prod-eu-1, prod-eu-2) need `get` on their kubeconfig
+/// Secret, in a Role of the agent's namespace, and no Cluster API kind in the workload
+/// cluster; the self-managed ones need the Cluster API kinds and no Secret.
 #[test]
 fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet() -> Result<()> {
     let example = tidemark_e2e::workspace_root().join("fleet-repo-example");
@@ -370,9 +373,12 @@ fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet(
         );
     }
     let mut shipped = BTreeSet::new();
-    let drain =
-        std::fs::read(tidemark_e2e::workspace_root().join("deploy/components/drain/rbac.yaml"))?;
-    let streams = [out.stdout.as_slice(), drain.as_slice()];
+    let root = tidemark_e2e::workspace_root();
+    let drain = std::fs::read(root.join("deploy/components/drain/rbac.yaml"))?;
+    // The example overlay is prod-eu-1's (managed: the kubeconfig Secret's component); the
+    // self-managed clusters' overlays take the Cluster API component.
+    let capi = std::fs::read(root.join("deploy/components/clusterapi/rbac.yaml"))?;
+    let streams = [out.stdout.as_slice(), drain.as_slice(), capi.as_slice()];
     for doc in streams
         .iter()
         .flat_map(|s| serde_yaml::Deserializer::from_slice(s))
@@ -410,8 +416,40 @@ fn the_shipped_default_covers_what_tidemark_rbac_computes_for_the_example_fleet(
         if run.code != Some(0) {
             bail!("tidemark rbac for {name} failed: {run:?}");
         }
-        let role: Value = serde_yaml::from_str(&run.stdout)?;
-        let needed = grants(role["rules"].as_array().map_or(&[][..], |v| v));
+        let mut needed = BTreeSet::new();
+        let mut kinds = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&run.stdout) {
+            let doc = <Value as serde::Deserialize>::deserialize(doc)?;
+            kinds.push(format!(
+                "{}/{}",
+                doc["kind"].as_str().unwrap_or_default(),
+                doc["metadata"]["namespace"].as_str().unwrap_or_default()
+            ));
+            needed.extend(grants(doc["rules"].as_array().map_or(&[][..], |v| v)));
+        }
+        let secret = (
+            String::new(),
+            "secrets".to_string(),
+            "capi-management-kubeconfig".to_string(),
+            "get".to_string(),
+        );
+        let kcp = (
+            "controlplane.cluster.x-k8s.io".to_string(),
+            "kubeadmcontrolplanes".to_string(),
+            String::new(),
+            "patch".to_string(),
+        );
+        if ["prod-eu-1", "prod-eu-2"].contains(&name.as_str()) {
+            assert_eq!(kinds, ["ClusterRole/", "Role/tidemark-system"], "{name}");
+            assert!(needed.contains(&secret), "{name}: {needed:?}");
+            assert!(!needed.contains(&kcp), "{name}: {needed:?}");
+        } else {
+            assert_eq!(kinds, ["ClusterRole/"], "{name}");
+            assert!(!needed.contains(&secret), "{name}: {needed:?}");
+        }
+        if ["dev-eu-1", "staging-eu-1", "edge-ap-1"].contains(&name.as_str()) {
+            assert!(needed.contains(&kcp), "{name}: {needed:?}");
+        }
         let missing: Vec<_> = needed
             .iter()
             .filter(|(group, resource, resource_name, verb)| {

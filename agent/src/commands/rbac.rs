@@ -138,11 +138,23 @@ pub fn run(args: RbacArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(renders)
     })?;
+    let capi = |a: &AtTag| match &a.state.provider {
+        Provider::ClusterApi(p) => Some(p.clone()),
+        Provider::Exec(_) => None,
+    };
     let own = Own {
         status_namespace,
+        // Self-managed at some tag: the Cluster API objects are in this cluster.
         clusterapi: at_tags
             .iter()
-            .any(|a| matches!(a.state.provider, Provider::ClusterApi(_))),
+            .filter_map(capi)
+            .any(|p| p.kubeconfig_secret.is_none() && p.kubeconfig_file.is_none()),
+        // Every Secret a wave tag names (a rename is applied wave by wave).
+        kubeconfig_secrets: at_tags
+            .iter()
+            .filter_map(capi)
+            .filter_map(|p| p.kubeconfig_secret)
+            .collect(),
         drain: at_tags.iter().any(|a| {
             a.state
                 .node_groups
@@ -168,5 +180,14 @@ pub fn run(args: RbacArgs) -> anyhow::Result<ExitCode> {
         );
     }
     print!("{}", serde_yaml::to_string(&role.cluster_role)?);
+    if let Some(secret_role) = &role.kubeconfig_secret {
+        println!("---");
+        println!(
+            "# Cluster API objects in a management cluster: the agent reads its kubeconfig from \
+             this one Secret; the management cluster grants the Cluster API kinds \
+             (deploy/clusterapi-management)."
+        );
+        print!("{}", serde_yaml::to_string(secret_role)?);
+    }
     Ok(ExitCode::SUCCESS)
 }
