@@ -158,7 +158,7 @@ fn malformed_yaml() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-2.yaml:23:17: invalid YAML: did not find expected key, while parsing a block mapping at line 17 column 7",
+            "clusters/prod-eu-2.yaml:25:17: invalid YAML: did not find expected key, while parsing a block mapping at line 19 column 7",
         ],
     );
 }
@@ -174,7 +174,7 @@ fn unknown_field() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:23:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`, `deleteEmptyDirData`",
+            "clusters/prod-eu-1.yaml:28:7: spec.nodeGroups[1].drainTimeot: unknown field `drainTimeot`, expected one of `name`, `version`, `maxUnavailable`, `drainTimeout`, `followControlPlane`, `maxSurge`, `drainTimeoutAction`, `drain`, `deleteEmptyDirData`",
         ],
     );
 }
@@ -184,13 +184,13 @@ fn unknown_field_in_provider() {
     let repo = Repo::example();
     repo.edit(
         "clusters/prod-eu-2.yaml",
-        "    namespace: capi-system",
-        "    namespace: capi-system\n    controlPlaneName: prod-eu-2",
+        "    namespace: prod-eu-2",
+        "    namespace: prod-eu-2\n    controlPlaneName: prod-eu-2",
     );
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-2.yaml:14:5: spec.provider.controlPlaneName: unknown field `controlPlaneName`, expected one of `namespace`, `controlPlane`, `machineDeployments`, `clusterName`, `kubeconfigSecret`, `kubeconfigFile`, `topology`, `nodeGroupLabel`, `maxKubeletSkew`",
+            "clusters/prod-eu-2.yaml:15:5: spec.provider.controlPlaneName: unknown field `controlPlaneName`, expected one of `namespace`, `controlPlane`, `machineDeployments`, `clusterName`, `kubeconfigSecret`, `kubeconfigFile`, `topology`, `nodeGroupLabel`, `maxKubeletSkew`",
         ],
     );
 }
@@ -275,7 +275,7 @@ fn node_group_above_control_plane() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-2.yaml:23:16: spec.nodeGroups[1].version: node group `storage` is declared at 1.28.10, above the control plane (1.28.9): a kubelet must never be newer than the API server",
+            "clusters/prod-eu-2.yaml:25:16: spec.nodeGroups[1].version: node group `storage` is declared at 1.28.10, above the control plane (1.28.9): a kubelet must never be newer than the API server",
         ],
     );
 }
@@ -298,7 +298,7 @@ fn node_group_beyond_skew() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:22:16: spec.nodeGroups[1].version: node group `gpu` (1.24.17) is 4 minors behind the control plane (1.28.9); the clusterapi provider allows at most 3 minors (Kubernetes skew policy)",
+            "clusters/prod-eu-1.yaml:27:16: spec.nodeGroups[1].version: node group `gpu` (1.24.17) is 4 minors behind the control plane (1.28.9); the clusterapi provider allows at most 3 minors (Kubernetes skew policy)",
             "clusters/staging-us-1.yaml:32:16: spec.nodeGroups[1].version: node group `system` (1.28.11) is 1 minor behind the control plane (1.29.4); spec.provider.maxKubeletSkew allows at most 0 minors",
         ],
     );
@@ -375,7 +375,7 @@ fn chart_path_without_chart_yaml() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:41:15: spec.components[0].chart.path: `charts/node-agent` is not a helm chart: charts/node-agent/Chart.yaml not found",
+            "clusters/prod-eu-1.yaml:46:15: spec.components[0].chart.path: `charts/node-agent` is not a helm chart: charts/node-agent/Chart.yaml not found",
             "components/base-addons.yaml:13:15: spec.components[0].chart.path: `charts/node-agent` is not a helm chart: charts/node-agent/Chart.yaml not found",
             "components/observability.yaml:23:15: spec.components[1].chart.path: `charts/node-agent` is not a helm chart: charts/node-agent/Chart.yaml not found",
         ],
@@ -390,8 +390,8 @@ fn missing_values_file() {
     assert_diagnostics(
         repo.diagnostics(),
         &[
-            "clusters/prod-eu-1.yaml:30:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
-            "clusters/prod-eu-2.yaml:32:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-eu-1.yaml:35:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-eu-2.yaml:34:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
             "clusters/prod-us-1.yaml:44:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
             "components/observability.yaml:26:11: spec.components[1].valuesFiles[0]: values file `values/log-shipper/common.yaml` not found in the repository",
         ],
@@ -433,8 +433,8 @@ fn file_not_utf8() {
         repo.diagnostics(),
         &[
             "clusters/edge-ap-1.yaml:47:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
-            "clusters/prod-eu-1.yaml:33:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
-            "clusters/prod-eu-1.yaml:45:11: spec.components[0].valuesFiles[1]: values file `values/node-agent/prod.yaml` is not UTF-8",
+            "clusters/prod-eu-1.yaml:38:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
+            "clusters/prod-eu-1.yaml:50:11: spec.components[0].valuesFiles[1]: values file `values/node-agent/prod.yaml` is not UTF-8",
             "clusters/prod-eu-2.yaml: file is not UTF-8 (invalid byte at offset 10)",
             "clusters/prod-us-1.yaml:51:11: spec.componentValues.node-agent.valuesFiles[0]: values file `values/node-agent/prod.yaml` is not UTF-8",
         ],
@@ -463,9 +463,9 @@ fn symlink_outside_repo_as_values_file() {
         redact(repo.diagnostics(), outside.path()),
         &[
             "clusters/edge-ap-1.yaml:47:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
-            "clusters/prod-eu-1.yaml:33:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
-            "clusters/prod-eu-1.yaml:45:11: spec.components[0].valuesFiles[1]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
-            "clusters/prod-eu-2.yaml:35:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
+            "clusters/prod-eu-1.yaml:38:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
+            "clusters/prod-eu-1.yaml:50:11: spec.components[0].valuesFiles[1]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
+            "clusters/prod-eu-2.yaml:37:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
             "clusters/prod-us-1.yaml:51:11: spec.componentValues.node-agent.valuesFiles[0]: `values/node-agent/prod.yaml`: symlink points outside the repository (to $OUTSIDE/secret.yaml)",
         ],
     );
@@ -521,7 +521,7 @@ fn many_problems_reported_in_one_run_sorted() {
             "clusters/dev-eu-1.yaml:24:16: spec.nodeGroups[1].version: node group `batch` is declared at 1.29.7, above the control plane (1.29.6): a kubelet must never be newer than the API server",
             "clusters/edge-ap-1.yaml:9:24: metadata.labels.tidemark.dev/wave: wave `mian` is not declared in fleet.yaml (waves: canary, early, main)",
             "clusters/prod-us-1.yaml:24:14: spec.controlPlane.version: `1.3x` is not a Kubernetes version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.30.4)",
-            "clusters/staging-eu-1.yaml:31:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/staging.yaml` not found in the repository",
+            "clusters/staging-eu-1.yaml:34:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/staging.yaml` not found in the repository",
             "clusters/staging-us-1.yaml:40:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/staging.yaml` not found in the repository",
             "fleet.yaml:19:15: spec.tagPattern: tag pattern `waves` must contain `{wave}` exactly once",
         ],

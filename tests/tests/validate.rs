@@ -130,9 +130,9 @@ fn fleet_repo_example_is_valid_and_a_broken_copy_is_not() -> Result<()> {
     assert_eq!(
         lines,
         [
-            "clusters/prod-eu-1.yaml:22:16: spec.nodeGroups[1].version: node group `gpu` is declared at 1.29.0, above the control plane (1.28.9): a kubelet must never be newer than the API server",
-            "clusters/prod-eu-1.yaml:30:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
-            "clusters/prod-eu-2.yaml:32:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-eu-1.yaml:27:16: spec.nodeGroups[1].version: node group `gpu` is declared at 1.29.0, above the control plane (1.28.9): a kubelet must never be newer than the API server",
+            "clusters/prod-eu-1.yaml:35:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
+            "clusters/prod-eu-2.yaml:34:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
             "clusters/prod-us-1.yaml:44:11: spec.componentValues.metrics-lite.valuesFiles[0]: values file `values/metrics-lite/prod.yaml` not found in the repository",
         ]
     );
