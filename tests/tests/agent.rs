@@ -346,6 +346,66 @@ fn demo_rolls_the_example_fleet_out_wave_by_wave() -> Result<()> {
         "{}",
         run.stdout
     );
+    // prod-eu-1 and prod-eu-2 keep their Cluster API objects in a management cluster, which
+    // the demo simulates: each version their agents set moved there (as it happened), is
+    // there at the end (read back through its API), and only it served their Cluster API
+    // writes (the sims' request counters): one patch per object, none in the workload
+    // clusters.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("management cluster https://127.0.0.1:")
+                && l.ends_with(": holds the Cluster API objects of prod-eu-1, prod-eu-2")),
+        "{}",
+        run.stdout
+    );
+    for (object, from) in [
+        ("KubeadmControlPlane prod-eu-1/prod-eu-1", "v1.28.9"),
+        ("MachineDeployment prod-eu-1/prod-eu-1-general", "v1.28.9"),
+        ("MachineDeployment prod-eu-1/prod-eu-1-gpu", "v1.27.13"),
+        ("KubeadmControlPlane prod-eu-2/prod-eu-2", "v1.28.9"),
+        ("MachineDeployment prod-eu-2/prod-eu-2-general", "v1.28.9"),
+        ("MachineDeployment prod-eu-2/prod-eu-2-storage", "v1.28.9"),
+    ] {
+        let moved = format!("management cluster: {object} {from} -> v1.29.14");
+        assert!(lines.contains(&moved.as_str()), "{moved}\n{}", run.stdout);
+        let held = format!("  {object} at v1.29.14");
+        assert!(lines.contains(&held.as_str()), "{held}\n{}", run.stdout);
+    }
+    // The management cluster's lines come after prod-eu-1's wave (early) was promoted:
+    // they follow what the agents did, they are not printed from the plan.
+    let early = lines
+        .iter()
+        .position(|l| l.starts_with("tidemark promote early: moved"));
+    let kcp = lines.iter().position(|l| {
+        *l == "management cluster: KubeadmControlPlane prod-eu-1/prod-eu-1 v1.28.9 -> v1.29.14"
+    });
+    assert!(
+        matches!((early, kcp), (Some(e), Some(k)) if e < k),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(
+            &"Cluster API writes the management cluster served (from the agents of prod-eu-1, prod-eu-2): patch kubeadmcontrolplanes 2, patch machinedeployments 4"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines.contains(&"Cluster API writes the workload clusters prod-eu-1, prod-eu-2 served: 0"),
+        "{}",
+        run.stdout
+    );
+    // The self-managed ones wrote their own: dev-eu-1 and edge-ap-1 their control plane and
+    // MachineDeployments (3 and 2), staging-eu-1 (ClusterClass) its Cluster's topology only.
+    assert!(
+        lines.contains(
+            &"Cluster API writes the other clusters served (self-managed ones write their own): 6"
+        ),
+        "{}",
+        run.stdout
+    );
     // Promoted by `tidemark promote`'s rules, with the soak it says it shortened.
     assert!(
         run.stdout
