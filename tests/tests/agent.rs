@@ -745,3 +745,39 @@ fn demo_without_helm_says_how_to_get_one_before_starting_anything() -> Result<()
     assert!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+/// `tidemark sim ctl state | head` ends quietly when the reader has gone (exit 0, no panic,
+/// nothing on stderr), and a stdout that cannot be written is an error, not a panic.
+#[test]
+fn sim_ctl_state_into_a_closed_pipe_ends_quietly() -> Result<()> {
+    use std::process::{Command, Stdio};
+    let sim = SimProcess::start(&["--version", "1.29.8", "--node-groups", "general=20"])?;
+    let mut child = Command::new(tidemark_bin()?)
+        .args(["sim", "ctl", "--kubeconfig"])
+        .arg(sim.kubeconfig())
+        .arg("state")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The reader goes before the state (many kilobytes) is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+    let out = Command::new(tidemark_bin()?)
+        .args(["sim", "ctl", "--kubeconfig"])
+        .arg(sim.kubeconfig())
+        .arg("state")
+        .stdout(full)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("failed to write to stdout") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    Ok(())
+}

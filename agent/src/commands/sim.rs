@@ -7,6 +7,19 @@ use tidemark_sim::{FaultSpec, SimConfig};
 
 use crate::cli::{SimArgs, SimCommand};
 
+/// Prints `text` and a newline. A reader that went away (`tidemark sim ctl state | head`) ends
+/// the output quietly, as it does for any Unix tool; other write errors are errors, not
+/// panics (`println!` panics on both).
+fn print_out(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("failed to write to stdout")),
+    }
+}
+
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let SimArgs {
         command,
@@ -30,8 +43,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         let out = super::runtime()?
             .block_on(tidemark_sim::ctl(&kubeconfig, &args))
             .context("sim ctl")?;
-        println!("{}", out.trim_end());
-        return Ok(ExitCode::SUCCESS);
+        return print_out(out.trim_end());
     }
     let config = SimConfig {
         version,
