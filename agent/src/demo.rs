@@ -177,7 +177,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             names.join(", ")
         ));
         let client = started.management.client().await?;
-        let watcher = watch_management(client.clone(), out.clone(), stopped.clone());
+        let watcher = watch_management(client.clone(), out, stopped.clone());
         management = Some(Management {
             sim: started.management,
             client,
