@@ -1122,3 +1122,19 @@ impl Git {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeconfig_file_is_pointed_at_the_demos_management_kubeconfig() {
+        let manifest = "spec:\n  provider:\n    kind: clusterapi\n    namespace: a\n    kubeconfigFile: /etc/mgmt/kubeconfig\n  controlPlane:\n    version: \"1.30.4\"\n";
+        assert_eq!(
+            map_kubeconfig_file(manifest, Path::new("/tmp/demo/management.kubeconfig")),
+            "spec:\n  provider:\n    kind: clusterapi\n    namespace: a\n    kubeconfigFile: \"/tmp/demo/management.kubeconfig\"\n  controlPlane:\n    version: \"1.30.4\"\n"
+        );
+        let secret = "  provider: {kind: clusterapi, namespace: a, kubeconfigSecret: s}\n";
+        assert_eq!(map_kubeconfig_file(secret, Path::new("/tmp/x")), secret);
+    }
+}
