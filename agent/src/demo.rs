@@ -207,8 +207,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         };
         if let Some((Some(secret), _)) = management_of(cluster) {
             // What the platform engineer does once per workload cluster (README: "Cluster
-            // API with a management cluster"): the management cluster's kubeconfig, key
-            // `value`, in a Secret of the agent's namespace.
+            // API: self-managed, or from a management cluster"): the management cluster's
+            // kubeconfig, key `value`, in a Secret of the agent's namespace.
             let yaml = std::fs::read_to_string(&management_kubeconfig)?;
             put_kubeconfig_secret(&sim, secret, &yaml)
                 .await
