@@ -205,7 +205,24 @@ fn state(shared: &Arc<Shared>) -> Value {
     };
     out["requests"] = requests;
     out["requestsByResource"] = by_resource;
+    out["faults"] = faults_state(shared);
     out
+}
+
+/// The faults in force and what clients did after the 429s answered.
+fn faults_state(shared: &Shared) -> Value {
+    let faults = shared
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = faults.throttle_record();
+    json!({
+        "spec": faults.spec.to_string(),
+        "throttled": t.throttled,
+        "retried": t.retried,
+        "retriedEarly": t.retried_early,
+        "shortestRetryWaitMs": t.shortest_wait.map(|d| d.as_millis() as u64),
+    })
 }
 
 fn field<'a>(body: &'a Value, key: &str) -> Result<&'a str, ApiError> {
@@ -442,7 +459,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: &Req, rest: &str) -> http:
                 Ok(spec) => {
                     let printed = spec.to_string();
                     if let Ok(mut f) = shared.faults.lock() {
-                        *f = crate::faults::Faults::new(spec, shared.config.seed);
+                        f.replace(spec, shared.config.seed);
                     }
                     Ok((200, json!({"faults": printed})))
                 }

@@ -9,9 +9,11 @@
 //! | term | meaning |
 //! |---|---|
 //! | `latency=20ms` | delay every API request by this long (`ms`, `s`, `m`) |
+//! | `latency-rate=0.2` | delay only this fraction of requests (default 1: all) |
 //! | `error-rate=0.05` | probability of answering a request with an error instead |
 //! | `error-codes=500\|503\|429` | the error codes to pick from (default `500\|503\|429`) |
 //! | `error-verbs=get\|list` | verbs the errors apply to (default: all; verbs are `get list watch create update patch delete deletecollection`) |
+//! | `retry-after=2s` | the `Retry-After` of an injected 429, in whole seconds (default `1s`, as the API server's max-in-flight filter) |
 //! | `conflict-rate=0.1` | probability of a 409 Conflict on a write (`create update patch delete`) |
 //! | `drop-watch=30s` | close every watch connection after this long |
 //! | `outage=10s+30s` | starting 10 s after the faults are set, answer every API request with 503 for 30 s |
@@ -19,7 +21,22 @@
 //! | `seed=7` | seed of the fault RNG (default: the sim's seed) |
 //!
 //! The empty string (or `none`) means no faults.
+//!
+//! # Throttling, as the API server throttles
+//!
+//! An injected 429 is the answer of kube-apiserver's max-in-flight and API Priority and
+//! Fairness filters (`tooManyRequests` in `apiserver/pkg/server/filters`): no `Status` but
+//! `http.Error`'s plain text `Too many requests, please try again later.` with a
+//! `Retry-After: SECONDS` header (`X-Content-Type-Options: nosniff`, and APF's
+//! `X-Kubernetes-PF-FlowSchema-UID` / `X-Kubernetes-PF-PriorityLevel-UID`).
+//!
+//! Whether clients honour `Retry-After` is recorded: for each 429 the sim answers, the next
+//! request of the same client (User-Agent) with the same verb and path is its retry, early
+//! when it arrives before `Retry-After` has elapsed. `tidemark sim ctl state` reports the
+//! counts under `faults` (`throttled`, `retried`, `retriedEarly`, and the shortest wait seen,
+//! `shortestRetryWaitMs`); they survive a change of the faults.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -30,14 +47,18 @@ use crate::rng::Rng;
 /// Which faults to inject; see the module docs for the string syntax.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultSpec {
-    /// Delay added to every API request.
+    /// Delay added to API requests.
     pub latency: Duration,
+    /// Fraction of requests delayed by `latency`; `None` means all.
+    pub latency_rate: Option<f64>,
     /// Probability of an error response (codes from `error_codes`).
     pub error_rate: f64,
     /// Error codes to pick from; empty means 500, 503 and 429.
     pub error_codes: Vec<u16>,
     /// Verbs errors apply to; empty means all verbs.
     pub error_verbs: Vec<String>,
+    /// `Retry-After` of an injected 429 (whole seconds); `None` means one second.
+    pub retry_after: Option<Duration>,
     /// Probability of a 409 Conflict on writes.
     pub conflict_rate: f64,
     /// Close watches after this long.
@@ -121,7 +142,17 @@ impl FromStr for FaultSpec {
             };
             match k.trim() {
                 "latency" => spec.latency = parse_duration(v).map_err(err)?,
+                "latency-rate" => spec.latency_rate = Some(rate(v)?),
                 "error-rate" => spec.error_rate = rate(v)?,
+                "retry-after" => {
+                    let d = parse_duration(v).map_err(err)?;
+                    if d.is_zero() || d.subsec_nanos() != 0 {
+                        return Err(err(
+                            "Retry-After is a whole number of seconds, at least 1s".into()
+                        ));
+                    }
+                    spec.retry_after = Some(d);
+                }
                 "conflict-rate" => spec.conflict_rate = rate(v)?,
                 "error-codes" => {
                     spec.error_codes = v
@@ -184,6 +215,9 @@ impl fmt::Display for FaultSpec {
         if !self.latency.is_zero() {
             terms.push(format!("latency={}", fmt_duration(self.latency)));
         }
+        if let Some(r) = self.latency_rate {
+            terms.push(format!("latency-rate={r}"));
+        }
         if self.error_rate > 0.0 {
             terms.push(format!("error-rate={}", self.error_rate));
         }
@@ -199,6 +233,9 @@ impl fmt::Display for FaultSpec {
         }
         if !self.error_verbs.is_empty() {
             terms.push(format!("error-verbs={}", self.error_verbs.join("|")));
+        }
+        if let Some(d) = self.retry_after {
+            terms.push(format!("retry-after={}s", d.as_secs()));
         }
         if self.conflict_rate > 0.0 {
             terms.push(format!("conflict-rate={}", self.conflict_rate));
@@ -223,17 +260,57 @@ impl fmt::Display for FaultSpec {
     }
 }
 
-/// The faults in force and the RNG that decides them.
+/// The faults in force, the RNG that decides them, and what clients did after a 429.
 pub(crate) struct Faults {
     pub spec: FaultSpec,
     rng: Rng,
     set_at: Instant,
+    throttles: Throttles,
 }
 
 /// What to do to one request.
 pub(crate) struct Decision {
     pub latency: Duration,
     pub error: Option<ApiError>,
+}
+
+/// Who sent a request and what it asked: a retry is the same client asking the same again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RequestKey {
+    /// The User-Agent.
+    pub client: String,
+    /// `get`, `list`, `patch`, ...
+    pub verb: &'static str,
+    /// The URL path (no query).
+    pub path: String,
+}
+
+/// The 429s answered and what followed them.
+#[derive(Debug, Default)]
+struct Throttles {
+    /// A 429 answered and not yet retried: when, and the `Retry-After` it carried.
+    pending: HashMap<RequestKey, (Instant, Duration)>,
+    /// 429s answered (with `Retry-After`).
+    sent: u64,
+    /// Retries seen (the next request of the same client, verb and path).
+    retried: u64,
+    /// Retries that came before `Retry-After` had elapsed.
+    early: u64,
+    /// The shortest wait between a 429 and its retry.
+    shortest: Option<Duration>,
+}
+
+/// What clients did after the 429s the sim answered; see the module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    /// 429s answered.
+    pub throttled: u64,
+    /// Of those, retried by the same client (same verb and path).
+    pub retried: u64,
+    /// Of those, retried before `Retry-After` had elapsed.
+    pub retried_early: u64,
+    /// The shortest wait between a 429 and its retry.
+    pub shortest_wait: Option<Duration>,
 }
 
 impl Faults {
@@ -243,6 +320,52 @@ impl Faults {
             spec,
             rng,
             set_at: Instant::now(),
+            throttles: Throttles::default(),
+        }
+    }
+
+    /// Puts `spec` in force (the outage window starts counting now); the record of
+    /// throttled requests is kept.
+    pub fn replace(&mut self, spec: FaultSpec, default_seed: u64) {
+        let throttles = std::mem::take(&mut self.throttles);
+        *self = Faults::new(spec, default_seed);
+        self.throttles = throttles;
+    }
+
+    /// The `Retry-After` of an injected 429.
+    pub fn retry_after(&self) -> Duration {
+        self.spec.retry_after.unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Notes a request as it arrives: when it repeats one that was answered 429, it is that
+    /// one's retry, early or not.
+    pub fn arrived(&mut self, key: &RequestKey) {
+        let Some((sent, after)) = self.throttles.pending.remove(key) else {
+            return;
+        };
+        let waited = sent.elapsed();
+        let t = &mut self.throttles;
+        t.retried += 1;
+        if waited < after {
+            t.early += 1;
+        }
+        t.shortest = Some(t.shortest.map_or(waited, |s| s.min(waited)));
+    }
+
+    /// Notes a 429 with `Retry-After: after` answered to `key`, now.
+    pub fn throttled(&mut self, key: RequestKey, after: Duration) {
+        self.throttles.sent += 1;
+        self.throttles.pending.insert(key, (Instant::now(), after));
+    }
+
+    /// What clients did after 429s so far.
+    pub fn throttle_record(&self) -> ThrottleRecord {
+        let t = &self.throttles;
+        ThrottleRecord {
+            throttled: t.sent,
+            retried: t.retried,
+            retried_early: t.early,
+            shortest_wait: t.shortest,
         }
     }
 
@@ -261,7 +384,16 @@ impl Faults {
 
     /// Decides the fate of one request with `verb`.
     pub fn decide(&mut self, verb: &str) -> Decision {
-        let latency = self.spec.latency;
+        let delayed = match self.spec.latency_rate {
+            _ if self.spec.latency.is_zero() => false,
+            None => true,
+            Some(rate) => self.rng.unit() < rate,
+        };
+        let latency = if delayed {
+            self.spec.latency
+        } else {
+            Duration::ZERO
+        };
         if self.in_outage() {
             return Decision {
                 latency,
@@ -280,7 +412,7 @@ impl Faults {
             };
             let code = codes[(self.rng.next_u64() % codes.len() as u64) as usize];
             let error = match code {
-                429 => ApiError::too_many_requests("too many requests (simulated)"),
+                429 => ApiError::throttled(),
                 503 => ApiError::unavailable("service unavailable (simulated)"),
                 500 => ApiError::internal("internal error (simulated)"),
                 c => ApiError::new(c, "InternalError", "error (simulated)"),
@@ -335,6 +467,31 @@ mod tests {
         assert!("latency=5".parse::<FaultSpec>().is_err());
         assert!("error-rate=2".parse::<FaultSpec>().is_err());
         assert!("bogus=1".parse::<FaultSpec>().is_err());
+        let t: Result<FaultSpec, _> = "latency=5s,latency-rate=0.2,retry-after=2s".parse();
+        let t = t.unwrap_or_default();
+        assert_eq!(t.latency_rate, Some(0.2));
+        assert_eq!(t.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(
+            t.to_string(),
+            "latency=5000ms,latency-rate=0.2,retry-after=2s"
+        );
+        assert!("retry-after=500ms".parse::<FaultSpec>().is_err());
+        assert!("retry-after=0s".parse::<FaultSpec>().is_err());
+        assert!("latency-rate=1.5".parse::<FaultSpec>().is_err());
         assert_eq!("".parse::<FaultSpec>().ok(), Some(FaultSpec::default()));
+    }
+
+    #[test]
+    fn latency_rate_delays_a_fraction() {
+        let spec: FaultSpec = "latency=5s,latency-rate=0.2,seed=3"
+            .parse()
+            .unwrap_or_default();
+        let mut f = Faults::new(spec, 1);
+        let delayed = (0..2000)
+            .filter(|_| f.decide("get").latency == Duration::from_secs(5))
+            .count();
+        assert!((300..500).contains(&delayed), "{delayed} of 2000 delayed");
+        let mut all = Faults::new("latency=5s".parse().unwrap_or_default(), 1);
+        assert!((0..50).all(|_| !all.decide("patch").latency.is_zero()));
     }
 }

@@ -155,6 +155,14 @@
 //!   server does not serve.
 //! - Counters only grow; compare two readings (`RequestCounts::since`).
 //!
+//! The state also shows the faults in force and what clients did after injected 429s
+//! ([`Sim::throttle_record`]; see `faults`):
+//!
+//! ```json
+//! "faults": {"spec": "error-rate=0.3,error-codes=429,retry-after=2s", "throttled": 41,
+//!            "retried": 40, "retriedEarly": 0, "shortestRetryWaitMs": 2004}
+//! ```
+//!
 //! # Validation
 //!
 //! Besides names (lower-case RFC 1123 subdomains; RBAC names are path segments), labels,
@@ -216,7 +224,7 @@ use tokio::task::JoinHandle;
 pub use api::requests::{RequestCounts, VERBS as REQUEST_VERBS};
 pub use controllers::capi::CapiApi;
 pub use ctl::ctl;
-pub use faults::{FaultSpec, FaultSpecError};
+pub use faults::{FaultSpec, FaultSpecError, ThrottleRecord};
 pub use kubeconfig::CONTEXT;
 
 /// Labels the sim puts on its objects.
@@ -745,7 +753,17 @@ impl Sim {
             .faults
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *f = faults::Faults::new(faults, self.shared.config.seed);
+        f.replace(faults, self.shared.config.seed);
+    }
+
+    /// What clients did after the 429s the sim answered (see `faults`): how many were
+    /// retried, and how many before their `Retry-After` had elapsed.
+    pub fn throttle_record(&self) -> ThrottleRecord {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .throttle_record()
     }
 
     /// The current control-plane version, `MAJOR.MINOR.PATCH`.

@@ -217,8 +217,8 @@ pub(crate) async fn handle(
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
     let is_health = matches!(req.path.as_str(), "/healthz" | "/livez" | "/readyz");
-    let verb = if is_health {
-        verb_of(&req.method, &req.path, &req.query)
+    let (verb, key) = if is_health {
+        (verb_of(&req.method, &req.path, &req.query), None)
     } else {
         let (verb, resource, dry_run) = requests::classify(&shared, &req);
         shared
@@ -226,22 +226,44 @@ pub(crate) async fn handle(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .record(verb, &resource, dry_run);
-        verb
+        let key = crate::faults::RequestKey {
+            client: req.user_agent.clone(),
+            verb,
+            path: req.path.clone(),
+        };
+        (verb, Some(key))
     };
-    let decision = shared
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .decide(verb);
+    let decision = {
+        let mut faults = shared
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = &key {
+            faults.arrived(key);
+        }
+        faults.decide(verb)
+    };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
     if let Some(e) = decision.error {
         // Health checks only see outages, not random errors.
         if !is_health || e.code == 503 && shared.faults.lock().is_ok_and(|f| f.in_outage()) {
-            // Like API priority and fairness, throttling answers say when to come back.
             let mut r = error_response(&e);
-            if e.code == 429 || e.code == 503 {
+            if e.code == 429 {
+                throttle_headers(&mut r);
+                let mut faults = shared
+                    .faults
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let after = faults.retry_after();
+                if let Ok(v) = header::HeaderValue::from_str(&after.as_secs().to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                if let Some(key) = key {
+                    faults.throttled(key, after);
+                }
+            } else if e.code == 503 {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
@@ -252,6 +274,25 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// The headers of the API server's throttling answer besides `Retry-After`: Go's
+/// `http.Error` adds `nosniff`, priority and fairness names the flow schema and priority
+/// level that matched (by UID; the sim's are fixed).
+fn throttle_headers(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "x-kubernetes-pf-flowschema-uid",
+        header::HeaderValue::from_static("6c7cf8a4-2a4b-4c52-9f0a-0d5a8a2b1c01"),
+    );
+    h.insert(
+        "x-kubernetes-pf-prioritylevel-uid",
+        header::HeaderValue::from_static("2f4b5c6d-7e8f-4a0b-8c1d-2e3f4a5b6c02"),
+    );
 }
 
 fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {

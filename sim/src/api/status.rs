@@ -208,6 +208,19 @@ impl ApiError {
         ApiError::new(429, "TooManyRequests", msg)
     }
 
+    /// A throttled request, as the max-in-flight and priority-and-fairness filters answer
+    /// it: `http.Error`'s plain text, not a Status (the caller adds `Retry-After`).
+    pub fn throttled() -> Self {
+        ApiError {
+            plain: true,
+            ..ApiError::new(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.\n",
+            )
+        }
+    }
+
     pub fn internal(msg: impl Into<String>) -> Self {
         ApiError::new(500, "InternalError", msg)
     }

@@ -91,3 +91,67 @@ async fn faults_through_ctl_add_latency() {
     .await;
     sim.shutdown().await;
 }
+
+/// One GET of ConfigMap `f` in `default` with `client`, answered as it is (no retries).
+async fn raw_get(client: &kube::Client) -> http::Response<kube::client::Body> {
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps/f")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    client.send(req).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_answers_like_the_api_server_and_records_early_retries() {
+    use http_body_util::BodyExt;
+    let sim = start().await;
+    let client = client_without_retries(&sim).await;
+    bounded(30, async {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let mut c = ConfigMap::default();
+        c.metadata.name = Some("f".into());
+        api.create(&PostParams::default(), &c).await.unwrap();
+
+        // The max-in-flight / priority-and-fairness answer: plain text, Retry-After.
+        sim.set_faults(
+            "error-rate=1,error-codes=429,retry-after=2s"
+                .parse()
+                .unwrap(),
+        );
+        let r = raw_get(&client).await;
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert_eq!(h["retry-after"], "2");
+        assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h.contains_key("x-kubernetes-pf-flowschema-uid"));
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"Too many requests, please try again later.\n");
+        // kube reads it as an API error with the code (its reason is made up by kube).
+        assert_eq!(code(api.get("f").await.unwrap_err()), 429);
+
+        // That second GET came at once: an early retry of the first 429.
+        let t = sim.throttle_record();
+        assert_eq!((t.throttled, t.retried, t.retried_early), (2, 1, 1));
+
+        // A retry after Retry-After has elapsed is not early; other paths are not retries.
+        tokio::time::sleep(Duration::from_millis(2050)).await;
+        sim.set_faults(Default::default());
+        assert!(api.list(&ListParams::default()).await.is_ok());
+        assert_eq!(
+            sim.throttle_record().retried,
+            1,
+            "a list is not the GET's retry"
+        );
+        assert!(api.get("f").await.is_ok());
+        let t = sim.throttle_record();
+        assert_eq!((t.throttled, t.retried, t.retried_early), (2, 2, 1));
+        assert!(t.shortest_wait.is_some_and(|d| d < Duration::from_secs(2)));
+
+        // The default is one second, as the API server's filter.
+        sim.set_faults("error-rate=1,error-codes=429".parse().unwrap());
+        assert_eq!(raw_get(&client).await.headers()["retry-after"], "1");
+        sim.set_faults(Default::default());
+    })
+    .await;
+    sim.shutdown().await;
+}
