@@ -5,9 +5,20 @@
 //!   seconds (honouring `Retry-After`). kube's default policy retries for many minutes, and
 //!   one unavailable aggregated API (503 until its pod runs) would stall every pass; a
 //!   failed pass is retried by the runner's backoff instead.
+//! - `Retry-After` binds beyond those retries: when a 429 or 503 carrying it is the final
+//!   answer, the same request (method and path) is not sent again, by the next pass or
+//!   anything else, before it has elapsed ([`RetryAfterGate`]). The runner's backoff after
+//!   a failed pass starts at one second; an API server may ask for more.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
 
 use kube::client::ClientBuilder;
 use kube::client::retry::RetryPolicy;
@@ -101,7 +112,101 @@ fn finish(mut config: kube::Config) -> Result<kube::Client, Error> {
     Ok(builder
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(retry))
+        .with_layer(&RetryAfterGate::default())
         .build())
+}
+
+/// When each request (method, path) may be sent again, after a final 429 or 503 that said
+/// `Retry-After`.
+type NotBefore = Arc<Mutex<HashMap<(Method, String), tokio::time::Instant>>>;
+
+/// Outside the bounded retries: holds back a request until the `Retry-After` of the last
+/// final 429 or 503 answered to the same method and path has elapsed.
+#[derive(Clone, Default)]
+pub struct RetryAfterGate {
+    not_before: NotBefore,
+}
+
+impl<S> tower::Layer<S> for RetryAfterGate {
+    type Service = Gated<S>;
+
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            not_before: self.not_before.clone(),
+        }
+    }
+}
+
+/// A service behind a [`RetryAfterGate`].
+#[derive(Clone)]
+pub struct Gated<S> {
+    inner: S,
+    not_before: NotBefore,
+}
+
+/// The `Retry-After` of a throttling or unavailable answer, in seconds (the only form
+/// kube-apiserver sends).
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
+    if !matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    let secs: u64 = response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // A bound, so that a mistaken answer cannot stall the agent for long.
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Gated<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The service made ready is the one that is called; a fresh clone takes its place.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let not_before = self.not_before.clone();
+        let key = (req.method().clone(), req.uri().path().to_string());
+        Box::pin(async move {
+            let wait_until = not_before.lock().ok().and_then(|m| m.get(&key).copied());
+            if let Some(at) = wait_until {
+                tokio::time::sleep_until(at).await;
+            }
+            let response = inner.call(req).await?;
+            if let Ok(mut m) = not_before.lock() {
+                let now = tokio::time::Instant::now();
+                m.retain(|_, at| *at > now);
+                match retry_after(&response) {
+                    Some(after) => {
+                        m.insert(key, now + after);
+                    }
+                    None => {
+                        m.remove(&key);
+                    }
+                }
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// A request the API server refused or could not be sent.
@@ -165,5 +270,74 @@ impl ApiError {
     /// Whether the API server answered 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self.cause, Cause::Refused { code: 404, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service};
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap_or_default()
+    }
+
+    /// A final 429 with `Retry-After: 2` holds the same request back for two seconds, and
+    /// nothing else.
+    #[tokio::test]
+    async fn a_final_retry_after_holds_back_the_same_request() {
+        let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<()>>();
+        let mut svc = RetryAfterGate::default().layer(mock);
+        let answer = |code: u16, after: Option<&str>| {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            if let Some(a) = after {
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_str(a).unwrap_or(http::HeaderValue::from_static("0")),
+                );
+            }
+            r
+        };
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for (code, after) in [(429, Some("2")), (200, None), (200, None), (200, None)] {
+                let Some((req, reply)) = handle.next_request().await else {
+                    break;
+                };
+                seen.push((req.uri().path().to_string(), tokio::time::Instant::now()));
+                reply.send_response(answer(code, after));
+            }
+            seen
+        });
+        let start = tokio::time::Instant::now();
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.ok();
+        let first = svc.call(get("/api/v1/namespaces/a")).await.ok();
+        assert_eq!(
+            first.map(|r| r.status()),
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        );
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.ok();
+        assert!(svc.call(get("/api/v1/namespaces/b")).await.is_ok());
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.ok();
+        assert!(svc.call(get("/api/v1/namespaces/a")).await.is_ok());
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.ok();
+        // Answered 200 since: no longer held back.
+        assert!(svc.call(get("/api/v1/namespaces/a")).await.is_ok());
+        let seen = server.await.unwrap_or_default();
+        let at: Vec<(&str, Duration)> = seen
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.duration_since(start)))
+            .collect();
+        assert_eq!(at.len(), 4, "{at:?}");
+        assert!(
+            at[1].1 < Duration::from_millis(500),
+            "another path at once: {at:?}"
+        );
+        assert!(
+            at[2].1 >= Duration::from_secs(2),
+            "the same after Retry-After: {at:?}"
+        );
+        assert!(at[3].1 - at[2].1 < Duration::from_millis(500), "{at:?}");
     }
 }

@@ -215,14 +215,23 @@ fn faults_state(shared: &Shared) -> Value {
         .faults
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let t = faults.throttle_record();
-    json!({
-        "spec": faults.spec.to_string(),
-        "throttled": t.throttled,
-        "retried": t.retried,
-        "retriedEarly": t.retried_early,
-        "shortestRetryWaitMs": t.shortest_wait.map(|d| d.as_millis() as u64),
-    })
+    let (all, by_client) = faults.throttle_record();
+    let record = |t: &crate::ThrottleRecord| {
+        json!({
+            "throttled": t.throttled,
+            "retried": t.retried,
+            "retriedEarly": t.retried_early,
+            "shortestRetryWaitMs": t.shortest_wait.map(|d| d.as_millis() as u64),
+        })
+    };
+    let mut out = record(&all);
+    out["spec"] = json!(faults.spec.to_string());
+    out["byClient"] = by_client
+        .iter()
+        .map(|(client, t)| (client.clone(), record(t)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    out
 }
 
 fn field<'a>(body: &'a Value, key: &str) -> Result<&'a str, ApiError> {

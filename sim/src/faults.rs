@@ -34,9 +34,10 @@
 //! request of the same client (User-Agent) with the same verb and path is its retry, early
 //! when it arrives before `Retry-After` has elapsed. `tidemark sim ctl state` reports the
 //! counts under `faults` (`throttled`, `retried`, `retriedEarly`, and the shortest wait seen,
-//! `shortestRetryWaitMs`); they survive a change of the faults.
+//! `shortestRetryWaitMs`), in all and `byClient` (the User-Agent's product: `tidemark`,
+//! `kubectl`); they survive a change of the faults.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -290,14 +291,29 @@ pub(crate) struct RequestKey {
 struct Throttles {
     /// A 429 answered and not yet retried: when, and the `Retry-After` it carried.
     pending: HashMap<RequestKey, (Instant, Duration)>,
-    /// 429s answered (with `Retry-After`).
-    sent: u64,
-    /// Retries seen (the next request of the same client, verb and path).
-    retried: u64,
-    /// Retries that came before `Retry-After` had elapsed.
-    early: u64,
-    /// The shortest wait between a 429 and its retry.
-    shortest: Option<Duration>,
+    /// In all, and by client (the User-Agent's product, `tidemark` of `tidemark/0.1.0`).
+    all: ThrottleRecord,
+    by_client: BTreeMap<String, ThrottleRecord>,
+}
+
+impl ThrottleRecord {
+    fn retry(&mut self, waited: Duration, after: Duration) {
+        self.retried += 1;
+        if waited < after {
+            self.retried_early += 1;
+        }
+        self.shortest_wait = Some(self.shortest_wait.map_or(waited, |s| s.min(waited)));
+    }
+}
+
+/// The product of a User-Agent: `kubectl` of `kubectl/v1.32.0 (linux/amd64) kubernetes/abc`.
+fn product(user_agent: &str) -> String {
+    user_agent
+        .split('/')
+        .next()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// What clients did after the 429s the sim answered; see the module docs.
@@ -345,28 +361,27 @@ impl Faults {
         };
         let waited = sent.elapsed();
         let t = &mut self.throttles;
-        t.retried += 1;
-        if waited < after {
-            t.early += 1;
-        }
-        t.shortest = Some(t.shortest.map_or(waited, |s| s.min(waited)));
+        t.all.retry(waited, after);
+        t.by_client
+            .entry(product(&key.client))
+            .or_default()
+            .retry(waited, after);
     }
 
     /// Notes a 429 with `Retry-After: after` answered to `key`, now.
     pub fn throttled(&mut self, key: RequestKey, after: Duration) {
-        self.throttles.sent += 1;
-        self.throttles.pending.insert(key, (Instant::now(), after));
+        let t = &mut self.throttles;
+        t.all.throttled += 1;
+        t.by_client
+            .entry(product(&key.client))
+            .or_default()
+            .throttled += 1;
+        t.pending.insert(key, (Instant::now(), after));
     }
 
-    /// What clients did after 429s so far.
-    pub fn throttle_record(&self) -> ThrottleRecord {
-        let t = &self.throttles;
-        ThrottleRecord {
-            throttled: t.sent,
-            retried: t.retried,
-            retried_early: t.early,
-            shortest_wait: t.shortest,
-        }
+    /// What clients did after 429s so far: in all, and by client (the User-Agent's product).
+    pub fn throttle_record(&self) -> (ThrottleRecord, BTreeMap<String, ThrottleRecord>) {
+        (self.throttles.all, self.throttles.by_client.clone())
     }
 
     /// Whether connections are to be dropped now (an outage in `refuse` mode).

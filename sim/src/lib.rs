@@ -160,7 +160,8 @@
 //!
 //! ```json
 //! "faults": {"spec": "error-rate=0.3,error-codes=429,retry-after=2s", "throttled": 41,
-//!            "retried": 40, "retriedEarly": 0, "shortestRetryWaitMs": 2004}
+//!            "retried": 40, "retriedEarly": 0, "shortestRetryWaitMs": 2004,
+//!            "byClient": {"tidemark": {"throttled": 30, ...}, "kubectl": {...}}}
 //! ```
 //!
 //! # Validation
@@ -757,8 +758,14 @@ impl Sim {
     }
 
     /// What clients did after the 429s the sim answered (see `faults`): how many were
-    /// retried, and how many before their `Retry-After` had elapsed.
-    pub fn throttle_record(&self) -> ThrottleRecord {
+    /// retried, and how many before their `Retry-After` had elapsed; in all and by client
+    /// (the User-Agent's product, `tidemark`, `kubectl`).
+    pub fn throttle_record(
+        &self,
+    ) -> (
+        ThrottleRecord,
+        std::collections::BTreeMap<String, ThrottleRecord>,
+    ) {
         self.shared
             .faults
             .lock()

@@ -2,6 +2,7 @@
 //! `git daemon` on 127.0.0.1. One test binary; one module per behaviour of DESIGN.md.
 
 mod agent;
+mod api_faults;
 mod chaos;
 mod clusterapi;
 mod components;

@@ -130,20 +130,25 @@ async fn throttling_answers_like_the_api_server_and_records_early_retries() {
         assert_eq!(code(api.get("f").await.unwrap_err()), 429);
 
         // That second GET came at once: an early retry of the first 429.
-        let t = sim.throttle_record();
+        let (t, by_client) = sim.throttle_record();
         assert_eq!((t.throttled, t.retried, t.retried_early), (2, 1, 1));
+        // One client (this kube client sends no User-Agent: `unknown`).
+        assert_eq!(
+            by_client.into_iter().collect::<Vec<_>>(),
+            [("unknown".to_string(), t)]
+        );
 
         // A retry after Retry-After has elapsed is not early; other paths are not retries.
         tokio::time::sleep(Duration::from_millis(2050)).await;
         sim.set_faults(Default::default());
         assert!(api.list(&ListParams::default()).await.is_ok());
         assert_eq!(
-            sim.throttle_record().retried,
+            sim.throttle_record().0.retried,
             1,
             "a list is not the GET's retry"
         );
         assert!(api.get("f").await.is_ok());
-        let t = sim.throttle_record();
+        let (t, _) = sim.throttle_record();
         assert_eq!((t.throttled, t.retried, t.retried_early), (2, 2, 1));
         assert!(t.shortest_wait.is_some_and(|d| d < Duration::from_secs(2)));
 

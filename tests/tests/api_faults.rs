@@ -1,0 +1,220 @@
+//! The Kubernetes-API half of the fault matrix (issue 14, item 4): the real agent, long
+//! running, converges a helm component (the official helm) on a `tidemark sim` that
+//! throttles with `Retry-After`, answers slowly, or goes away in the middle of an apply.
+//! Effects are counted by the sim (request counters, the record of retries after 429s),
+//! never read from log lines; kubectl reads the cluster independently.
+//! (`tests/tests/chaos.rs` has errors, conflicts and an outage during a control-plane
+//! rollout.)
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+use tidemark_e2e::{
+    CLUSTERAPI, SimProcess, WorkRepo, agent_log, copy_dir, fleet_yaml, helm_bin, sim_manifest,
+    status_annotation, status_record, tidemark_bin, wait_until, workspace_root,
+};
+
+/// The kinds metrics-lite renders (5 objects), as the sim counts their requests.
+const OBJECTS: [&str; 5] = [
+    "serviceaccounts",
+    "configmaps",
+    "services",
+    "deployments",
+    "poddisruptionbudgets",
+];
+
+/// A fleet repo whose cluster `sim` (at the sim's versions: no rollout) has the metrics-lite
+/// component at values revision `rev`.
+struct Fleet {
+    repo: WorkRepo,
+}
+
+impl Fleet {
+    fn new() -> Result<Self> {
+        let repo = WorkRepo::new()?;
+        copy_dir(
+            &workspace_root().join("fleet-repo-example/charts/metrics-lite"),
+            &repo.path().join("charts/metrics-lite"),
+        )?;
+        repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+        Ok(Self { repo })
+    }
+
+    /// Releases revision `rev`: the ConfigMap's content and the Deployment's pod template
+    /// (its config checksum and an annotation) change with it. Returns the commit.
+    fn release(&self, rev: u32) -> Result<String> {
+        let mut m = sim_manifest(CLUSTERAPI, "1.28.9", &[("general", "1.28.9")]);
+        m.push_str(&format!(
+            "  components:
+    - name: metrics-lite
+      chart: {{path: charts/metrics-lite}}
+      namespace: monitoring
+      values: {{config: {{externalLabels: {{rev: \"{rev}\"}}}}, podAnnotations: {{rev: \"{rev}\"}}}}
+"
+        ));
+        self.repo.write("clusters/sim.yaml", &m)?;
+        let commit = self.repo.commit(&format!("metrics-lite rev {rev}"))?;
+        self.repo.git(&["tag", "-f", "wave/canary", &commit])?;
+        Ok(commit)
+    }
+}
+
+fn start_sim(faults: &str) -> Result<SimProcess> {
+    let mut args = vec![
+        "--version",
+        "1.28.9",
+        "--node-groups",
+        "general=1",
+        "--speed",
+        "20",
+    ];
+    if !faults.is_empty() {
+        args.extend(["--faults", faults]);
+    }
+    SimProcess::start(&args)
+}
+
+/// Starts the long-running agent with the official helm and the default Lease duration
+/// (15 s: the harness's 2 s Lease is shorter than one throttled request's wait), logging to
+/// `DIR/IDENTITY.log`.
+fn spawn(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
+    Ok(Command::new(tidemark_bin()?)
+        .args(["--log", "info", "agent", "--repo"])
+        .arg(repo)
+        .args(["--selector", "cluster=sim", "--identity", identity])
+        .args(["--interval", "500ms", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--component-wait", "5s", "--helm-bin"])
+        .arg(helm_bin()?)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Whether the agent reports `commit` applied and the cluster converged.
+fn converged(sim: &SimProcess, commit: &str) -> bool {
+    status_annotation(sim, "applied-revision") == commit
+        && status_annotation(sim, "phase") == "Converged"
+}
+
+/// The `faults` section of `tidemark sim ctl state`.
+fn fault_record(sim: &SimProcess) -> Result<Value> {
+    Ok(sim.ctl_state(&sim.kubeconfig())?["faults"].clone())
+}
+
+/// Stops the agent (SIGKILL: what it left behind is what counts) and fails with the end of
+/// its log and the status when `outcome` is an error.
+fn finish(
+    mut agent: Child,
+    outcome: Result<()>,
+    sim: &SimProcess,
+    dir: &Path,
+    id: &str,
+) -> Result<String> {
+    let still_running = agent.try_wait()?.is_none();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = agent_log(dir, id);
+    if let Err(e) = outcome {
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        bail!(
+            "{e}; phase {:?}, message {:?}; agent log (last lines, newest first):\n{}",
+            status_annotation(sim, "phase"),
+            status_annotation(sim, "message"),
+            tail.join("\n")
+        );
+    }
+    assert!(still_running, "the agent exited:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    Ok(log)
+}
+
+/// `key` of the request counters, 0 when never seen.
+fn count(counts: &BTreeMap<String, u64>, key: &str) -> u64 {
+    counts.get(key).copied().unwrap_or(0)
+}
+
+/// Applies (server-side apply PATCHes) of metrics-lite's objects so far.
+fn object_patches(counts: &BTreeMap<String, u64>) -> u64 {
+    OBJECTS
+        .iter()
+        .map(|k| count(counts, &format!("patch {k}")))
+        .sum()
+}
+
+/// Deletions of any kind between two readings of the counters (Events aside).
+fn deletions(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(k, _)| k.starts_with("delete") && !k.ends_with(" events"))
+        .map(|(k, v)| (k.clone(), v - count(before, k)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+#[test]
+fn throttled_with_retry_after_the_agent_waits_as_told_and_converges() -> Result<()> {
+    let started = Instant::now();
+    let sim = start_sim("error-rate=0.3,error-codes=429,retry-after=2s,seed=11")?;
+    let fleet = Fleet::new()?;
+    let commit = fleet.release(1)?;
+    let dir = tempfile::tempdir()?;
+    let agent = spawn(fleet.repo.path(), &sim, "throttled", dir.path())?;
+    let outcome = wait_until(
+        Duration::from_secs(240),
+        "convergence while throttled",
+        || converged(&sim, &commit),
+    );
+    finish(agent, outcome, &sim, dir.path(), "throttled")?;
+
+    let record = fault_record(&sim)?;
+    println!(
+        "throttled: converged in {:.1}s; {record}",
+        started.elapsed().as_secs_f64()
+    );
+    // The agent's own requests (kubectl's, reading the status here, are its own client).
+    let agent = &record["byClient"]["tidemark"];
+    let n = |k: &str| agent[k].as_u64().unwrap_or(0);
+    assert!(
+        n("throttled") >= 10,
+        "the sim throttled the agent: {record}"
+    );
+    assert!(
+        n("retried") >= 5,
+        "the agent retried throttled requests: {record}"
+    );
+    assert_eq!(
+        n("retriedEarly"),
+        0,
+        "the agent retried no request before its Retry-After: {record}"
+    );
+    let health = status_record(&sim)?;
+    assert_eq!(
+        health.components["metrics-lite"].health,
+        tidemark::status::ComponentHealth::Healthy
+    );
+    let config = sim.kubectl(&[
+        "get",
+        "configmap",
+        "metrics-lite",
+        "-n",
+        "monitoring",
+        "-o",
+        "jsonpath={.data.metrics-lite\\.yaml}",
+    ])?;
+    assert!(config.contains("rev: \"1\""), "{config}");
+    Ok(())
+}
