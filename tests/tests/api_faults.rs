@@ -27,8 +27,7 @@ const OBJECTS: [&str; 5] = [
     "poddisruptionbudgets",
 ];
 
-/// A fleet repo whose cluster `sim` (at the sim's versions: no rollout) has the metrics-lite
-/// component at values revision `rev`.
+/// A fleet repo with cluster `sim` and the metrics-lite chart.
 struct Fleet {
     repo: WorkRepo,
 }
@@ -40,14 +39,22 @@ impl Fleet {
             &workspace_root().join("fleet-repo-example/charts/metrics-lite"),
             &repo.path().join("charts/metrics-lite"),
         )?;
-        repo.write("fleet.yaml", &fleet_yaml(&["canary"]))?;
+        // The hop to 1.29 lands on a listed patch release (Cluster API needs one).
+        repo.write(
+            "fleet.yaml",
+            &format!(
+                "{}  kubernetesVersions: [\"1.29.8\"]\n",
+                fleet_yaml(&["canary"])
+            ),
+        )?;
         Ok(Self { repo })
     }
 
-    /// Releases revision `rev`: the ConfigMap's content and the Deployment's pod template
-    /// (its config checksum and an annotation) change with it. Returns the commit.
-    fn release(&self, rev: u32) -> Result<String> {
-        let mut m = sim_manifest(CLUSTERAPI, "1.28.9", &[("general", "1.28.9")]);
+    /// Releases the cluster at Kubernetes `version` with revision `rev` of metrics-lite's
+    /// values: the ConfigMap's content and the Deployment's pod template (its config
+    /// checksum and an annotation) change with it. Returns the commit.
+    fn release(&self, version: &str, rev: u32) -> Result<String> {
+        let mut m = sim_manifest(CLUSTERAPI, version, &[("general", version)]);
         m.push_str(&format!(
             "  components:
     - name: metrics-lite
@@ -170,7 +177,7 @@ fn throttled_with_retry_after_the_agent_waits_as_told_and_converges() -> Result<
     let started = Instant::now();
     let sim = start_sim("error-rate=0.3,error-codes=429,retry-after=2s,seed=11")?;
     let fleet = Fleet::new()?;
-    let commit = fleet.release(1)?;
+    let commit = fleet.release("1.28.9", 1)?;
     let dir = tempfile::tempdir()?;
     let agent = spawn(fleet.repo.path(), &sim, "throttled", dir.path())?;
     let outcome = wait_until(
@@ -216,5 +223,58 @@ fn throttled_with_retry_after_the_agent_waits_as_told_and_converges() -> Result<
         "jsonpath={.data.metrics-lite\\.yaml}",
     ])?;
     assert!(config.contains("rev: \"1\""), "{config}");
+    Ok(())
+}
+
+#[test]
+fn responses_delayed_5s_the_agent_rolls_out_once_and_converges() -> Result<()> {
+    let started = Instant::now();
+    // One request in five answered 5 s late (the Lease's renewals among them).
+    let sim = start_sim("latency=5s,latency-rate=0.2,seed=5")?;
+    let fleet = Fleet::new()?;
+    let commit = fleet.release("1.29.8", 1)?;
+    let before = sim.requests_by_resource()?;
+    let dir = tempfile::tempdir()?;
+    let agent = spawn(fleet.repo.path(), &sim, "slow", dir.path())?;
+    let outcome = wait_until(
+        Duration::from_secs(420),
+        "convergence with slow answers",
+        || converged(&sim, &commit),
+    );
+    let log = finish(agent, outcome, &sim, dir.path(), "slow")?;
+    println!(
+        "delayed 5s: converged in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let after = sim.requests_by_resource()?;
+    let delta = |k: &str| count(&after, k) - count(&before, k);
+    // From the sim's counters: one provider request per step, however slow the answers.
+    assert_eq!(
+        delta("patch kubeadmcontrolplanes"),
+        1,
+        "one control-plane patch"
+    );
+    assert_eq!(delta("patch machinedeployments"), 1, "one node-group patch");
+    assert_eq!(
+        deletions(&before, &after),
+        BTreeMap::new(),
+        "nothing deleted"
+    );
+    assert!(
+        !log.contains("lost the Lease"),
+        "slow answers did not cost the Lease:\n{log}"
+    );
+    let record = status_record(&sim)?;
+    assert_eq!(
+        record.components["metrics-lite"].health,
+        tidemark::status::ComponentHealth::Healthy
+    );
+    let nodes = sim.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+    ])?;
+    assert!(nodes.split_whitespace().all(|k| k == "v1.29.8"), "{nodes}");
     Ok(())
 }
