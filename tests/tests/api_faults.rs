@@ -278,3 +278,166 @@ fn responses_delayed_5s_the_agent_rolls_out_once_and_converges() -> Result<()> {
     assert!(nodes.split_whitespace().all(|k| k == "v1.29.8"), "{nodes}");
     Ok(())
 }
+
+/// Sets the sim's faults at run time (`tidemark sim ctl faults SPEC`).
+fn set_faults(sim: &SimProcess, spec: &str) -> Result<()> {
+    let out = Command::new(tidemark_bin()?)
+        .args(["sim", "ctl", "--kubeconfig"])
+        .arg(sim.kubeconfig())
+        .args(["faults", spec])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "tidemark sim ctl faults {spec} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The revision of metrics-lite's values that its live ConfigMap and Deployment carry
+/// ("" where unreadable).
+fn live_revs(sim: &SimProcess) -> (String, String) {
+    let get = |args: &[&str]| sim.kubectl(args).unwrap_or_default();
+    let config = get(&[
+        "get",
+        "configmap",
+        "metrics-lite",
+        "-n",
+        "monitoring",
+        "-o",
+        "jsonpath={.data.metrics-lite\\.yaml}",
+    ]);
+    let config_rev = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rev: "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let deployment_rev = get(&[
+        "get",
+        "deployment",
+        "metrics-lite",
+        "-n",
+        "monitoring",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.rev}",
+    ]);
+    (config_rev, deployment_rev)
+}
+
+/// A 60 s outage (`mode`: `unavailable`, answered 503; `refuse`, connections dropped) that
+/// begins once the sim has seen the first apply of metrics-lite's new revision, before its
+/// last: the agent resumes and finishes, never reports the component Healthy while an
+/// object of the old revision is live, and deletes nothing.
+fn outage_mid_apply(mode: &str) -> Result<()> {
+    let started = Instant::now();
+    let sim = start_sim("")?;
+    let fleet = Fleet::new()?;
+    let first = fleet.release("1.28.9", 1)?;
+    let dir = tempfile::tempdir()?;
+    let id = format!("outage-{mode}");
+    let mut agent = spawn(fleet.repo.path(), &sim, &id, dir.path())?;
+    let mut outcome = wait_until(Duration::from_secs(90), "revision 1", || {
+        converged(&sim, &first)
+    });
+    let old_inputs = status_record(&sim)?
+        .components
+        .get("metrics-lite")
+        .and_then(|c| c.inputs.clone());
+
+    // Slow answers (300 ms) stretch the apply of five objects over more than a second,
+    // so the outage begins between its first and its last PATCH.
+    let slow = "latency=300ms";
+    let mut before = BTreeMap::new();
+    let mut at_outage = 0;
+    if outcome.is_ok() {
+        set_faults(&sim, slow)?;
+        before = sim.requests_by_resource()?;
+        let second = fleet.release("1.28.9", 2)?;
+        outcome = wait_until(Duration::from_secs(60), "the first apply of rev 2", || {
+            at_outage = sim
+                .requests_by_resource()
+                .map_or(0, |now| object_patches(&now) - object_patches(&before));
+            at_outage > 0
+        });
+        if outcome.is_ok() {
+            set_faults(&sim, &format!("{slow},outage=0s+60s,outage-mode={mode}"))?;
+            let outage_began = Instant::now();
+            std::thread::sleep(Duration::from_secs(60).saturating_sub(outage_began.elapsed()));
+            assert!(
+                agent.try_wait()?.is_none(),
+                "the agent lived through the outage"
+            );
+            // After the outage: never Healthy for rev 2 while rev 1 is live, until converged.
+            let mut unhealthy_claim = None;
+            outcome = wait_until(Duration::from_secs(150), "rev 2 after the outage", || {
+                if let Ok(record) = status_record(&sim)
+                    && let Some(c) = record.components.get("metrics-lite")
+                    && c.inputs != old_inputs
+                    && c.health == tidemark::status::ComponentHealth::Healthy
+                {
+                    let live = live_revs(&sim);
+                    if live != ("2".to_string(), "2".to_string()) {
+                        unhealthy_claim.get_or_insert(live);
+                    }
+                }
+                converged(&sim, &second)
+            });
+            assert_eq!(
+                unhealthy_claim, None,
+                "metrics-lite reported Healthy for rev 2 while (ConfigMap, Deployment) were at"
+            );
+            println!(
+                "outage ({mode}): began after {at_outage} of 5 PATCHes; rev 2 converged {:.1}s after the outage began",
+                outage_began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    set_faults(&sim, "")?;
+    let still_running = agent.try_wait()?.is_none();
+    let log = finish(agent, outcome, &sim, dir.path(), &id);
+    let log = log?;
+    assert!(still_running);
+    let after = sim.requests_by_resource()?;
+    assert!(
+        (1..5).contains(&at_outage),
+        "the outage began in the middle of the apply ({at_outage} of 5 PATCHes sent)"
+    );
+    assert_eq!(
+        deletions(&before, &after),
+        BTreeMap::new(),
+        "no object of the desired state was deleted"
+    );
+    assert_eq!(live_revs(&sim), ("2".to_string(), "2".to_string()));
+    let record = status_record(&sim)?;
+    assert_eq!(
+        record.components["metrics-lite"].health,
+        tidemark::status::ComponentHealth::Healthy,
+        "{log}"
+    );
+    for kind in [
+        "serviceaccount",
+        "configmap",
+        "service",
+        "deployment",
+        "poddisruptionbudget",
+    ] {
+        sim.kubectl(&["get", kind, "metrics-lite", "-n", "monitoring"])?;
+    }
+    println!(
+        "outage ({mode}): whole case {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_60s_outage_answering_503_mid_component_apply_resumes_and_finishes() -> Result<()> {
+    outage_mid_apply("unavailable")
+}
+
+#[test]
+fn a_60s_outage_refusing_connections_mid_component_apply_resumes_and_finishes() -> Result<()> {
+    outage_mid_apply("refuse")
+}
