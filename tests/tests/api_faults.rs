@@ -85,10 +85,16 @@ fn start_sim(faults: &str) -> Result<SimProcess> {
     SimProcess::start(&args)
 }
 
-/// Starts the long-running agent with the official helm and the default Lease duration
-/// (15 s: the harness's 2 s Lease is shorter than one throttled request's wait), logging to
-/// `DIR/IDENTITY.log`.
-fn spawn(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Child> {
+/// Starts the long-running agent with the official helm, the default Lease duration (15 s:
+/// the harness's 2 s Lease is shorter than one throttled request's wait) unless `extra`
+/// says otherwise, logging to `DIR/IDENTITY.log`.
+fn spawn(
+    repo: &Path,
+    sim: &SimProcess,
+    identity: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Child> {
     let log = std::fs::File::create(dir.join(format!("{identity}.log")))?;
     Ok(Command::new(tidemark_bin()?)
         .args(["--log", "info", "agent", "--repo"])
@@ -101,6 +107,7 @@ fn spawn(repo: &Path, sim: &SimProcess, identity: &str, dir: &Path) -> Result<Ch
         .arg(dir.join("cache"))
         .arg("--kubeconfig")
         .arg(sim.kubeconfig())
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -179,7 +186,7 @@ fn throttled_with_retry_after_the_agent_waits_as_told_and_converges() -> Result<
     let fleet = Fleet::new()?;
     let commit = fleet.release("1.28.9", 1)?;
     let dir = tempfile::tempdir()?;
-    let agent = spawn(fleet.repo.path(), &sim, "throttled", dir.path())?;
+    let agent = spawn(fleet.repo.path(), &sim, "throttled", dir.path(), &[])?;
     let outcome = wait_until(
         Duration::from_secs(240),
         "convergence while throttled",
@@ -235,7 +242,16 @@ fn responses_delayed_5s_the_agent_rolls_out_once_and_converges() -> Result<()> {
     let commit = fleet.release("1.29.8", 1)?;
     let before = sim.requests_by_resource()?;
     let dir = tempfile::tempdir()?;
-    let agent = spawn(fleet.repo.path(), &sim, "slow", dir.path())?;
+    // A Lease whose renew deadline (40 s) is well above a renewal's 10 s worst case (two
+    // slow answers); with the default 15 s (deadline 10 s) the keeper stands by whenever
+    // one renewal takes both, as it must: another replica counts from the renewTime.
+    let agent = spawn(
+        fleet.repo.path(),
+        &sim,
+        "slow",
+        dir.path(),
+        &["--lease-duration", "60s"],
+    )?;
     let outcome = wait_until(
         Duration::from_secs(420),
         "convergence with slow answers",
@@ -337,7 +353,7 @@ fn outage_mid_apply(mode: &str) -> Result<()> {
     let first = fleet.release("1.28.9", 1)?;
     let dir = tempfile::tempdir()?;
     let id = format!("outage-{mode}");
-    let mut agent = spawn(fleet.repo.path(), &sim, &id, dir.path())?;
+    let mut agent = spawn(fleet.repo.path(), &sim, &id, dir.path(), &[])?;
     let mut outcome = wait_until(Duration::from_secs(90), "revision 1", || {
         converged(&sim, &first)
     });

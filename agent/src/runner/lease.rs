@@ -135,6 +135,17 @@ pub fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Who holds the Lease when this replica could not renew it in time.
+const SLOW: &str = "(unknown: the API server did not answer in time)";
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether this replica may act, as the keeper last established it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Standing {
@@ -148,6 +159,11 @@ pub enum Standing {
 
 /// Keeps the Lease in a task of its own: acquires it, renews it every third of its
 /// duration, publishes this replica's [`Standing`], and releases it when stopped.
+///
+/// The renew deadline (two thirds of the duration) counts from the start of the last
+/// successful renewal, the `renewTime` it wrote and other replicas count from, never from
+/// its answer; an attempt is given up after the renew deadline, and the standing turns to
+/// standby the moment the deadline passes, even while an attempt is still waiting.
 pub struct Keeper {
     standing: watch::Receiver<Standing>,
     stop: watch::Sender<bool>,
@@ -162,26 +178,54 @@ impl Keeper {
         let task = tokio::spawn(async move {
             let renew_every = (cfg.duration / 3).max(Duration::from_millis(200));
             let renew_deadline = cfg.duration.mul_f64(2.0 / 3.0);
+            // When the last successful attempt began: the renewTime it wrote, from which
+            // another replica counts the Lease's duration.
             let mut last_renewal: Option<tokio::time::Instant> = None;
             loop {
-                let next = match acquire(&client, &cfg).await {
-                    Ok(Holder::Us) => {
-                        last_renewal = Some(tokio::time::Instant::now());
+                let began = tokio::time::Instant::now();
+                // An attempt that does not answer within the renew deadline is given up (a
+                // slow or silent API server must not keep it, and the standing, pending).
+                let attempt = tokio::time::timeout(renew_deadline, acquire(&client, &cfg));
+                tokio::pin!(attempt);
+                // Still ours while the last renewal is within its renew deadline; past it,
+                // another replica may take over soon: stop acting, even mid-attempt.
+                let expiry = last_renewal.map(|at| at + renew_deadline);
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut attempt => break outcome,
+                        _ = sleep_until_opt(expiry), if *tx.borrow() == Standing::Leading => {
+                            tracing::warn!(
+                                deadline = ?renew_deadline,
+                                "failed to renew the Lease within its renew deadline: standing by until the API server answers"
+                            );
+                            tx.send_replace(Standing::Standby(SLOW.into()));
+                        }
+                    }
+                };
+                let next = match outcome {
+                    Ok(Ok(Holder::Us)) => {
+                        last_renewal = Some(began);
                         Standing::Leading
                     }
-                    Ok(Holder::Other(other)) => {
+                    Ok(Ok(Holder::Other(other))) => {
                         last_renewal = None;
                         Standing::Standby(other)
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %crate::status::describe(&e), "failed to acquire or renew the Lease");
+                    failed => {
+                        match failed {
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %crate::status::describe(&e), "failed to acquire or renew the Lease")
+                            }
+                            _ => tracing::warn!(
+                                timeout = ?renew_deadline,
+                                "failed to acquire or renew the Lease: the API server did not answer in time"
+                            ),
+                        }
                         // Still ours until the renew deadline passes; then another replica
                         // may take it over, so this one must stop acting.
                         match last_renewal {
                             Some(at) if at.elapsed() < renew_deadline => Standing::Leading,
-                            _ => {
-                                Standing::Standby("(unknown: the API server did not answer)".into())
-                            }
+                            _ => Standing::Standby(SLOW.into()),
                         }
                     }
                 };
@@ -201,8 +245,10 @@ impl Keeper {
                     }
                 }
                 tx.send_replace(next);
+                // Every third of the duration from the start of the last attempt: a slow
+                // answer does not push the next renewal later.
                 tokio::select! {
-                    _ = tokio::time::sleep(renew_every) => {}
+                    _ = tokio::time::sleep_until(began + renew_every) => {}
                     _ = stopped.changed() => break,
                 }
             }
@@ -240,5 +286,78 @@ impl Keeper {
     pub async fn release(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+
+    /// An API server that grants the Lease (a GET answered 404, the create answered), then
+    /// never answers again, as a hung or very slow one: the keeper must stand by once the
+    /// renew deadline of its last renewal has passed, not whenever an answer comes.
+    #[tokio::test]
+    async fn a_renewal_that_gets_no_answer_stands_by_at_the_renew_deadline() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut n = 0;
+            while let Some((request, respond)) = handle.next_request().await {
+                n += 1;
+                let bytes = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let (code, answer) = match n {
+                    1 => (
+                        404,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "NotFound", "code": 404}),
+                    ),
+                    2 => (
+                        201,
+                        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                    ),
+                    _ => {
+                        held.push(respond);
+                        continue;
+                    }
+                };
+                let response = Response::builder()
+                    .status(code)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(answer.to_string().into_bytes()));
+                if let Ok(r) = response {
+                    respond.send_response(r);
+                }
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let cfg = LeaseConfig {
+            namespace: "tidemark-system".into(),
+            name: "tidemark".into(),
+            identity: "me".into(),
+            duration: Duration::from_millis(900),
+        };
+        let mut keeper = Keeper::spawn(client, cfg);
+        assert_eq!(keeper.settled().await, Standing::Leading);
+        let led = tokio::time::Instant::now();
+        // Renewals start every 300 ms and get no answer; the renew deadline is 600 ms
+        // after the renewal that was answered began.
+        let lost = tokio::time::timeout(Duration::from_secs(5), keeper.lost()).await;
+        assert!(lost.is_ok(), "still leading with no answer for 5 s");
+        let after = led.elapsed();
+        assert!(
+            after <= Duration::from_millis(700),
+            "stood by {after:?} after leading, past the 600 ms renew deadline"
+        );
+        let standing = keeper.standing.borrow().clone();
+        assert_eq!(standing, Standing::Standby(SLOW.into()));
+        drop(keeper);
     }
 }
