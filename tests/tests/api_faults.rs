@@ -411,10 +411,7 @@ fn outage_mid_apply(mode: &str) -> Result<()> {
         }
     }
     set_faults(&sim, "")?;
-    let still_running = agent.try_wait()?.is_none();
-    let log = finish(agent, outcome, &sim, dir.path(), &id);
-    let log = log?;
-    assert!(still_running);
+    let log = finish(agent, outcome, &sim, dir.path(), &id)?;
     let after = sim.requests_by_resource()?;
     assert!(
         (1..5).contains(&at_outage),
