@@ -264,7 +264,9 @@ impl Drain<'_> {
             match api.evict(&name, &EvictParams::default()).await {
                 Ok(_) => left.push(format!("pod {ns}/{name} evicted, terminating")),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                // 429: a PodDisruptionBudget does not allow it now; its causes name it.
+                // 429: a PodDisruptionBudget does not allow it now (its causes name it), or
+                // the API server throttles (its message says so); either way the pod stays
+                // for the next round and the status quotes the reason.
                 Err(kube::Error::Api(s)) if s.code == 429 => {
                     let why = s
                         .details
