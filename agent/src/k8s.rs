@@ -5,10 +5,11 @@
 //!   seconds (honouring `Retry-After`). kube's default policy retries for many minutes, and
 //!   one unavailable aggregated API (503 until its pod runs) would stall every pass; a
 //!   failed pass is retried by the runner's backoff instead.
-//! - `Retry-After` binds beyond those retries: when a 429 or 503 carrying it is the final
-//!   answer, the same request (method and path) is not sent again, by the next pass or
-//!   anything else, before it has elapsed ([`RetryAfterGate`]). The runner's backoff after
-//!   a failed pass starts at one second; an API server may ask for more.
+//! - `Retry-After` binds every request, not only the retried one: after a 429 or 503
+//!   carrying it, no request with the same method and path is sent before it has elapsed,
+//!   whether a retry, the next pass or another task (the Lease keeper) sends it
+//!   ([`RetryAfterGate`], under the retries). The runner's backoff after a failed pass
+//!   starts at one second; an API server may ask for more.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -108,20 +109,21 @@ fn finish(mut config: kube::Config) -> Result<kube::Client, Error> {
     let retry = RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 3, true)
         .map_err(|e| Error::Client(e.to_string()))?;
     let builder = ClientBuilder::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
-    // The retry layer clones its service: a buffer in front of kube's stack makes it so.
+    // The retry layer and the gate clone their service: a buffer in front of kube's stack
+    // makes it so. The gate sits under the retries, so that it sees every answer.
     Ok(builder
         .with_layer(&tower::buffer::BufferLayer::new(1024))
-        .with_layer(&tower::retry::RetryLayer::new(retry))
         .with_layer(&RetryAfterGate::default())
+        .with_layer(&tower::retry::RetryLayer::new(retry))
         .build())
 }
 
-/// When each request (method, path) may be sent again, after a final 429 or 503 that said
+/// When each request (method, path) may be sent again, after a 429 or 503 that said
 /// `Retry-After`.
 type NotBefore = Arc<Mutex<HashMap<(Method, String), tokio::time::Instant>>>;
 
-/// Outside the bounded retries: holds back a request until the `Retry-After` of the last
-/// final 429 or 503 answered to the same method and path has elapsed.
+/// Under the bounded retries: holds back a request until the `Retry-After` of the last 429
+/// or 503 answered to the same method and path has elapsed.
 #[derive(Clone, Default)]
 pub struct RetryAfterGate {
     not_before: NotBefore,
@@ -282,10 +284,10 @@ mod tests {
         Request::get(path).body(()).unwrap_or_default()
     }
 
-    /// A final 429 with `Retry-After: 2` holds the same request back for two seconds, and
+    /// A 429 with `Retry-After: 2` holds the same request back for two seconds, and
     /// nothing else.
     #[tokio::test]
-    async fn a_final_retry_after_holds_back_the_same_request() {
+    async fn a_retry_after_holds_back_the_same_request() {
         let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<()>>();
         let mut svc = RetryAfterGate::default().layer(mock);
         let answer = |code: u16, after: Option<&str>| {
