@@ -25,7 +25,8 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"
 else
   echo "cargo-nextest not found; using cargo test" >&2
-  cargo test --locked --workspace --no-fail-fast "$@"
+  # Four at a time, as nextest is configured (.config/nextest.toml): most tests wait.
+  RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked --workspace --no-fail-fast "$@"
 fi
 
 # Every cargo-fuzz target of fuzz/ for 15 s from its seed corpus (a crash fails the run);
