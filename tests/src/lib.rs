@@ -1163,6 +1163,30 @@ pub struct Pass {
 }
 
 impl Pass {
+    /// Runs one `tidemark agent --once` pass for the manifest labelled `cluster=sim` in the
+    /// local `repo` against `sim`, with its git cache in `cache`; a non-zero exit is an error.
+    pub fn run(repo: &WorkRepo, sim: &SimProcess, cache: &Path) -> Result<Self> {
+        let kubeconfig = sim.kubeconfig().display().to_string();
+        let run = tidemark_in(
+            &[
+                "agent",
+                "--once",
+                "--repo",
+                &repo.path().display().to_string(),
+                "--selector",
+                "cluster=sim",
+                "--cache-dir",
+                &cache.display().to_string(),
+            ],
+            None,
+            &[("KUBECONFIG", &kubeconfig)],
+        )?;
+        if run.code != Some(0) {
+            bail!("agent --once failed: {run:?}");
+        }
+        Ok(Self::parse(&run.stdout))
+    }
+
     /// Reads the report from the standard output of `tidemark agent --once`.
     pub fn parse(stdout: &str) -> Self {
         let field = |name: &str| {

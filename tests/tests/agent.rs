@@ -4,32 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tidemark_e2e::{Pass, Run, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
+use tidemark_e2e::{Pass, SimProcess, WorkRepo, fleet_yaml, tidemark_bin, tidemark_in};
 
 fn manifest(provider: &str, cp: &str, general: &str, gpu: &str) -> String {
     tidemark_e2e::sim_manifest(provider, cp, &[("general", general), ("gpu", gpu)])
-}
-
-fn once(repo: &WorkRepo, sim: &SimProcess, cache: &std::path::Path) -> Result<Pass> {
-    let kubeconfig = sim.kubeconfig().display().to_string();
-    let run: Run = tidemark_in(
-        &[
-            "agent",
-            "--once",
-            "--repo",
-            &repo.path().display().to_string(),
-            "--selector",
-            "cluster=sim",
-            "--cache-dir",
-            &cache.display().to_string(),
-        ],
-        None,
-        &[("KUBECONFIG", &kubeconfig)],
-    )?;
-    if run.code != Some(0) {
-        bail!("agent --once failed: {run:?}");
-    }
-    Ok(Pass::parse(&run.stdout))
 }
 
 /// Runs passes until Converged (or the deadline); returns every executed step in order.
@@ -43,7 +21,7 @@ fn converge(
     let mut steps = Vec::new();
     let mut seen_cp = Vec::new();
     loop {
-        let pass = once(repo, sim, cache)?;
+        let pass = Pass::run(repo, sim, cache)?;
         steps.extend(pass.executed.iter().cloned());
         let version = sim.kubectl(&["version", "-o", "json"])?;
         let v: serde_json::Value = serde_json::from_str(&version)?;
@@ -104,7 +82,7 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     repo.tag_annotated("wave/canary", "HEAD")?;
     let cache = tempfile::tempdir()?;
 
-    let first = once(&repo, &sim, cache.path())?;
+    let first = Pass::run(&repo, &sim, cache.path())?;
     assert_eq!(
         (first.phase.as_str(), first.message.as_str()),
         ("Converged", "converged: control plane 1.28.9")
@@ -178,7 +156,7 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
         "-o",
         "jsonpath={.metadata.resourceVersion}",
     ])?;
-    assert_eq!(once(&repo, &sim, cache.path())?.phase, "Converged");
+    assert_eq!(Pass::run(&repo, &sim, cache.path())?.phase, "Converged");
     let rv_after = sim.kubectl(&[
         "get",
         "namespace",
@@ -213,7 +191,7 @@ fn clusterapi_control_plane_1_28_to_1_30_one_minor_at_a_time() -> Result<()> {
     // Every pass refuses it, not only the first (issue 9: the second pass used to read the
     // lowered declaration as the previous one and report Converged).
     for _ in 0..3 {
-        let pass = once(&repo, &sim, cache.path())?;
+        let pass = Pass::run(&repo, &sim, cache.path())?;
         assert_eq!(pass.phase, "Blocked");
         assert!(pass.executed.is_empty());
         assert_eq!(
@@ -586,7 +564,7 @@ spec:
     let start = Instant::now();
     let mut held = None;
     loop {
-        let pass = once(&repo, &sim, cache.path())?;
+        let pass = Pass::run(&repo, &sim, cache.path())?;
         if pass.phase == "Blocked" {
             assert!(held.is_some(), "the hold was reported before the timeout");
             assert!(
@@ -704,7 +682,7 @@ fn exec_status_command_holds_the_agent_while_the_cloud_is_busy() -> Result<()> {
     let cache = tempfile::tempdir()?;
 
     std::fs::write(&busy, "")?;
-    let held = once(&repo, &sim, cache.path())?;
+    let held = Pass::run(&repo, &sim, cache.path())?;
     assert_eq!(
         (held.phase.as_str(), held.message.as_str()),
         (

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::Value;
-use tidemark_e2e::{Pass, SimProcess, WorkRepo, kubectl_with, tidemark_in};
+use tidemark_e2e::{Pass, SimProcess, WorkRepo, kubectl_with};
 
 /// `fleet.yaml` with one wave and the patch releases the hops land on.
 fn fleet() -> String {
@@ -23,28 +23,6 @@ fn manifest(provider: &str, cp: &str, groups: &[(&str, &str)]) -> String {
     tidemark_e2e::sim_manifest(provider, cp, groups)
 }
 
-fn once(repo: &WorkRepo, sim: &SimProcess, cache: &Path) -> Result<Pass> {
-    let kubeconfig = sim.kubeconfig().display().to_string();
-    let run = tidemark_in(
-        &[
-            "agent",
-            "--once",
-            "--repo",
-            &repo.path().display().to_string(),
-            "--selector",
-            "cluster=sim",
-            "--cache-dir",
-            &cache.display().to_string(),
-        ],
-        None,
-        &[("KUBECONFIG", &kubeconfig)],
-    )?;
-    if run.code != Some(0) {
-        bail!("agent --once failed: {run:?}");
-    }
-    Ok(Pass::parse(&run.stdout))
-}
-
 /// Runs passes until Converged; returns every executed step and every message, in order.
 fn converge(
     repo: &WorkRepo,
@@ -55,7 +33,7 @@ fn converge(
     let start = Instant::now();
     let (mut steps, mut messages) = (Vec::new(), Vec::new());
     loop {
-        let pass = once(repo, sim, cache)?;
+        let pass = Pass::run(repo, sim, cache)?;
         steps.extend(pass.executed.iter().cloned());
         messages.push(pass.message.clone());
         match pass.phase.as_str() {
@@ -296,7 +274,7 @@ fn a_sim_serving_only_v1beta1() -> Result<()> {
     let start = Instant::now();
     let mut steps = Vec::new();
     let held = loop {
-        let pass = once(&repo, &sim, cache.path())?;
+        let pass = Pass::run(&repo, &sim, cache.path())?;
         steps.extend(pass.executed.iter().cloned());
         if pass
             .message
@@ -450,7 +428,7 @@ fn a_topology_cluster_moves_only_its_topology_version() -> Result<()> {
         spec.is_ok_and(|s| s == "v1.31.4 v1.31.4")
     })?;
     let before = sim.ctl_state(&sim.management_kubeconfig())?;
-    let pass = once(&repo, &sim, cache.path())?;
+    let pass = Pass::run(&repo, &sim, cache.path())?;
     assert_eq!(pass.phase, "Converged", "{}", pass.message);
     let after = sim.ctl_state(&sim.management_kubeconfig())?;
     for key in [
