@@ -155,7 +155,7 @@ mod tests {
 
     use super::*;
     use crate::component::manifest;
-    use crate::converge::scripted::{self, discovery, on};
+    use crate::converge::scripted::{self, core_only_roots, discovery, on};
     use crate::status::record::Inventory;
 
     fn cm(name: &str, component: &str, managers: Value, extra: Value) -> Value {
@@ -209,18 +209,7 @@ mod tests {
             cm("kept", "web", ours, json!({})),
         ]);
         let (client, log) = scripted::client(vec![
-            on(
-                Method::GET,
-                "/api",
-                200,
-                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
-            ),
-            on(
-                Method::GET,
-                "/apis",
-                200,
-                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            ),
+            core_only_roots(),
             discovery("v1", &[("ConfigMap", "configmaps", true)]),
             on(
                 Method::GET,
@@ -293,18 +282,7 @@ mod tests {
             o
         };
         let (client, log) = scripted::client(vec![
-            on(
-                Method::GET,
-                "/api",
-                200,
-                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
-            ),
-            on(
-                Method::GET,
-                "/apis",
-                200,
-                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            ),
+            core_only_roots(),
             discovery(
                 "v1",
                 &[

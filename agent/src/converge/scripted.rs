@@ -59,6 +59,27 @@ pub fn on_with(
     Box::new(move |s| (s.method == method && s.path == path).then(|| answer(s)))
 }
 
+/// The discovery roots of a server that serves the core group only: `/api` (`v1`) and an
+/// empty `/apis`.
+pub fn core_only_roots() -> Route {
+    Box::new(|s| {
+        if s.method != Method::GET {
+            return None;
+        }
+        match s.path.as_str() {
+            "/api" => Some((
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            )),
+            "/apis" => Some((
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+            )),
+            _ => None,
+        }
+    })
+}
+
 /// The discovery document of `group_version` (`v1` or `apps/v1`) serving `kinds`
 /// (kind, plural, namespaced).
 pub fn discovery(group_version: &str, kinds: &[(&str, &str, bool)]) -> Route {
