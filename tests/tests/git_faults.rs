@@ -443,8 +443,7 @@ fn corrupt_cache_is_recreated_from_the_remote() -> Result<()> {
     let daemon = GitDaemon::start(&repo.base_dir())?;
     let url = daemon.url(&repo.name());
     let dir = tempfile::tempdir()?;
-    let agent = Agent::start(&url, &sim, dir.path(), "fresh")?;
-    let mut agent = agent;
+    let mut agent = Agent::start(&url, &sim, dir.path(), "fresh")?;
     agent.wait_for(&sim, Duration::from_secs(30), "Converged", &first)?;
     agent.stop()?;
     let before = writes(&sim)?;
